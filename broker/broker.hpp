@@ -1,0 +1,63 @@
+// The broker: settings, virtual hosts, users, and the registries that span
+// connections (direct reply-to). One Broker per process.
+//
+// Thread-safety: the broker thread only (net/ runs every connection of this
+// broker on that thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+
+#include "broker/broker_stats.hpp"
+#include "broker/vhost.hpp"
+
+namespace sluice::broker {
+
+class Channel;
+
+struct BrokerConfig {
+    uint16_t channel_max = 2047;
+    uint32_t frame_max = 131072;
+    uint16_t heartbeat = 60;                     // seconds; 0 = off
+    uint64_t max_message_size = 128ull << 20;    // RabbitMQ's default
+    std::string default_user = "guest";
+    std::string default_password = "guest";
+    bool default_user_loopback_only = true;      // as RabbitMQ's loopback_users
+    size_t output_high_watermark = 1u << 20;     // bytes queued for a socket before its consumers pause
+};
+
+class Broker {
+public:
+    explicit Broker(BrokerConfig config = {});
+    ~Broker();
+
+    const BrokerConfig& config() const { return config_; }
+    VHost* find_vhost(std::string_view name);
+    BrokerStats& stats() { return stats_; }
+
+    // True when user/password may log in from this peer.
+    bool authenticate(std::string_view user, std::string_view password, bool from_loopback) const;
+
+    uint64_t next_connection_id() { return ++last_connection_id_; }
+    // prefix + 22 random URL-safe characters ("amq.gen-…", "amq.ctag-…").
+    std::string unique_name(std::string_view prefix);
+
+    // Direct reply-to: a channel consuming from amq.rabbitmq.reply-to gets a
+    // token; replies published to "amq.rabbitmq.reply-to.<token>" go to it.
+    std::string register_reply_channel(Channel* channel);
+    void unregister_reply_channel(std::string_view token);
+    Channel* find_reply_channel(std::string_view token) const;
+
+private:
+    BrokerConfig config_;
+    BrokerStats stats_;
+    std::unique_ptr<VHost> default_vhost_;
+    StringMap<Channel*> reply_channels_;
+    uint64_t last_connection_id_ = 0;
+    std::mt19937_64 rng_;
+};
+
+}  // namespace sluice::broker

@@ -1,0 +1,269 @@
+// Channel core: method dispatch, content assembly, delivery, settlement and
+// close. The per-class handlers are in channel_exchange_queue.cpp and
+// channel_basic.cpp.
+#include "broker/channel.hpp"
+
+#include <algorithm>
+
+#include "broker/broker.hpp"
+#include "broker/channel_send.hpp"
+#include "broker/session.hpp"
+#include "broker/vhost.hpp"
+#include "net/amqp/frame.hpp"
+#include "net/amqp/methods.hpp"
+#include "net/amqp/properties.hpp"
+
+namespace sluice::broker {
+
+namespace m = amqp::method;
+
+Channel::Channel(Session& session, VHost& vhost, uint16_t id) : session_(session), vhost_(vhost), id_(id) {}
+
+Channel::~Channel() { release(); }
+
+Status Channel::on_method(std::string_view payload) {
+    amqp::Method method;
+    auto err = amqp::decode_method(payload, method);
+    uint32_t key = amqp::peek_method_key(payload);
+    if (err == amqp::DecodeError::unknown_method)
+        return AmqpError{reply::not_implemented,
+                         "unknown method " + std::to_string(key >> 16) + "/" + std::to_string(key & 0xffff),
+                         key};
+    if (err != amqp::DecodeError::none)
+        return AmqpError{reply::syntax_error, "malformed '" + std::string(amqp::method_name(key)) + "'", key};
+    if (publish_.active)
+        return AmqpError{reply::unexpected_frame,
+                         "expected a content header for basic.publish, got '" +
+                             std::string(amqp::method_name(key)) + "'",
+                         key};
+    Status st;
+    switch (key) {
+        case m::BasicPublish::key: st = basic_publish(std::get<m::BasicPublish>(method)); break;
+        case m::BasicAck::key: {
+            auto& a = std::get<m::BasicAck>(method);
+            st = basic_ack(a.delivery_tag, a.multiple);
+            break;
+        }
+        case m::BasicNack::key: {
+            auto& n = std::get<m::BasicNack>(method);
+            st = basic_reject(n.delivery_tag, n.multiple, n.requeue, true);
+            break;
+        }
+        case m::BasicReject::key: {
+            auto& r = std::get<m::BasicReject>(method);
+            st = basic_reject(r.delivery_tag, false, r.requeue, false);
+            break;
+        }
+        case m::BasicConsume::key: st = basic_consume(std::get<m::BasicConsume>(method)); break;
+        case m::BasicCancel::key: st = basic_cancel(std::get<m::BasicCancel>(method)); break;
+        case m::BasicGet::key: st = basic_get(std::get<m::BasicGet>(method)); break;
+        case m::BasicQos::key: st = basic_qos(std::get<m::BasicQos>(method)); break;
+        case m::BasicRecover::key:
+            st = basic_recover(std::get<m::BasicRecover>(method).requeue);
+            if (!st) send(m::BasicRecoverOk{});
+            break;
+        case m::BasicRecoverAsync::key: st = basic_recover(std::get<m::BasicRecoverAsync>(method).requeue); break;
+        case m::ExchangeDeclare::key: st = exchange_declare(std::get<m::ExchangeDeclare>(method)); break;
+        case m::ExchangeDelete::key: st = exchange_delete(std::get<m::ExchangeDelete>(method)); break;
+        case m::ExchangeBind::key: st = exchange_bind(std::get<m::ExchangeBind>(method)); break;
+        case m::ExchangeUnbind::key: st = exchange_unbind(std::get<m::ExchangeUnbind>(method)); break;
+        case m::QueueDeclare::key: st = queue_declare(std::get<m::QueueDeclare>(method)); break;
+        case m::QueueBind::key: st = queue_bind(std::get<m::QueueBind>(method)); break;
+        case m::QueueUnbind::key: st = queue_unbind(std::get<m::QueueUnbind>(method)); break;
+        case m::QueuePurge::key: st = queue_purge(std::get<m::QueuePurge>(method)); break;
+        case m::QueueDelete::key: st = queue_delete(std::get<m::QueueDelete>(method)); break;
+        case m::ConfirmSelect::key: st = confirm_select(std::get<m::ConfirmSelect>(method)); break;
+        case m::ChannelFlow::key: st = channel_flow(std::get<m::ChannelFlow>(method)); break;
+        case m::ChannelFlowOk::key: break;
+        case m::TxSelect::key:
+        case m::TxCommit::key:
+        case m::TxRollback::key:
+            st = amqp_error(reply::not_implemented, "transactions (tx.*) are not supported yet");
+            break;
+        default:
+            st = amqp_error(reply::command_invalid,
+                            "'" + std::string(amqp::method_name(key)) + "' is not valid on a channel from a client");
+    }
+    if (st && st->method == 0) st->method = key;
+    return st;
+}
+
+Status Channel::on_header(std::string_view payload) {
+    if (!publish_.active || publish_.message)
+        return amqp_error(reply::unexpected_frame, "content header frame without a basic.publish before it");
+    amqp::ContentHeader h;
+    if (!amqp::decode_content_header(payload, h))
+        return amqp_error(reply::frame_error, "malformed content header frame");
+    if (h.class_id != m::BasicPublish::class_id)
+        return amqp_error(reply::unexpected_frame, "content header for class " + std::to_string(h.class_id) +
+                                                       ", expected class 60 (basic)");
+    const uint64_t max = session_.broker().config().max_message_size;
+    if (h.body_size > max) {
+        publish_ = PendingPublish{};
+        return AmqpError{reply::precondition_failed,
+                         "message size " + std::to_string(h.body_size) + " is larger than configured max size " +
+                             std::to_string(max),
+                         m::BasicPublish::key};
+    }
+    publish_.message = std::make_shared<Message>(publish_.exchange, publish_.routing_key, h.properties, h.body_size);
+    if (h.body_size == 0) return publish_complete();
+    return std::nullopt;
+}
+
+Status Channel::on_body(std::string_view payload) {
+    if (!publish_.active || !publish_.message)
+        return amqp_error(reply::unexpected_frame, "content body frame without a content header before it");
+    Message& msg = *publish_.message;
+    if (msg.body().size() + payload.size() > msg.body_size())
+        return amqp_error(reply::frame_error, "content body is larger than the header's body size " +
+                                                  std::to_string(msg.body_size()));
+    msg.append_body(payload);
+    if (msg.body_complete()) return publish_complete();
+    return std::nullopt;
+}
+
+void Channel::start_close(const AmqpError& error) {
+    release();
+    m::ChannelClose close;
+    std::string text = error.reply_text();
+    close.reply_code = error.code;
+    close.reply_text = text;
+    close.failing_class_id = static_cast<uint16_t>(error.method >> 16);
+    close.failing_method_id = static_cast<uint16_t>(error.method & 0xffff);
+    send(close);
+    closing_ = true;
+}
+
+void Channel::detach_consumers() {
+    for (const ConsumerPtr& c : consumers_) {
+        if (c->queue) c->queue->remove_consumer(c.get());
+    }
+}
+
+void Channel::release() {
+    publish_ = PendingPublish{};
+    std::vector<ConsumerPtr> consumers;
+    consumers.swap(consumers_);
+    for (const ConsumerPtr& c : consumers) cancel_consumer(c, false);
+    if (!reply_token_.empty()) {
+        session_.broker().unregister_reply_channel(reply_token_);
+        reply_token_.clear();
+        reply_consumer_.reset();
+    }
+    // Requeue in reverse so each queue's inserts land near its head cheaply;
+    // order is restored by sequence numbers either way.
+    std::deque<Unacked> unacked;
+    unacked.swap(unacked_);
+    std::vector<QueuePtr> touched;
+    for (auto it = unacked.rbegin(); it != unacked.rend(); ++it) {
+        it->queue->requeue(std::move(it->qm));
+        if (std::find(touched.begin(), touched.end(), it->queue) == touched.end()) touched.push_back(it->queue);
+    }
+    channel_unacked_ = 0;
+    for (const QueuePtr& q : touched) q->dispatch();
+}
+
+void Channel::cancel_consumer(const ConsumerPtr& consumer, bool notify_client) {
+    if (notify_client && session_.client_has_capability("consumer_cancel_notify")) {
+        m::BasicCancel cancel;
+        cancel.consumer_tag = consumer->tag;
+        cancel.no_wait = true;
+        send(cancel);
+    }
+    QueuePtr queue = consumer->queue;
+    if (!queue) return;
+    queue->remove_consumer(consumer.get());
+    maybe_auto_delete(queue);
+}
+
+void Channel::maybe_auto_delete(const QueuePtr& queue) {
+    if (queue->auto_delete() && !queue->deleted() && queue->unused_after_consumers())
+        queue->vhost().delete_queue(queue);
+}
+
+void Channel::on_consumer_cancelled_by_broker(const ConsumerPtr& consumer) {
+    auto it = std::find(consumers_.begin(), consumers_.end(), consumer);
+    if (it == consumers_.end()) return;
+    consumers_.erase(it);
+    if (session_.client_has_capability("consumer_cancel_notify")) {
+        m::BasicCancel cancel;
+        cancel.consumer_tag = consumer->tag;
+        cancel.no_wait = true;
+        send(cancel);
+    }
+}
+
+void Channel::resume_consumers() {
+    for (size_t i = 0; i < consumers_.size(); ++i)
+        if (consumers_[i]->queue) consumers_[i]->queue->dispatch();
+}
+
+bool Channel::can_deliver(const Consumer& c) const {
+    if (!flow_active_ || closing_ || session_.output_full()) return false;
+    if (c.no_ack) return true;
+    if (c.prefetch != 0 && c.unacked >= c.prefetch) return false;
+    if (channel_prefetch_ != 0 && channel_unacked_ >= channel_prefetch_) return false;
+    return true;
+}
+
+void Channel::write_content(uint16_t class_id, const Message& msg) {
+    std::string& out = session_.output();
+    size_t header = amqp::begin_frame(out, amqp::kFrameHeader, id_);
+    amqp::encode_content_header(out, class_id, msg.body_size(), msg.properties());
+    amqp::end_frame(out, header);
+    std::string_view body = msg.body();
+    const size_t max_chunk = session_.frame_max() - amqp::kFrameOverhead;
+    while (!body.empty()) {
+        size_t n = std::min(body.size(), max_chunk);
+        amqp::write_frame(out, amqp::kFrameBody, id_, body.substr(0, n));
+        body.remove_prefix(n);
+    }
+}
+
+void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
+    Consumer& consumer = *consumer_ptr;
+    const Message& msg = *qm.message;
+    m::BasicDeliver d;
+    d.consumer_tag = consumer.tag;
+    d.delivery_tag = next_delivery_tag_++;
+    d.redelivered = qm.redelivered;
+    d.exchange = msg.exchange();
+    d.routing_key = msg.routing_key();
+    amqp::write_method(session_.output(), id_, d);
+    write_content(m::BasicDeliver::class_id, msg);
+    auto& stats = session_.broker().stats();
+    ++stats.messages_delivered;
+    if (qm.redelivered) ++stats.messages_redelivered;
+    if (!consumer.no_ack) {  // the queue counted it as unacked too
+        ++consumer.unacked;
+        ++channel_unacked_;
+        unacked_.push_back(Unacked{d.delivery_tag, consumer.queue, consumer_ptr, std::move(qm)});
+    }
+    session_.wrote_output();
+}
+
+bool Channel::deliver_reply(const MessagePtr& message) {
+    if (!reply_consumer_ || closing_) return false;
+    m::BasicDeliver d;
+    d.consumer_tag = reply_consumer_->tag;
+    d.delivery_tag = next_delivery_tag_++;
+    d.redelivered = false;
+    d.exchange = message->exchange();
+    d.routing_key = message->routing_key();
+    amqp::write_method(session_.output(), id_, d);
+    write_content(m::BasicDeliver::class_id, *message);
+    ++session_.broker().stats().messages_delivered;
+    session_.wrote_output();
+    return true;
+}
+
+void Channel::settle(Unacked& u, bool requeue) {
+    if (u.consumer) {  // basic.get deliveries count against no prefetch window
+        if (u.consumer->unacked > 0) --u.consumer->unacked;
+        if (channel_unacked_ > 0) --channel_unacked_;
+    }
+    if (requeue) u.queue->requeue(std::move(u.qm));
+    else u.queue->settle(u.qm);
+}
+
+}  // namespace sluice::broker

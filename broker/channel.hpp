@@ -1,0 +1,151 @@
+// One AMQP channel: its consumers and unacked deliveries, publisher confirms,
+// content assembly (method → header → body frames → a Message), and the
+// handlers for the exchange, queue, basic and confirm classes
+// (channel_exchange_queue.cpp, channel_basic.cpp).
+//
+// Delivery tags count per channel from 1. Unacked deliveries are kept in tag
+// order, so acks (usually of the oldest) are cheap.
+//
+// Thread-safety: owned by its Session; broker thread only.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/amqp_error.hpp"
+#include "broker/message.hpp"
+#include "broker/queue.hpp"
+
+namespace sluice::amqp::method {
+struct ExchangeDeclare; struct ExchangeDelete; struct ExchangeBind; struct ExchangeUnbind;
+struct QueueDeclare; struct QueueBind; struct QueueUnbind; struct QueuePurge; struct QueueDelete;
+struct BasicQos; struct BasicConsume; struct BasicCancel; struct BasicPublish; struct BasicGet;
+struct ConfirmSelect; struct ChannelFlow;
+}  // namespace sluice::amqp::method
+
+namespace sluice::broker {
+
+class Session;
+class VHost;
+
+class Channel {
+public:
+    Channel(Session& session, VHost& vhost, uint16_t id);
+    ~Channel();
+
+    uint16_t id() const { return id_; }
+    bool closing() const { return closing_; }
+
+    // A frame for this channel. Errors come back as values: soft ones close
+    // the channel (the session sends channel.close), hard ones the connection.
+    Status on_method(std::string_view payload);
+    Status on_header(std::string_view payload);
+    Status on_body(std::string_view payload);
+
+    // Server-initiated close after a soft error; frames are then ignored
+    // until the client's close-ok.
+    void start_close(const AmqpError& error);
+    // The channel goes away (close, close-ok or the connection's end):
+    // consumers are cancelled, unacked messages requeued.
+    void release();
+    // First half of release(): consumers detach (no notification) so that
+    // messages requeued by a closing connection skip its other channels.
+    void detach_consumers();
+
+    // --- used by Queue's dispatcher ----------------------------------------
+    bool can_deliver(const Consumer& consumer) const;
+    void deliver(const ConsumerPtr& consumer, QueuedMessage qm);
+    // The queue was deleted under this consumer: basic.cancel to the client.
+    void on_consumer_cancelled_by_broker(const ConsumerPtr& consumer);
+    // Session output drained: retry dispatch on every consumed queue.
+    void resume_consumers();
+    // Direct reply-to: deliver a reply straight to this channel's consumer.
+    bool deliver_reply(const MessagePtr& message);
+    // Send the pending basic.ack for confirmed publishes (end of a batch).
+    void flush_confirms();
+
+private:
+    struct Unacked {
+        uint64_t tag;
+        QueuePtr queue;
+        ConsumerPtr consumer;  // null for basic.get
+        QueuedMessage qm;
+    };
+    struct PendingPublish {
+        std::string exchange;
+        std::string routing_key;
+        bool mandatory = false;
+        bool active = false;           // basic.publish seen, content expected
+        std::shared_ptr<Message> message;  // created at the header frame
+    };
+
+    // channel_exchange_queue.cpp
+    Status exchange_declare(const amqp::method::ExchangeDeclare& m);
+    Status exchange_delete(const amqp::method::ExchangeDelete& m);
+    Status exchange_bind(const amqp::method::ExchangeBind& m);
+    Status exchange_unbind(const amqp::method::ExchangeUnbind& m);
+    Status queue_declare(const amqp::method::QueueDeclare& m);
+    Status queue_bind(const amqp::method::QueueBind& m);
+    Status queue_unbind(const amqp::method::QueueUnbind& m);
+    Status queue_purge(const amqp::method::QueuePurge& m);
+    Status queue_delete(const amqp::method::QueueDelete& m);
+    // channel_basic.cpp
+    Status basic_qos(const amqp::method::BasicQos& m);
+    Status basic_consume(const amqp::method::BasicConsume& m);
+    Status basic_cancel(const amqp::method::BasicCancel& m);
+    Status basic_publish(const amqp::method::BasicPublish& m);
+    Status basic_get(const amqp::method::BasicGet& m);
+    Status basic_ack(uint64_t tag, bool multiple);
+    Status basic_reject(uint64_t tag, bool multiple, bool requeue, bool nack);
+    Status settle_tags(uint64_t tag, bool multiple, bool requeue, uint64_t& counter);
+    Status basic_recover(bool requeue);
+    Status confirm_select(const amqp::method::ConfirmSelect& m);
+    Status channel_flow(const amqp::method::ChannelFlow& m);
+    Status publish_complete();
+    void publish_reply(const MessagePtr& message, std::string_view token, bool mandatory);
+    void send_return(const Message& message, uint16_t code, std::string_view text);
+    void confirm_publish();
+
+    // Shared helpers.
+    QueuePtr resolve_queue(std::string_view name, Status& error);
+    std::string_view resolve_queue_name(std::string_view name) const;
+    Status check_exclusive_access(const Queue& queue) const;
+    void write_content(uint16_t class_id, const Message& message);
+    void cancel_consumer(const ConsumerPtr& consumer, bool notify_client);
+    void settle(Unacked& u, bool requeue);
+    void maybe_auto_delete(const QueuePtr& queue);
+    template <typename M>
+    void send(const M& method);
+
+    Session& session_;
+    VHost& vhost_;
+    uint16_t id_;
+    bool closing_ = false;
+    bool flow_active_ = true;
+
+    PendingPublish publish_;
+    std::string last_queue_;  // "" in queue methods means this one (spec)
+
+    std::vector<ConsumerPtr> consumers_;
+    std::deque<Unacked> unacked_;
+    uint64_t next_delivery_tag_ = 1;
+    uint32_t consumer_prefetch_ = 0;  // basic.qos global=false: for new consumers
+    uint32_t channel_prefetch_ = 0;   // basic.qos global=true
+    uint32_t channel_unacked_ = 0;    // deliveries counted against channel_prefetch_
+
+    bool confirm_mode_ = false;
+    uint64_t publish_seq_ = 0;        // last publish sequence number
+    uint64_t confirmed_seq_ = 0;      // last one acked to the client
+    bool confirm_queued_ = false;
+
+    std::string reply_token_;         // direct reply-to
+    ConsumerPtr reply_consumer_;
+    std::vector<Queue*> route_out_;
+    std::vector<Queue*> touched_;
+};
+
+}  // namespace sluice::broker

@@ -1,0 +1,309 @@
+// basic.*, confirm.* and channel.flow handlers: consume, publish, get,
+// acknowledgements, publisher confirms, direct reply-to.
+#include <algorithm>
+
+#include "broker/broker.hpp"
+#include "broker/channel_send.hpp"
+#include "broker/vhost.hpp"
+#include "net/amqp/properties.hpp"
+
+namespace sluice::broker {
+
+namespace m = amqp::method;
+
+namespace {
+
+constexpr std::string_view kReplyQueue = "amq.rabbitmq.reply-to";
+constexpr std::string_view kReplyPrefix = "amq.rabbitmq.reply-to.";
+constexpr uint16_t kReplyToFlag = 1u << 9;
+
+uint16_t property_flags(std::string_view raw) {
+    return raw.size() < 2 ? 0 : static_cast<uint16_t>((uint8_t(raw[0]) << 8) | uint8_t(raw[1]));
+}
+
+// Decodes a message's properties only when a headers exchange asks.
+struct LazyHeaders {
+    const Message* message;
+    amqp::BasicProperties props;
+    bool decoded = false;
+
+    static const amqp::FieldTable* get(void* self) {
+        auto* h = static_cast<LazyHeaders*>(self);
+        if (!h->decoded) {
+            h->decoded = true;
+            if (!amqp::decode_properties(h->message->properties(), h->props)) h->props = {};
+        }
+        return h->props.headers ? &*h->props.headers : nullptr;
+    }
+};
+
+}  // namespace
+
+Status Channel::basic_qos(const m::BasicQos& q) {
+    if (q.prefetch_size != 0)
+        return amqp_error(reply::not_implemented, "prefetch_size!=0 (" + std::to_string(q.prefetch_size) + ")");
+    if (q.global) channel_prefetch_ = q.prefetch_count;
+    else consumer_prefetch_ = q.prefetch_count;
+    send(m::BasicQosOk{});
+    resume_consumers();  // a larger window may allow more deliveries now
+    return std::nullopt;
+}
+
+Status Channel::basic_consume(const m::BasicConsume& c) {
+    std::string tag = c.consumer_tag.empty() ? session_.broker().unique_name("amq.ctag-") : std::string(c.consumer_tag);
+    bool reused = std::any_of(consumers_.begin(), consumers_.end(),
+                              [&](const ConsumerPtr& p) { return p->tag == tag; }) ||
+                  (reply_consumer_ && reply_consumer_->tag == tag);
+    if (reused) return amqp_error(reply::not_allowed, "attempt to reuse consumer tag '" + tag + "'");
+    auto consumer = std::make_shared<Consumer>();
+    consumer->tag = tag;
+    consumer->channel = this;
+    consumer->no_ack = c.no_ack;
+    consumer->exclusive = c.exclusive;
+    consumer->prefetch = consumer_prefetch_;
+    consumer->arguments = c.arguments;
+
+    if (c.queue == kReplyQueue) {
+        if (!c.no_ack) return amqp_error(reply::precondition_failed, "reply consumer cannot acknowledge");
+        if (reply_consumer_) return amqp_error(reply::precondition_failed, "reply consumer already set");
+        reply_token_ = session_.broker().register_reply_channel(this);
+        reply_consumer_ = std::move(consumer);
+        if (!c.no_wait) {
+            m::BasicConsumeOk ok;
+            ok.consumer_tag = tag;
+            send(ok);
+        }
+        return std::nullopt;
+    }
+
+    Status error;
+    QueuePtr q = resolve_queue(c.queue, error);
+    if (!q) return error;
+    if (Status st = q->check_can_consume(c.exclusive)) return st;
+    consumer->queue = q;
+    consumers_.push_back(consumer);
+    q->add_consumer(consumer);
+    if (!c.no_wait) {
+        m::BasicConsumeOk ok;
+        ok.consumer_tag = tag;
+        send(ok);
+    }
+    q->dispatch();
+    return std::nullopt;
+}
+
+Status Channel::basic_cancel(const m::BasicCancel& c) {
+    if (reply_consumer_ && reply_consumer_->tag == c.consumer_tag) {
+        session_.broker().unregister_reply_channel(reply_token_);
+        reply_token_.clear();
+        reply_consumer_.reset();
+    } else {
+        auto it = std::find_if(consumers_.begin(), consumers_.end(),
+                               [&](const ConsumerPtr& p) { return p->tag == c.consumer_tag; });
+        if (it != consumers_.end()) {
+            ConsumerPtr consumer = std::move(*it);
+            consumers_.erase(it);
+            cancel_consumer(consumer, false);
+        }
+    }
+    if (!c.no_wait) {
+        m::BasicCancelOk ok;
+        ok.consumer_tag = c.consumer_tag;
+        send(ok);
+    }
+    return std::nullopt;
+}
+
+Status Channel::basic_publish(const m::BasicPublish& p) {
+    if (p.immediate) return amqp_error(reply::not_implemented, "immediate=true");
+    Exchange* ex = vhost_.find_exchange(p.exchange);
+    if (!ex) return amqp_error(reply::not_found, vhost_.not_found_exchange(p.exchange));
+    if (ex->internal())
+        return amqp_error(reply::access_refused, "cannot publish to internal exchange '" + std::string(p.exchange) +
+                                                     "' in vhost '" + vhost_.name() + "'");
+    publish_.active = true;
+    publish_.exchange.assign(p.exchange);
+    publish_.routing_key.assign(p.routing_key);
+    publish_.mandatory = p.mandatory;
+    return std::nullopt;
+}
+
+Status Channel::publish_complete() {
+    std::shared_ptr<Message> built = std::move(publish_.message);
+    const bool mandatory = publish_.mandatory;
+    publish_.active = false;
+    auto& stats = session_.broker().stats();
+    ++stats.messages_published;
+    if (confirm_mode_) ++publish_seq_;
+
+    const Exchange* ex = vhost_.find_exchange(built->exchange());
+    if (!ex)  // deleted while the content was arriving
+        return AmqpError{reply::not_found, vhost_.not_found_exchange(built->exchange()), m::BasicPublish::key};
+
+    MessagePtr msg = std::move(built);
+    if (property_flags(msg->properties()) & kReplyToFlag) {
+        amqp::BasicProperties props;
+        if (amqp::decode_properties(msg->properties(), props) && props.reply_to == kReplyQueue) {
+            if (reply_token_.empty())
+                return AmqpError{reply::precondition_failed, "fast reply consumer does not exist",
+                                 m::BasicPublish::key};
+            props.reply_to = std::string(kReplyPrefix) + reply_token_;
+            std::string raw;
+            amqp::encode_properties(raw, props);
+            auto rewritten = std::make_shared<Message>(msg->exchange(), msg->routing_key(), raw, msg->body_size());
+            rewritten->append_body(msg->body());
+            msg = std::move(rewritten);
+        }
+    }
+
+    if (ex->name().empty() && msg->routing_key().substr(0, kReplyPrefix.size()) == kReplyPrefix) {
+        publish_reply(msg, msg->routing_key().substr(kReplyPrefix.size()), mandatory);
+        confirm_publish();
+        return std::nullopt;
+    }
+
+    route_out_.clear();
+    LazyHeaders headers{msg.get(), {}, false};
+    vhost_.route(*ex, msg->routing_key(), &LazyHeaders::get, &headers, route_out_);
+    if (route_out_.empty()) {
+        ++stats.messages_unroutable;
+        if (mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
+    } else {
+        ++stats.messages_routed;
+        for (Queue* q : route_out_) q->publish(msg);
+    }
+    confirm_publish();
+    return std::nullopt;
+}
+
+void Channel::publish_reply(const MessagePtr& message, std::string_view token, bool mandatory) {
+    Channel* target = session_.broker().find_reply_channel(token);
+    if (target && target->deliver_reply(message)) return;
+    ++session_.broker().stats().messages_unroutable;
+    if (mandatory) send_return(*message, reply::no_route, "NO_ROUTE");
+}
+
+void Channel::send_return(const Message& message, uint16_t code, std::string_view text) {
+    m::BasicReturn r;
+    r.reply_code = code;
+    r.reply_text = text;
+    r.exchange = message.exchange();
+    r.routing_key = message.routing_key();
+    amqp::write_method(session_.output(), id_, r);
+    write_content(m::BasicReturn::class_id, message);
+    ++session_.broker().stats().messages_returned;
+    session_.wrote_output();
+}
+
+void Channel::confirm_publish() {
+    if (!confirm_mode_ || confirm_queued_) return;
+    confirm_queued_ = true;
+    session_.mark_confirm_pending(this);
+}
+
+void Channel::flush_confirms() {
+    confirm_queued_ = false;
+    if (publish_seq_ <= confirmed_seq_ || closing_) return;
+    m::BasicAck ack;
+    ack.delivery_tag = publish_seq_;
+    ack.multiple = publish_seq_ - confirmed_seq_ > 1;
+    session_.broker().stats().messages_confirmed += publish_seq_ - confirmed_seq_;
+    confirmed_seq_ = publish_seq_;
+    send(ack);
+}
+
+Status Channel::basic_get(const m::BasicGet& g) {
+    Status error;
+    QueuePtr q = resolve_queue(g.queue, error);
+    if (!q) return error;
+    auto qm = q->get(g.no_ack);
+    if (!qm) {
+        send(m::BasicGetEmpty{});
+        return std::nullopt;
+    }
+    const Message& msg = *qm->message;
+    m::BasicGetOk ok;
+    ok.delivery_tag = next_delivery_tag_++;
+    ok.redelivered = qm->redelivered;
+    ok.exchange = msg.exchange();
+    ok.routing_key = msg.routing_key();
+    ok.message_count = static_cast<uint32_t>(q->ready_count());
+    amqp::write_method(session_.output(), id_, ok);
+    write_content(m::BasicGetOk::class_id, msg);
+    auto& stats = session_.broker().stats();
+    ++stats.messages_delivered;
+    if (qm->redelivered) ++stats.messages_redelivered;
+    if (!g.no_ack) unacked_.push_back(Unacked{ok.delivery_tag, q, nullptr, std::move(*qm)});
+    session_.wrote_output();
+    return std::nullopt;
+}
+
+Status Channel::basic_ack(uint64_t tag, bool multiple) {
+    return settle_tags(tag, multiple, false, session_.broker().stats().messages_acked);
+}
+
+Status Channel::basic_reject(uint64_t tag, bool multiple, bool requeue, bool nack) {
+    auto& stats = session_.broker().stats();
+    return settle_tags(tag, multiple, requeue, nack ? stats.messages_nacked : stats.messages_rejected);
+}
+
+Status Channel::settle_tags(uint64_t tag, bool multiple, bool requeue, uint64_t& counter) {
+    auto unknown = [&] {
+        return amqp_error(reply::precondition_failed, "unknown delivery tag " + std::to_string(tag));
+    };
+    touched_.clear();
+    auto settle_one = [&](Unacked& u) {
+        if (std::find(touched_.begin(), touched_.end(), u.queue.get()) == touched_.end())
+            touched_.push_back(u.queue.get());
+        settle(u, requeue);
+        ++counter;
+    };
+    if (multiple) {
+        if (tag >= next_delivery_tag_) return unknown();
+        // tag 0 with multiple: everything outstanding.
+        while (!unacked_.empty() && (tag == 0 || unacked_.front().tag <= tag)) {
+            settle_one(unacked_.front());
+            unacked_.pop_front();
+        }
+    } else {
+        auto it = std::lower_bound(unacked_.begin(), unacked_.end(), tag,
+                                   [](const Unacked& u, uint64_t t) { return u.tag < t; });
+        if (it == unacked_.end() || it->tag != tag) return unknown();
+        settle_one(*it);
+        unacked_.erase(it);
+    }
+    // Settling frees credit (and requeues add work): let the queues deliver.
+    for (Queue* q : touched_) q->dispatch();
+    if (channel_prefetch_ != 0) resume_consumers();
+    return std::nullopt;
+}
+
+Status Channel::basic_recover(bool requeue) {
+    if (!requeue) return amqp_error(reply::not_implemented, "requeue=false");
+    std::deque<Unacked> unacked;
+    unacked.swap(unacked_);
+    std::vector<QueuePtr> touched;
+    for (auto it = unacked.rbegin(); it != unacked.rend(); ++it) {
+        settle(*it, true);
+        if (std::find(touched.begin(), touched.end(), it->queue) == touched.end()) touched.push_back(it->queue);
+    }
+    for (const QueuePtr& q : touched) q->dispatch();
+    return std::nullopt;
+}
+
+Status Channel::confirm_select(const m::ConfirmSelect& c) {
+    confirm_mode_ = true;
+    if (!c.nowait) send(m::ConfirmSelectOk{});
+    return std::nullopt;
+}
+
+Status Channel::channel_flow(const m::ChannelFlow& f) {
+    flow_active_ = f.active;
+    m::ChannelFlowOk ok;
+    ok.active = f.active;
+    send(ok);
+    if (flow_active_) resume_consumers();
+    return std::nullopt;
+}
+
+}  // namespace sluice::broker

@@ -1,0 +1,177 @@
+// exchange.* and queue.* handlers.
+#include "broker/broker.hpp"
+#include "broker/channel_send.hpp"
+#include "broker/session.hpp"
+#include "broker/vhost.hpp"
+#include "net/amqp/methods.hpp"
+
+namespace sluice::broker {
+
+namespace m = amqp::method;
+
+namespace {
+constexpr std::string_view kReplyQueue = "amq.rabbitmq.reply-to";
+}
+
+std::string_view Channel::resolve_queue_name(std::string_view name) const {
+    return name.empty() ? std::string_view(last_queue_) : name;
+}
+
+Status Channel::check_exclusive_access(const Queue& queue) const {
+    if (queue.exclusive() && queue.owner() != session_.id())
+        return amqp_error(reply::resource_locked,
+                          "cannot obtain exclusive access to locked queue '" + queue.name() + "' in vhost '" +
+                              vhost_.name() +
+                              "'. It could be originally declared on another connection or the exclusive "
+                              "property value does not match that of the original declaration.");
+    return std::nullopt;
+}
+
+QueuePtr Channel::resolve_queue(std::string_view name, Status& error) {
+    std::string_view n = resolve_queue_name(name);
+    if (n.empty()) {
+        error = amqp_error(reply::not_found, "no previously declared queue");
+        return nullptr;
+    }
+    QueuePtr q = vhost_.find_queue(n);
+    if (!q) {
+        error = amqp_error(reply::not_found, vhost_.not_found_queue(n));
+        return nullptr;
+    }
+    error = check_exclusive_access(*q);
+    return error ? nullptr : q;
+}
+
+Status Channel::exchange_declare(const m::ExchangeDeclare& d) {
+    if (d.passive) {
+        if (!d.exchange.empty() && !vhost_.find_exchange(d.exchange))
+            return amqp_error(reply::not_found, vhost_.not_found_exchange(d.exchange));
+        if (!d.no_wait) send(m::ExchangeDeclareOk{});
+        return std::nullopt;
+    }
+    ExchangeOptions o;
+    if (!parse_exchange_type(d.type, o.type))
+        return amqp_error(reply::command_invalid, "unknown exchange type '" + std::string(d.type) + "'");
+    o.durable = d.durable;
+    o.auto_delete = d.auto_delete;
+    o.internal = d.internal;
+    o.arguments = d.arguments;
+    auto r = vhost_.declare_exchange(d.exchange, o);
+    if (auto* e = std::get_if<AmqpError>(&r)) return *e;
+    if (!d.no_wait) send(m::ExchangeDeclareOk{});
+    return std::nullopt;
+}
+
+Status Channel::exchange_delete(const m::ExchangeDelete& d) {
+    if (Status st = vhost_.delete_exchange(d.exchange, d.if_unused)) return st;
+    if (!d.no_wait) send(m::ExchangeDeleteOk{});
+    return std::nullopt;
+}
+
+Status Channel::exchange_bind(const m::ExchangeBind& d) {
+    if (Status st = vhost_.bind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
+    if (!d.no_wait) send(m::ExchangeBindOk{});
+    return std::nullopt;
+}
+
+Status Channel::exchange_unbind(const m::ExchangeUnbind& d) {
+    if (Status st = vhost_.unbind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
+    if (!d.no_wait) send(m::ExchangeUnbindOk{});
+    return std::nullopt;
+}
+
+Status Channel::queue_declare(const m::QueueDeclare& d) {
+    auto reply_ok = [&](std::string_view name, size_t messages, size_t consumers) {
+        if (d.no_wait) return;
+        m::QueueDeclareOk ok;
+        ok.queue = name;
+        ok.message_count = static_cast<uint32_t>(messages);
+        ok.consumer_count = static_cast<uint32_t>(consumers);
+        send(ok);
+    };
+    if (d.queue == kReplyQueue) {  // the direct reply-to pseudo-queue always "exists"
+        reply_ok(d.queue, 0, 0);
+        return std::nullopt;
+    }
+    if (d.passive) {
+        Status error;
+        QueuePtr q = resolve_queue(d.queue, error);
+        if (!q) return error;
+        reply_ok(q->name(), q->ready_count(), q->consumer_count());
+        return std::nullopt;
+    }
+    if (d.queue.substr(0, 4) == "amq.")
+        return amqp_error(reply::access_refused,
+                          "queue name '" + std::string(d.queue) + "' contains reserved prefix 'amq.*'");
+    std::string name = d.queue.empty() ? session_.broker().unique_name("amq.gen-") : std::string(d.queue);
+    QueueOptions o;
+    o.durable = d.durable;
+    o.exclusive = d.exclusive;
+    o.auto_delete = d.auto_delete;
+    o.arguments = d.arguments;
+    bool created = false;
+    auto r = vhost_.declare_queue(name, std::move(o), session_.id(), created);
+    if (auto* e = std::get_if<AmqpError>(&r)) return *e;
+    QueuePtr q = std::get<QueuePtr>(r);
+    if (created && q->exclusive()) session_.own_exclusive_queue(q);
+    last_queue_ = name;
+    reply_ok(name, q->ready_count(), q->consumer_count());
+    return std::nullopt;
+}
+
+Status Channel::queue_bind(const m::QueueBind& d) {
+    Status error;
+    QueuePtr q = resolve_queue(d.queue, error);
+    if (!q) return error;
+    // The spec: an empty queue name *and* routing key bind with the queue's name.
+    std::string_view key = d.queue.empty() && d.routing_key.empty() ? std::string_view(q->name()) : d.routing_key;
+    if (Status st = vhost_.bind_queue(q->name(), d.exchange, key, d.arguments)) return st;
+    if (!d.no_wait) send(m::QueueBindOk{});
+    return std::nullopt;
+}
+
+Status Channel::queue_unbind(const m::QueueUnbind& d) {
+    Status error;
+    QueuePtr q = resolve_queue(d.queue, error);
+    if (!q) return error;
+    if (Status st = vhost_.unbind_queue(q->name(), d.exchange, d.routing_key, d.arguments)) return st;
+    send(m::QueueUnbindOk{});
+    return std::nullopt;
+}
+
+Status Channel::queue_purge(const m::QueuePurge& d) {
+    Status error;
+    QueuePtr q = resolve_queue(d.queue, error);
+    if (!q) return error;
+    size_t n = q->purge();
+    if (!d.no_wait) {
+        m::QueuePurgeOk ok;
+        ok.message_count = static_cast<uint32_t>(n);
+        send(ok);
+    }
+    return std::nullopt;
+}
+
+Status Channel::queue_delete(const m::QueueDelete& d) {
+    std::string_view name = resolve_queue_name(d.queue);
+    QueuePtr q = vhost_.find_queue(name);
+    size_t n = 0;
+    if (q) {  // deleting a missing queue succeeds, as in RabbitMQ
+        if (Status st = check_exclusive_access(*q)) return st;
+        if (d.if_unused && q->consumer_count() > 0)
+            return amqp_error(reply::precondition_failed,
+                              "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' in use");
+        if (d.if_empty && q->ready_count() > 0)
+            return amqp_error(reply::precondition_failed,
+                              "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' is not empty");
+        n = vhost_.delete_queue(q);
+    }
+    if (!d.no_wait) {
+        m::QueueDeleteOk ok;
+        ok.message_count = static_cast<uint32_t>(n);
+        send(ok);
+    }
+    return std::nullopt;
+}
+
+}  // namespace sluice::broker

@@ -1,0 +1,64 @@
+// A published message: immutable once built, shared by every queue it is
+// routed to (a fanout to N queues holds one Message and N references).
+//
+// One allocation holds exchange, routing key, encoded properties and body, so
+// a message costs two heap blocks (this object + its bytes) however many
+// queues hold it. Properties stay encoded exactly as the publisher sent them
+// and are re-sent untouched.
+//
+// Thread-safety: immutable after construction; the reference count is atomic,
+// so a message may be handed to another thread's queue.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace sluice::broker {
+
+class Message {
+public:
+    // Reserves room for the body; append_body() fills it as frames arrive.
+    Message(std::string_view exchange, std::string_view routing_key, std::string_view properties,
+            uint64_t body_size);
+
+    std::string_view exchange() const { return {data_.data(), exchange_len_}; }
+    std::string_view routing_key() const { return {data_.data() + exchange_len_, routing_key_len_}; }
+    std::string_view properties() const {
+        return {data_.data() + exchange_len_ + routing_key_len_, properties_len_};
+    }
+    std::string_view body() const { return std::string_view(data_).substr(body_offset()); }
+    uint64_t body_size() const { return body_size_; }
+    bool body_complete() const { return data_.size() - body_offset() == body_size_; }
+    // delivery_mode 2 (as peeked from the properties at construction).
+    bool persistent() const { return persistent_; }
+    uint8_t priority() const { return priority_; }
+    // Bytes this message holds in memory (for accounting).
+    size_t memory_size() const { return sizeof(*this) + data_.capacity(); }
+
+    // Only while the message is being assembled (before it is shared).
+    void append_body(std::string_view chunk) { data_.append(chunk); }
+
+private:
+    size_t body_offset() const { return size_t{exchange_len_} + routing_key_len_ + properties_len_; }
+
+    std::string data_;
+    uint64_t body_size_;
+    uint32_t properties_len_;
+    uint8_t exchange_len_;
+    uint8_t routing_key_len_;
+    bool persistent_ = false;
+    uint8_t priority_ = 0;
+};
+
+using MessagePtr = std::shared_ptr<const Message>;
+
+// A message's place in one queue.
+struct QueuedMessage {
+    MessagePtr message;
+    uint64_t seq = 0;          // position in the queue; requeued messages keep it
+    bool redelivered = false;
+};
+
+}  // namespace sluice::broker

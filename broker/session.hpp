@@ -1,0 +1,121 @@
+// One AMQP connection's protocol state, sans-IO: bytes in (on_bytes), bytes
+// out (output()), and a small host interface through which it asks net/ to
+// flush, to close the socket and to run the heartbeat timer. A unit test
+// drives a whole conversation with no socket and no thread.
+//
+// The session owns its channels; it parses frames (net/amqp codec), performs
+// the connection handshake (start/tune/open), routes channel frames to
+// Channel, and turns protocol errors into channel.close / connection.close
+// with the spec's reply codes.
+//
+// Thread-safety: one session, one thread (the broker thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/amqp_error.hpp"
+#include "net/amqp/field_table.hpp"
+
+namespace sluice::broker {
+
+class Broker;
+class Channel;
+class Queue;
+
+// Implemented by net/ (one per socket), or by a test.
+class SessionHost {
+public:
+    virtual ~SessionHost() = default;
+    // output() has bytes: write them at the end of the current turn.
+    virtual void request_flush() = 0;
+    // Write what output() holds, then close the socket (lingering: input is
+    // read and discarded for a short while so the peer sees our last frame).
+    virtual void close_transport() = 0;
+    // Negotiated heartbeat interval (0 = off): send a heartbeat when nothing
+    // was written for `seconds`, and close when nothing was read for 2×.
+    virtual void start_heartbeat(uint16_t seconds) = 0;
+};
+
+struct ConnectionInfo {
+    std::string peer;        // "127.0.0.1:54321"
+    bool loopback = false;   // peer address is loopback (guest's rule)
+};
+
+class Session {
+public:
+    Session(Broker& broker, SessionHost& host, ConnectionInfo info);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Handles every complete frame in `data`; returns the bytes consumed (the
+    // caller keeps the rest for the next read).
+    size_t on_bytes(std::string_view data);
+    // Bytes waiting for the socket; net/ takes them (swap) when it writes.
+    std::string& output() { return out_; }
+    // Called by net/ when nothing was written for the heartbeat interval.
+    void on_heartbeat_due();
+    // The socket is gone (peer closed, error, missed heartbeats): channels
+    // close, unacked messages are requeued, exclusive queues deleted.
+    void on_transport_closed();
+    // net/ drained the output below the watermark: consumers may resume.
+    void on_writable();
+
+    // Consumers on this connection pause while its output is this full.
+    bool output_full() const;
+    bool closed() const { return state_ == State::closed; }
+
+    // --- used by Channel -------------------------------------------------
+    Broker& broker() { return broker_; }
+    uint64_t id() const { return id_; }
+    uint32_t frame_max() const { return frame_max_; }
+    const ConnectionInfo& info() const { return info_; }
+    bool client_has_capability(std::string_view name) const;
+    void wrote_output();  // a channel appended to output(): make sure it gets flushed
+    // An exclusive queue this connection declared (deleted when it closes).
+    void own_exclusive_queue(const std::shared_ptr<Queue>& queue);
+    // Raise a connection-level error (hard reply code): connection.close.
+    void connection_error(const AmqpError& error);
+    // A channel with confirms to send at the end of this batch.
+    void mark_confirm_pending(Channel* channel);
+
+private:
+    enum class State { protocol_header, start_ok, secure_ok, tune_ok, open, running, closing, closed };
+
+    void send_start();
+    void handle_frame(uint8_t type, uint16_t channel, std::string_view payload);
+    void handle_connection_method(std::string_view payload);
+    Status handle_start_ok(std::string_view payload);
+    Status handle_tune_ok(std::string_view payload);
+    Status handle_open(std::string_view payload);
+    Channel* find_channel(uint16_t id) const;
+    void open_channel(uint16_t id);
+    void remove_channel(uint16_t id);
+    void flush_confirms();
+    void teardown();
+
+    Broker& broker_;
+    SessionHost& host_;
+    ConnectionInfo info_;
+    uint64_t id_;
+    State state_ = State::protocol_header;
+    std::string out_;
+    bool flush_requested_ = false;
+    bool in_batch_ = false;
+
+    uint16_t channel_max_;
+    uint32_t frame_max_;
+    uint16_t heartbeat_ = 0;
+    std::string user_;
+    amqp::FieldTable client_properties_;
+
+    std::vector<std::unique_ptr<Channel>> channels_;  // indexed by channel id
+    std::vector<Channel*> confirm_pending_;
+    std::vector<std::weak_ptr<Queue>> exclusive_queues_;
+};
+
+}  // namespace sluice::broker

@@ -1,0 +1,252 @@
+#include "broker/vhost.hpp"
+
+#include <algorithm>
+
+#include "broker/broker.hpp"
+#include "broker/channel.hpp"
+
+namespace sluice::broker {
+
+namespace {
+
+bool reserved_name(std::string_view name) { return name.substr(0, 4) == "amq."; }
+const char* yes_no(bool b) { return b ? "true" : "false"; }
+
+// Queue arguments whose values must match on re-declaration (RabbitMQ's
+// equivalence check); other arguments are kept but not compared.
+constexpr std::string_view kEquivalentQueueArgs[] = {
+    "x-message-ttl",        "x-expires",   "x-max-length",    "x-max-length-bytes",
+    "x-overflow",           "x-dead-letter-exchange",         "x-dead-letter-routing-key",
+    "x-max-priority",       "x-queue-type", "x-single-active-consumer", "x-queue-mode",
+    "x-delivery-limit"};
+
+std::string describe(const amqp::FieldValue* v) {
+    if (!v) return "none";
+    if (auto i = v->as_int()) return std::to_string(*i);
+    if (auto s = v->as_string()) return std::string(*s);
+    if (auto b = v->as_bool()) return *b ? "true" : "false";
+    return std::string(1, v->type_code());
+}
+
+}  // namespace
+
+VHost::VHost(Broker& broker, std::string name) : broker_(broker), name_(std::move(name)) {
+    declare_builtin("", ExchangeType::direct);
+    declare_builtin("amq.direct", ExchangeType::direct);
+    declare_builtin("amq.fanout", ExchangeType::fanout);
+    declare_builtin("amq.topic", ExchangeType::topic);
+    declare_builtin("amq.headers", ExchangeType::headers);
+    declare_builtin("amq.match", ExchangeType::headers);
+}
+
+VHost::~VHost() {
+    for (auto& [name, queue] : queues_) queue->mark_deleted();
+}
+
+void VHost::declare_builtin(std::string name, ExchangeType type) {
+    auto ex = std::make_unique<Exchange>(name, type, true, false, false, amqp::FieldTable{});
+    exchanges_.emplace(std::move(name), std::move(ex));
+}
+
+Exchange* VHost::find_exchange(std::string_view name) const {
+    auto it = exchanges_.find(name);
+    return it == exchanges_.end() ? nullptr : it->second.get();
+}
+
+QueuePtr VHost::find_queue(std::string_view name) const {
+    auto it = queues_.find(name);
+    return it == queues_.end() ? nullptr : it->second;
+}
+
+std::string VHost::not_found_queue(std::string_view name) const {
+    return "no queue '" + std::string(name) + "' in vhost '" + name_ + "'";
+}
+std::string VHost::not_found_exchange(std::string_view name) const {
+    return "no exchange '" + std::string(name) + "' in vhost '" + name_ + "'";
+}
+
+Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeOptions& o) {
+    if (name.empty())
+        return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
+    if (reserved_name(name))
+        return amqp_error(reply::access_refused,
+                          "exchange name '" + std::string(name) + "' contains reserved prefix 'amq.*'");
+    if (Exchange* ex = find_exchange(name)) {
+        auto inequivalent = [&](const char* arg, std::string got, std::string have) {
+            return amqp_error(reply::precondition_failed,
+                              "inequivalent arg '" + std::string(arg) + "' for exchange '" + std::string(name) +
+                                  "' in vhost '" + name_ + "': received '" + got + "' but current is '" +
+                                  have + "'");
+        };
+        if (ex->type() != o.type)
+            return inequivalent("type", std::string(exchange_type_name(o.type)),
+                                std::string(exchange_type_name(ex->type())));
+        if (ex->durable() != o.durable) return inequivalent("durable", yes_no(o.durable), yes_no(ex->durable()));
+        if (ex->auto_delete() != o.auto_delete)
+            return inequivalent("auto_delete", yes_no(o.auto_delete), yes_no(ex->auto_delete()));
+        if (ex->internal() != o.internal)
+            return inequivalent("internal", yes_no(o.internal), yes_no(ex->internal()));
+        return ex;
+    }
+    auto ex = std::make_unique<Exchange>(std::string(name), o.type, o.durable, o.auto_delete, o.internal,
+                                         o.arguments);
+    Exchange* raw = ex.get();
+    exchanges_.emplace(std::string(name), std::move(ex));
+    return raw;
+}
+
+void VHost::remove_exchange_bindings(Exchange* exchange) {
+    // Bindings *to* this exchange from others (exchange-to-exchange).
+    std::vector<Exchange*> sources;
+    for (auto& [n, ex] : exchanges_)
+        if (ex.get() != exchange && ex->unbind_all(Destination{nullptr, exchange}) > 0) sources.push_back(ex.get());
+    for (Exchange* s : sources) maybe_auto_delete(s);
+}
+
+Status VHost::delete_exchange(std::string_view name, bool if_unused) {
+    if (name.empty() || reserved_name(name))
+        return amqp_error(reply::access_refused, "operation not permitted on exchange '" + std::string(name) + "'");
+    auto it = exchanges_.find(name);
+    if (it == exchanges_.end()) return std::nullopt;  // idempotent, as RabbitMQ
+    Exchange* ex = it->second.get();
+    if (if_unused && !ex->bindings().empty())
+        return amqp_error(reply::precondition_failed,
+                          "exchange '" + std::string(name) + "' in vhost '" + name_ + "' in use");
+    remove_exchange_bindings(ex);
+    exchanges_.erase(it);
+    return std::nullopt;
+}
+
+void VHost::maybe_auto_delete(Exchange* exchange) {
+    if (!exchange->auto_delete() || !exchange->bindings().empty()) return;
+    auto it = exchanges_.find(exchange->name());
+    if (it == exchanges_.end()) return;
+    remove_exchange_bindings(exchange);
+    exchanges_.erase(it);
+}
+
+Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uint64_t owner, bool& created) {
+    created = false;
+    if (QueuePtr q = find_queue(name)) {
+        if ((q->exclusive() && q->owner() != owner) || q->exclusive() != o.exclusive)
+            return amqp_error(reply::resource_locked,
+                              "cannot obtain exclusive access to locked queue '" + std::string(name) +
+                                  "' in vhost '" + name_ +
+                                  "'. It could be originally declared on another connection or the exclusive "
+                                  "property value does not match that of the original declaration.");
+        auto inequivalent = [&](std::string_view arg, const std::string& got, const std::string& have) {
+            return amqp_error(reply::precondition_failed,
+                              "inequivalent arg '" + std::string(arg) + "' for queue '" + std::string(name) +
+                                  "' in vhost '" + name_ + "': received '" + got + "' but current is '" +
+                                  have + "'");
+        };
+        if (q->durable() != o.durable) return inequivalent("durable", yes_no(o.durable), yes_no(q->durable()));
+        if (q->auto_delete() != o.auto_delete)
+            return inequivalent("auto_delete", yes_no(o.auto_delete), yes_no(q->auto_delete()));
+        for (std::string_view arg : kEquivalentQueueArgs) {
+            const amqp::FieldValue* got = o.arguments.find(arg);
+            const amqp::FieldValue* have = q->arguments().find(arg);
+            if ((got == nullptr) != (have == nullptr) || (got && !(*got == *have)))
+                return inequivalent(arg, describe(got), describe(have));
+        }
+        return q;
+    }
+    uint64_t exclusive_owner = o.exclusive ? owner : 0;
+    auto q = std::make_shared<Queue>(*this, std::string(name), std::move(o), exclusive_owner);
+    queues_.emplace(std::string(name), q);
+    created = true;
+    return q;
+}
+
+size_t VHost::delete_queue(const QueuePtr& queue) {
+    auto it = queues_.find(queue->name());
+    if (it == queues_.end() || it->second != queue) return 0;
+    size_t messages = queue->ready_count();
+    queues_.erase(it);
+    std::vector<Exchange*> sources;
+    for (auto& [n, ex] : exchanges_)
+        if (ex->unbind_all(Destination{queue.get(), nullptr}) > 0) sources.push_back(ex.get());
+    for (Exchange* s : sources) maybe_auto_delete(s);
+    for (const ConsumerPtr& c : queue->mark_deleted()) c->channel->on_consumer_cancelled_by_broker(c);
+    return messages;
+}
+
+Status VHost::bind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                         const amqp::FieldTable& args) {
+    QueuePtr q = find_queue(queue);
+    if (!q) return amqp_error(reply::not_found, not_found_queue(queue));
+    if (exchange.empty())
+        return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
+    Exchange* ex = find_exchange(exchange);
+    if (!ex) return amqp_error(reply::not_found, not_found_exchange(exchange));
+    ex->bind(Destination{q.get(), nullptr}, key, args);
+    return std::nullopt;
+}
+
+Status VHost::unbind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                           const amqp::FieldTable& args) {
+    QueuePtr q = find_queue(queue);
+    if (!q) return amqp_error(reply::not_found, not_found_queue(queue));
+    if (exchange.empty())
+        return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
+    Exchange* ex = find_exchange(exchange);
+    if (!ex) return amqp_error(reply::not_found, not_found_exchange(exchange));
+    if (ex->unbind(Destination{q.get(), nullptr}, key, args)) maybe_auto_delete(ex);
+    return std::nullopt;  // unbinding a missing binding is ok, as RabbitMQ
+}
+
+Status VHost::bind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                            const amqp::FieldTable& args) {
+    if (destination.empty() || source.empty())
+        return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
+    Exchange* dst = find_exchange(destination);
+    if (!dst) return amqp_error(reply::not_found, not_found_exchange(destination));
+    Exchange* src = find_exchange(source);
+    if (!src) return amqp_error(reply::not_found, not_found_exchange(source));
+    src->bind(Destination{nullptr, dst}, key, args);
+    return std::nullopt;
+}
+
+Status VHost::unbind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                              const amqp::FieldTable& args) {
+    if (destination.empty() || source.empty())
+        return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
+    Exchange* dst = find_exchange(destination);
+    if (!dst) return amqp_error(reply::not_found, not_found_exchange(destination));
+    Exchange* src = find_exchange(source);
+    if (!src) return amqp_error(reply::not_found, not_found_exchange(source));
+    if (src->unbind(Destination{nullptr, dst}, key, args)) maybe_auto_delete(src);
+    return std::nullopt;
+}
+
+void VHost::route(const Exchange& exchange, std::string_view routing_key,
+                  const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out) {
+    ++route_epoch_;
+    if (exchange.name().empty()) {  // the default exchange: the queue named by the key
+        auto it = queues_.find(routing_key);
+        if (it != queues_.end()) out.push_back(it->second.get());
+        return;
+    }
+    // Breadth-first through exchange-to-exchange bindings; each exchange is
+    // visited once, so cycles terminate.
+    route_exchanges_.clear();
+    route_exchanges_.push_back(const_cast<Exchange*>(&exchange));
+    for (size_t i = 0; i < route_exchanges_.size(); ++i) {
+        const Exchange* ex = route_exchanges_[i];
+        route_scratch_.clear();
+        ex->route(routing_key, ex->needs_headers() ? headers(headers_ctx) : nullptr, route_scratch_);
+        for (Destination d : route_scratch_) {
+            if (d.queue) {
+                if (d.queue->route_mark != route_epoch_) {
+                    d.queue->route_mark = route_epoch_;
+                    out.push_back(d.queue);
+                }
+            } else if (std::find(route_exchanges_.begin(), route_exchanges_.end(), d.exchange) ==
+                       route_exchanges_.end()) {
+                route_exchanges_.push_back(d.exchange);
+            }
+        }
+    }
+}
+
+}  // namespace sluice::broker

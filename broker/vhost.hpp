@@ -1,0 +1,104 @@
+// A virtual host: its exchanges, queues and the bindings between them, and
+// the routing pass that turns (exchange, routing key, headers) into queues.
+//
+// Declares, deletes and binds validate as RabbitMQ does and answer with its
+// reply codes and texts (AmqpError values, never exceptions).
+//
+// Thread-safety: broker thread only.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "broker/amqp_error.hpp"
+#include "broker/exchange.hpp"
+#include "broker/queue.hpp"
+
+namespace sluice::broker {
+
+class Broker;
+
+// Heterogeneous lookup by string_view, so the publish path never builds a
+// std::string to find an exchange or a queue.
+struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+template <typename V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+struct ExchangeOptions {
+    ExchangeType type = ExchangeType::direct;
+    bool durable = false;
+    bool auto_delete = false;
+    bool internal = false;
+    amqp::FieldTable arguments;
+};
+
+template <typename T>
+using Result = std::variant<T, AmqpError>;
+
+class VHost {
+public:
+    VHost(Broker& broker, std::string name);
+    ~VHost();
+
+    const std::string& name() const { return name_; }
+    Broker& broker() const { return broker_; }
+
+    Exchange* find_exchange(std::string_view name) const;
+    QueuePtr find_queue(std::string_view name) const;
+    const StringMap<std::unique_ptr<Exchange>>& exchanges() const { return exchanges_; }
+    const StringMap<QueuePtr>& queues() const { return queues_; }
+
+    // exchange.declare (not passive): creates, or checks equivalence.
+    Result<Exchange*> declare_exchange(std::string_view name, const ExchangeOptions& options);
+    Status delete_exchange(std::string_view name, bool if_unused);
+
+    // queue.declare (not passive). `owner` is the declaring connection.
+    // `created` says whether the queue is new.
+    Result<QueuePtr> declare_queue(std::string_view name, QueueOptions options, uint64_t owner,
+                                   bool& created);
+    // Deletes the queue: its consumers are cancelled (each channel is told),
+    // its bindings removed. Returns the number of ready messages it had.
+    size_t delete_queue(const QueuePtr& queue);
+
+    Status bind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                      const amqp::FieldTable& args);
+    Status unbind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                        const amqp::FieldTable& args);
+    Status bind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                         const amqp::FieldTable& args);
+    Status unbind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                           const amqp::FieldTable& args);
+
+    // Appends to `out` each queue that `message`, published to `exchange`,
+    // reaches (through exchange-to-exchange bindings too), each once.
+    // `headers` is decoded lazily by the caller's callback only when a
+    // headers exchange is on the path.
+    void route(const Exchange& exchange, std::string_view routing_key,
+               const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out);
+
+    std::string not_found_queue(std::string_view name) const;
+    std::string not_found_exchange(std::string_view name) const;
+
+private:
+    void declare_builtin(std::string name, ExchangeType type);
+    // Deletes an auto-delete exchange once its last binding is gone.
+    void maybe_auto_delete(Exchange* exchange);
+    void remove_exchange_bindings(Exchange* exchange);
+
+    Broker& broker_;
+    std::string name_;
+    StringMap<std::unique_ptr<Exchange>> exchanges_;
+    StringMap<QueuePtr> queues_;
+    uint64_t route_epoch_ = 0;
+    std::vector<Destination> route_scratch_;
+    std::vector<Exchange*> route_exchanges_;
+};
+
+}  // namespace sluice::broker

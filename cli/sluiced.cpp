@@ -1,0 +1,102 @@
+// sluiced: the Sluice broker server.
+//
+//   sluiced [--amqp-port N] [--http-port N] [--data-dir DIR] [--config FILE] ...
+//
+// Every option can also be set in the --config file, one `key = value` per
+// line with the same names (amqp-port = 5672).
+#include <sys/resource.h>
+
+#include <boost/program_options.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "broker/broker.hpp"
+#include "net/server.hpp"
+
+namespace po = boost::program_options;
+
+namespace {
+
+// Raise the open-file soft limit to the hard limit: every connection is a
+// file descriptor.
+rlim_t raise_fd_limit() {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    sluice::broker::BrokerConfig bc;
+    sluice::net::ServerConfig sc;
+    std::string data_dir, config_file;
+    po::options_description opts("sluiced options");
+    opts.add_options()
+        ("help,h", "show this help")
+        ("config", po::value(&config_file), "read options from this file (key = value lines)")
+        ("amqp-port", po::value(&sc.amqp_port)->default_value(5672), "AMQP port")
+        ("amqp-bind", po::value(&sc.amqp_bind)->default_value(""), "AMQP address (default: all, IPv4 and IPv6)")
+        ("http-port", po::value(&sc.http_port)->default_value(15672), "HTTP port (metrics, management)")
+        ("http-bind", po::value(&sc.http_bind)->default_value(""), "HTTP address (default: all)")
+        ("data-dir", po::value(&data_dir)->default_value("./sluice-data"), "where durable data lives")
+        ("heartbeat", po::value(&bc.heartbeat)->default_value(bc.heartbeat), "heartbeat interval offered, seconds (0 = off)")
+        ("frame-max", po::value(&bc.frame_max)->default_value(bc.frame_max), "largest frame offered, bytes")
+        ("channel-max", po::value(&bc.channel_max)->default_value(bc.channel_max), "most channels per connection")
+        ("max-message-size", po::value(&bc.max_message_size)->default_value(bc.max_message_size), "largest message body, bytes")
+        ("default-user", po::value(&bc.default_user)->default_value(bc.default_user), "user created at first start")
+        ("default-password", po::value(&bc.default_password)->default_value(bc.default_password), "its password")
+        ("default-user-loopback-only", po::value(&bc.default_user_loopback_only)->default_value(true),
+         "the default user may log in only from loopback (as RabbitMQ's guest)");
+    po::variables_map vm;
+    try {
+        po::store(po::parse_command_line(argc, argv, opts), vm);
+        if (vm.count("config")) {
+            std::ifstream in(vm["config"].as<std::string>());
+            if (!in) {
+                std::cerr << "sluiced: cannot read config file " << vm["config"].as<std::string>() << "\n";
+                return 2;
+            }
+            po::store(po::parse_config_file(in, opts), vm);  // the command line wins
+        }
+        po::notify(vm);
+    } catch (const std::exception& e) {
+        std::cerr << "sluiced: " << e.what() << "\n" << opts << "\n";
+        return 2;
+    }
+    if (vm.count("help")) {
+        std::cout << opts << "\n";
+        return 0;
+    }
+    if (bc.frame_max < 4096) {
+        std::cerr << "sluiced: frame-max must be at least 4096\n";
+        return 2;
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(data_dir, ec);
+    if (ec) {
+        std::cerr << "sluiced: cannot create data dir " << data_dir << ": " << ec.message() << "\n";
+        return 1;
+    }
+    rlim_t fds = raise_fd_limit();
+
+    sluice::broker::Broker broker(bc);
+    sluice::net::Server server(broker, sc);
+    std::string err = server.listen();
+    if (!err.empty()) {
+        std::cerr << "sluiced: " << err << "\n";
+        return 1;
+    }
+    std::cerr << "sluiced: AMQP on port " << server.amqp_port() << ", HTTP on port " << server.http_port()
+              << ", data in " << data_dir << ", open-file limit " << fds << " (about " << (fds > 64 ? fds - 64 : 0)
+              << " connections)" << std::endl;
+    server.run();
+    std::cerr << "sluiced: stopped" << std::endl;
+    return 0;
+}

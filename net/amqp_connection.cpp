@@ -1,0 +1,185 @@
+#include "net/amqp_connection.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+
+#include "broker/broker.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr size_t kInitialReadBuffer = 4096;
+constexpr size_t kMaxReadChunk = 256 * 1024;
+constexpr auto kLingerTime = std::chrono::seconds(2);
+
+broker::ConnectionInfo describe(const tcp::socket& s) {
+    broker::ConnectionInfo info;
+    boost::system::error_code ec;
+    auto ep = s.remote_endpoint(ec);
+    if (ec) return info;
+    auto addr = ep.address();
+    if (addr.is_v6() && addr.to_v6().is_v4_mapped())
+        addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+    info.loopback = addr.is_loopback();
+    info.peer = (addr.is_v6() ? "[" + addr.to_string() + "]" : addr.to_string()) + ":" + std::to_string(ep.port());
+    return info;
+}
+
+}  // namespace
+
+AmqpConnection::AmqpConnection(tcp::socket socket, broker::Broker& broker)
+    : socket_(std::move(socket)), timer_(socket_.get_executor()) {
+    boost::system::error_code ec;
+    socket_.set_option(tcp::no_delay(true), ec);
+    session_ = std::make_unique<broker::Session>(broker, *this, describe(socket_));
+    last_read_ = last_write_ = clock::now();
+}
+
+AmqpConnection::~AmqpConnection() = default;
+
+void AmqpConnection::start() { do_read(); }
+
+bool AmqpConnection::read_paused() const {
+    // Stop reading while this socket's own output is far behind.
+    return session_->output().size() + writing_.size() > 4 * (1u << 20);
+}
+
+void AmqpConnection::do_read() {
+    if (reading_ || closed_ || read_paused()) return;
+    // Compact, then make room: the buffer grows for big frames and bursts.
+    if (in_start_ == in_end_) {
+        in_start_ = in_end_ = 0;
+    } else if (in_start_ > 0 && in_start_ >= in_.size() / 2) {
+        in_.erase(0, in_start_);
+        in_end_ -= in_start_;
+        in_start_ = 0;
+    }
+    if (in_.size() < kInitialReadBuffer) in_.resize(kInitialReadBuffer);
+    if (in_end_ == in_.size()) in_.resize(std::min(in_.size() * 2, in_.size() + kMaxReadChunk));
+    reading_ = true;
+    socket_.async_read_some(asio::buffer(in_.data() + in_end_, in_.size() - in_end_),
+                            [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+                                self->on_read(ec, n);
+                            });
+}
+
+void AmqpConnection::on_read(const boost::system::error_code& ec, size_t n) {
+    reading_ = false;
+    if (closed_) return;
+    if (ec) {
+        fail();
+        return;
+    }
+    last_read_ = clock::now();
+    if (lingering_) {  // closing: discard until the peer closes too
+        in_start_ = in_end_ = 0;
+        do_read();
+        return;
+    }
+    in_end_ += n;
+    size_t used = session_->on_bytes(std::string_view(in_.data() + in_start_, in_end_ - in_start_));
+    in_start_ += used;
+    do_flush();
+    do_read();
+}
+
+void AmqpConnection::request_flush() {
+    if (flush_posted_ || closed_) return;
+    flush_posted_ = true;
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+        self->flush_posted_ = false;
+        self->do_flush();
+    });
+}
+
+void AmqpConnection::do_flush() {
+    if (writing_now_ || closed_) return;
+    std::string& out = session_->output();
+    if (out.empty()) {
+        if (close_after_flush_ && !lingering_) linger();
+        return;
+    }
+    writing_.swap(out);
+    out.clear();
+    writing_now_ = true;
+    asio::async_write(socket_, asio::buffer(writing_),
+                      [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+                          self->on_write(ec);
+                      });
+}
+
+void AmqpConnection::on_write(const boost::system::error_code& ec) {
+    writing_now_ = false;
+    if (closed_) return;
+    if (ec) {
+        fail();
+        return;
+    }
+    last_write_ = clock::now();
+    writing_.clear();
+    if (writing_.capacity() > kMaxReadChunk) writing_.shrink_to_fit();
+    session_->on_writable();  // consumers paused on a full buffer may go on
+    do_flush();
+    do_read();  // reads may have paused on back-pressure
+}
+
+void AmqpConnection::close_transport() {
+    close_after_flush_ = true;
+    request_flush();
+}
+
+void AmqpConnection::linger() {
+    // Our last frame (connection.close or close-ok) is written: half-close,
+    // and read until the peer closes or the linger time runs out, so the peer
+    // reads that frame instead of a reset.
+    lingering_ = true;
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    heartbeat_ = 0;
+    timer_.expires_after(kLingerTime);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+        if (!e) self->fail();
+    });
+    in_start_ = in_end_ = 0;
+    do_read();
+}
+
+void AmqpConnection::start_heartbeat(uint16_t seconds) {
+    heartbeat_ = seconds;
+    if (seconds == 0 || lingering_) return;
+    // Check twice per interval, as RabbitMQ does, so a heartbeat goes out
+    // well before the peer's deadline.
+    timer_.expires_after(std::chrono::milliseconds(500) * seconds);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+        if (!e) self->on_heartbeat_timer();
+    });
+}
+
+void AmqpConnection::on_heartbeat_timer() {
+    if (closed_ || lingering_ || heartbeat_ == 0) return;
+    auto now = clock::now();
+    auto interval = std::chrono::seconds(heartbeat_);
+    if (now - last_read_ > 2 * interval) {  // missed heartbeats: the peer is gone
+        fail();
+        return;
+    }
+    if (now - last_write_ >= interval) session_->on_heartbeat_due();
+    start_heartbeat(heartbeat_);
+}
+
+void AmqpConnection::fail() {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ec;
+    timer_.cancel();
+    socket_.close(ec);
+    session_->on_transport_closed();
+}
+
+void AmqpConnection::abort() { fail(); }
+
+}  // namespace sluice::net

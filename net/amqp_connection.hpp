@@ -1,0 +1,69 @@
+// One AMQP socket: reads into a buffer, feeds the bytes to its broker Session,
+// and writes what the session produced — all output of one turn of the event
+// loop in one write. Private to net/.
+//
+// Back-pressure: while the bytes waiting for this socket exceed a limit, the
+// connection stops reading (a publisher that does not read its own socket
+// cannot make the broker buffer without bound), and the session's consumers
+// pause (Session::output_full()).
+//
+// Thread-safety: lives on the server's io_context thread.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "broker/session.hpp"
+
+namespace sluice::net {
+
+class AmqpConnection : public std::enable_shared_from_this<AmqpConnection>, public broker::SessionHost {
+public:
+    AmqpConnection(boost::asio::ip::tcp::socket socket, broker::Broker& broker);
+    ~AmqpConnection() override;
+
+    void start();
+    // Server shutdown: close the socket now.
+    void abort();
+
+    // broker::SessionHost
+    void request_flush() override;
+    void close_transport() override;
+    void start_heartbeat(uint16_t seconds) override;
+
+private:
+    void do_read();
+    void on_read(const boost::system::error_code& ec, size_t n);
+    void do_flush();
+    void on_write(const boost::system::error_code& ec);
+    void linger();
+    void on_heartbeat_timer();
+    void fail();
+    bool read_paused() const;
+
+    using clock = std::chrono::steady_clock;
+
+    boost::asio::ip::tcp::socket socket_;
+    std::unique_ptr<broker::Session> session_;
+    boost::asio::steady_timer timer_;
+
+    std::string in_;      // read buffer: [in_start_, in_end_) holds unparsed bytes
+    size_t in_start_ = 0;
+    size_t in_end_ = 0;
+    std::string writing_;  // bytes handed to the in-flight async_write
+
+    bool reading_ = false;
+    bool writing_now_ = false;
+    bool flush_posted_ = false;
+    bool close_after_flush_ = false;
+    bool lingering_ = false;
+    bool closed_ = false;
+    uint16_t heartbeat_ = 0;
+    clock::time_point last_read_;
+    clock::time_point last_write_;
+};
+
+}  // namespace sluice::net

@@ -1,0 +1,118 @@
+#include "net/server.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <iostream>
+#include <list>
+
+#include "broker/broker.hpp"
+#include "net/amqp_connection.hpp"
+#include "net/http_server.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+struct Server::Impl {
+    Impl(broker::Broker& b, ServerConfig c) : broker(b), config(std::move(c)), signals(io, SIGINT, SIGTERM) {}
+
+    broker::Broker& broker;
+    ServerConfig config;
+    asio::io_context io{1};
+    asio::signal_set signals;
+    std::list<tcp::acceptor> acceptors;
+    std::list<std::weak_ptr<AmqpConnection>> connections;
+    std::unique_ptr<HttpServer> http;
+    uint16_t amqp_port = 0;
+
+    std::string bind(std::list<tcp::acceptor>& into, const std::string& host, uint16_t port, uint16_t& bound) {
+        std::vector<tcp::endpoint> endpoints;
+        if (host.empty()) {
+            endpoints.emplace_back(tcp::v6(), port);
+            endpoints.emplace_back(tcp::v4(), port);
+        } else {
+            endpoints.emplace_back(asio::ip::make_address(host), port);
+        }
+        std::string errors;
+        for (auto ep : endpoints) {
+            if (bound != 0) ep.port(bound);  // the second family takes the port the first got
+            boost::system::error_code ec;
+            tcp::acceptor a(io);
+            a.open(ep.protocol(), ec);
+            if (!ec && ep.address().is_v6()) a.set_option(asio::ip::v6_only(true), ec);
+            if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+            if (!ec) a.bind(ep, ec);
+            if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+            if (ec) {
+                errors += (errors.empty() ? "" : "; ") + ep.address().to_string() + ":" + std::to_string(ep.port()) +
+                          ": " + ec.message();
+                continue;
+            }
+            bound = a.local_endpoint().port();
+            into.push_back(std::move(a));
+        }
+        // Listening on one family is enough (a host without IPv6 is fine).
+        return into.empty() ? errors : "";
+    }
+
+    void accept(tcp::acceptor& a) {
+        a.async_accept([this, &a](const boost::system::error_code& ec, tcp::socket socket) {
+            if (ec == asio::error::operation_aborted) return;
+            if (!ec) {
+                auto c = std::make_shared<AmqpConnection>(std::move(socket), broker);
+                c->start();
+                connections.push_back(c);
+                if (connections.size() % 64 == 0) connections.remove_if([](auto& w) { return w.expired(); });
+            }
+            accept(a);
+        });
+    }
+
+    void stop() {
+        for (auto& a : acceptors) {
+            boost::system::error_code ec;
+            a.close(ec);
+        }
+        if (http) http->stop();
+        for (auto& w : connections)
+            if (auto c = w.lock()) c->abort();
+        io.stop();
+    }
+};
+
+Server::Server(broker::Broker& broker, ServerConfig config) : impl_(std::make_unique<Impl>(broker, std::move(config))) {}
+
+Server::~Server() = default;
+
+std::string Server::listen() {
+    std::string err = impl_->bind(impl_->acceptors, impl_->config.amqp_bind, impl_->config.amqp_port, impl_->amqp_port);
+    if (!err.empty()) return "AMQP listener: " + err;
+    for (auto& a : impl_->acceptors) impl_->accept(a);
+    if (impl_->config.http_port != 0 || !impl_->config.http_bind.empty()) {
+        impl_->http = std::make_unique<HttpServer>(impl_->io, impl_->broker);
+        err = impl_->http->listen(impl_->config.http_bind, impl_->config.http_port);
+        if (!err.empty()) return "HTTP listener: " + err;
+    }
+    return "";
+}
+
+void Server::run() {
+    impl_->signals.async_wait([this](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        std::cerr << "sluiced: signal " << sig << ", shutting down\n";
+        impl_->stop();
+    });
+    impl_->io.run();
+}
+
+void Server::stop() {
+    asio::post(impl_->io, [this] { impl_->stop(); });
+}
+
+uint16_t Server::amqp_port() const { return impl_->amqp_port; }
+uint16_t Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+
+}  // namespace sluice::net

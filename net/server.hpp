@@ -1,0 +1,47 @@
+// The network front: AMQP listeners (IPv4 and IPv6), the HTTP listener, and
+// the event loop that runs them. Asio stays behind this header (pimpl), so
+// only net/*.cpp compile it.
+//
+// Threads: run() drives one io_context on the calling thread; every
+// connection and the broker live on it (DESIGN.md: on this 2-core machine one
+// broker thread next to the load tool wins; a thread-per-core mode is future
+// work).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace sluice::broker {
+class Broker;
+}
+
+namespace sluice::net {
+
+struct ServerConfig {
+    std::string amqp_bind = "";  // "" = every address, IPv4 and IPv6
+    uint16_t amqp_port = 5672;
+    std::string http_bind = "";
+    uint16_t http_port = 15672;  // 0 = no HTTP listener
+};
+
+class Server {
+public:
+    Server(broker::Broker& broker, ServerConfig config);
+    ~Server();
+
+    // Binds the listeners. Returns "" or a description of what failed.
+    std::string listen();
+    // Runs until SIGINT/SIGTERM or stop().
+    void run();
+    void stop();
+    uint16_t amqp_port() const;
+    uint16_t http_port() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice::net
