@@ -59,6 +59,14 @@ def unique(prefix="t"):
     return "%s.%s" % (prefix, uuid.uuid4().hex[:12])
 
 
+def temp_queue(ch, prefix="tmp"):
+    """Declare an exclusive queue with a client-chosen unique name on a pika
+    channel (tests not about server-named queues should not depend on them)."""
+    name = unique(prefix)
+    ch.queue_declare(queue=name, exclusive=True)
+    return name
+
+
 # --------------------------------------------------------------------------
 # ports
 
@@ -115,6 +123,7 @@ class Broker:
         self.exe = exe
         self.workdir = workdir
         self.proc = None
+        self.killed_on_purpose = False
         self.log_path = os.path.join(workdir, "sluiced.log") if workdir else None
         self._log = None
 
@@ -135,6 +144,7 @@ class Broker:
     def start(self):
         assert not self.external
         assert self.proc is None or self.proc.poll() is not None
+        self.killed_on_purpose = False
         self._log = open(self.log_path, "ab")
         self._log.write(b"\n==== start %s ====\n" % time.ctime().encode())
         self._log.flush()
@@ -143,6 +153,7 @@ class Broker:
                "--data-dir", self.data_dir]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir)
+        self._log.close()         # the child has its own descriptor
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
@@ -191,6 +202,24 @@ class Broker:
         assert self.proc is not None and self.proc.poll() is None, "broker not running"
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self.killed_on_purpose = True
+
+    def shutdown_problem(self):
+        """Stop the broker at the end of its fixture; describe what went
+        wrong (died during the tests, SIGTERM not honoured, non-zero exit --
+        e.g. a sanitizer report), or None."""
+        if self.external or self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            if self.killed_on_purpose and self.proc.returncode == -signal.SIGKILL:
+                return None
+            return "sluiced died during the tests (exit %s)" % self.proc.returncode
+        code = self.stop()
+        if code is None:
+            return "sluiced ignored SIGTERM for %.0fs and was SIGKILLed" % STOP_TIMEOUT
+        if code != 0:
+            return "sluiced exited with %s on SIGTERM" % code
+        return None
 
     def restart(self):
         """Stop (SIGTERM; no-op if already dead, e.g. after kill9) and start
@@ -282,13 +311,12 @@ def started_broker():
     try:
         yield b
     finally:
-        code = b.stop()
-        if b.proc is not None and code not in (0, None, -signal.SIGTERM):
-            print("\nsluiced exited with %s; log tail:\n%s" % (code, b.log_tail()))
-        if code is None and b.proc is not None and b.proc.returncode == -signal.SIGKILL:
-            print("\nsluiced ignored SIGTERM for %.0fs and was killed; log tail:\n%s"
-                  % (STOP_TIMEOUT, b.log_tail()))
+        problem = b.shutdown_problem()
         import shutil
+        if problem:
+            # keep the data dir and log for a post-mortem
+            pytest.fail("%s (log and data kept in %s); log tail:\n%s"
+                        % (problem, workdir, b.log_tail()), pytrace=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

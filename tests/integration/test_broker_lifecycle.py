@@ -9,14 +9,14 @@ import signal
 import pika
 import pytest
 
-from conftest import amqp_answers, unique, wait_for
+from conftest import amqp_answers, temp_queue, unique, wait_for
 
 
 def roundtrip(b):
     conn = b.pika()
     try:
         ch = conn.channel()
-        q = ch.queue_declare(queue="", exclusive=True).method.queue
+        q = temp_queue(ch)
         ch.basic_publish(exchange="", routing_key=q, body=b"alive")
         body = wait_for(lambda: ch.basic_get(queue=q, auto_ack=True)[2], 5)
         assert body == b"alive"

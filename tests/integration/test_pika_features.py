@@ -11,7 +11,7 @@ import pika
 import pytest
 from pika.exceptions import (ChannelClosedByBroker, UnroutableError)
 
-from conftest import unique, wait_for
+from conftest import temp_queue, unique, wait_for
 
 # --------------------------------------------------------------------------
 # helpers
@@ -171,7 +171,7 @@ def test_mandatory_unroutable_basic_return(conn, ch):
 
 def test_publish_to_missing_exchange_is_404(ch):
     ch.basic_publish(exchange=unique("missing-x"), routing_key="k", body=b"x")
-    expect_channel_close(404, ch.queue_declare, queue="", exclusive=True)
+    expect_channel_close(404, ch.queue_declare, queue=unique("sync"), exclusive=True)
 
 
 def test_tx_commit_and_rollback(conn, ch, q):
@@ -235,7 +235,7 @@ def test_topic_routing(ch):
     ch.exchange_declare(exchange=x, exchange_type="topic", auto_delete=True)
     queues = {}
     for pattern in TOPIC_BINDINGS:
-        qn = ch.queue_declare(queue="", exclusive=True).method.queue
+        qn = temp_queue(ch)
         ch.queue_bind(queue=qn, exchange=x, routing_key=pattern)
         queues[pattern] = qn
     ch.confirm_delivery()          # once confirmed, routed and enqueued
@@ -261,7 +261,7 @@ def test_headers_routing(ch):
     }
     queues = {}
     for name, args in bindings.items():
-        qn = ch.queue_declare(queue="", exclusive=True).method.queue
+        qn = temp_queue(ch)
         ch.queue_bind(queue=qn, exchange=x, routing_key="ignored", arguments=args)
         queues[name] = qn
     messages = [
@@ -289,8 +289,8 @@ def test_direct_and_fanout_routing(ch):
     f = unique("fanout")
     ch.exchange_declare(exchange=d, exchange_type="direct", auto_delete=True)
     ch.exchange_declare(exchange=f, exchange_type="fanout", auto_delete=True)
-    q1 = ch.queue_declare(queue="", exclusive=True).method.queue
-    q2 = ch.queue_declare(queue="", exclusive=True).method.queue
+    q1 = temp_queue(ch)
+    q2 = temp_queue(ch)
     ch.queue_bind(queue=q1, exchange=d, routing_key="red")
     ch.queue_bind(queue=q1, exchange=d, routing_key="green")
     ch.queue_bind(queue=q2, exchange=d, routing_key="green")
@@ -314,7 +314,7 @@ def test_exchange_to_exchange_binding(ch):
     ch.exchange_declare(exchange=src, exchange_type="topic", auto_delete=False)
     ch.exchange_declare(exchange=dst, exchange_type="fanout", auto_delete=False)
     try:
-        qn = ch.queue_declare(queue="", exclusive=True).method.queue
+        qn = temp_queue(ch)
         ch.queue_bind(queue=qn, exchange=dst)
         ch.exchange_bind(destination=dst, source=src, routing_key="stock.#")
         ch.confirm_delivery()
@@ -436,7 +436,7 @@ def _qos_deliveries(broker, connect, global_qos):
     ch = conn.channel()
     qs = []
     for _ in range(2):
-        qn = ch.queue_declare(queue="", exclusive=True).method.queue
+        qn = temp_queue(ch)
         qs.append(qn)
         for i in range(5):
             ch.basic_publish(exchange="", routing_key=qn, body=b"%d" % i)
@@ -505,7 +505,7 @@ def test_exchange_declare_and_delete_if_unused(conn, ch):
     ch.exchange_declare(exchange=x, exchange_type="direct")
     ch.exchange_declare(exchange=x, exchange_type="direct")      # idempotent
     ch.exchange_declare(exchange=x, passive=True)
-    qn = ch.queue_declare(queue="", exclusive=True).method.queue
+    qn = temp_queue(ch)
     ch.queue_bind(queue=qn, exchange=x, routing_key="k")
     expect_channel_close(406, ch.exchange_delete, exchange=x, if_unused=True)
     ch = conn.channel()
@@ -588,7 +588,12 @@ def test_server_named_queue(ch):
         assert len(n) > len("amq.gen-") + 8
     n = names.pop()
     ch.basic_publish(exchange="", routing_key=n, body=b"to a generated name")
+    # the generated name is usable like any other: passive declare works...
     wait_for(lambda: ch.queue_declare(queue=n, passive=True).method.message_count == 1, 3)
+    # ...but a non-passive declare naming amq.* is refused even for an
+    # existing queue (RabbitMQ 3.10: 403 "queue name 'amq.gen-...' contains
+    # reserved prefix 'amq.*'")
+    expect_channel_close(403, ch.queue_declare, queue=n, exclusive=True)
 
 
 def test_exclusive_queue_locked_for_other_connections(broker, connect, conn, ch):
@@ -655,7 +660,7 @@ def test_large_message_round_trip(broker, connect, frame_max):
     if frame_max:
         assert conn._impl.params.frame_max == frame_max
     ch = conn.channel()
-    qn = ch.queue_declare(queue="", exclusive=True).method.queue
+    qn = temp_queue(ch)
     body = os.urandom(1 << 20)
     ch.confirm_delivery()
     ch.basic_publish(exchange="", routing_key=qn, body=body)

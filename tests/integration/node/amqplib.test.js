@@ -110,7 +110,7 @@ test('checkQueue of a missing queue fails with 404 and closes the channel only',
   ch.on('error', () => {});   // the channel error is expected
   await assert.rejects(ch.checkQueue(unique('missing')), (err) => err.code === 404);
   const ch2 = await conn.createChannel();
-  const { queue } = await ch2.assertQueue('', { exclusive: true });
+  const { queue } = await ch2.assertQueue(unique('node.after404'), { exclusive: true });
   assert.ok(queue);
   await conn.close();
 });
