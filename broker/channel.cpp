@@ -22,6 +22,7 @@ Channel::Channel(Session& session, VHost& vhost, uint16_t id) : session_(session
 Channel::~Channel() { release(); }
 
 Status Channel::on_method(std::string_view payload) {
+    if (payload.size() < 4) return amqp_error(reply::frame_error, "method frame shorter than its class and method ids");
     amqp::Method method;
     auto err = amqp::decode_method(payload, method);
     uint32_t key = amqp::peek_method_key(payload);
@@ -77,9 +78,7 @@ Status Channel::on_method(std::string_view payload) {
         case m::ChannelFlowOk::key: break;
         case m::TxSelect::key:
         case m::TxCommit::key:
-        case m::TxRollback::key:
-            st = amqp_error(reply::not_implemented, "transactions (tx.*) are not supported yet");
-            break;
+        case m::TxRollback::key: st = tx_method(key); break;
         default:
             st = amqp_error(reply::command_invalid,
                             "'" + std::string(amqp::method_name(key)) + "' is not valid on a channel from a client");

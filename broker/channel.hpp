@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "broker/amqp_error.hpp"
+#include "broker/exchange.hpp"
 #include "broker/message.hpp"
 #include "broker/queue.hpp"
 
@@ -75,6 +76,8 @@ private:
         ConsumerPtr consumer;  // null for basic.get
         QueuedMessage qm;
     };
+    static uint64_t tag_of(const Unacked& u) { return u.tag; }
+    static uint64_t tag_of(uint64_t t) { return t; }
     struct PendingPublish {
         std::string exchange;
         std::string routing_key;
@@ -106,6 +109,9 @@ private:
     Status confirm_select(const amqp::method::ConfirmSelect& m);
     Status channel_flow(const amqp::method::ChannelFlow& m);
     Status publish_complete();
+    void route_message(const Exchange& exchange, const MessagePtr& message, bool mandatory);
+    Status tx_method(uint32_t key);
+    Status check_tag(uint64_t tag, bool multiple) const;
     void publish_reply(const MessagePtr& message, std::string_view token, bool mandatory);
     void send_return(const Message& message, uint16_t code, std::string_view text);
     void confirm_publish();
@@ -141,6 +147,21 @@ private:
     uint64_t publish_seq_ = 0;        // last publish sequence number
     uint64_t confirmed_seq_ = 0;      // last one acked to the client
     bool confirm_queued_ = false;
+
+    // tx.select: publishes and settlements wait for tx.commit.
+    struct TxPublish {
+        MessagePtr message;
+        bool mandatory;
+    };
+    struct TxSettle {
+        uint64_t tag;
+        bool multiple;
+        bool requeue;
+        enum Kind { ack, nack, reject } kind;
+    };
+    bool tx_mode_ = false;
+    std::vector<TxPublish> tx_publishes_;
+    std::vector<TxSettle> tx_settles_;
 
     std::string reply_token_;         // direct reply-to
     ConsumerPtr reply_consumer_;

@@ -16,6 +16,7 @@ namespace {
 constexpr std::string_view kReplyQueue = "amq.rabbitmq.reply-to";
 constexpr std::string_view kReplyPrefix = "amq.rabbitmq.reply-to.";
 constexpr uint16_t kReplyToFlag = 1u << 9;
+constexpr uint16_t kUserIdFlag = 1u << 4;
 
 uint16_t property_flags(std::string_view raw) {
     return raw.size() < 2 ? 0 : static_cast<uint16_t>((uint8_t(raw[0]) << 8) | uint8_t(raw[1]));
@@ -62,6 +63,11 @@ Status Channel::basic_consume(const m::BasicConsume& c) {
     consumer->exclusive = c.exclusive;
     consumer->prefetch = consumer_prefetch_;
     consumer->arguments = c.arguments;
+    if (const amqp::FieldValue* p = c.arguments.find("x-priority")) {
+        auto v = p->as_int();
+        if (!v) return amqp_error(reply::precondition_failed, "invalid arg 'x-priority': expected an integer");
+        consumer->priority = *v;
+    }
 
     if (c.queue == kReplyQueue) {
         if (!c.no_ack) return amqp_error(reply::precondition_failed, "reply consumer cannot acknowledge");
@@ -141,7 +147,17 @@ Status Channel::publish_complete() {
         return AmqpError{reply::not_found, vhost_.not_found_exchange(built->exchange()), m::BasicPublish::key};
 
     MessagePtr msg = std::move(built);
-    if (property_flags(msg->properties()) & kReplyToFlag) {
+    const uint16_t flags = property_flags(msg->properties());
+    if (flags & kUserIdFlag) {  // as RabbitMQ: user_id must be the connection's user
+        amqp::BasicProperties props;
+        if (amqp::decode_properties(msg->properties(), props) && props.user_id &&
+            *props.user_id != session_.user())
+            return AmqpError{reply::precondition_failed,
+                             "user_id property set to '" + *props.user_id + "' but authenticated user was '" +
+                                 session_.user() + "'",
+                             m::BasicPublish::key};
+    }
+    if (flags & kReplyToFlag) {
         amqp::BasicProperties props;
         if (amqp::decode_properties(msg->properties(), props) && props.reply_to == kReplyQueue) {
             if (reply_token_.empty())
@@ -156,15 +172,24 @@ Status Channel::publish_complete() {
         }
     }
 
-    if (ex->name().empty() && msg->routing_key().substr(0, kReplyPrefix.size()) == kReplyPrefix) {
-        publish_reply(msg, msg->routing_key().substr(kReplyPrefix.size()), mandatory);
-        confirm_publish();
+    if (tx_mode_) {  // held until tx.commit
+        tx_publishes_.push_back(TxPublish{std::move(msg), mandatory});
         return std::nullopt;
     }
+    route_message(*ex, msg, mandatory);
+    confirm_publish();
+    return std::nullopt;
+}
 
+void Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mandatory) {
+    auto& stats = session_.broker().stats();
+    if (ex.name().empty() && msg->routing_key().substr(0, kReplyPrefix.size()) == kReplyPrefix) {
+        publish_reply(msg, msg->routing_key().substr(kReplyPrefix.size()), mandatory);
+        return;
+    }
     route_out_.clear();
     LazyHeaders headers{msg.get(), {}, false};
-    vhost_.route(*ex, msg->routing_key(), &LazyHeaders::get, &headers, route_out_);
+    vhost_.route(ex, msg->routing_key(), &LazyHeaders::get, &headers, route_out_);
     if (route_out_.empty()) {
         ++stats.messages_unroutable;
         if (mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
@@ -172,8 +197,6 @@ Status Channel::publish_complete() {
         ++stats.messages_routed;
         for (Queue* q : route_out_) q->publish(msg);
     }
-    confirm_publish();
-    return std::nullopt;
 }
 
 void Channel::publish_reply(const MessagePtr& message, std::string_view token, bool mandatory) {
@@ -239,10 +262,20 @@ Status Channel::basic_get(const m::BasicGet& g) {
 }
 
 Status Channel::basic_ack(uint64_t tag, bool multiple) {
+    if (tx_mode_) {
+        if (Status st = check_tag(tag, multiple)) return st;
+        tx_settles_.push_back(TxSettle{tag, multiple, false, TxSettle::ack});
+        return std::nullopt;
+    }
     return settle_tags(tag, multiple, false, session_.broker().stats().messages_acked);
 }
 
 Status Channel::basic_reject(uint64_t tag, bool multiple, bool requeue, bool nack) {
+    if (tx_mode_) {
+        if (Status st = check_tag(tag, multiple)) return st;
+        tx_settles_.push_back(TxSettle{tag, multiple, requeue, nack ? TxSettle::nack : TxSettle::reject});
+        return std::nullopt;
+    }
     auto& stats = session_.broker().stats();
     return settle_tags(tag, multiple, requeue, nack ? stats.messages_nacked : stats.messages_rejected);
 }
@@ -291,7 +324,50 @@ Status Channel::basic_recover(bool requeue) {
     return std::nullopt;
 }
 
+Status Channel::check_tag(uint64_t tag, bool multiple) const {
+    bool known = multiple ? tag < next_delivery_tag_
+                          : std::binary_search(unacked_.begin(), unacked_.end(), tag, [](const auto& a, const auto& b) {
+                                return tag_of(a) < tag_of(b);
+                            });
+    if (known) return std::nullopt;
+    return amqp_error(reply::precondition_failed, "unknown delivery tag " + std::to_string(tag));
+}
+
+Status Channel::tx_method(uint32_t key) {
+    if (key == m::TxSelect::key) {
+        if (confirm_mode_)
+            return amqp_error(reply::precondition_failed, "cannot switch from confirm to tx mode");
+        tx_mode_ = true;
+        send(m::TxSelectOk{});
+        return std::nullopt;
+    }
+    if (!tx_mode_) return amqp_error(reply::precondition_failed, "channel is not transactional");
+    std::vector<TxPublish> publishes;
+    publishes.swap(tx_publishes_);
+    std::vector<TxSettle> settles;
+    settles.swap(tx_settles_);
+    if (key == m::TxRollback::key) {
+        send(m::TxRollbackOk{});
+        return std::nullopt;
+    }
+    for (const TxPublish& p : publishes) {
+        const Exchange* ex = vhost_.find_exchange(p.message->exchange());
+        if (!ex) return amqp_error(reply::not_found, vhost_.not_found_exchange(p.message->exchange()));
+        route_message(*ex, p.message, p.mandatory);
+    }
+    auto& stats = session_.broker().stats();
+    for (const TxSettle& s : settles) {
+        uint64_t& counter = s.kind == TxSettle::ack    ? stats.messages_acked
+                            : s.kind == TxSettle::nack ? stats.messages_nacked
+                                                       : stats.messages_rejected;
+        if (Status st = settle_tags(s.tag, s.multiple, s.requeue, counter)) return st;
+    }
+    send(m::TxCommitOk{});
+    return std::nullopt;
+}
+
 Status Channel::confirm_select(const m::ConfirmSelect& c) {
+    if (tx_mode_) return amqp_error(reply::precondition_failed, "cannot switch from tx to confirm mode");
     confirm_mode_ = true;
     if (!c.nowait) send(m::ConfirmSelectOk{});
     return std::nullopt;

@@ -52,7 +52,10 @@ Status Queue::check_can_consume(bool exclusive) const {
 }
 
 void Queue::add_consumer(ConsumerPtr consumer) {
-    consumers_.push_back(std::move(consumer));
+    // Sorted by priority, highest first; a new consumer goes behind its equals.
+    auto pos = std::find_if(consumers_.begin(), consumers_.end(),
+                            [&](const ConsumerPtr& c) { return c->priority < consumer->priority; });
+    consumers_.insert(pos, std::move(consumer));
     had_consumer_ = true;
 }
 
@@ -61,10 +64,7 @@ ConsumerPtr Queue::remove_consumer(const Consumer* consumer) {
                            [&](const ConsumerPtr& c) { return c.get() == consumer; });
     if (it == consumers_.end()) return nullptr;
     ConsumerPtr removed = std::move(*it);
-    size_t index = static_cast<size_t>(it - consumers_.begin());
     consumers_.erase(it);
-    if (next_consumer_ > index) --next_consumer_;
-    if (next_consumer_ >= consumers_.size()) next_consumer_ = 0;
     return removed;
 }
 
@@ -72,23 +72,21 @@ void Queue::dispatch() {
     if (dispatching_ || deleted_) return;
     dispatching_ = true;
     while (!ready_.empty() && !consumers_.empty()) {
-        // Next consumer (round-robin) with credit; stop when none has any.
-        const ConsumerPtr* chosen = nullptr;
+        // The first consumer with credit in priority order; the one served
+        // moves behind the others of its priority (round-robin within a
+        // priority, RabbitMQ's consumer priorities across them).
         size_t n = consumers_.size();
-        for (size_t i = 0; i < n; ++i) {
-            size_t idx = (next_consumer_ + i) % n;
-            const ConsumerPtr& c = consumers_[idx];
-            if (c->channel->can_deliver(*c)) {
-                chosen = &c;
-                next_consumer_ = (idx + 1) % n;
-                break;
-            }
-        }
-        if (!chosen) break;
+        size_t idx = 0;
+        while (idx < n && !consumers_[idx]->channel->can_deliver(*consumers_[idx])) ++idx;
+        if (idx == n) break;
         QueuedMessage qm = std::move(ready_.front());
         ready_.pop_front();
-        if (!(*chosen)->no_ack) ++unacked_;
-        const ConsumerPtr& consumer = *chosen;  // deliver() does not touch consumers_
+        size_t band_end = idx + 1;
+        while (band_end < n && consumers_[band_end]->priority == consumers_[idx]->priority) ++band_end;
+        std::rotate(consumers_.begin() + static_cast<ptrdiff_t>(idx), consumers_.begin() + static_cast<ptrdiff_t>(idx) + 1,
+                    consumers_.begin() + static_cast<ptrdiff_t>(band_end));
+        const ConsumerPtr& consumer = consumers_[band_end - 1];  // deliver() does not touch consumers_
+        if (!consumer->no_ack) ++unacked_;
         consumer->channel->deliver(consumer, std::move(qm));
     }
     dispatching_ = false;

@@ -35,6 +35,7 @@ struct Consumer {
     bool exclusive = false;
     uint32_t prefetch = 0;  // per-consumer basic.qos limit; 0 = none
     uint32_t unacked = 0;
+    int64_t priority = 0;   // x-priority consume argument: higher is served first
     amqp::FieldTable arguments;
 };
 using ConsumerPtr = std::shared_ptr<Consumer>;
@@ -106,8 +107,7 @@ private:
     uint64_t next_seq_ = 1;
     size_t unacked_ = 0;
 
-    std::vector<ConsumerPtr> consumers_;
-    size_t next_consumer_ = 0;  // round-robin cursor
+    std::vector<ConsumerPtr> consumers_;  // by priority, highest first; served ones rotate back
 };
 
 using QueuePtr = std::shared_ptr<Queue>;

@@ -18,6 +18,7 @@ amqp::FieldTable server_properties() {
     amqp::FieldTable caps;
     // Only what works; names exactly as RabbitMQ advertises them.
     for (const char* c : {"publisher_confirms", "exchange_exchange_bindings", "basic.nack", "consumer_cancel_notify",
+                          "connection.blocked", "consumer_priorities",
                           "authentication_failure_close", "per_consumer_qos", "direct_reply_to"})
         caps.set(c, true);
     amqp::FieldTable p;
@@ -210,8 +211,9 @@ void Session::handle_frame(uint8_t type, uint16_t channel, std::string_view payl
         if (key == m::ChannelOpen::key) {
             open_channel(channel);
         } else if (key != m::ChannelCloseOk::key) {
-            connection_error(amqp_error(reply::channel_error, "expected 'channel.open' on channel " +
-                                                                  std::to_string(channel)));
+            AmqpError e = amqp_error(reply::channel_error, "expected 'channel.open' on channel " + std::to_string(channel));
+            e.method = key;
+            connection_error(e);
         }
         return;
     }
@@ -252,6 +254,10 @@ void Session::handle_frame(uint8_t type, uint16_t channel, std::string_view payl
 }
 
 void Session::handle_connection_method(std::string_view payload) {
+    if (payload.size() < 4) {
+        connection_error(amqp_error(reply::frame_error, "method frame shorter than its class and method ids"));
+        return;
+    }
     uint32_t key = amqp::peek_method_key(payload);
     if (state_ == State::closing) {
         if (key == m::ConnectionCloseOk::key) {
@@ -283,6 +289,9 @@ void Session::handle_connection_method(std::string_view payload) {
     } else if (state_ == State::running &&
                (key == m::ConnectionBlocked::key || key == m::ConnectionUnblocked::key)) {
         // Clients do not send these to servers; ignore as RabbitMQ does.
+    } else if ((key >> 16) != m::ConnectionStart::class_id && !amqp::method_name(key).empty()) {
+        st = amqp_error(reply::channel_error, "'" + std::string(amqp::method_name(key)) +
+                                                  "' is not a connection method and cannot use channel 0");
     } else if (amqp::method_name(key).empty()) {
         st = amqp_error(reply::not_implemented, "unknown method " + std::to_string(key >> 16) + "/" +
                                                     std::to_string(key & 0xffff) + " on channel 0");

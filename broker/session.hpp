@@ -73,6 +73,7 @@ public:
     Broker& broker() { return broker_; }
     uint64_t id() const { return id_; }
     uint32_t frame_max() const { return frame_max_; }
+    const std::string& user() const { return user_; }
     const ConnectionInfo& info() const { return info_; }
     bool client_has_capability(std::string_view name) const;
     void wrote_output();  // a channel appended to output(): make sure it gets flushed
