@@ -95,10 +95,17 @@ def q(ch):
 def test_server_properties_and_capabilities(conn):
     props = conn._impl.server_properties
     caps = props.get("capabilities", {})
+    # what RabbitMQ 3.10 advertises, less consumer_priorities (advertised only
+    # with the feature: see test_consumer_priorities)
     for cap in ("publisher_confirms", "exchange_exchange_bindings", "basic.nack",
-                "consumer_cancel_notify", "connection.blocked", "consumer_priorities",
+                "consumer_cancel_notify", "connection.blocked",
                 "authentication_failure_close", "per_consumer_qos", "direct_reply_to"):
         assert caps.get(cap) is True, "capability %s not advertised: %r" % (cap, caps)
+    unknown = set(caps) - {"publisher_confirms", "exchange_exchange_bindings", "basic.nack",
+                           "consumer_cancel_notify", "connection.blocked",
+                           "consumer_priorities", "authentication_failure_close",
+                           "per_consumer_qos", "direct_reply_to"}
+    assert not unknown, "capabilities RabbitMQ does not name: %s" % unknown
     for key in ("product", "version", "platform"):
         assert key in props, "server-properties lack %s: %r" % (key, props)
     # pika asks for frame_max 131072 and channel_max 65535; the server may lower them
@@ -486,6 +493,33 @@ def test_consumer_cancel_notification_on_queue_delete(conn, ch):
     assert cancelled[0].method.consumer_tag == tag
     assert ch.consumer_tags == []
     assert ch.is_open
+
+
+def test_consumer_priorities(broker, connect, ch, q):
+    """x-priority: the higher-priority consumer gets messages while it has
+    prefetch room; the lower one only what it cannot take."""
+    conn = connect()
+    if not conn._impl.server_properties["capabilities"].get("consumer_priorities"):
+        pytest.skip("broker does not advertise consumer_priorities")
+    high_ch = conn.channel()
+    high_ch.basic_qos(prefetch_count=2)
+    low_ch = conn.channel()
+    low_ch.basic_qos(prefetch_count=100)
+    high, low = [], []
+    low_ch.basic_consume(queue=q, on_message_callback=lambda c, m, p, b: low.append(m.delivery_tag),
+                         arguments={"x-priority": 0})
+    high_ch.basic_consume(queue=q, on_message_callback=lambda c, m, p, b: high.append(m.delivery_tag),
+                          arguments={"x-priority": 10})
+    for i in range(10):
+        ch.basic_publish(exchange="", routing_key=q, body=b"%d" % i)
+    pump_until(conn, lambda: len(high) + len(low) == 10, what="10 deliveries")
+    assert (len(high), len(low)) == (2, 8)
+    # room again at the high-priority consumer: it gets the next ones
+    high_ch.basic_ack(high[-1], multiple=True)
+    for i in range(2):
+        ch.basic_publish(exchange="", routing_key=q, body=b"more")
+    pump_until(conn, lambda: len(high) + len(low) == 12, what="2 more deliveries")
+    assert (len(high), len(low)) == (4, 8)
 
 
 def test_consumer_tag_given(ch, q):
