@@ -5,6 +5,7 @@
 // broker on that thread).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -12,6 +13,7 @@
 #include <string_view>
 
 #include "broker/broker_stats.hpp"
+#include "broker/durability.hpp"
 #include "broker/vhost.hpp"
 
 namespace sluice::broker {
@@ -37,6 +39,14 @@ public:
     const BrokerConfig& config() const { return config_; }
     VHost* find_vhost(std::string_view name);
     BrokerStats& stats() { return stats_; }
+    Durability& durability() { return durability_; }
+    // Durable storage: without it the broker keeps everything in memory.
+    // `executor` brings storage completions back to the broker thread.
+    void attach_storage(storage::Store* store, Executor* executor) { durability_.attach(store, executor); }
+    // Loads durable topology and messages (after attach_storage, before serving).
+    RecoveryStats recover() { return durability_.recover(*this); }
+    uint64_t next_queue_id() { return ++last_queue_id_; }
+    void saw_queue_id(uint64_t id) { last_queue_id_ = std::max(last_queue_id_, id); }
 
     // True when user/password may log in from this peer.
     bool authenticate(std::string_view user, std::string_view password, bool from_loopback) const;
@@ -54,6 +64,8 @@ public:
 private:
     BrokerConfig config_;
     BrokerStats stats_;
+    Durability durability_;  // before the vhosts: queues reach it when they go
+    uint64_t last_queue_id_ = 0;
     std::unique_ptr<VHost> default_vhost_;
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;

@@ -233,7 +233,9 @@ void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
     auto& stats = session_.broker().stats();
     ++stats.messages_delivered;
     if (qm.redelivered) ++stats.messages_redelivered;
-    if (!consumer.no_ack) {  // the queue counted it as unacked too
+    if (consumer.no_ack) {
+        if (qm.stored) session_.broker().durability().remove_entry(*consumer.queue, qm.seq, msg);
+    } else {  // the queue counted it as unacked too
         ++consumer.unacked;
         ++channel_unacked_;
         unacked_.push_back(Unacked{d.delivery_tag, consumer.queue, consumer_ptr, std::move(qm)});
@@ -261,8 +263,13 @@ void Channel::settle(Unacked& u, bool requeue) {
         if (u.consumer->unacked > 0) --u.consumer->unacked;
         if (channel_unacked_ > 0) --channel_unacked_;
     }
-    if (requeue) u.queue->requeue(std::move(u.qm));
-    else u.queue->settle(u.qm);
+    if (requeue) {
+        u.queue->requeue(std::move(u.qm));
+        return;
+    }
+    u.queue->settle(u.qm);
+    if (u.qm.stored && !u.queue->deleted())
+        session_.broker().durability().remove_entry(*u.queue, u.qm.seq, *u.qm.message);
 }
 
 }  // namespace sluice::broker

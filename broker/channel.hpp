@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -109,12 +110,19 @@ private:
     Status confirm_select(const amqp::method::ConfirmSelect& m);
     Status channel_flow(const amqp::method::ChannelFlow& m);
     Status publish_complete();
-    void route_message(const Exchange& exchange, const MessagePtr& message, bool mandatory);
+    // Routes and enqueues; true when the message was written to the store
+    // (its confirm then waits for the sync).
+    bool route_message(const Exchange& exchange, const MessagePtr& message, bool mandatory);
+    void on_synced(uint64_t seq, bool ok);
+    // Sends a reply once every durable write so far is synced.
+    void reply_after_sync(std::function<void()> reply);
+    // reply_after_sync for durable entities, at once for the others.
+    void reply_when_durable(bool durable, std::function<void()> reply);
     Status tx_method(uint32_t key);
     Status check_tag(uint64_t tag, bool multiple) const;
     void publish_reply(const MessagePtr& message, std::string_view token, bool mandatory);
     void send_return(const Message& message, uint16_t code, std::string_view text);
-    void confirm_publish();
+    void confirm_publish(bool needs_sync);
 
     // Shared helpers.
     QueuePtr resolve_queue(std::string_view name, Status& error);
@@ -146,6 +154,8 @@ private:
     bool confirm_mode_ = false;
     uint64_t publish_seq_ = 0;        // last publish sequence number
     uint64_t confirmed_seq_ = 0;      // last one acked to the client
+    uint64_t confirmable_seq_ = 0;    // every publish up to here may be acked
+    std::deque<uint64_t> unsynced_;   // publishes waiting for their batch's sync
     bool confirm_queued_ = false;
 
     // tx.select: publishes and settlements wait for tx.commit.
@@ -167,6 +177,9 @@ private:
     ConsumerPtr reply_consumer_;
     std::vector<Queue*> route_out_;
     std::vector<Queue*> touched_;
+    std::vector<std::pair<Queue*, uint64_t>> stored_entries_;
+    std::vector<uint64_t> seqs_;
+    std::shared_ptr<char> alive_ = std::make_shared<char>(0);  // storage callbacks check it
 };
 
 }  // namespace sluice::broker

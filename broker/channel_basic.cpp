@@ -176,16 +176,16 @@ Status Channel::publish_complete() {
         tx_publishes_.push_back(TxPublish{std::move(msg), mandatory});
         return std::nullopt;
     }
-    route_message(*ex, msg, mandatory);
-    confirm_publish();
+    bool stored = route_message(*ex, msg, mandatory);
+    confirm_publish(stored);
     return std::nullopt;
 }
 
-void Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mandatory) {
+bool Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mandatory) {
     auto& stats = session_.broker().stats();
     if (ex.name().empty() && msg->routing_key().substr(0, kReplyPrefix.size()) == kReplyPrefix) {
         publish_reply(msg, msg->routing_key().substr(kReplyPrefix.size()), mandatory);
-        return;
+        return false;
     }
     route_out_.clear();
     LazyHeaders headers{msg.get(), {}, false};
@@ -193,10 +193,33 @@ void Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mand
     if (route_out_.empty()) {
         ++stats.messages_unroutable;
         if (mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
-    } else {
-        ++stats.messages_routed;
-        for (Queue* q : route_out_) q->publish(msg);
+        return false;
     }
+    ++stats.messages_routed;
+    // A persistent message in durable queues is written (once, shared by
+    // those queues) before any queue sees it, so an early ack finds it.
+    Durability& durability = session_.broker().durability();
+    stored_entries_.clear();
+    if (msg->persistent() && durability.enabled())
+        for (Queue* q : route_out_)
+            if (q->durable()) stored_entries_.emplace_back(q, 0);
+    size_t next_stored = 0;
+    seqs_.clear();
+    for (Queue* q : route_out_) {
+        uint64_t seq = q->allocate_seq();
+        seqs_.push_back(seq);
+        if (next_stored < stored_entries_.size() && stored_entries_[next_stored].first == q)
+            stored_entries_[next_stored++].second = seq;
+    }
+    durability.store_message(msg, stored_entries_);
+    next_stored = 0;
+    for (size_t i = 0; i < route_out_.size(); ++i) {
+        Queue* q = route_out_[i];
+        bool stored = next_stored < stored_entries_.size() && stored_entries_[next_stored].first == q;
+        if (stored) ++next_stored;
+        q->publish(QueuedMessage{msg, seqs_[i], false, stored});
+    }
+    return !stored_entries_.empty();
 }
 
 void Channel::publish_reply(const MessagePtr& message, std::string_view token, bool mandatory) {
@@ -218,21 +241,58 @@ void Channel::send_return(const Message& message, uint16_t code, std::string_vie
     session_.wrote_output();
 }
 
-void Channel::confirm_publish() {
-    if (!confirm_mode_ || confirm_queued_) return;
+void Channel::confirm_publish(bool needs_sync) {
+    if (!confirm_mode_) return;
+    if (needs_sync) {
+        // Confirmed only once the batch holding it is synced.
+        unsynced_.push_back(publish_seq_);
+        session_.broker().durability().after_sync(
+            [this, alive = std::weak_ptr<char>(alive_), seq = publish_seq_](bool ok) {
+                if (!alive.expired()) on_synced(seq, ok);
+            });
+        return;
+    }
+    if (unsynced_.empty()) confirmable_seq_ = publish_seq_;  // else: when those before it sync
+    if (confirm_queued_) return;
     confirm_queued_ = true;
     session_.mark_confirm_pending(this);
 }
 
+void Channel::on_synced(uint64_t seq, bool ok) {
+    while (!unsynced_.empty() && unsynced_.front() <= seq) {
+        uint64_t s = unsynced_.front();
+        unsynced_.pop_front();
+        if (ok || closing_) continue;
+        // The write failed: ack what came before, nack this one.
+        confirmable_seq_ = s - 1;
+        flush_confirms();
+        m::BasicNack nack;
+        nack.delivery_tag = s;
+        send(nack);
+        confirmed_seq_ = s;
+    }
+    confirmable_seq_ = unsynced_.empty() ? publish_seq_ : unsynced_.front() - 1;
+    flush_confirms();
+}
+
 void Channel::flush_confirms() {
     confirm_queued_ = false;
-    if (publish_seq_ <= confirmed_seq_ || closing_) return;
+    if (confirmable_seq_ <= confirmed_seq_ || closing_) return;
     m::BasicAck ack;
-    ack.delivery_tag = publish_seq_;
-    ack.multiple = publish_seq_ - confirmed_seq_ > 1;
-    session_.broker().stats().messages_confirmed += publish_seq_ - confirmed_seq_;
-    confirmed_seq_ = publish_seq_;
+    ack.delivery_tag = confirmable_seq_;
+    ack.multiple = confirmable_seq_ - confirmed_seq_ > 1;
+    session_.broker().stats().messages_confirmed += confirmable_seq_ - confirmed_seq_;
+    confirmed_seq_ = confirmable_seq_;
     send(ack);
+}
+
+void Channel::reply_after_sync(std::function<void()> reply) {
+    session_.broker().durability().after_sync(
+        [this, alive = std::weak_ptr<char>(alive_), reply = std::move(reply)](bool ok) {
+            if (alive.expired() || closing_) return;
+            if (ok) reply();
+            else session_.connection_error(amqp_error(reply::internal_error, "a durable write failed"));
+        });
 }
 
 Status Channel::basic_get(const m::BasicGet& g) {
@@ -257,6 +317,7 @@ Status Channel::basic_get(const m::BasicGet& g) {
     ++stats.messages_delivered;
     if (qm->redelivered) ++stats.messages_redelivered;
     if (!g.no_ack) unacked_.push_back(Unacked{ok.delivery_tag, q, nullptr, std::move(*qm)});
+    else if (qm->stored) session_.broker().durability().remove_entry(*q, qm->seq, msg);
     session_.wrote_output();
     return std::nullopt;
 }
@@ -353,7 +414,7 @@ Status Channel::tx_method(uint32_t key) {
     for (const TxPublish& p : publishes) {
         const Exchange* ex = vhost_.find_exchange(p.message->exchange());
         if (!ex) return amqp_error(reply::not_found, vhost_.not_found_exchange(p.message->exchange()));
-        route_message(*ex, p.message, p.mandatory);
+        (void)route_message(*ex, p.message, p.mandatory);
     }
     auto& stats = session_.broker().stats();
     for (const TxSettle& s : settles) {

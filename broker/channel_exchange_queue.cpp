@@ -42,6 +42,11 @@ QueuePtr Channel::resolve_queue(std::string_view name, Status& error) {
     return error ? nullptr : q;
 }
 
+void Channel::reply_when_durable(bool durable, std::function<void()> reply) {
+    if (durable && session_.broker().durability().enabled()) reply_after_sync(std::move(reply));
+    else reply();
+}
+
 Status Channel::exchange_declare(const m::ExchangeDeclare& d) {
     if (d.passive) {
         if (!d.exchange.empty() && !vhost_.find_exchange(d.exchange))
@@ -58,36 +63,38 @@ Status Channel::exchange_declare(const m::ExchangeDeclare& d) {
     o.arguments = d.arguments;
     auto r = vhost_.declare_exchange(d.exchange, o);
     if (auto* e = std::get_if<AmqpError>(&r)) return *e;
-    if (!d.no_wait) send(m::ExchangeDeclareOk{});
+    if (!d.no_wait) reply_when_durable(o.durable, [this] { send(m::ExchangeDeclareOk{}); });
     return std::nullopt;
 }
 
 Status Channel::exchange_delete(const m::ExchangeDelete& d) {
     if (Status st = vhost_.delete_exchange(d.exchange, d.if_unused)) return st;
-    if (!d.no_wait) send(m::ExchangeDeleteOk{});
+    if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeDeleteOk{}); });
     return std::nullopt;
 }
 
 Status Channel::exchange_bind(const m::ExchangeBind& d) {
     if (Status st = vhost_.bind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
-    if (!d.no_wait) send(m::ExchangeBindOk{});
+    if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeBindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::exchange_unbind(const m::ExchangeUnbind& d) {
     if (Status st = vhost_.unbind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
-    if (!d.no_wait) send(m::ExchangeUnbindOk{});
+    if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeUnbindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::queue_declare(const m::QueueDeclare& d) {
-    auto reply_ok = [&](std::string_view name, size_t messages, size_t consumers) {
+    auto reply_ok = [&](std::string_view name, size_t messages, size_t consumers, bool durable = false) {
         if (d.no_wait) return;
-        m::QueueDeclareOk ok;
-        ok.queue = name;
-        ok.message_count = static_cast<uint32_t>(messages);
-        ok.consumer_count = static_cast<uint32_t>(consumers);
-        send(ok);
+        reply_when_durable(durable, [this, name = std::string(name), messages, consumers] {
+            m::QueueDeclareOk ok;
+            ok.queue = name;
+            ok.message_count = static_cast<uint32_t>(messages);
+            ok.consumer_count = static_cast<uint32_t>(consumers);
+            send(ok);
+        });
     };
     if (d.queue == kReplyQueue) {  // the direct reply-to pseudo-queue always "exists"
         reply_ok(d.queue, 0, 0);
@@ -115,7 +122,7 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
     QueuePtr q = std::get<QueuePtr>(r);
     if (created && q->exclusive()) session_.own_exclusive_queue(q);
     last_queue_ = name;
-    reply_ok(name, q->ready_count(), q->consumer_count());
+    reply_ok(name, q->ready_count(), q->consumer_count(), q->durable());
     return std::nullopt;
 }
 
@@ -126,7 +133,7 @@ Status Channel::queue_bind(const m::QueueBind& d) {
     // The spec: an empty queue name *and* routing key bind with the queue's name.
     std::string_view key = d.queue.empty() && d.routing_key.empty() ? std::string_view(q->name()) : d.routing_key;
     if (Status st = vhost_.bind_queue(q->name(), d.exchange, key, d.arguments)) return st;
-    if (!d.no_wait) send(m::QueueBindOk{});
+    if (!d.no_wait) reply_when_durable(q->durable(), [this] { send(m::QueueBindOk{}); });
     return std::nullopt;
 }
 
@@ -135,7 +142,7 @@ Status Channel::queue_unbind(const m::QueueUnbind& d) {
     QueuePtr q = resolve_queue(d.queue, error);
     if (!q) return error;
     if (Status st = vhost_.unbind_queue(q->name(), d.exchange, d.routing_key, d.arguments)) return st;
-    send(m::QueueUnbindOk{});
+    reply_when_durable(q->durable(), [this] { send(m::QueueUnbindOk{}); });
     return std::nullopt;
 }
 
@@ -144,11 +151,12 @@ Status Channel::queue_purge(const m::QueuePurge& d) {
     QueuePtr q = resolve_queue(d.queue, error);
     if (!q) return error;
     size_t n = q->purge();
-    if (!d.no_wait) {
-        m::QueuePurgeOk ok;
-        ok.message_count = static_cast<uint32_t>(n);
-        send(ok);
-    }
+    if (!d.no_wait)
+        reply_when_durable(q->durable(), [this, n] {
+            m::QueuePurgeOk ok;
+            ok.message_count = static_cast<uint32_t>(n);
+            send(ok);
+        });
     return std::nullopt;
 }
 
@@ -156,6 +164,7 @@ Status Channel::queue_delete(const m::QueueDelete& d) {
     std::string_view name = resolve_queue_name(d.queue);
     QueuePtr q = vhost_.find_queue(name);
     size_t n = 0;
+    bool durable = q && q->durable();
     if (q) {  // deleting a missing queue succeeds, as in RabbitMQ
         if (Status st = check_exclusive_access(*q)) return st;
         if (d.if_unused && q->consumer_count() > 0)
@@ -166,11 +175,12 @@ Status Channel::queue_delete(const m::QueueDelete& d) {
                               "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' is not empty");
         n = vhost_.delete_queue(q);
     }
-    if (!d.no_wait) {
-        m::QueueDeleteOk ok;
-        ok.message_count = static_cast<uint32_t>(n);
-        send(ok);
-    }
+    if (!d.no_wait)
+        reply_when_durable(durable, [this, n] {
+            m::QueueDeleteOk ok;
+            ok.message_count = static_cast<uint32_t>(n);
+            send(ok);
+        });
     return std::nullopt;
 }
 

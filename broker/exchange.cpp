@@ -59,16 +59,15 @@ bool Exchange::unbind(Destination dest, std::string_view key, const amqp::FieldT
     return true;
 }
 
-size_t Exchange::unbind_all(Destination dest) {
-    size_t n = 0;
+std::vector<Binding> Exchange::unbind_all(Destination dest) {
+    std::vector<Binding> removed;
     for (size_t i = bindings_.size(); i-- > 0;) {
         if (!(bindings_[i].destination == dest)) continue;
-        Binding removed = std::move(bindings_[i]);
+        removed.push_back(std::move(bindings_[i]));
         bindings_.erase(bindings_.begin() + static_cast<ptrdiff_t>(i));
-        if (!has_binding(dest, removed.key)) index_remove(removed);
-        ++n;
+        if (!has_binding(dest, removed.back().key)) index_remove(removed.back());
     }
-    return n;
+    return removed;
 }
 
 void Exchange::index_add(const Binding& b) {

@@ -63,8 +63,8 @@ public:
     bool bind(Destination dest, std::string_view key, const amqp::FieldTable& args);
     // False if there was no such binding.
     bool unbind(Destination dest, std::string_view key, const amqp::FieldTable& args);
-    // Removes every binding to `dest` (it is being deleted); returns how many.
-    size_t unbind_all(Destination dest);
+    // Removes every binding to `dest` (it is being deleted); returns them.
+    std::vector<Binding> unbind_all(Destination dest);
 
     // Appends to `out` the destinations `routing_key` (and, for a headers
     // exchange, `headers`) selects. A destination may be appended more than

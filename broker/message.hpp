@@ -40,6 +40,12 @@ public:
     // Only while the message is being assembled (before it is shared).
     void append_body(std::string_view chunk) { data_.append(chunk); }
 
+    // Durable bookkeeping (broker thread only): how many stored queue entries
+    // refer to this message, and the id of its shared stored body (0 = the
+    // entry holds the message inline).
+    mutable uint32_t stored_refs = 0;
+    mutable uint64_t body_id = 0;
+
 private:
     size_t body_offset() const { return size_t{exchange_len_} + routing_key_len_ + properties_len_; }
 
@@ -59,6 +65,7 @@ struct QueuedMessage {
     MessagePtr message;
     uint64_t seq = 0;          // position in the queue; requeued messages keep it
     bool redelivered = false;
+    bool stored = false;       // also in the durable store (persistent, durable queue)
 };
 
 }  // namespace sluice::broker

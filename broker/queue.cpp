@@ -2,16 +2,26 @@
 
 #include <algorithm>
 
+#include "broker/broker.hpp"
 #include "broker/channel.hpp"
+#include "broker/vhost.hpp"
 
 namespace sluice::broker {
 
-Queue::Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner)
-    : vhost_(vhost), name_(std::move(name)), options_(std::move(options)), owner_(owner) {}
+Queue::Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner, uint64_t id)
+    : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {}
 
-void Queue::publish(MessagePtr message) {
-    ready_.push_back(QueuedMessage{std::move(message), next_seq_++, false});
+void Queue::publish(QueuedMessage qm) {
+    ready_.push_back(std::move(qm));
     if (!consumers_.empty()) dispatch();
+}
+
+void Queue::restore_message(MessagePtr message, uint64_t seq) {
+    // Whether it had been delivered is not recorded: every recovered message
+    // is flagged redelivered, which the flag's meaning ("may have been
+    // delivered before") allows.
+    ready_.push_back(QueuedMessage{std::move(message), seq, true, true});
+    next_seq_ = std::max(next_seq_, seq + 1);
 }
 
 std::optional<QueuedMessage> Queue::get(bool no_ack) {
@@ -37,14 +47,18 @@ void Queue::settle(const QueuedMessage&) {
 
 size_t Queue::purge() {
     size_t n = ready_.size();
+    std::vector<uint64_t> stored;
+    for (const auto& qm : ready_)
+        if (qm.stored) stored.push_back(qm.seq);
     ready_.clear();
+    vhost_.broker().durability().remove_entries(*this, stored);
     return n;
 }
 
 Status Queue::check_can_consume(bool exclusive) const {
     if (exclusive && !consumers_.empty())
         return amqp_error(reply::access_refused,
-                          "queue '" + name_ + "' in vhost '" + "/" + "' in exclusive use");
+                          "queue '" + name_ + "' in vhost '" + vhost_.name() + "' in exclusive use");
     for (const auto& c : consumers_)
         if (c->exclusive)
             return amqp_error(reply::access_refused, "queue '" + name_ + "' in exclusive use");

@@ -49,10 +49,12 @@ struct QueueOptions {
 
 class Queue : public std::enable_shared_from_this<Queue> {
 public:
-    // `owner` is the connection that owns an exclusive queue (0 = none).
-    Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner);
+    // `owner` is the connection that owns an exclusive queue (0 = none);
+    // `id` names the queue's key range in the durable store.
+    Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner, uint64_t id);
 
     const std::string& name() const { return name_; }
+    uint64_t id() const { return id_; }
     VHost& vhost() const { return vhost_; }
     bool durable() const { return options_.durable; }
     bool exclusive() const { return options_.exclusive; }
@@ -66,8 +68,12 @@ public:
     size_t consumer_count() const { return consumers_.size(); }
     const std::vector<ConsumerPtr>& consumers() const { return consumers_; }
 
-    // Appends a message and delivers what can be delivered.
-    void publish(MessagePtr message);
+    // The sequence number the next published message will get.
+    uint64_t allocate_seq() { return next_seq_++; }
+    // Appends a message (seq from allocate_seq) and delivers what can be delivered.
+    void publish(QueuedMessage qm);
+    // A message recovered from the durable store at start.
+    void restore_message(MessagePtr message, uint64_t seq);
     // basic.get: the head of the queue, counted as unacked unless no_ack.
     std::optional<QueuedMessage> get(bool no_ack);
     // An unacked message comes back to its place, marked redelivered.
@@ -97,6 +103,7 @@ public:
 private:
     VHost& vhost_;
     std::string name_;
+    uint64_t id_;
     QueueOptions options_;
     uint64_t owner_;
     bool deleted_ = false;

@@ -92,15 +92,43 @@ Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeO
                                          o.arguments);
     Exchange* raw = ex.get();
     exchanges_.emplace(std::string(name), std::move(ex));
+    broker_.durability().put_exchange(*this, *raw);
     return raw;
 }
 
+void VHost::persist_binding(const Exchange& source, const Binding& b, bool add) {
+    if (!source.durable()) return;
+    bool durable_dest = b.destination.queue ? b.destination.queue->durable() && !b.destination.queue->exclusive()
+                                            : b.destination.exchange->durable();
+    if (!durable_dest) return;
+    Durability& d = broker_.durability();
+    if (add) d.put_binding(*this, source, b);
+    else d.remove_binding(*this, source, b);
+}
+
 void VHost::remove_exchange_bindings(Exchange* exchange) {
-    // Bindings *to* this exchange from others (exchange-to-exchange).
+    // Bindings from this exchange, and to it from others (exchange-to-exchange).
+    for (const Binding& b : exchange->bindings()) persist_binding(*exchange, b, false);
     std::vector<Exchange*> sources;
-    for (auto& [n, ex] : exchanges_)
-        if (ex.get() != exchange && ex->unbind_all(Destination{nullptr, exchange}) > 0) sources.push_back(ex.get());
+    for (auto& [n, ex] : exchanges_) {
+        if (ex.get() == exchange) continue;
+        auto removed = ex->unbind_all(Destination{nullptr, exchange});
+        for (const Binding& b : removed) persist_binding(*ex, b, false);
+        if (!removed.empty()) sources.push_back(ex.get());
+    }
     for (Exchange* s : sources) maybe_auto_delete(s);
+}
+
+void VHost::restore_exchange(const std::string& name, const ExchangeOptions& o) {
+    if (find_exchange(name)) return;
+    exchanges_.emplace(name, std::make_unique<Exchange>(name, o.type, o.durable, o.auto_delete, o.internal, o.arguments));
+}
+
+QueuePtr VHost::restore_queue(const std::string& name, QueueOptions o, uint64_t id) {
+    broker_.saw_queue_id(id);
+    auto q = std::make_shared<Queue>(*this, name, std::move(o), 0, id);
+    queues_[name] = q;
+    return q;
 }
 
 Status VHost::delete_exchange(std::string_view name, bool if_unused) {
@@ -113,6 +141,7 @@ Status VHost::delete_exchange(std::string_view name, bool if_unused) {
         return amqp_error(reply::precondition_failed,
                           "exchange '" + std::string(name) + "' in vhost '" + name_ + "' in use");
     remove_exchange_bindings(ex);
+    broker_.durability().remove_exchange(*this, *ex);
     exchanges_.erase(it);
     return std::nullopt;
 }
@@ -122,6 +151,7 @@ void VHost::maybe_auto_delete(Exchange* exchange) {
     auto it = exchanges_.find(exchange->name());
     if (it == exchanges_.end()) return;
     remove_exchange_bindings(exchange);
+    broker_.durability().remove_exchange(*this, *exchange);
     exchanges_.erase(it);
 }
 
@@ -152,8 +182,9 @@ Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uin
         return q;
     }
     uint64_t exclusive_owner = o.exclusive ? owner : 0;
-    auto q = std::make_shared<Queue>(*this, std::string(name), std::move(o), exclusive_owner);
+    auto q = std::make_shared<Queue>(*this, std::string(name), std::move(o), exclusive_owner, broker_.next_queue_id());
     queues_.emplace(std::string(name), q);
+    broker_.durability().put_queue(*this, *q);
     created = true;
     return q;
 }
@@ -164,8 +195,12 @@ size_t VHost::delete_queue(const QueuePtr& queue) {
     size_t messages = queue->ready_count();
     queues_.erase(it);
     std::vector<Exchange*> sources;
-    for (auto& [n, ex] : exchanges_)
-        if (ex->unbind_all(Destination{queue.get(), nullptr}) > 0) sources.push_back(ex.get());
+    for (auto& [n, ex] : exchanges_) {
+        auto removed = ex->unbind_all(Destination{queue.get(), nullptr});
+        for (const Binding& b : removed) persist_binding(*ex, b, false);
+        if (!removed.empty()) sources.push_back(ex.get());
+    }
+    broker_.durability().remove_queue(*this, *queue);
     for (Exchange* s : sources) maybe_auto_delete(s);
     for (const ConsumerPtr& c : queue->mark_deleted()) c->channel->on_consumer_cancelled_by_broker(c);
     return messages;
@@ -179,7 +214,7 @@ Status VHost::bind_queue(std::string_view queue, std::string_view exchange, std:
         return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
     Exchange* ex = find_exchange(exchange);
     if (!ex) return amqp_error(reply::not_found, not_found_exchange(exchange));
-    ex->bind(Destination{q.get(), nullptr}, key, args);
+    if (ex->bind(Destination{q.get(), nullptr}, key, args)) persist_binding(*ex, ex->bindings().back(), true);
     return std::nullopt;
 }
 
@@ -191,7 +226,10 @@ Status VHost::unbind_queue(std::string_view queue, std::string_view exchange, st
         return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
     Exchange* ex = find_exchange(exchange);
     if (!ex) return amqp_error(reply::not_found, not_found_exchange(exchange));
-    if (ex->unbind(Destination{q.get(), nullptr}, key, args)) maybe_auto_delete(ex);
+    if (ex->unbind(Destination{q.get(), nullptr}, key, args)) {
+        persist_binding(*ex, Binding{Destination{q.get(), nullptr}, std::string(key), args}, false);
+        maybe_auto_delete(ex);
+    }
     return std::nullopt;  // unbinding a missing binding is ok, as RabbitMQ
 }
 
@@ -203,7 +241,7 @@ Status VHost::bind_exchange(std::string_view destination, std::string_view sourc
     if (!dst) return amqp_error(reply::not_found, not_found_exchange(destination));
     Exchange* src = find_exchange(source);
     if (!src) return amqp_error(reply::not_found, not_found_exchange(source));
-    src->bind(Destination{nullptr, dst}, key, args);
+    if (src->bind(Destination{nullptr, dst}, key, args)) persist_binding(*src, src->bindings().back(), true);
     return std::nullopt;
 }
 
@@ -215,7 +253,10 @@ Status VHost::unbind_exchange(std::string_view destination, std::string_view sou
     if (!dst) return amqp_error(reply::not_found, not_found_exchange(destination));
     Exchange* src = find_exchange(source);
     if (!src) return amqp_error(reply::not_found, not_found_exchange(source));
-    if (src->unbind(Destination{nullptr, dst}, key, args)) maybe_auto_delete(src);
+    if (src->unbind(Destination{nullptr, dst}, key, args)) {
+        persist_binding(*src, Binding{Destination{nullptr, dst}, std::string(key), args}, false);
+        maybe_auto_delete(src);
+    }
     return std::nullopt;
 }
 

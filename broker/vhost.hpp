@@ -83,6 +83,10 @@ public:
     void route(const Exchange& exchange, std::string_view routing_key,
                const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out);
 
+    // Recovery: recreate durable entities without writing them again.
+    void restore_exchange(const std::string& name, const ExchangeOptions& options);
+    QueuePtr restore_queue(const std::string& name, QueueOptions options, uint64_t id);
+
     std::string not_found_queue(std::string_view name) const;
     std::string not_found_exchange(std::string_view name) const;
 
@@ -91,6 +95,8 @@ private:
     // Deletes an auto-delete exchange once its last binding is gone.
     void maybe_auto_delete(Exchange* exchange);
     void remove_exchange_bindings(Exchange* exchange);
+    // Writes (or removes) the record of a binding when both its ends are durable.
+    void persist_binding(const Exchange& source, const Binding& binding, bool add);
 
     Broker& broker_;
     std::string name_;

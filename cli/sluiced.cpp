@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "broker/broker.hpp"
+#include "storage/store.hpp"
 #include "net/server.hpp"
 
 namespace po = boost::program_options;
@@ -36,7 +37,8 @@ rlim_t raise_fd_limit() {
 int main(int argc, char** argv) {
     sluice::broker::BrokerConfig bc;
     sluice::net::ServerConfig sc;
-    std::string data_dir, config_file;
+    std::string data_dir, config_file, durability = "sync";
+    unsigned sync_interval_ms = 200;
     po::options_description opts("sluiced options");
     opts.add_options()
         ("help,h", "show this help")
@@ -46,6 +48,10 @@ int main(int argc, char** argv) {
         ("http-port", po::value(&sc.http_port)->default_value(15672), "HTTP port (metrics, management)")
         ("http-bind", po::value(&sc.http_bind)->default_value(""), "HTTP address (default: all)")
         ("data-dir", po::value(&data_dir)->default_value("./sluice-data"), "where durable data lives")
+        ("durability", po::value(&durability)->default_value("sync"),
+         "sync: a confirm means the message is synced to disk; async: the WAL is synced every "
+         "--sync-interval-ms, a power loss may drop that much confirmed data")
+        ("sync-interval-ms", po::value(&sync_interval_ms)->default_value(200), "WAL sync period in async mode")
         ("heartbeat", po::value(&bc.heartbeat)->default_value(bc.heartbeat), "heartbeat interval offered, seconds (0 = off)")
         ("frame-max", po::value(&bc.frame_max)->default_value(bc.frame_max), "largest frame offered, bytes")
         ("channel-max", po::value(&bc.channel_max)->default_value(bc.channel_max), "most channels per connection")
@@ -84,11 +90,29 @@ int main(int argc, char** argv) {
         std::cerr << "sluiced: cannot create data dir " << data_dir << ": " << ec.message() << "\n";
         return 1;
     }
+    if (durability != "sync" && durability != "async") {
+        std::cerr << "sluiced: --durability must be sync or async\n";
+        return 2;
+    }
     rlim_t fds = raise_fd_limit();
 
+    sluice::storage::StoreOptions so;
+    so.path = (std::filesystem::path(data_dir) / "rocksdb").string();
+    so.durability = durability == "sync" ? sluice::storage::Durability::sync : sluice::storage::Durability::async;
+    so.sync_interval = std::chrono::milliseconds(sync_interval_ms);
+    std::string err;
+    auto store = sluice::storage::Store::open(so, err);
+    if (!store) {
+        std::cerr << "sluiced: " << err << "\n";
+        return 1;
+    }
     sluice::broker::Broker broker(bc);
     sluice::net::Server server(broker, sc);
-    std::string err = server.listen();
+    broker.attach_storage(store.get(), &server.executor());
+    auto rec = broker.recover();
+    std::cerr << "sluiced: recovered " << rec.exchanges << " exchanges, " << rec.queues << " queues, " << rec.bindings
+              << " bindings, " << rec.messages << " messages in " << rec.seconds << " s" << std::endl;
+    err = server.listen();
     if (!err.empty()) {
         std::cerr << "sluiced: " << err << "\n";
         return 1;
@@ -97,6 +121,7 @@ int main(int argc, char** argv) {
               << ", data in " << data_dir << ", open-file limit " << fds << " (about " << (fds > 64 ? fds - 64 : 0)
               << " connections)" << std::endl;
     server.run();
+    broker.durability().shutdown();  // write what was gathering; nothing after
     std::cerr << "sluiced: stopped" << std::endl;
     return 0;
 }

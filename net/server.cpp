@@ -1,6 +1,7 @@
 #include "net/server.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -8,6 +9,7 @@
 #include <list>
 
 #include "broker/broker.hpp"
+#include "broker/executor.hpp"
 #include "net/amqp_connection.hpp"
 #include "net/http_server.hpp"
 
@@ -16,12 +18,22 @@ namespace sluice::net {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
+class IoExecutor final : public broker::Executor {
+public:
+    explicit IoExecutor(asio::io_context& io) : io_(io) {}
+    void post(std::function<void()> fn) override { asio::post(io_, std::move(fn)); }
+
+private:
+    asio::io_context& io_;
+};
+
 struct Server::Impl {
     Impl(broker::Broker& b, ServerConfig c) : broker(b), config(std::move(c)), signals(io, SIGINT, SIGTERM) {}
 
     broker::Broker& broker;
     ServerConfig config;
     asio::io_context io{1};
+    IoExecutor executor{io};
     asio::signal_set signals;
     std::list<tcp::acceptor> acceptors;
     std::list<std::weak_ptr<AmqpConnection>> connections;
@@ -111,6 +123,8 @@ void Server::run() {
 void Server::stop() {
     asio::post(impl_->io, [this] { impl_->stop(); });
 }
+
+broker::Executor& Server::executor() { return impl_->executor; }
 
 uint16_t Server::amqp_port() const { return impl_->amqp_port; }
 uint16_t Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }

@@ -15,6 +15,7 @@
 
 namespace sluice::broker {
 class Broker;
+class Executor;
 }
 
 namespace sluice::net {
@@ -36,6 +37,8 @@ public:
     // Runs until SIGINT/SIGTERM or stop().
     void run();
     void stop();
+    // Runs work on the server's (= the broker's) thread.
+    broker::Executor& executor();
     uint16_t amqp_port() const;
     uint16_t http_port() const;
 

@@ -1,0 +1,339 @@
+#include "broker/durability.hpp"
+
+#include <chrono>
+#include <unordered_map>
+
+#include "broker/broker.hpp"
+#include "broker/executor.hpp"
+#include "broker/vhost.hpp"
+#include "net/amqp/field_table.hpp"
+#include "net/amqp/wire.hpp"
+
+namespace sluice::broker {
+
+using storage::Column;
+
+namespace {
+
+constexpr uint8_t kEntryInline = 1;
+constexpr uint8_t kEntryBodyRef = 2;
+
+void put_name(std::string& out, std::string_view s) { amqp::put_shortstr(out, s.substr(0, 255)); }
+
+std::string exchange_key(const VHost& v, std::string_view name) {
+    std::string k = "e";
+    put_name(k, v.name());
+    put_name(k, name);
+    return k;
+}
+
+std::string queue_key(const VHost& v, std::string_view name) {
+    std::string k = "q";
+    put_name(k, v.name());
+    put_name(k, name);
+    return k;
+}
+
+std::string binding_key(const VHost& v, const Exchange& source, const Binding& b) {
+    std::string k = "b";
+    put_name(k, v.name());
+    put_name(k, source.name());
+    if (b.destination.queue) {
+        k.push_back('q');
+        put_name(k, b.destination.queue->name());
+    } else {
+        k.push_back('e');
+        put_name(k, b.destination.exchange->name());
+    }
+    put_name(k, b.key);
+    amqp::encode_table(k, b.arguments);
+    return k;
+}
+
+// exchange, routing key, properties, body — as a queue entry or a shared body.
+void encode_message(std::string& out, const Message& m) {
+    put_name(out, m.exchange());
+    put_name(out, m.routing_key());
+    amqp::put_longstr(out, m.properties());
+    out.append(m.body());
+}
+
+MessagePtr decode_message(std::string_view in) {
+    amqp::WireReader r(in);
+    auto exchange = r.shortstr();
+    auto routing_key = r.shortstr();
+    auto props = r.longstr();
+    if (!r.ok()) return nullptr;
+    auto body = in.substr(r.position());
+    auto m = std::make_shared<Message>(exchange, routing_key, props, body.size());
+    m->append_body(body);
+    return m;
+}
+
+uint64_t queue_upper(uint64_t id) { return id + 1; }
+
+}  // namespace
+
+Durability::~Durability() { *alive_ = false; }
+
+void Durability::attach(storage::Store* store, Executor* executor) {
+    store_ = store;
+    executor_ = executor;
+}
+
+void Durability::shutdown() {
+    if (store_ && !batch_.empty()) {
+        storage::Batch batch = std::move(batch_);
+        batch_ = storage::Batch();
+        store_->commit_now(std::move(batch));
+    }
+    store_ = nullptr;
+    executor_ = nullptr;
+    waiters_.clear();
+    in_flight_waiters_.clear();
+}
+
+void Durability::after_sync(std::function<void(bool)> fn) {
+    if (!store_) {
+        fn(true);
+        return;
+    }
+    if (batch_.empty() && !commit_in_flight_) {
+        fn(true);  // nothing unsynced is ahead of this
+        return;
+    }
+    if (batch_.empty()) in_flight_waiters_.push_back(std::move(fn));
+    else waiters_.push_back(std::move(fn));
+}
+
+void Durability::schedule_commit() {
+    if (commit_scheduled_ || commit_in_flight_) return;
+    commit_scheduled_ = true;
+    // At the end of this turn of the event loop: everything the current
+    // reads produce joins one batch.
+    executor_->post([this, alive = std::weak_ptr<bool>(alive_)] {
+        if (alive.expired()) return;
+        commit_scheduled_ = false;
+        start_commit();
+    });
+}
+
+void Durability::start_commit() {
+    if (commit_in_flight_ || batch_.empty()) return;
+    commit_in_flight_ = true;
+    in_flight_waiters_ = std::move(waiters_);
+    waiters_.clear();
+    storage::Batch batch = std::move(batch_);
+    batch_ = storage::Batch();
+    store_->commit(std::move(batch), [this, alive = std::weak_ptr<bool>(alive_)](std::string error) {
+        // On the commit thread: hand the result to the broker thread.
+        executor_->post([this, alive, error = std::move(error)] {
+            if (!alive.expired()) on_committed(error);
+        });
+    });
+}
+
+void Durability::on_committed(const std::string& error) {
+    commit_in_flight_ = false;
+    std::vector<std::function<void(bool)>> done;
+    done.swap(in_flight_waiters_);
+    bool ok = error.empty();
+    for (auto& fn : done) fn(ok);
+    start_commit();  // the batch that gathered meanwhile
+}
+
+void Durability::put_exchange(const VHost& v, const Exchange& e) {
+    if (recovering_ || !store_ || !e.durable()) return;
+    std::string value;
+    amqp::put_u8(value, static_cast<uint8_t>(e.type()));
+    amqp::put_u8(value, static_cast<uint8_t>((e.auto_delete() ? 1 : 0) | (e.internal() ? 2 : 0)));
+    amqp::encode_table(value, e.arguments());
+    batch_.put(Column::meta, exchange_key(v, e.name()), value);
+    schedule_commit();
+}
+
+void Durability::remove_exchange(const VHost& v, const Exchange& e) {
+    if (!store_ || !e.durable()) return;
+    batch_.remove(Column::meta, exchange_key(v, e.name()));
+    schedule_commit();
+}
+
+void Durability::put_queue(const VHost& v, const Queue& q) {
+    if (recovering_ || !store_ || !q.durable() || q.exclusive()) return;
+    std::string value;
+    amqp::put_u64(value, q.id());
+    amqp::put_u8(value, q.auto_delete() ? 1 : 0);
+    amqp::encode_table(value, q.arguments());
+    batch_.put(Column::meta, queue_key(v, q.name()), value);
+    schedule_commit();
+}
+
+void Durability::remove_queue(const VHost& v, const Queue& q) {
+    if (!store_ || !q.durable() || q.exclusive()) return;
+    batch_.remove(Column::meta, queue_key(v, q.name()));
+    batch_.remove_range(Column::msgs, storage::message_key(q.id(), 0), storage::message_key(queue_upper(q.id()), 0));
+    schedule_commit();
+}
+
+void Durability::put_binding(const VHost& v, const Exchange& source, const Binding& b) {
+    if (recovering_ || !store_) return;
+    batch_.put(Column::meta, binding_key(v, source, b), "");
+    schedule_commit();
+}
+
+void Durability::remove_binding(const VHost& v, const Exchange& source, const Binding& b) {
+    if (!store_) return;
+    batch_.remove(Column::meta, binding_key(v, source, b));
+    schedule_commit();
+}
+
+void Durability::store_message(const MessagePtr& message, const std::vector<std::pair<Queue*, uint64_t>>& entries) {
+    if (!store_ || entries.empty()) return;
+    std::string value;
+    if (entries.size() == 1) {
+        amqp::put_u8(value, kEntryInline);
+        encode_message(value, *message);
+    } else {
+        // One body, several entries that point at it; the body goes when the
+        // last entry does (Message::stored_refs counts them).
+        message->body_id = next_body_id_++;
+        std::string body;
+        encode_message(body, *message);
+        std::string key;
+        storage::append_u64_key(key, message->body_id);
+        batch_.put(Column::bodies, key, body);
+        amqp::put_u8(value, kEntryBodyRef);
+        amqp::put_u64(value, message->body_id);
+    }
+    message->stored_refs += static_cast<uint32_t>(entries.size());
+    for (const auto& [queue, seq] : entries) batch_.put(Column::msgs, storage::message_key(queue->id(), seq), value);
+    schedule_commit();
+}
+
+void Durability::remove_entry(const Queue& queue, uint64_t seq, const Message& message) {
+    if (!store_) return;
+    batch_.remove(Column::msgs, storage::message_key(queue.id(), seq));
+    if (message.stored_refs > 0 && --message.stored_refs == 0 && message.body_id != 0) {
+        std::string key;
+        storage::append_u64_key(key, message.body_id);
+        batch_.remove(Column::bodies, key);
+    }
+    schedule_commit();
+}
+
+void Durability::remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs) {
+    if (!store_ || seqs.empty()) return;
+    // Consecutive sequence numbers become one range delete.
+    size_t i = 0;
+    while (i < seqs.size()) {
+        size_t j = i;
+        while (j + 1 < seqs.size() && seqs[j + 1] == seqs[j] + 1) ++j;
+        if (j == i) batch_.remove(Column::msgs, storage::message_key(queue.id(), seqs[i]));
+        else
+            batch_.remove_range(Column::msgs, storage::message_key(queue.id(), seqs[i]),
+                                storage::message_key(queue.id(), seqs[j] + 1));
+        i = j + 1;
+    }
+    schedule_commit();
+}
+
+RecoveryStats Durability::recover(Broker& broker) {
+    RecoveryStats st;
+    if (!store_) return st;
+    auto start = std::chrono::steady_clock::now();
+    VHost* vhost = broker.find_vhost("/");
+    recovering_ = true;
+    auto name_at = [](amqp::WireReader& r) { return std::string(r.shortstr()); };
+
+    store_->scan(Column::meta, "e", "f", [&](std::string_view key, std::string_view value) {
+        amqp::WireReader k(key.substr(1));
+        std::string vh = name_at(k), name = name_at(k);
+        amqp::WireReader r(value);
+        ExchangeOptions o;
+        o.type = static_cast<ExchangeType>(r.u8());
+        uint8_t flags = r.u8();
+        o.durable = true;
+        o.auto_delete = flags & 1;
+        o.internal = flags & 2;
+        std::string_view rest = value.substr(std::min<size_t>(2, value.size()));
+        if (!k.ok() || !r.ok() || amqp::decode_table(rest, o.arguments) != amqp::TableError::none || vh != vhost->name())
+            return true;
+        vhost->restore_exchange(name, o);
+        ++st.exchanges;
+        return true;
+    });
+
+    std::vector<std::shared_ptr<Queue>> queues;
+    store_->scan(Column::meta, "q", "r", [&](std::string_view key, std::string_view value) {
+        amqp::WireReader k(key.substr(1));
+        std::string vh = name_at(k), name = name_at(k);
+        amqp::WireReader r(value);
+        uint64_t id = r.u64();
+        uint8_t flags = r.u8();
+        QueueOptions o;
+        o.durable = true;
+        o.auto_delete = flags & 1;
+        std::string_view rest = value.substr(std::min<size_t>(9, value.size()));
+        if (!k.ok() || !r.ok() || amqp::decode_table(rest, o.arguments) != amqp::TableError::none || vh != vhost->name())
+            return true;
+        queues.push_back(vhost->restore_queue(name, std::move(o), id));
+        ++st.queues;
+        return true;
+    });
+
+    store_->scan(Column::meta, "b", "c", [&](std::string_view key, std::string_view) {
+        amqp::WireReader k(key.substr(1));
+        std::string vh = name_at(k), source = name_at(k);
+        char kind = static_cast<char>(k.u8());
+        std::string dest = name_at(k), rk = name_at(k);
+        amqp::FieldTable args;
+        std::string_view rest = key.substr(1 + k.position());
+        if (!k.ok() || amqp::decode_table(rest, args) != amqp::TableError::none || vh != vhost->name()) return true;
+        if (kind == 'q') vhost->bind_queue(dest, source, rk, args);
+        else vhost->bind_exchange(dest, source, rk, args);
+        ++st.bindings;
+        return true;
+    });
+
+    // Bodies shared by several queues come back as one Message again.
+    std::unordered_map<uint64_t, MessagePtr> bodies;
+    store_->scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {
+        next_body_id_ = std::max(next_body_id_, storage::read_u64_key(key) + 1);
+        return true;
+    });
+    for (const auto& q : queues) {
+        store_->scan(Column::msgs, storage::message_key(q->id(), 0), storage::message_key(queue_upper(q->id()), 0),
+                     [&](std::string_view key, std::string_view value) {
+                         uint64_t seq = storage::read_u64_key(key, 8);
+                         if (value.empty()) return true;
+                         MessagePtr m;
+                         if (static_cast<uint8_t>(value[0]) == kEntryInline) {
+                             m = decode_message(value.substr(1));
+                         } else {
+                             uint64_t body_id = storage::read_u64_key(value, 1);
+                             auto it = bodies.find(body_id);
+                             if (it != bodies.end()) {
+                                 m = it->second;
+                             } else {
+                                 std::string body_key, body;
+                                 storage::append_u64_key(body_key, body_id);
+                                 if (store_->get(Column::bodies, body_key, body)) m = decode_message(body);
+                                 if (m) {
+                                     m->body_id = body_id;
+                                     bodies.emplace(body_id, m);
+                                 }
+                             }
+                         }
+                         if (!m) return true;
+                         ++m->stored_refs;
+                         q->restore_message(std::move(m), seq);
+                         ++st.messages;
+                         return true;
+                     });
+    }
+    recovering_ = false;
+    st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return st;
+}
+
+}  // namespace sluice::broker

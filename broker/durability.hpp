@@ -1,0 +1,101 @@
+// The broker's side of durability: what it writes to storage::Store and when
+// it may tell a client "done".
+//
+// Group commit: every durable change of the current turn goes into one
+// gathering batch. When no commit is in flight, the batch is handed to the
+// store's commit thread; while it syncs, the next batch gathers. Callbacks
+// registered with after_sync() run on the broker thread once everything
+// written before them is synced (publisher confirms, declare-ok of durable
+// entities, purge-ok/delete-ok of durable queues).
+//
+// Records (keys in `meta`, fields length-prefixed so names may hold any byte):
+//   'e' vhost name           → type, flags, arguments          (durable exchanges)
+//   'q' vhost name           → queue id, flags, arguments      (durable queues)
+//   'b' vhost src kind dst key args → ""                       (durable bindings)
+// Queue entries in `msgs`: queue id | seq → inline message, or a reference to
+// a body in `bodies` when one message went to several durable queues.
+//
+// Thread-safety: broker thread only (the store's thread reports back through
+// the Executor).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "broker/message.hpp"
+#include "storage/store.hpp"
+
+namespace sluice::broker {
+
+class Broker;
+class Exchange;
+class Executor;
+class Queue;
+class VHost;
+struct Binding;
+
+struct RecoveryStats {
+    size_t exchanges = 0;
+    size_t queues = 0;
+    size_t bindings = 0;
+    size_t messages = 0;
+    double seconds = 0;
+};
+
+class Durability {
+public:
+    Durability() = default;
+    ~Durability();
+
+    // Without a store every operation is a no-op and after_sync runs at once.
+    void attach(storage::Store* store, Executor* executor);
+    bool enabled() const { return store_ != nullptr; }
+    storage::Store* store() const { return store_; }
+
+    // Runs fn(ok) once everything written so far is synced (or failed).
+    void after_sync(std::function<void(bool ok)> fn);
+
+    void put_exchange(const VHost& vhost, const Exchange& exchange);
+    void remove_exchange(const VHost& vhost, const Exchange& exchange);
+    void put_queue(const VHost& vhost, const Queue& queue);
+    void remove_queue(const VHost& vhost, const Queue& queue);
+    // Durable only when both ends are; callers check.
+    void put_binding(const VHost& vhost, const Exchange& source, const Binding& binding);
+    void remove_binding(const VHost& vhost, const Exchange& source, const Binding& binding);
+
+    // A persistent message entering durable queues: stores its entries and
+    // (when shared by several) its body once.
+    void store_message(const MessagePtr& message, const std::vector<std::pair<Queue*, uint64_t>>& entries);
+    // The entry is gone for good (acked, rejected, dropped).
+    void remove_entry(const Queue& queue, uint64_t seq, const Message& message);
+    // Entries [first, last] of a queue, all gone (purge).
+    void remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs);
+
+    // Writes what is still gathering (graceful stop) and detaches: later
+    // changes (connections torn down at exit) are not written.
+    void shutdown();
+
+    // Loads durable topology and messages into the broker (at start).
+    RecoveryStats recover(Broker& broker);
+
+private:
+    void schedule_commit();
+    void start_commit();
+    void on_committed(const std::string& error);
+
+    storage::Store* store_ = nullptr;
+    Executor* executor_ = nullptr;
+    storage::Batch batch_;
+    std::vector<std::function<void(bool)>> waiters_;            // wait for batch_
+    std::vector<std::function<void(bool)>> in_flight_waiters_;  // wait for the batch being synced
+    bool commit_in_flight_ = false;
+    bool recovering_ = false;  // recovery re-creates entities without writing them again
+    bool commit_scheduled_ = false;
+    uint64_t next_body_id_ = 1;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace sluice::broker

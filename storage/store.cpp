@@ -1,0 +1,260 @@
+#include "storage/store.hpp"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace sluice::storage {
+
+void append_u64_key(std::string& out, uint64_t v) {
+    for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>(v >> (i * 8)));
+}
+
+uint64_t read_u64_key(std::string_view key, size_t offset) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8 && offset + i < key.size(); ++i) v = (v << 8) | static_cast<uint8_t>(key[offset + i]);
+    return v;
+}
+
+std::string message_key(uint64_t queue_id, uint64_t seq) {
+    std::string k;
+    k.reserve(16);
+    append_u64_key(k, queue_id);
+    append_u64_key(k, seq);
+    return k;
+}
+
+// Batch -------------------------------------------------------------------
+
+struct Batch::Impl {
+    // Column handles are bound at commit; until then ops record the column.
+    struct Op {
+        enum Kind : uint8_t { put, remove, range } kind;
+        Column column;
+        std::string a, b;
+    };
+    std::vector<Op> ops;
+    size_t bytes = 0;
+};
+
+Batch::Batch() : impl_(std::make_unique<Impl>()) {}
+Batch::~Batch() = default;
+Batch::Batch(Batch&&) noexcept = default;
+Batch& Batch::operator=(Batch&&) noexcept = default;
+
+void Batch::put(Column c, std::string_view key, std::string_view value) {
+    impl_->bytes += key.size() + value.size();
+    impl_->ops.push_back({Impl::Op::put, c, std::string(key), std::string(value)});
+}
+void Batch::remove(Column c, std::string_view key) {
+    impl_->bytes += key.size();
+    impl_->ops.push_back({Impl::Op::remove, c, std::string(key), {}});
+}
+void Batch::remove_range(Column c, std::string_view begin, std::string_view end) {
+    impl_->bytes += begin.size() + end.size();
+    impl_->ops.push_back({Impl::Op::range, c, std::string(begin), std::string(end)});
+}
+bool Batch::empty() const { return impl_->ops.empty(); }
+size_t Batch::bytes() const { return impl_->bytes; }
+size_t Batch::count() const { return impl_->ops.size(); }
+
+// Store -------------------------------------------------------------------
+
+struct Store::Impl {
+    StoreOptions options;
+    std::unique_ptr<rocksdb::DB> db;
+    std::vector<rocksdb::ColumnFamilyHandle*> columns;  // indexed by Column
+
+    std::mutex mu;
+    std::condition_variable cv;
+    struct Job {
+        Batch batch;
+        std::function<void(std::string)> done;
+    };
+    std::deque<Job> jobs;
+    bool stopping = false;
+    std::thread thread;
+    StoreStats stats;  // guarded by mu
+    bool unsynced = false;  // async mode: writes since the last SyncWAL
+
+    ~Impl() {
+        {
+            std::lock_guard lk(mu);
+            stopping = true;
+        }
+        cv.notify_all();
+        if (thread.joinable()) thread.join();
+        if (db) {
+            db->SyncWAL();
+            for (auto* h : columns) db->DestroyColumnFamilyHandle(h);
+            db->Close();
+        }
+    }
+
+    rocksdb::WriteBatch to_rocks(const Batch& b) {
+        rocksdb::WriteBatch wb;
+        for (const auto& op : b.impl_->ops) {
+            auto* cf = columns[static_cast<size_t>(op.column)];
+            switch (op.kind) {
+                case Batch::Impl::Op::put: wb.Put(cf, op.a, op.b); break;
+                case Batch::Impl::Op::remove: wb.Delete(cf, op.a); break;
+                case Batch::Impl::Op::range: wb.DeleteRange(cf, op.a, op.b); break;
+            }
+        }
+        return wb;
+    }
+
+    std::string write(const Batch& b, bool sync) {
+        rocksdb::WriteBatch wb = to_rocks(b);
+        rocksdb::WriteOptions wo;
+        wo.sync = sync;
+        auto start = std::chrono::steady_clock::now();
+        rocksdb::Status s = db->Write(wo, &wb);
+        auto micros = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
+        std::lock_guard lk(mu);
+        ++stats.batches;
+        stats.bytes_written += b.bytes();
+        if (!s.ok()) {
+            ++stats.write_errors;
+            return s.ToString();
+        }
+        if (sync) {
+            ++stats.syncs;
+            stats.last_sync_micros = micros;
+            stats.total_sync_micros += micros;
+        }
+        return "";
+    }
+
+    void run() {
+        const bool sync = options.durability == Durability::sync;
+        auto next_sync = std::chrono::steady_clock::now() + options.sync_interval;
+        std::unique_lock lk(mu);
+        for (;;) {
+            if (sync) {
+                cv.wait(lk, [&] { return stopping || !jobs.empty(); });
+            } else {
+                cv.wait_until(lk, next_sync, [&] { return stopping || !jobs.empty(); });
+            }
+            if (!sync && std::chrono::steady_clock::now() >= next_sync) {
+                next_sync = std::chrono::steady_clock::now() + options.sync_interval;
+                if (unsynced) {
+                    unsynced = false;
+                    lk.unlock();
+                    db->SyncWAL();
+                    lk.lock();
+                    ++stats.syncs;
+                }
+            }
+            if (jobs.empty()) {
+                if (stopping) return;
+                continue;
+            }
+            Job job = std::move(jobs.front());
+            jobs.pop_front();
+            lk.unlock();
+            std::string err = write(job.batch, sync);
+            job.done(std::move(err));
+            lk.lock();
+            if (!sync) unsynced = true;
+        }
+    }
+};
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+
+std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& error) {
+    auto impl = std::make_unique<Impl>();
+    impl->options = options;
+
+    rocksdb::DBOptions db_opts;
+    db_opts.create_if_missing = true;
+    db_opts.create_missing_column_families = true;
+    db_opts.max_background_jobs = 2;
+    db_opts.max_open_files = 512;
+    db_opts.keep_log_file_num = 4;
+    db_opts.max_total_wal_size = 64u << 20;  // flush memtables rather than keep old WALs
+    db_opts.avoid_unnecessary_blocking_io = true;
+
+    auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = cache;
+    table.cache_index_and_filter_blocks = true;  // bounded memory: index/filters live in the cache
+    rocksdb::ColumnFamilyOptions cf;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    cf.write_buffer_size = options.write_buffer_bytes;
+    cf.max_write_buffer_number = 2;
+    cf.compression = rocksdb::kNoCompression;  // bodies are often already compressed; CPU matters more
+
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+        {"meta", cf}, {"msgs", cf}, {"bodies", cf}, {rocksdb::kDefaultColumnFamilyName, cf}};
+    rocksdb::DB* db = nullptr;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::Status s = rocksdb::DB::Open(db_opts, options.path, cfs, &handles, &db);
+    if (!s.ok()) {
+        error = "opening RocksDB at " + options.path + ": " + s.ToString();
+        return nullptr;
+    }
+    impl->db.reset(db);
+    impl->columns = handles;  // meta, msgs, bodies, default
+    Impl* raw = impl.get();
+    impl->thread = std::thread([raw] { raw->run(); });
+    return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+void Store::commit(Batch batch, std::function<void(std::string)> done) {
+    {
+        std::lock_guard lk(impl_->mu);
+        impl_->jobs.push_back({std::move(batch), std::move(done)});
+    }
+    impl_->cv.notify_one();
+}
+
+std::string Store::commit_now(Batch batch) { return impl_->write(batch, true); }
+
+void Store::scan(Column c, std::string_view lower, std::string_view upper,
+                 const std::function<bool(std::string_view, std::string_view)>& f) const {
+    rocksdb::ReadOptions ro;
+    rocksdb::Slice lo(lower.data(), lower.size()), hi(upper.data(), upper.size());
+    ro.iterate_lower_bound = &lo;  // never walk tombstones outside the range
+    if (!upper.empty()) ro.iterate_upper_bound = &hi;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->columns[static_cast<size_t>(c)]));
+    for (it->Seek(lo); it->Valid(); it->Next()) {
+        auto k = it->key();
+        auto v = it->value();
+        if (!f(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) break;
+    }
+}
+
+bool Store::get(Column c, std::string_view key, std::string& value) const {
+    rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->columns[static_cast<size_t>(c)],
+                                       rocksdb::Slice(key.data(), key.size()), &value);
+    return s.ok();
+}
+
+StoreStats Store::stats() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->stats;
+}
+
+uint64_t Store::disk_bytes() const {
+    uint64_t total = 0;
+    for (auto* cf : impl_->columns) {
+        uint64_t sst = 0;
+        impl_->db->GetIntProperty(cf, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
+        total += sst;
+    }
+    return total;
+}
+
+}  // namespace sluice::storage

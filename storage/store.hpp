@@ -1,0 +1,108 @@
+// The durable store: RocksDB behind a byte-level API (keys, values, batches),
+// with a group-commit thread. It knows nothing of AMQP or of queues.
+//
+// Column families:
+//   meta    vhosts, exchanges, queues, bindings, per-queue marks
+//   msgs    queue entries, key = queue id (u64 BE) | seq (u64 BE)
+//   bodies  message bodies shared by several queue entries, key = body id
+//
+// When bytes are safe: a Batch is only in memory until commit(). commit()
+// hands it to the commit thread, which writes it (WAL + memtable) and, in
+// `sync` mode, syncs the WAL (and, for a new WAL file, its directory) before
+// it reports success. Only then may the caller tell a client "done". In
+// `async` mode the thread syncs the WAL every sync_interval instead: a power
+// loss may drop up to that interval of acknowledged writes.
+//
+// Threads: Store's methods may be called from one owner thread (the broker
+// thread). The commit callback runs on the commit thread; the owner must
+// hand its result back to its own thread. Batches are written in the order
+// they were committed: one stream of batches with increasing sequence
+// numbers (a log that a follower could replay).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace sluice::storage {
+
+enum class Column : uint8_t { meta = 0, msgs = 1, bodies = 2 };
+
+enum class Durability : uint8_t { sync, async };
+
+struct StoreOptions {
+    std::string path;
+    Durability durability = Durability::sync;
+    std::chrono::milliseconds sync_interval{200};  // async mode
+    size_t write_buffer_bytes = 16u << 20;          // per memtable
+    size_t block_cache_bytes = 16u << 20;
+};
+
+// A set of writes applied atomically.
+class Batch {
+public:
+    Batch();
+    ~Batch();
+    Batch(Batch&&) noexcept;
+    Batch& operator=(Batch&&) noexcept;
+
+    void put(Column c, std::string_view key, std::string_view value);
+    void remove(Column c, std::string_view key);
+    // Removes every key in [begin, end).
+    void remove_range(Column c, std::string_view begin, std::string_view end);
+    bool empty() const;
+    size_t bytes() const;
+    size_t count() const;
+
+private:
+    friend class Store;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+struct StoreStats {
+    uint64_t batches = 0;
+    uint64_t syncs = 0;
+    uint64_t bytes_written = 0;
+    uint64_t write_errors = 0;
+    uint64_t last_sync_micros = 0;
+    uint64_t total_sync_micros = 0;
+};
+
+class Store {
+public:
+    // Opens (creating if needed). On failure returns null and sets `error`.
+    static std::unique_ptr<Store> open(const StoreOptions& options, std::string& error);
+    ~Store();
+
+    // Group commit: the commit thread writes `batch` and syncs (per the
+    // durability mode), then calls done("" or an error) on that thread.
+    void commit(Batch batch, std::function<void(std::string error)> done);
+    // Writes and syncs on the calling thread (start-up, tests).
+    std::string commit_now(Batch batch);
+
+    // Visits keys in [lower, upper) in order until f returns false.
+    void scan(Column c, std::string_view lower, std::string_view upper,
+              const std::function<bool(std::string_view key, std::string_view value)>& f) const;
+    bool get(Column c, std::string_view key, std::string& value) const;
+
+    StoreStats stats() const;
+    // Bytes RocksDB holds on disk (SST + WAL), for metrics.
+    uint64_t disk_bytes() const;
+
+private:
+    struct Impl;
+    explicit Store(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+// Big-endian u64 keys sort numerically.
+void append_u64_key(std::string& out, uint64_t v);
+uint64_t read_u64_key(std::string_view key, size_t offset = 0);
+// queue id | seq, the key of a queue entry in `msgs`.
+std::string message_key(uint64_t queue_id, uint64_t seq);
+
+}  // namespace sluice::storage
