@@ -29,6 +29,10 @@ struct BrokerConfig {
     std::string default_password = "guest";
     bool default_user_loopback_only = true;      // as RabbitMQ's loopback_users
     size_t output_high_watermark = 1u << 20;     // bytes queued for a socket before its consumers pause
+    // Past either limit a queue keeps new messages only in the store (paging)
+    // and reads them back as consumers drain it. Needs durable storage.
+    size_t queue_memory_messages = 8192;
+    size_t queue_memory_bytes = 8u << 20;
 };
 
 class Broker {

@@ -104,7 +104,10 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
         Status error;
         QueuePtr q = resolve_queue(d.queue, error);
         if (!q) return error;
-        reply_ok(q->name(), q->ready_count(), q->consumer_count());
+        // For a durable queue even the passive form answers only once every
+        // earlier write is synced, acks included: "ack, then declare" is a
+        // client's way to know its acks are on disk.
+        reply_ok(q->name(), q->ready_count(), q->consumer_count(), q->durable());
         return std::nullopt;
     }
     if (d.queue.substr(0, 4) == "amq.")

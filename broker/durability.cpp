@@ -1,5 +1,6 @@
 #include "broker/durability.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <unordered_map>
 
@@ -17,6 +18,7 @@ namespace {
 
 constexpr uint8_t kEntryInline = 1;
 constexpr uint8_t kEntryBodyRef = 2;
+constexpr uint8_t kEntryPage = 3;  // a transient message paged out of memory
 
 void put_name(std::string& out, std::string_view s) { amqp::put_shortstr(out, s.substr(0, 255)); }
 
@@ -125,6 +127,7 @@ void Durability::start_commit() {
     waiters_.clear();
     storage::Batch batch = std::move(batch_);
     batch_ = storage::Batch();
+    in_flight_generation_ = gathering_generation_++;
     store_->commit(std::move(batch), [this, alive = std::weak_ptr<bool>(alive_)](std::string error) {
         // On the commit thread: hand the result to the broker thread.
         executor_->post([this, alive, error = std::move(error)] {
@@ -135,6 +138,7 @@ void Durability::start_commit() {
 
 void Durability::on_committed(const std::string& error) {
     commit_in_flight_ = false;
+    synced_generation_ = in_flight_generation_;
     std::vector<std::function<void(bool)>> done;
     done.swap(in_flight_waiters_);
     bool ok = error.empty();
@@ -195,8 +199,9 @@ void Durability::store_message(const MessagePtr& message, const std::vector<std:
         encode_message(value, *message);
     } else {
         // One body, several entries that point at it; the body goes when the
-        // last entry does (Message::stored_refs counts them).
+        // last entry does (body_refs_ counts them).
         message->body_id = next_body_id_++;
+        body_refs_[message->body_id] = static_cast<uint32_t>(entries.size());
         std::string body;
         encode_message(body, *message);
         std::string key;
@@ -205,7 +210,6 @@ void Durability::store_message(const MessagePtr& message, const std::vector<std:
         amqp::put_u8(value, kEntryBodyRef);
         amqp::put_u64(value, message->body_id);
     }
-    message->stored_refs += static_cast<uint32_t>(entries.size());
     for (const auto& [queue, seq] : entries) batch_.put(Column::msgs, storage::message_key(queue->id(), seq), value);
     schedule_commit();
 }
@@ -213,12 +217,58 @@ void Durability::store_message(const MessagePtr& message, const std::vector<std:
 void Durability::remove_entry(const Queue& queue, uint64_t seq, const Message& message) {
     if (!store_) return;
     batch_.remove(Column::msgs, storage::message_key(queue.id(), seq));
-    if (message.stored_refs > 0 && --message.stored_refs == 0 && message.body_id != 0) {
-        std::string key;
-        storage::append_u64_key(key, message.body_id);
-        batch_.remove(Column::bodies, key);
+    if (message.body_id != 0) {
+        auto it = body_refs_.find(message.body_id);
+        if (it != body_refs_.end() && --it->second == 0) {
+            body_refs_.erase(it);
+            std::string key;
+            storage::append_u64_key(key, message.body_id);
+            batch_.remove(Column::bodies, key);
+        }
     }
     schedule_commit();
+}
+
+void Durability::page_message(const Queue& queue, uint64_t seq, const Message& message) {
+    if (!store_) return;
+    std::string value;
+    amqp::put_u8(value, kEntryPage);
+    encode_message(value, message);
+    batch_.put(Column::msgs, storage::message_key(queue.id(), seq), value);
+    schedule_commit();
+}
+
+uint64_t Durability::read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
+                                  const std::function<void(uint64_t, MessagePtr, bool)>& f) {
+    if (!store_ || max_count == 0 || to < from) return 0;
+    uint64_t last = 0;
+    size_t n = 0;
+    std::string upper = to == UINT64_MAX ? storage::message_key(queue_upper(queue.id()), 0)
+                                         : storage::message_key(queue.id(), to + 1);
+    store_->scan(Column::msgs, storage::message_key(queue.id(), from), upper,
+                 [&](std::string_view key, std::string_view value) {
+                     uint64_t seq = storage::read_u64_key(key, 8);
+                     last = seq;
+                     if (value.empty()) return true;
+                     uint8_t kind = static_cast<uint8_t>(value[0]);
+                     MessagePtr m;
+                     if (kind == kEntryInline || kind == kEntryPage) {
+                         m = decode_message(value.substr(1));
+                     } else if (kind == kEntryBodyRef) {
+                         uint64_t body_id = storage::read_u64_key(value, 1);
+                         std::string body_key, body;
+                         storage::append_u64_key(body_key, body_id);
+                         if (store_->get(Column::bodies, body_key, body)) m = decode_message(body);
+                         if (m) m->body_id = body_id;
+                     }
+                     if (kind == kEntryPage) {
+                         batch_.remove(Column::msgs, key);
+                         schedule_commit();
+                     }
+                     if (m) f(seq, std::move(m), kind != kEntryPage);
+                     return ++n < max_count;
+                 });
+    return last;
 }
 
 void Durability::remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs) {
@@ -234,6 +284,13 @@ void Durability::remove_entries(const Queue& queue, const std::vector<uint64_t>&
                                 storage::message_key(queue.id(), seqs[j] + 1));
         i = j + 1;
     }
+    schedule_commit();
+}
+
+void Durability::remove_entries_from(const Queue& queue, uint64_t seq) {
+    if (!store_) return;
+    batch_.remove_range(Column::msgs, storage::message_key(queue.id(), seq),
+                        storage::message_key(queue_upper(queue.id()), 0));
     schedule_commit();
 }
 
@@ -295,41 +352,71 @@ RecoveryStats Durability::recover(Broker& broker) {
         return true;
     });
 
-    // Bodies shared by several queues come back as one Message again.
+    // Messages: each durable queue's range in order. The head goes to
+    // memory, the rest stays paged (not even decoded). Bodies shared by
+    // several queues come back as one Message; their reference counts are
+    // rebuilt from the entries. Page entries (transient) are dropped.
     std::unordered_map<uint64_t, MessagePtr> bodies;
     store_->scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {
         next_body_id_ = std::max(next_body_id_, storage::read_u64_key(key) + 1);
         return true;
     });
+    std::vector<uint64_t> queue_ids;
     for (const auto& q : queues) {
+        queue_ids.push_back(q->id());
         store_->scan(Column::msgs, storage::message_key(q->id(), 0), storage::message_key(queue_upper(q->id()), 0),
                      [&](std::string_view key, std::string_view value) {
                          uint64_t seq = storage::read_u64_key(key, 8);
                          if (value.empty()) return true;
+                         uint8_t kind = static_cast<uint8_t>(value[0]);
+                         if (kind == kEntryPage) {
+                             batch_.remove(Column::msgs, key);
+                             return true;
+                         }
+                         uint64_t body_id = kind == kEntryBodyRef ? storage::read_u64_key(value, 1) : 0;
+                         if (body_id) ++body_refs_[body_id];
+                         ++st.messages;
+                         if (!q->has_memory_room()) {
+                             q->restore_paged(seq);
+                             return true;
+                         }
                          MessagePtr m;
-                         if (static_cast<uint8_t>(value[0]) == kEntryInline) {
+                         if (kind == kEntryInline) {
                              m = decode_message(value.substr(1));
+                         } else if (auto it = bodies.find(body_id); it != bodies.end()) {
+                             m = it->second;
                          } else {
-                             uint64_t body_id = storage::read_u64_key(value, 1);
-                             auto it = bodies.find(body_id);
-                             if (it != bodies.end()) {
-                                 m = it->second;
-                             } else {
-                                 std::string body_key, body;
-                                 storage::append_u64_key(body_key, body_id);
-                                 if (store_->get(Column::bodies, body_key, body)) m = decode_message(body);
-                                 if (m) {
-                                     m->body_id = body_id;
-                                     bodies.emplace(body_id, m);
-                                 }
+                             std::string body_key, body;
+                             storage::append_u64_key(body_key, body_id);
+                             if (store_->get(Column::bodies, body_key, body)) m = decode_message(body);
+                             if (m) {
+                                 m->body_id = body_id;
+                                 bodies.emplace(body_id, m);
                              }
                          }
-                         if (!m) return true;
-                         ++m->stored_refs;
-                         q->restore_message(std::move(m), seq);
-                         ++st.messages;
+                         if (m) q->restore_message(std::move(m), seq);
                          return true;
                      });
+    }
+    // Ranges of queues that are not durable (they paged before the restart).
+    std::sort(queue_ids.begin(), queue_ids.end());
+    uint64_t cursor = 0;
+    for (;;) {
+        uint64_t found = UINT64_MAX;
+        store_->scan(Column::msgs, storage::message_key(cursor, 0), "", [&](std::string_view key, std::string_view) {
+            found = storage::read_u64_key(key);
+            return false;
+        });
+        if (found == UINT64_MAX) break;
+        if (!std::binary_search(queue_ids.begin(), queue_ids.end(), found))
+            batch_.remove_range(Column::msgs, storage::message_key(found, 0), storage::message_key(found + 1, 0));
+        if (found == UINT64_MAX - 1) break;
+        cursor = found + 1;
+    }
+    if (!batch_.empty()) {
+        storage::Batch cleanup = std::move(batch_);
+        batch_ = storage::Batch();
+        store_->commit_now(std::move(cleanup));
     }
     recovering_ = false;
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

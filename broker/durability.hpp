@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "broker/message.hpp"
@@ -71,8 +72,25 @@ public:
     void store_message(const MessagePtr& message, const std::vector<std::pair<Queue*, uint64_t>>& entries);
     // The entry is gone for good (acked, rejected, dropped).
     void remove_entry(const Queue& queue, uint64_t seq, const Message& message);
-    // Entries [first, last] of a queue, all gone (purge).
+
+    // Paging: a message that is not stored (transient, or in a non-durable
+    // queue) is written as a page entry so the queue can drop it from memory.
+    // Page entries never survive a restart.
+    void page_message(const Queue& queue, uint64_t seq, const Message& message);
+    // Reads back up to max_count entries of a queue with seq in [from, to],
+    // in order. `stored` is false for page entries, which are removed as they
+    // are read (the message lives in memory again). Returns the last seq read
+    // (0 if none).
+    uint64_t read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
+                          const std::function<void(uint64_t seq, MessagePtr message, bool stored)>& f);
+    // Everything written from now on belongs to this batch generation; a
+    // generation's writes are readable once synced_generation() reaches it.
+    uint64_t gathering_generation() const { return gathering_generation_; }
+    uint64_t synced_generation() const { return synced_generation_; }
+    // These entries of a queue are gone (purge).
     void remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs);
+    // Every entry of a queue from `seq` on is gone (purge of a paged tail).
+    void remove_entries_from(const Queue& queue, uint64_t seq);
 
     // Writes what is still gathering (graceful stop) and detaches: later
     // changes (connections torn down at exit) are not written.
@@ -95,6 +113,11 @@ private:
     bool recovering_ = false;  // recovery re-creates entities without writing them again
     bool commit_scheduled_ = false;
     uint64_t next_body_id_ = 1;
+    // Stored entries that point at each shared body; the body goes with the last.
+    std::unordered_map<uint64_t, uint32_t> body_refs_;
+    uint64_t gathering_generation_ = 1;
+    uint64_t in_flight_generation_ = 0;
+    uint64_t synced_generation_ = 0;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

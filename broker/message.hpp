@@ -40,10 +40,8 @@ public:
     // Only while the message is being assembled (before it is shared).
     void append_body(std::string_view chunk) { data_.append(chunk); }
 
-    // Durable bookkeeping (broker thread only): how many stored queue entries
-    // refer to this message, and the id of its shared stored body (0 = the
-    // entry holds the message inline).
-    mutable uint32_t stored_refs = 0;
+    // Durable bookkeeping (broker thread only): the id of its shared stored
+    // body (0 = each stored entry holds the message inline).
     mutable uint64_t body_id = 0;
 
 private:

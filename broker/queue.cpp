@@ -1,6 +1,7 @@
 #include "broker/queue.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "broker/broker.hpp"
 #include "broker/channel.hpp"
@@ -11,9 +12,64 @@ namespace sluice::broker {
 Queue::Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner, uint64_t id)
     : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {}
 
+bool Queue::has_memory_room() const {
+    const BrokerConfig& cfg = vhost_.broker().config();
+    return ready_.size() < cfg.queue_memory_messages && memory_bytes_ < cfg.queue_memory_bytes;
+}
+
 void Queue::publish(QueuedMessage qm) {
+    Durability& durability = vhost_.broker().durability();
+    if (durability.enabled() && (paged_count_ > 0 || !has_memory_room())) {
+        // The tail lives in the store: keep order, drop the message from memory.
+        if (!qm.stored) durability.page_message(*this, qm.seq, *qm.message);
+        if (paged_count_ == 0) page_from_ = qm.seq;
+        ++paged_count_;
+        uint64_t gen = durability.gathering_generation();
+        if (page_marks_.empty() || page_marks_.back().first != gen) page_marks_.emplace_back(gen, qm.seq);
+        if (!consumers_.empty()) dispatch();
+        return;
+    }
+    memory_bytes_ += qm.message->body_size();
     ready_.push_back(std::move(qm));
     if (!consumers_.empty()) dispatch();
+}
+
+void Queue::restore_paged(uint64_t seq) {
+    if (paged_count_ == 0) page_from_ = seq;
+    ++paged_count_;
+    next_seq_ = std::max(next_seq_, seq + 1);
+}
+
+void Queue::refill() {
+    if (paged_count_ == 0 || deleted_) return;
+    const size_t chunk = std::max<size_t>(64, vhost_.broker().config().queue_memory_messages / 4);
+    if (ready_.size() >= chunk) return;
+    Durability& durability = vhost_.broker().durability();
+    const uint64_t synced = durability.synced_generation();
+    while (!page_marks_.empty() && page_marks_.front().first <= synced) page_marks_.pop_front();
+    const uint64_t readable_to = page_marks_.empty() ? UINT64_MAX : page_marks_.front().second - 1;
+    size_t got = 0;
+    uint64_t last = 0;
+    if (readable_to >= page_from_) {
+        last = durability.read_entries(*this, page_from_, readable_to, chunk, [&](uint64_t seq, MessagePtr m, bool stored) {
+            memory_bytes_ += m->body_size();
+            ready_.push_back(QueuedMessage{std::move(m), seq, false, stored});
+            ++got;
+        });
+    }
+    if (last != 0) page_from_ = last + 1;
+    paged_count_ -= std::min(paged_count_, got);
+    if (got == 0 && readable_to == UINT64_MAX) paged_count_ = 0;  // nothing left to read: the count was off
+    if (got == 0 && paged_count_ > 0 && ready_.empty() && !refill_wake_pending_) {
+        // The next paged messages are still in a batch being synced: retry then.
+        refill_wake_pending_ = true;
+        durability.after_sync([weak = weak_from_this()](bool) {
+            if (auto self = weak.lock()) {
+                self->refill_wake_pending_ = false;
+                self->dispatch();
+            }
+        });
+    }
 }
 
 void Queue::restore_message(MessagePtr message, uint64_t seq) {
@@ -25,9 +81,11 @@ void Queue::restore_message(MessagePtr message, uint64_t seq) {
 }
 
 std::optional<QueuedMessage> Queue::get(bool no_ack) {
+    refill();
     if (ready_.empty()) return std::nullopt;
     QueuedMessage qm = std::move(ready_.front());
     ready_.pop_front();
+    take(qm);
     if (!no_ack) ++unacked_;
     return qm;
 }
@@ -36,6 +94,7 @@ void Queue::requeue(QueuedMessage qm) {
     if (unacked_ > 0) --unacked_;
     if (deleted_) return;
     qm.redelivered = true;
+    memory_bytes_ += qm.message->body_size();
     auto pos = std::upper_bound(ready_.begin(), ready_.end(), qm.seq,
                                 [](uint64_t seq, const QueuedMessage& m) { return seq < m.seq; });
     ready_.insert(pos, std::move(qm));
@@ -46,12 +105,17 @@ void Queue::settle(const QueuedMessage&) {
 }
 
 size_t Queue::purge() {
-    size_t n = ready_.size();
+    size_t n = ready_count();
     std::vector<uint64_t> stored;
     for (const auto& qm : ready_)
         if (qm.stored) stored.push_back(qm.seq);
+    Durability& durability = vhost_.broker().durability();
+    durability.remove_entries(*this, stored);
+    if (paged_count_ > 0) durability.remove_entries_from(*this, page_from_);
     ready_.clear();
-    vhost_.broker().durability().remove_entries(*this, stored);
+    memory_bytes_ = 0;
+    paged_count_ = 0;
+    page_marks_.clear();
     return n;
 }
 
@@ -85,7 +149,11 @@ ConsumerPtr Queue::remove_consumer(const Consumer* consumer) {
 void Queue::dispatch() {
     if (dispatching_ || deleted_) return;
     dispatching_ = true;
-    while (!ready_.empty() && !consumers_.empty()) {
+    while (!consumers_.empty()) {
+        if (ready_.empty()) {
+            refill();
+            if (ready_.empty()) break;
+        }
         // The first consumer with credit in priority order; the one served
         // moves behind the others of its priority (round-robin within a
         // priority, RabbitMQ's consumer priorities across them).
@@ -95,6 +163,8 @@ void Queue::dispatch() {
         if (idx == n) break;
         QueuedMessage qm = std::move(ready_.front());
         ready_.pop_front();
+        take(qm);
+        if (ready_.empty() || paged_count_ > 0) refill();  // read ahead before the head runs dry
         size_t band_end = idx + 1;
         while (band_end < n && consumers_[band_end]->priority == consumers_[idx]->priority) ++band_end;
         std::rotate(consumers_.begin() + static_cast<ptrdiff_t>(idx), consumers_.begin() + static_cast<ptrdiff_t>(idx) + 1,
@@ -109,6 +179,8 @@ void Queue::dispatch() {
 std::vector<ConsumerPtr> Queue::mark_deleted() {
     deleted_ = true;
     ready_.clear();
+    paged_count_ = 0;
+    memory_bytes_ = 0;
     std::vector<ConsumerPtr> out;
     out.swap(consumers_);
     return out;

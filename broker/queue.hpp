@@ -63,7 +63,9 @@ public:
     uint64_t owner() const { return owner_; }
     bool deleted() const { return deleted_; }
 
-    size_t ready_count() const { return ready_.size(); }
+    size_t ready_count() const { return ready_.size() + paged_count_; }
+    size_t paged_count() const { return paged_count_; }
+    size_t memory_bytes() const { return memory_bytes_; }
     size_t unacked_count() const { return unacked_; }
     size_t consumer_count() const { return consumers_.size(); }
     const std::vector<ConsumerPtr>& consumers() const { return consumers_; }
@@ -72,8 +74,12 @@ public:
     uint64_t allocate_seq() { return next_seq_++; }
     // Appends a message (seq from allocate_seq) and delivers what can be delivered.
     void publish(QueuedMessage qm);
-    // A message recovered from the durable store at start.
+    // A message recovered from the durable store at start: in memory, or
+    // (restore_paged) left in the store until consumers get to it.
     void restore_message(MessagePtr message, uint64_t seq);
+    void restore_paged(uint64_t seq);
+    // Whether a message of this size would stay in memory now.
+    bool has_memory_room() const;
     // basic.get: the head of the queue, counted as unacked unless no_ack.
     std::optional<QueuedMessage> get(bool no_ack);
     // An unacked message comes back to its place, marked redelivered.
@@ -110,9 +116,23 @@ private:
     bool had_consumer_ = false;
     bool dispatching_ = false;
 
+    // Reads paged messages back into memory when the in-memory head runs low.
+    void refill();
+    void take(const QueuedMessage& qm) { memory_bytes_ -= qm.message->body_size(); }
+
+    // Ready messages: the in-memory head (ready_), then the paged tail — the
+    // paged_count_ messages from seq page_from_ on that live only in the
+    // store. Every seq in ready_ is below page_from_.
     std::deque<QueuedMessage> ready_;
     uint64_t next_seq_ = 1;
     size_t unacked_ = 0;
+    size_t memory_bytes_ = 0;
+    size_t paged_count_ = 0;
+    uint64_t page_from_ = 0;
+    // (batch generation, first seq paged in it) for paged writes that may not
+    // be synced yet: they cannot be read back before their batch is.
+    std::deque<std::pair<uint64_t, uint64_t>> page_marks_;
+    bool refill_wake_pending_ = false;
 
     std::vector<ConsumerPtr> consumers_;  // by priority, highest first; served ones rotate back
 };

@@ -55,6 +55,10 @@ int main(int argc, char** argv) {
         ("heartbeat", po::value(&bc.heartbeat)->default_value(bc.heartbeat), "heartbeat interval offered, seconds (0 = off)")
         ("frame-max", po::value(&bc.frame_max)->default_value(bc.frame_max), "largest frame offered, bytes")
         ("channel-max", po::value(&bc.channel_max)->default_value(bc.channel_max), "most channels per connection")
+        ("queue-memory-messages", po::value(&bc.queue_memory_messages)->default_value(bc.queue_memory_messages),
+         "messages a queue keeps in memory; past that (or queue-memory-bytes) new ones wait in the store")
+        ("queue-memory-bytes", po::value(&bc.queue_memory_bytes)->default_value(bc.queue_memory_bytes),
+         "message bytes a queue keeps in memory")
         ("max-message-size", po::value(&bc.max_message_size)->default_value(bc.max_message_size), "largest message body, bytes")
         ("default-user", po::value(&bc.default_user)->default_value(bc.default_user), "user created at first start")
         ("default-password", po::value(&bc.default_password)->default_value(bc.default_password), "its password")
