@@ -70,8 +70,8 @@ inline void put_u64(std::string& out, uint64_t v) {
     put_u32(out, static_cast<uint32_t>(v >> 32));
     put_u32(out, static_cast<uint32_t>(v));
 }
-// Writes a short string; the caller guarantees s.size() <= 255 (encoders of
-// generated methods truncate nothing: they report an error instead).
+// Writes a short string; the caller guarantees s.size() <= 255 (generated
+// method encoders truncate longer ones, so callers validate names first).
 inline void put_shortstr(std::string& out, std::string_view s) {
     put_u8(out, static_cast<uint8_t>(s.size()));
     out.append(s);
