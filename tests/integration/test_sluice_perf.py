@@ -1,0 +1,82 @@
+"""sluice-perf short runs against a broker: the figures are there and
+non-zero, and the --json summary line parses.
+
+The binary comes from env SLUICE_PERF (ctest sets it), else
+build/release/cli/sluice-perf.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+
+def _perf_path():
+    exe = os.environ.get("SLUICE_PERF") or os.path.join(REPO, "build", "release", "cli", "sluice-perf")
+    if not os.access(exe, os.X_OK):
+        pytest.fail("set SLUICE_PERF to the sluice-perf binary (not found: %s)" % exe)
+    return exe
+
+
+def run_perf(broker, *args, timeout=40):
+    cmd = [_perf_path(), "--uri", broker.url, "--json",
+           # unique names: a shared (external) broker may be running other tests
+           "--queue-pattern", "it-perf-%d-" + os.urandom(4).hex(),
+           "--exchange", "it-perf-" + os.urandom(4).hex()]
+    if broker.proc is not None:
+        cmd += ["--broker-pid", str(broker.proc.pid)]
+    cmd += list(args)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, "sluice-perf failed (%d)\nstdout:\n%s\nstderr:\n%s" % (
+        p.returncode, p.stdout, p.stderr)
+    lines = p.stdout.strip().splitlines()
+    assert lines, "no output"
+    summary = json.loads(lines[-1])   # the JSON line comes last
+    return summary, p.stdout
+
+
+@pytest.mark.deadline(60)
+def test_transient_run_reports_rates_and_latency(broker):
+    s, out = run_perf(broker, "--time", "2", "--size", "16", "--autoack", "--rate", "20000")
+    assert "sent" in out and "msg/s" in out          # progress lines and summary
+    assert "latency" in out and "p99" in out
+    assert s["sent"] > 0 and s["received"] > 0
+    assert s["publish_rate"] > 0 and s["consume_rate"] > 0
+    lat = s["latency_us"]
+    for k in ("p50", "p95", "p99", "max"):
+        assert lat[k] > 0, (k, lat)
+    assert lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"] * 1.02
+    assert 1.5 < s["duration_s"] < 10
+    assert s["received"] <= s["sent"]
+    if not broker.external:
+        assert s["broker_cpu_us_per_msg"] is not None and s["broker_cpu_us_per_msg"] >= 0
+        assert "broker CPU µs/msg" in out
+
+
+@pytest.mark.deadline(60)
+def test_rpc_run_reports_calls_per_second(broker):
+    s, out = run_perf(broker, "--rpc", "--time", "1")
+    assert s["rpc_calls"] > 0 and s["rpc_calls_per_s"] > 0
+    assert s["latency_us"]["p50"] > 0 and s["latency_us"]["p99"] > 0
+    assert "calls/s" in out
+
+
+@pytest.mark.deadline(60)
+def test_counted_confirmed_persistent_run_delivers_everything(broker):
+    s, _ = run_perf(broker, "--pmessages", "2000", "--confirm", "100", "--persistent",
+                    "--prefetch", "50", "--size", "256")
+    assert s["sent"] == 2000
+    assert s["confirmed"] == 2000 and s["nacked"] == 0
+    assert s["received"] == 2000 and s["missing"] == 0
+
+
+@pytest.mark.deadline(30)
+def test_unreachable_broker_is_an_error(broker):
+    from conftest import free_port
+    p = subprocess.run([_perf_path(), "--port", str(free_port()), "--time", "1"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode != 0
+    assert "sluice-perf:" in p.stderr
