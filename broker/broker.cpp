@@ -1,5 +1,9 @@
 #include "broker/broker.hpp"
 
+#include <algorithm>
+
+#include "broker/session.hpp"
+
 namespace sluice::broker {
 
 Broker::Broker(BrokerConfig config) : config_(std::move(config)), rng_(std::random_device{}()) {
@@ -7,6 +11,22 @@ Broker::Broker(BrokerConfig config) : config_(std::move(config)), rng_(std::rand
 }
 
 Broker::~Broker() = default;
+
+void Broker::unregister_session(Session* s) {
+    auto it = std::find(sessions_.begin(), sessions_.end(), s);
+    if (it != sessions_.end()) {
+        *it = sessions_.back();
+        sessions_.pop_back();
+    }
+}
+
+void Broker::set_disk_alarm(bool on) {
+    if (on == disk_alarm_) return;
+    disk_alarm_ = on;
+    std::vector<Session*> sessions = sessions_;  // a session may go away meanwhile
+    for (Session* s : sessions)
+        if (std::find(sessions_.begin(), sessions_.end(), s) != sessions_.end()) s->on_alarm(on, alarm_reason());
+}
 
 VHost* Broker::find_vhost(std::string_view name) {
     return name == default_vhost_->name() ? default_vhost_.get() : nullptr;

@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "broker/broker_stats.hpp"
 #include "broker/durability.hpp"
@@ -19,6 +20,7 @@
 namespace sluice::broker {
 
 class Channel;
+class Session;
 
 struct BrokerConfig {
     uint16_t channel_max = 2047;
@@ -56,6 +58,15 @@ public:
     bool authenticate(std::string_view user, std::string_view password, bool from_loopback) const;
 
     uint64_t next_connection_id() { return ++last_connection_id_; }
+
+    // Resource alarms (disk now; memory later). While one is on, publishing
+    // connections are blocked (RabbitMQ's connection.blocked).
+    void set_disk_alarm(bool on);
+    bool alarm_active() const { return disk_alarm_; }
+    std::string alarm_reason() const { return disk_alarm_ ? "low on disk" : ""; }
+    void register_session(Session* s) { sessions_.push_back(s); }
+    void unregister_session(Session* s);
+    size_t session_count() const { return sessions_.size(); }
     // prefix + 22 random URL-safe characters ("amq.gen-…", "amq.ctag-…").
     std::string unique_name(std::string_view prefix);
 
@@ -73,6 +84,8 @@ private:
     std::unique_ptr<VHost> default_vhost_;
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;
+    std::vector<Session*> sessions_;
+    bool disk_alarm_ = false;
     std::mt19937_64 rng_;
 };
 

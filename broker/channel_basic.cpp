@@ -127,6 +127,7 @@ Status Channel::basic_publish(const m::BasicPublish& p) {
     if (ex->internal())
         return amqp_error(reply::access_refused, "cannot publish to internal exchange '" + std::string(p.exchange) +
                                                      "' in vhost '" + vhost_.name() + "'");
+    session_.note_publish();
     publish_.active = true;
     publish_.exchange.assign(p.exchange);
     publish_.routing_key.assign(p.routing_key);

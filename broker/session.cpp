@@ -69,9 +69,32 @@ Session::Session(Broker& broker, SessionHost& host, ConnectionInfo info)
       channel_max_(broker.config().channel_max),
       frame_max_(broker.config().frame_max) {
     ++broker_.stats().connections_opened;
+    broker_.register_session(this);
 }
 
-Session::~Session() { teardown(); }
+Session::~Session() {
+    broker_.unregister_session(this);
+    teardown();
+}
+
+void Session::on_alarm(bool active, const std::string& reason) {
+    blocked_ = active;
+    if (state_ != State::running || !client_has_capability("connection.blocked")) {
+        if (!active) host_.resume_reading();
+        return;
+    }
+    if (active && !blocked_sent_) {
+        m::ConnectionBlocked b;
+        b.reason = reason;
+        amqp::write_method(out_, 0, b);
+        blocked_sent_ = true;
+    } else if (!active && blocked_sent_) {
+        amqp::write_method(out_, 0, m::ConnectionUnblocked{});
+        blocked_sent_ = false;
+    }
+    host_.request_flush();
+    if (!active) host_.resume_reading();
+}
 
 bool Session::output_full() const { return out_.size() >= broker_.config().output_high_watermark; }
 
@@ -118,7 +141,7 @@ size_t Session::on_bytes(std::string_view data) {
         consumed = amqp::kProtocolHeader.size();
         send_start();
     }
-    while (state_ != State::closed && consumed < data.size()) {
+    while (state_ != State::closed && consumed < data.size() && !reading_paused()) {
         amqp::FrameParse p = amqp::parse_frame(data.substr(consumed), frame_max_);
         if (p.status == amqp::FrameStatus::need_more) break;
         if (p.status != amqp::FrameStatus::ok) {
@@ -370,6 +393,7 @@ Status Session::handle_open(std::string_view payload) {
         return amqp_error(reply::not_allowed, "vhost " + std::string(open.virtual_host) + " not found");
     amqp::write_method(out_, 0, m::ConnectionOpenOk{});
     state_ = State::running;
+    if (broker_.alarm_active()) on_alarm(true, broker_.alarm_reason());
     return std::nullopt;
 }
 

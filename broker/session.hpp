@@ -38,6 +38,8 @@ public:
     // Negotiated heartbeat interval (0 = off): send a heartbeat when nothing
     // was written for `seconds`, and close when nothing was read for 2×.
     virtual void start_heartbeat(uint16_t seconds) = 0;
+    // Session::reading_paused() turned false: parse what is buffered, read on.
+    virtual void resume_reading() = 0;
 };
 
 struct ConnectionInfo {
@@ -67,6 +69,11 @@ public:
 
     // Consumers on this connection pause while its output is this full.
     bool output_full() const;
+    // A resource alarm blocks publishers: net/ stops reading from a session
+    // that published while the alarm is on (consumers go on draining).
+    bool reading_paused() const { return blocked_ && published_; }
+    // The broker's alarm state changed (connection.blocked / unblocked).
+    void on_alarm(bool active, const std::string& reason);
     bool closed() const { return state_ == State::closed; }
 
     // --- used by Channel -------------------------------------------------
@@ -83,6 +90,8 @@ public:
     void connection_error(const AmqpError& error);
     // A channel with confirms to send at the end of this batch.
     void mark_confirm_pending(Channel* channel);
+    // A basic.publish arrived: under an alarm, stop reading after this frame.
+    void note_publish() { published_ = true; }
 
 private:
     enum class State { protocol_header, start_ok, secure_ok, tune_ok, open, running, closing, closed };
@@ -107,6 +116,10 @@ private:
     std::string out_;
     bool flush_requested_ = false;
     bool in_batch_ = false;
+
+    bool blocked_ = false;     // an alarm is on
+    bool published_ = false;   // this connection has published
+    bool blocked_sent_ = false;
 
     uint16_t channel_max_;
     uint32_t frame_max_;

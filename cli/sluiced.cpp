@@ -51,6 +51,8 @@ int main(int argc, char** argv) {
         ("durability", po::value(&durability)->default_value("sync"),
          "sync: a confirm means the message is synced to disk; async: the WAL is synced every "
          "--sync-interval-ms, a power loss may drop that much confirmed data")
+        ("disk-free-limit", po::value(&sc.disk_free_limit)->default_value(sc.disk_free_limit),
+         "below this many free bytes on the data dir's volume, publishers are blocked (RabbitMQ's default: 50 MB)")
         ("sync-interval-ms", po::value(&sync_interval_ms)->default_value(200), "WAL sync period in async mode")
         ("heartbeat", po::value(&bc.heartbeat)->default_value(bc.heartbeat), "heartbeat interval offered, seconds (0 = off)")
         ("frame-max", po::value(&bc.frame_max)->default_value(bc.frame_max), "largest frame offered, bytes")
@@ -111,6 +113,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     sluice::broker::Broker broker(bc);
+    sc.disk_path = data_dir;
     sluice::net::Server server(broker, sc);
     broker.attach_storage(store.get(), &server.executor());
     auto rec = broker.recover();

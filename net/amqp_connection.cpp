@@ -44,8 +44,23 @@ AmqpConnection::~AmqpConnection() = default;
 void AmqpConnection::start() { do_read(); }
 
 bool AmqpConnection::read_paused() const {
-    // Stop reading while this socket's own output is far behind.
-    return session_->output().size() + writing_.size() > 4 * (1u << 20);
+    // Stop reading while this socket's own output is far behind, or while an
+    // alarm blocks this publisher.
+    return session_->reading_paused() || session_->output().size() + writing_.size() > 4 * (1u << 20);
+}
+
+void AmqpConnection::resume_reading() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+        if (self->closed_ || self->lingering_ || self->session_->reading_paused()) return;
+        // Frames that arrived while paused are still buffered: handle them first.
+        if (self->in_end_ > self->in_start_) {
+            size_t used = self->session_->on_bytes(
+                std::string_view(self->in_.data() + self->in_start_, self->in_end_ - self->in_start_));
+            self->in_start_ += used;
+            self->do_flush();
+        }
+        self->do_read();
+    });
 }
 
 void AmqpConnection::do_read() {
@@ -163,6 +178,7 @@ void AmqpConnection::on_heartbeat_timer() {
     if (closed_ || lingering_ || heartbeat_ == 0) return;
     auto now = clock::now();
     auto interval = std::chrono::seconds(heartbeat_);
+    if (read_paused()) last_read_ = now;  // we are not reading: silence is ours, not the peer's
     if (now - last_read_ > 2 * interval) {  // missed heartbeats: the peer is gone
         fail();
         return;

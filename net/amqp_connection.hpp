@@ -33,6 +33,7 @@ public:
     void request_flush() override;
     void close_transport() override;
     void start_heartbeat(uint16_t seconds) override;
+    void resume_reading() override;
 
 private:
     void do_read();

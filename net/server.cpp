@@ -5,6 +5,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <sys/statvfs.h>
 #include <iostream>
 #include <list>
 
@@ -39,6 +41,23 @@ struct Server::Impl {
     std::list<std::weak_ptr<AmqpConnection>> connections;
     std::unique_ptr<HttpServer> http;
     uint16_t amqp_port = 0;
+    asio::steady_timer disk_timer{io};
+
+    void check_disk() {
+        struct statvfs st {};
+        if (statvfs(config.disk_path.c_str(), &st) == 0) {
+            uint64_t free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+            bool low = free_bytes < config.disk_free_limit;
+            if (low != broker.alarm_active())
+                std::cerr << "sluiced: disk alarm " << (low ? "set" : "cleared") << ": " << free_bytes
+                          << " bytes free, limit " << config.disk_free_limit << std::endl;
+            broker.set_disk_alarm(low);
+        }
+        disk_timer.expires_after(std::chrono::seconds(1));
+        disk_timer.async_wait([this](const boost::system::error_code& ec) {
+            if (!ec) check_disk();
+        });
+    }
 
     std::string bind(std::list<tcp::acceptor>& into, const std::string& host, uint16_t port, uint16_t& bound) {
         std::vector<tcp::endpoint> endpoints;
@@ -84,6 +103,7 @@ struct Server::Impl {
     }
 
     void stop() {
+        disk_timer.cancel();
         for (auto& a : acceptors) {
             boost::system::error_code ec;
             a.close(ec);
@@ -112,6 +132,7 @@ std::string Server::listen() {
 }
 
 void Server::run() {
+    if (!impl_->config.disk_path.empty()) impl_->check_disk();
     impl_->signals.async_wait([this](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         std::cerr << "sluiced: signal " << sig << ", shutting down\n";

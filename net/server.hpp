@@ -25,6 +25,10 @@ struct ServerConfig {
     uint16_t amqp_port = 5672;
     std::string http_bind = "";
     uint16_t http_port = 15672;  // 0 = no HTTP listener
+    // Free space is checked here every second; below the limit the disk alarm
+    // blocks publishers. Empty path = no check.
+    std::string disk_path;
+    uint64_t disk_free_limit = 50u << 20;
 };
 
 class Server {

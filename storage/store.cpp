@@ -6,6 +6,8 @@
 #include <rocksdb/write_batch.h>
 
 #include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -30,6 +32,24 @@ std::string message_key(uint64_t queue_id, uint64_t seq) {
     append_u64_key(k, seq);
     return k;
 }
+
+namespace {
+
+// RocksDB's info log goes to stderr (warnings and worse), not to a LOG file
+// on the data volume: that file fails first when the disk is full, and
+// Debian's RocksDB (built with asserts) then aborts when it is closed.
+class StderrLogger final : public rocksdb::Logger {
+public:
+    StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+    using rocksdb::Logger::Logv;
+    void Logv(const char* format, va_list ap) override {
+        char buf[1024];
+        vsnprintf(buf, sizeof buf, format, ap);
+        fprintf(stderr, "sluiced: rocksdb: %s\n", buf);
+    }
+};
+
+}  // namespace
 
 // Batch -------------------------------------------------------------------
 
@@ -83,6 +103,7 @@ struct Store::Impl {
     std::thread thread;
     StoreStats stats;  // guarded by mu
     bool unsynced = false;  // async mode: writes since the last SyncWAL
+    bool needs_resume = false;  // commit thread only
 
     ~Impl() {
         {
@@ -92,7 +113,10 @@ struct Store::Impl {
         cv.notify_all();
         if (thread.joinable()) thread.join();
         if (db) {
-            db->SyncWAL();
+            // In sync mode every write is synced already. In async mode sync
+            // the tail — unless a write failed: RocksDB (built with asserts
+            // in Debian) aborts on SyncWAL after an I/O error.
+            if (options.durability == Durability::async && !needs_resume) db->SyncWAL();
             for (auto* h : columns) db->DestroyColumnFamilyHandle(h);
             db->Close();
         }
@@ -112,6 +136,11 @@ struct Store::Impl {
     }
 
     std::string write(const Batch& b, bool sync) {
+        if (needs_resume) {
+            // After a failed write (a full disk) RocksDB refuses writes until
+            // resumed; try again now, in case space came back.
+            if (db->Resume().ok()) needs_resume = false;
+        }
         rocksdb::WriteBatch wb = to_rocks(b);
         rocksdb::WriteOptions wo;
         wo.sync = sync;
@@ -124,6 +153,7 @@ struct Store::Impl {
         stats.bytes_written += b.bytes();
         if (!s.ok()) {
             ++stats.write_errors;
+            needs_resume = true;
             return s.ToString();
         }
         if (sync) {
@@ -146,7 +176,7 @@ struct Store::Impl {
             }
             if (!sync && std::chrono::steady_clock::now() >= next_sync) {
                 next_sync = std::chrono::steady_clock::now() + options.sync_interval;
-                if (unsynced) {
+                if (unsynced && !needs_resume) {
                     unsynced = false;
                     lk.unlock();
                     db->SyncWAL();
@@ -184,6 +214,8 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
     db_opts.keep_log_file_num = 4;
     db_opts.max_total_wal_size = 64u << 20;  // flush memtables rather than keep old WALs
     db_opts.avoid_unnecessary_blocking_io = true;
+    db_opts.info_log = std::make_shared<StderrLogger>();
+    if (options.env) db_opts.env = options.env;
 
     auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
     rocksdb::BlockBasedTableOptions table;

@@ -27,6 +27,10 @@
 #include <string>
 #include <string_view>
 
+namespace rocksdb {
+class Env;
+}
+
 namespace sluice::storage {
 
 enum class Column : uint8_t { meta = 0, msgs = 1, bodies = 2 };
@@ -39,6 +43,9 @@ struct StoreOptions {
     std::chrono::milliseconds sync_interval{200};  // async mode
     size_t write_buffer_bytes = 16u << 20;          // per memtable
     size_t block_cache_bytes = 16u << 20;
+    // Tests only: the rocksdb::Env to open the database with (e.g. one over a
+    // FileSystem that simulates power loss); null = the default. Not owned.
+    rocksdb::Env* env = nullptr;
 };
 
 // A set of writes applied atomically.
