@@ -53,10 +53,16 @@ std::string binding_key(const VHost& v, const Exchange& source, const Binding& b
 }
 
 // exchange, routing key, properties, body — as a queue entry or a shared body.
-void encode_message(std::string& out, const Message& m) {
+// The header is everything before the properties' bytes.
+void encode_message_header(std::string& out, const Message& m) {
     put_name(out, m.exchange());
     put_name(out, m.routing_key());
-    amqp::put_longstr(out, m.properties());
+    amqp::put_u32(out, static_cast<uint32_t>(m.properties().size()));
+}
+
+void encode_message(std::string& out, const Message& m) {
+    encode_message_header(out, m);
+    out.append(m.properties());
     out.append(m.body());
 }
 
@@ -81,12 +87,13 @@ Durability::~Durability() { *alive_ = false; }
 void Durability::attach(storage::Store* store, Executor* executor) {
     store_ = store;
     executor_ = executor;
+    if (store_) batch_ = store_->new_batch();
 }
 
 void Durability::shutdown() {
     if (store_ && !batch_.empty()) {
         storage::Batch batch = std::move(batch_);
-        batch_ = storage::Batch();
+        batch_ = store_->new_batch();
         store_->commit_now(std::move(batch));
     }
     store_ = nullptr;
@@ -126,7 +133,7 @@ void Durability::start_commit() {
     in_flight_waiters_ = std::move(waiters_);
     waiters_.clear();
     storage::Batch batch = std::move(batch_);
-    batch_ = storage::Batch();
+    batch_ = store_->new_batch();
     in_flight_generation_ = gathering_generation_++;
     store_->commit(std::move(batch), [this, alive = std::weak_ptr<bool>(alive_)](std::string error) {
         // On the commit thread: hand the result to the broker thread.
@@ -175,7 +182,7 @@ void Durability::put_queue(const VHost& v, const Queue& q) {
 void Durability::remove_queue(const VHost& v, const Queue& q) {
     if (!store_ || !q.durable() || q.exclusive()) return;
     batch_.remove(Column::meta, queue_key(v, q.name()));
-    batch_.remove_range(Column::msgs, storage::message_key(q.id(), 0), storage::message_key(queue_upper(q.id()), 0));
+    batch_.remove_range(Column::msgs, storage::message_key_of(q.id(), 0), storage::message_key_of(queue_upper(q.id()), 0));
     schedule_commit();
 }
 
@@ -193,30 +200,36 @@ void Durability::remove_binding(const VHost& v, const Exchange& source, const Bi
 
 void Durability::store_message(const MessagePtr& message, const std::vector<std::pair<Queue*, uint64_t>>& entries) {
     if (!store_ || entries.empty()) return;
-    std::string value;
+    std::string& value = scratch_;
+    value.clear();
     if (entries.size() == 1) {
+        // Inline: kind + header here; properties and body go in as parts.
         amqp::put_u8(value, kEntryInline);
-        encode_message(value, *message);
-    } else {
-        // One body, several entries that point at it; the body goes when the
-        // last entry does (body_refs_ counts them).
-        message->body_id = next_body_id_++;
-        body_refs_[message->body_id] = static_cast<uint32_t>(entries.size());
-        std::string body;
-        encode_message(body, *message);
-        std::string key;
-        storage::append_u64_key(key, message->body_id);
-        batch_.put(Column::bodies, key, body);
-        amqp::put_u8(value, kEntryBodyRef);
-        amqp::put_u64(value, message->body_id);
+        encode_message_header(value, *message);
+        auto [queue, seq] = entries.front();
+        batch_.put(Column::msgs, storage::message_key_of(queue->id(), seq),
+                   {value, message->properties(), message->body()});
+        schedule_commit();
+        return;
     }
-    for (const auto& [queue, seq] : entries) batch_.put(Column::msgs, storage::message_key(queue->id(), seq), value);
+    // One body, several entries that point at it; the body goes when the
+    // last entry does (body_refs_ counts them).
+    message->body_id = next_body_id_++;
+    body_refs_[message->body_id] = static_cast<uint32_t>(entries.size());
+    std::string body;
+    encode_message(body, *message);
+    std::string key;
+    storage::append_u64_key(key, message->body_id);
+    batch_.put(Column::bodies, key, body);
+    amqp::put_u8(value, kEntryBodyRef);
+    amqp::put_u64(value, message->body_id);
+    for (const auto& [queue, seq] : entries) batch_.put(Column::msgs, storage::message_key_of(queue->id(), seq), value);
     schedule_commit();
 }
 
 void Durability::remove_entry(const Queue& queue, uint64_t seq, const Message& message) {
     if (!store_) return;
-    batch_.remove(Column::msgs, storage::message_key(queue.id(), seq));
+    batch_.remove(Column::msgs, storage::message_key_of(queue.id(), seq));
     if (message.body_id != 0) {
         auto it = body_refs_.find(message.body_id);
         if (it != body_refs_.end() && --it->second == 0) {
@@ -231,10 +244,11 @@ void Durability::remove_entry(const Queue& queue, uint64_t seq, const Message& m
 
 void Durability::page_message(const Queue& queue, uint64_t seq, const Message& message) {
     if (!store_) return;
-    std::string value;
+    std::string& value = scratch_;
+    value.clear();
     amqp::put_u8(value, kEntryPage);
-    encode_message(value, message);
-    batch_.put(Column::msgs, storage::message_key(queue.id(), seq), value);
+    encode_message_header(value, message);
+    batch_.put(Column::msgs, storage::message_key_of(queue.id(), seq), {value, message.properties(), message.body()});
     schedule_commit();
 }
 
@@ -415,7 +429,7 @@ RecoveryStats Durability::recover(Broker& broker) {
     }
     if (!batch_.empty()) {
         storage::Batch cleanup = std::move(batch_);
-        batch_ = storage::Batch();
+        batch_ = store_->new_batch();
         store_->commit_now(std::move(cleanup));
     }
     recovering_ = false;

@@ -107,6 +107,7 @@ private:
     storage::Store* store_ = nullptr;
     Executor* executor_ = nullptr;
     storage::Batch batch_;
+    std::string scratch_;  // encoding buffer, reused
     std::vector<std::function<void(bool)>> waiters_;            // wait for batch_
     std::vector<std::function<void(bool)>> in_flight_waiters_;  // wait for the batch being synced
     bool commit_in_flight_ = false;

@@ -2,6 +2,7 @@
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/perf_level.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
@@ -51,10 +52,22 @@ public:
 
 }  // namespace
 
+MessageKey message_key_of(uint64_t queue_id, uint64_t seq) {
+    MessageKey k;
+    for (int i = 0; i < 8; ++i) {
+        k.bytes[i] = static_cast<char>(queue_id >> (56 - 8 * i));
+        k.bytes[8 + i] = static_cast<char>(seq >> (56 - 8 * i));
+    }
+    return k;
+}
+
 // Batch -------------------------------------------------------------------
 
 struct Batch::Impl {
-    // Column handles are bound at commit; until then ops record the column.
+    // Bound batches (Store::new_batch) write into `wb` at once.
+    const std::vector<rocksdb::ColumnFamilyHandle*>* columns = nullptr;
+    rocksdb::WriteBatch wb;
+    // Standalone batches record the writes until they are committed.
     struct Op {
         enum Kind : uint8_t { put, remove, range } kind;
         Column column;
@@ -62,6 +75,9 @@ struct Batch::Impl {
     };
     std::vector<Op> ops;
     size_t bytes = 0;
+    size_t count = 0;
+
+    rocksdb::ColumnFamilyHandle* cf(Column c) const { return (*columns)[static_cast<size_t>(c)]; }
 };
 
 Batch::Batch() : impl_(std::make_unique<Impl>()) {}
@@ -69,21 +85,47 @@ Batch::~Batch() = default;
 Batch::Batch(Batch&&) noexcept = default;
 Batch& Batch::operator=(Batch&&) noexcept = default;
 
+static rocksdb::Slice slice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+
 void Batch::put(Column c, std::string_view key, std::string_view value) {
     impl_->bytes += key.size() + value.size();
-    impl_->ops.push_back({Impl::Op::put, c, std::string(key), std::string(value)});
+    ++impl_->count;
+    if (impl_->columns) impl_->wb.Put(impl_->cf(c), slice(key), slice(value));
+    else impl_->ops.push_back({Impl::Op::put, c, std::string(key), std::string(value)});
+}
+void Batch::put(Column c, std::string_view key, std::initializer_list<std::string_view> parts) {
+    if (!impl_->columns) {
+        std::string v;
+        for (auto p : parts) v.append(p);
+        put(c, key, v);
+        return;
+    }
+    rocksdb::Slice value_parts[8];
+    int n = 0;
+    for (auto p : parts) {
+        if (n < 8) value_parts[n++] = slice(p);
+        impl_->bytes += p.size();
+    }
+    rocksdb::Slice k = slice(key);
+    impl_->bytes += key.size();
+    ++impl_->count;
+    impl_->wb.Put(impl_->cf(c), rocksdb::SliceParts(&k, 1), rocksdb::SliceParts(value_parts, n));
 }
 void Batch::remove(Column c, std::string_view key) {
     impl_->bytes += key.size();
-    impl_->ops.push_back({Impl::Op::remove, c, std::string(key), {}});
+    ++impl_->count;
+    if (impl_->columns) impl_->wb.Delete(impl_->cf(c), slice(key));
+    else impl_->ops.push_back({Impl::Op::remove, c, std::string(key), {}});
 }
 void Batch::remove_range(Column c, std::string_view begin, std::string_view end) {
     impl_->bytes += begin.size() + end.size();
-    impl_->ops.push_back({Impl::Op::range, c, std::string(begin), std::string(end)});
+    ++impl_->count;
+    if (impl_->columns) impl_->wb.DeleteRange(impl_->cf(c), slice(begin), slice(end));
+    else impl_->ops.push_back({Impl::Op::range, c, std::string(begin), std::string(end)});
 }
-bool Batch::empty() const { return impl_->ops.empty(); }
+bool Batch::empty() const { return impl_->count == 0; }
 size_t Batch::bytes() const { return impl_->bytes; }
-size_t Batch::count() const { return impl_->ops.size(); }
+size_t Batch::count() const { return impl_->count; }
 
 // Store -------------------------------------------------------------------
 
@@ -122,30 +164,32 @@ struct Store::Impl {
         }
     }
 
-    rocksdb::WriteBatch to_rocks(const Batch& b) {
-        rocksdb::WriteBatch wb;
+    // A standalone batch's recorded writes, in RocksDB's format.
+    void bind(Batch& b) {
+        if (b.impl_->columns) return;
+        b.impl_->columns = &columns;
         for (const auto& op : b.impl_->ops) {
             auto* cf = columns[static_cast<size_t>(op.column)];
             switch (op.kind) {
-                case Batch::Impl::Op::put: wb.Put(cf, op.a, op.b); break;
-                case Batch::Impl::Op::remove: wb.Delete(cf, op.a); break;
-                case Batch::Impl::Op::range: wb.DeleteRange(cf, op.a, op.b); break;
+                case Batch::Impl::Op::put: b.impl_->wb.Put(cf, op.a, op.b); break;
+                case Batch::Impl::Op::remove: b.impl_->wb.Delete(cf, op.a); break;
+                case Batch::Impl::Op::range: b.impl_->wb.DeleteRange(cf, op.a, op.b); break;
             }
         }
-        return wb;
+        b.impl_->ops.clear();
     }
 
-    std::string write(const Batch& b, bool sync) {
+    std::string write(Batch& b, bool sync) {
         if (needs_resume) {
             // After a failed write (a full disk) RocksDB refuses writes until
             // resumed; try again now, in case space came back.
             if (db->Resume().ok()) needs_resume = false;
         }
-        rocksdb::WriteBatch wb = to_rocks(b);
+        bind(b);
         rocksdb::WriteOptions wo;
         wo.sync = sync;
         auto start = std::chrono::steady_clock::now();
-        rocksdb::Status s = db->Write(wo, &wb);
+        rocksdb::Status s = db->Write(wo, &b.impl_->wb);
         auto micros = static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
         std::lock_guard lk(mu);
@@ -165,6 +209,7 @@ struct Store::Impl {
     }
 
     void run() {
+        rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);  // no per-write perf counters
         const bool sync = options.durability == Durability::sync;
         auto next_sync = std::chrono::steady_clock::now() + options.sync_interval;
         std::unique_lock lk(mu);
@@ -252,6 +297,12 @@ void Store::commit(Batch batch, std::function<void(std::string)> done) {
 }
 
 std::string Store::commit_now(Batch batch) { return impl_->write(batch, true); }
+
+Batch Store::new_batch() const {
+    Batch b;
+    b.impl_->columns = &impl_->columns;
+    return b;
+}
 
 void Store::scan(Column c, std::string_view lower, std::string_view upper,
                  const std::function<bool(std::string_view, std::string_view)>& f) const {

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -48,7 +49,9 @@ struct StoreOptions {
     rocksdb::Env* env = nullptr;
 };
 
-// A set of writes applied atomically.
+// A set of writes applied atomically. A batch from Store::new_batch() encodes
+// each write straight into RocksDB's batch format (one copy); a default-
+// constructed one records the writes and converts them at commit.
 class Batch {
 public:
     Batch();
@@ -57,6 +60,8 @@ public:
     Batch& operator=(Batch&&) noexcept;
 
     void put(Column c, std::string_view key, std::string_view value);
+    // The value is the concatenation of `parts` (no intermediate copy).
+    void put(Column c, std::string_view key, std::initializer_list<std::string_view> parts);
     void remove(Column c, std::string_view key);
     // Removes every key in [begin, end).
     void remove_range(Column c, std::string_view begin, std::string_view end);
@@ -85,6 +90,9 @@ public:
     static std::unique_ptr<Store> open(const StoreOptions& options, std::string& error);
     ~Store();
 
+    // An empty batch bound to this store (the fast kind).
+    Batch new_batch() const;
+
     // Group commit: the commit thread writes `batch` and syncs (per the
     // durability mode), then calls done("" or an error) on that thread.
     void commit(Batch batch, std::function<void(std::string error)> done);
@@ -111,5 +119,11 @@ void append_u64_key(std::string& out, uint64_t v);
 uint64_t read_u64_key(std::string_view key, size_t offset = 0);
 // queue id | seq, the key of a queue entry in `msgs`.
 std::string message_key(uint64_t queue_id, uint64_t seq);
+// The same key without a heap allocation.
+struct MessageKey {
+    char bytes[16];
+    operator std::string_view() const { return {bytes, sizeof bytes}; }
+};
+MessageKey message_key_of(uint64_t queue_id, uint64_t seq);
 
 }  // namespace sluice::storage
