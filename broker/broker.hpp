@@ -35,6 +35,9 @@ struct BrokerConfig {
     // and reads them back as consumers drain it. Needs durable storage.
     size_t queue_memory_messages = 8192;
     size_t queue_memory_bytes = 8u << 20;
+    // Past this many bytes of message bodies held in memory by all queues
+    // together, every queue pages new messages too.
+    size_t message_memory_limit = 256u << 20;
 };
 
 class Broker {
@@ -52,6 +55,10 @@ public:
     // Loads durable topology and messages (after attach_storage, before serving).
     RecoveryStats recover() { return durability_.recover(*this); }
     uint64_t next_queue_id() { return ++last_queue_id_; }
+    // Bytes of message bodies that queues hold in memory (ready messages).
+    size_t message_memory() const { return message_memory_; }
+    void add_message_memory(size_t n) { message_memory_ += n; }
+    void sub_message_memory(size_t n) { message_memory_ -= std::min(message_memory_, n); }
     void saw_queue_id(uint64_t id) { last_queue_id_ = std::max(last_queue_id_, id); }
 
     // True when user/password may log in from this peer.
@@ -81,6 +88,7 @@ private:
     BrokerStats stats_;
     Durability durability_;  // before the vhosts: queues reach it when they go
     uint64_t last_queue_id_ = 0;
+    size_t message_memory_ = 0;
     std::unique_ptr<VHost> default_vhost_;
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;

@@ -13,8 +13,21 @@ Queue::Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owne
     : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {}
 
 bool Queue::has_memory_room() const {
-    const BrokerConfig& cfg = vhost_.broker().config();
-    return ready_.size() < cfg.queue_memory_messages && memory_bytes_ < cfg.queue_memory_bytes;
+    const Broker& broker = vhost_.broker();
+    const BrokerConfig& cfg = broker.config();
+    return ready_.size() < cfg.queue_memory_messages && memory_bytes_ < cfg.queue_memory_bytes &&
+           broker.message_memory() < cfg.message_memory_limit;
+}
+
+void Queue::add_memory(size_t n) {
+    memory_bytes_ += n;
+    vhost_.broker().add_message_memory(n);
+}
+
+void Queue::sub_memory(size_t n) {
+    n = std::min(n, memory_bytes_);
+    memory_bytes_ -= n;
+    vhost_.broker().sub_message_memory(n);
 }
 
 void Queue::publish(QueuedMessage qm) {
@@ -29,7 +42,7 @@ void Queue::publish(QueuedMessage qm) {
         if (!consumers_.empty()) dispatch();
         return;
     }
-    memory_bytes_ += qm.message->body_size();
+    add_memory(qm.message->body_size());
     ready_.push_back(std::move(qm));
     if (!consumers_.empty()) dispatch();
 }
@@ -52,7 +65,7 @@ void Queue::refill() {
     uint64_t last = 0;
     if (readable_to >= page_from_) {
         last = durability.read_entries(*this, page_from_, readable_to, chunk, [&](uint64_t seq, MessagePtr m, bool stored) {
-            memory_bytes_ += m->body_size();
+            add_memory(m->body_size());
             ready_.push_back(QueuedMessage{std::move(m), seq, false, stored});
             ++got;
         });
@@ -94,7 +107,7 @@ void Queue::requeue(QueuedMessage qm) {
     if (unacked_ > 0) --unacked_;
     if (deleted_) return;
     qm.redelivered = true;
-    memory_bytes_ += qm.message->body_size();
+    add_memory(qm.message->body_size());
     auto pos = std::upper_bound(ready_.begin(), ready_.end(), qm.seq,
                                 [](uint64_t seq, const QueuedMessage& m) { return seq < m.seq; });
     ready_.insert(pos, std::move(qm));
@@ -113,7 +126,7 @@ size_t Queue::purge() {
     durability.remove_entries(*this, stored);
     if (paged_count_ > 0) durability.remove_entries_from(*this, page_from_);
     ready_.clear();
-    memory_bytes_ = 0;
+    sub_memory(memory_bytes_);
     paged_count_ = 0;
     page_marks_.clear();
     return n;
@@ -180,7 +193,7 @@ std::vector<ConsumerPtr> Queue::mark_deleted() {
     deleted_ = true;
     ready_.clear();
     paged_count_ = 0;
-    memory_bytes_ = 0;
+    sub_memory(memory_bytes_);
     std::vector<ConsumerPtr> out;
     out.swap(consumers_);
     return out;

@@ -118,7 +118,9 @@ private:
 
     // Reads paged messages back into memory when the in-memory head runs low.
     void refill();
-    void take(const QueuedMessage& qm) { memory_bytes_ -= qm.message->body_size(); }
+    void take(const QueuedMessage& qm) { sub_memory(qm.message->body_size()); }
+    void add_memory(size_t n);  // this queue's and the broker's account
+    void sub_memory(size_t n);
 
     // Ready messages: the in-memory head (ready_), then the paged tail — the
     // paged_count_ messages from seq page_from_ on that live only in the

@@ -61,6 +61,8 @@ int main(int argc, char** argv) {
          "messages a queue keeps in memory; past that (or queue-memory-bytes) new ones wait in the store")
         ("queue-memory-bytes", po::value(&bc.queue_memory_bytes)->default_value(bc.queue_memory_bytes),
          "message bytes a queue keeps in memory")
+        ("message-memory-limit", po::value(&bc.message_memory_limit)->default_value(bc.message_memory_limit),
+         "message bytes all queues together keep in memory; past it every queue pages new messages")
         ("max-message-size", po::value(&bc.max_message_size)->default_value(bc.max_message_size), "largest message body, bytes")
         ("default-user", po::value(&bc.default_user)->default_value(bc.default_user), "user created at first start")
         ("default-password", po::value(&bc.default_password)->default_value(bc.default_password), "its password")
