@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     std::error_code ec;
-    std::filesystem::create_directories(data_dir, ec);
+    // RocksDB's own folder too: RocksDB logs an error when it must create it.
+    std::filesystem::create_directories(std::filesystem::path(data_dir) / "rocksdb", ec);
     if (ec) {
         std::cerr << "sluiced: cannot create data dir " << data_dir << ": " << ec.message() << "\n";
         return 1;
