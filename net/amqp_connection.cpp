@@ -41,7 +41,13 @@ AmqpConnection::AmqpConnection(tcp::socket socket, broker::Broker& broker)
 
 AmqpConnection::~AmqpConnection() = default;
 
-void AmqpConnection::start() { do_read(); }
+void AmqpConnection::start() {
+    // Alive until the socket closes, even while nothing is pending on it (a
+    // publisher paused by an alarm, with heartbeats off, has no read, write
+    // or timer outstanding to keep it).
+    self_ = shared_from_this();
+    do_read();
+}
 
 bool AmqpConnection::read_paused() const {
     // Stop reading while this socket's own output is far behind, or while an
@@ -194,6 +200,8 @@ void AmqpConnection::fail() {
     timer_.cancel();
     socket_.close(ec);
     session_->on_transport_closed();
+    // Released last: pending handlers still hold their own references.
+    asio::post(socket_.get_executor(), [self = std::move(self_)] {});
 }
 
 void AmqpConnection::abort() { fail(); }

@@ -47,6 +47,7 @@ private:
 
     using clock = std::chrono::steady_clock;
 
+    std::shared_ptr<AmqpConnection> self_;  // set from start() until the socket closes
     boost::asio::ip::tcp::socket socket_;
     std::unique_ptr<broker::Session> session_;
     boost::asio::steady_timer timer_;
