@@ -244,7 +244,29 @@ def scenario_rpc(port):
         server.close()
 
 
-SCENARIOS = [scenario_work_queue, scenario_confirms, scenario_exchanges, scenario_tx, scenario_errors, scenario_rpc]
+def scenario_unacked_then_delete(port):
+    # Deliveries left unacked while their queue goes away (queue.delete, and an
+    # auto-delete queue losing its last consumer): one ack away from the paths
+    # that settle into a deleted queue.
+    with pika.BlockingConnection(params(port)) as conn:
+        ch = conn.channel()
+        ch.queue_declare("doomed")
+        ch.basic_publish("", "doomed", b"held")
+        ch.basic_get("doomed")
+        ch.queue_delete("doomed")
+        ch.queue_declare("doomed-ad", auto_delete=True)
+        ch.basic_publish("", "doomed-ad", b"held too")
+        got = []
+
+        def on_message(c, m, p, b):
+            got.append(m.delivery_tag)
+            c.stop_consuming()
+        tag = ch.basic_consume("doomed-ad", on_message)
+        ch.start_consuming()
+        ch.basic_cancel(tag)
+
+
+SCENARIOS = [scenario_work_queue, scenario_unacked_then_delete, scenario_confirms, scenario_exchanges, scenario_tx, scenario_errors, scenario_rpc]
 
 
 # ---------------------------------------------------------------------------
