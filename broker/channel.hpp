@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "broker/amqp_error.hpp"
@@ -119,7 +120,8 @@ private:
     // reply_after_sync for durable entities, at once for the others.
     void reply_when_durable(bool durable, std::function<void()> reply);
     Status tx_method(uint32_t key);
-    Status check_tag(uint64_t tag, bool multiple) const;
+    // Validates a tag settled inside a transaction and records it as settled.
+    Status check_tag(uint64_t tag, bool multiple);
     void publish_reply(const MessagePtr& message, std::string_view token, bool mandatory);
     void send_return(const Message& message, uint16_t code, std::string_view text);
     void confirm_publish(bool needs_sync);
@@ -172,11 +174,13 @@ private:
     bool tx_mode_ = false;
     std::vector<TxPublish> tx_publishes_;
     std::vector<TxSettle> tx_settles_;
+    std::unordered_set<uint64_t> tx_settled_tags_;  // settled in the open transaction
+    uint64_t tx_settled_upto_ = 0;                  // ... and all tags up to here (multiple)
 
     std::string reply_token_;         // direct reply-to
     ConsumerPtr reply_consumer_;
     std::vector<Queue*> route_out_;
-    std::vector<Queue*> touched_;
+    std::vector<QueuePtr> touched_;  // owning: settling may drop a deleted queue's last reference
     std::vector<std::pair<Queue*, uint64_t>> stored_entries_;
     std::vector<uint64_t> seqs_;
     std::shared_ptr<char> alive_ = std::make_shared<char>(0);  // storage callbacks check it

@@ -348,8 +348,7 @@ Status Channel::settle_tags(uint64_t tag, bool multiple, bool requeue, uint64_t&
     };
     touched_.clear();
     auto settle_one = [&](Unacked& u) {
-        if (std::find(touched_.begin(), touched_.end(), u.queue.get()) == touched_.end())
-            touched_.push_back(u.queue.get());
+        if (std::find(touched_.begin(), touched_.end(), u.queue) == touched_.end()) touched_.push_back(u.queue);
         settle(u, requeue);
         ++counter;
     };
@@ -368,7 +367,8 @@ Status Channel::settle_tags(uint64_t tag, bool multiple, bool requeue, uint64_t&
         unacked_.erase(it);
     }
     // Settling frees credit (and requeues add work): let the queues deliver.
-    for (Queue* q : touched_) q->dispatch();
+    for (const QueuePtr& q : touched_) q->dispatch();
+    touched_.clear();
     if (channel_prefetch_ != 0) resume_consumers();
     return std::nullopt;
 }
@@ -386,13 +386,18 @@ Status Channel::basic_recover(bool requeue) {
     return std::nullopt;
 }
 
-Status Channel::check_tag(uint64_t tag, bool multiple) const {
+Status Channel::check_tag(uint64_t tag, bool multiple) {
+    // In a transaction a settled tag counts as gone at once, as in RabbitMQ:
+    // settling it again is an unknown tag.
+    bool settled_in_tx = !multiple && (tag <= tx_settled_upto_ || tx_settled_tags_.count(tag) > 0);
     bool known = multiple ? tag < next_delivery_tag_
                           : std::binary_search(unacked_.begin(), unacked_.end(), tag, [](const auto& a, const auto& b) {
                                 return tag_of(a) < tag_of(b);
                             });
-    if (known) return std::nullopt;
-    return amqp_error(reply::precondition_failed, "unknown delivery tag " + std::to_string(tag));
+    if (!known || settled_in_tx) return amqp_error(reply::precondition_failed, "unknown delivery tag " + std::to_string(tag));
+    if (multiple) tx_settled_upto_ = std::max(tx_settled_upto_, tag == 0 ? next_delivery_tag_ - 1 : tag);
+    else tx_settled_tags_.insert(tag);
+    return std::nullopt;
 }
 
 Status Channel::tx_method(uint32_t key) {
@@ -408,6 +413,8 @@ Status Channel::tx_method(uint32_t key) {
     publishes.swap(tx_publishes_);
     std::vector<TxSettle> settles;
     settles.swap(tx_settles_);
+    tx_settled_tags_.clear();
+    tx_settled_upto_ = 0;
     if (key == m::TxRollback::key) {
         send(m::TxRollbackOk{});
         return std::nullopt;

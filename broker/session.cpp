@@ -222,9 +222,9 @@ void Session::handle_frame(uint8_t type, uint16_t channel, std::string_view payl
         connection_error(amqp_error(reply::channel_error, "channel frame before connection.open"));
         return;
     }
-    if (channel > channel_max_) {
-        connection_error(amqp_error(reply::channel_error,
-                                    "channel " + std::to_string(channel) + " is above channel_max " +
+    if (channel > channel_max_) {  // RabbitMQ: 530, as its Java client's tests expect
+        connection_error(amqp_error(reply::not_allowed,
+                                    "channel " + std::to_string(channel) + " above negotiated channel_max " +
                                         std::to_string(channel_max_)));
         return;
     }
