@@ -76,7 +76,7 @@ protected:
     virtual void on_setup_done() { mark_ready(); }
 
     // Hot-path hooks.
-    virtual void on_deliver(const amqp::method::BasicDeliver&) {}
+    virtual void on_deliver(uint64_t /*delivery_tag*/) {}
     virtual void on_content_header(uint64_t /*body_size*/, std::string_view /*raw_properties*/) {}
     virtual void on_content_body(std::string_view /*chunk*/, bool /*complete*/) {}
     virtual void on_confirm(uint64_t /*tag*/, bool /*multiple*/, bool /*nack*/) {}

@@ -26,8 +26,8 @@ void Consumer::start() {
     flush();
 }
 
-void Consumer::on_deliver(const m::BasicDeliver& d) {
-    tag_ = d.delivery_tag;
+void Consumer::on_deliver(uint64_t delivery_tag) {
+    tag_ = delivery_tag;
     first_chunk_ = true;
     stamp_ns_ = 0;
 }

@@ -10,6 +10,7 @@
 // Thread-safety: stateless functions.
 #pragma once
 
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -26,19 +27,23 @@ inline uint64_t now_ns() {
 }
 
 inline void store_be64(char* p, uint64_t v) {
-    for (int i = 7; i >= 0; --i) { p[i] = static_cast<char>(v); v >>= 8; }
+    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
+    std::memcpy(p, &v, 8);
 }
 inline void store_be32(char* p, uint32_t v) {
-    for (int i = 3; i >= 0; --i) { p[i] = static_cast<char>(v); v >>= 8; }
+    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap32(v);
+    std::memcpy(p, &v, 4);
 }
 inline uint64_t load_be64(const char* p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
     return v;
 }
 inline uint32_t load_be32(const char* p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap32(v);
     return v;
 }
 

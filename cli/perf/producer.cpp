@@ -105,11 +105,13 @@ void Producer::fill() {
         }
         allowed = std::min(allowed, by_rate);
     }
+    // One clock read per batch: the whole batch goes to the socket in one write.
+    const uint64_t stamp = now_ns();
     uint64_t n = 0;
     while (n < allowed && buf.size() < kBatchBytes) {
         const size_t at = buf.size();
         buf.append(tmpl_.bytes);
-        write_stamp(buf.data() + at + tmpl_.stamp_offset, now_ns(), id_, static_cast<uint32_t>(published_ + n));
+        write_stamp(buf.data() + at + tmpl_.stamp_offset, stamp, id_, static_cast<uint32_t>(published_ + n));
         ++n;
     }
     if (n == 0) {

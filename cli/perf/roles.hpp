@@ -78,7 +78,7 @@ public:
 
 protected:
     void on_channel_open() override;
-    void on_deliver(const amqp::method::BasicDeliver& d) override;
+    void on_deliver(uint64_t delivery_tag) override;
     void on_content_body(std::string_view chunk, bool complete) override;
     void on_reads_handled() override;
     void ack_delivered();
