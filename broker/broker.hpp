@@ -52,8 +52,10 @@ public:
     // Durable storage: without it the broker keeps everything in memory.
     // `executor` brings storage completions back to the broker thread.
     void attach_storage(storage::Store* store, Executor* executor) { durability_.attach(store, executor); }
-    // Loads durable topology and messages (after attach_storage, before serving).
-    RecoveryStats recover() { return durability_.recover(*this); }
+    // Loads durable topology and messages (after attach_storage, before
+    // serving); what it found stays readable for metrics.
+    RecoveryStats recover() { return recovery_ = durability_.recover(*this); }
+    const RecoveryStats& recovery_stats() const { return recovery_; }
     uint64_t next_queue_id() { return ++last_queue_id_; }
     // Bytes of message bodies that queues hold in memory (ready messages).
     size_t message_memory() const { return message_memory_; }
@@ -94,6 +96,7 @@ private:
     uint64_t last_connection_id_ = 0;
     std::vector<Session*> sessions_;
     bool disk_alarm_ = false;
+    RecoveryStats recovery_;
     std::mt19937_64 rng_;
 };
 

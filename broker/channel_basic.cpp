@@ -351,6 +351,7 @@ Status Channel::settle_tags(uint64_t tag, bool multiple, bool requeue, uint64_t&
         if (std::find(touched_.begin(), touched_.end(), u.queue) == touched_.end()) touched_.push_back(u.queue);
         settle(u, requeue);
         ++counter;
+        if (&counter == &session_.broker().stats().messages_acked) ++u.queue->counters.acked;
     };
     if (multiple) {
         if (tag >= next_delivery_tag_) return unknown();

@@ -31,6 +31,7 @@ void Queue::sub_memory(size_t n) {
 }
 
 void Queue::publish(QueuedMessage qm) {
+    ++counters.published;
     Durability& durability = vhost_.broker().durability();
     if (durability.enabled() && (paged_count_ > 0 || !has_memory_room())) {
         // The tail lives in the store: keep order, drop the message from memory.
@@ -99,6 +100,7 @@ std::optional<QueuedMessage> Queue::get(bool no_ack) {
     QueuedMessage qm = std::move(ready_.front());
     ready_.pop_front();
     take(qm);
+    counters.note_delivery(qm.redelivered);
     if (!no_ack) ++unacked_;
     return qm;
 }
@@ -184,6 +186,7 @@ void Queue::dispatch() {
                     consumers_.begin() + static_cast<ptrdiff_t>(band_end));
         const ConsumerPtr& consumer = consumers_[band_end - 1];  // deliver() does not touch consumers_
         if (!consumer->no_ack) ++unacked_;
+        counters.note_delivery(qm.redelivered);
         consumer->channel->deliver(consumer, std::move(qm));
     }
     dispatching_ = false;

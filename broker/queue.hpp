@@ -19,6 +19,7 @@
 
 #include "broker/amqp_error.hpp"
 #include "broker/message.hpp"
+#include "broker/queue_counters.hpp"
 #include "net/amqp/field_table.hpp"
 
 namespace sluice::broker {
@@ -105,6 +106,8 @@ public:
 
     // Routing scratch: the vhost's routing pass de-duplicates with it.
     uint64_t route_mark = 0;
+    // Totals for metrics (bumped on the hot path, read at scrape time).
+    QueueCounters counters;
 
 private:
     VHost& vhost_;

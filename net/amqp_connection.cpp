@@ -141,6 +141,7 @@ void AmqpConnection::on_write(const boost::system::error_code& ec) {
         return;
     }
     last_write_ = clock::now();
+    session_->broker().stats().bytes_out += writing_.size();
     writing_.clear();
     if (writing_.capacity() > kMaxReadChunk) writing_.shrink_to_fit();
     session_->on_writable();  // consumers paused on a full buffer may go on

@@ -1,38 +1,371 @@
 #include "net/metrics_text.hpp"
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <prometheus/collectable.h>
+#include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <vector>
+
 #include "broker/broker.hpp"
+#include "broker/vhost.hpp"
+#include "storage/store.hpp"
 
 namespace sluice::net {
 
-std::string metrics_text(broker::Broker& broker) {
-    const auto& s = broker.stats();
-    std::string out;
-    auto counter = [&](const char* name, const char* help, uint64_t v) {
-        out += "# HELP ";
-        out += name;
-        out += ' ';
-        out += help;
-        out += "\n# TYPE ";
-        out += name;
-        out += " counter\n";
-        out += name;
-        out += ' ';
-        out += std::to_string(v);
-        out += '\n';
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+// Taken during static initialisation, i.e. as the process starts.
+const auto kStartSteady = std::chrono::steady_clock::now();
+const auto kStartWall = std::chrono::system_clock::now();
+
+// --- reading /proc ------------------------------------------------------
+
+uint64_t resident_bytes() {
+    FILE* f = std::fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, resident = 0;
+    int n = std::fscanf(f, "%llu %llu", &size, &resident);
+    std::fclose(f);
+    if (n != 2) return 0;
+    return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+uint64_t open_fds() {
+    DIR* d = opendir("/proc/self/fd");
+    if (!d) return 0;
+    uint64_t n = 0;
+    while (dirent* e = readdir(d))
+        if (e->d_name[0] != '.') ++n;
+    closedir(d);
+    return n > 0 ? n - 1 : 0;  // not the directory's own descriptor
+}
+
+uint64_t max_fds() {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    return rl.rlim_cur;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Label values must be UTF-8; AMQP names may hold any byte. Invalid
+// sequences become U+FFFD.
+std::string utf8_label(const std::string& s) {
+    auto valid_at = [&](size_t i, size_t& len) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) return len = 1, true;
+        uint32_t cp;
+        if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+        else return false;
+        if (i + len > s.size()) return false;
+        for (size_t k = 1; k < len; ++k) {
+            auto cc = static_cast<unsigned char>(s[i + k]);
+            if ((cc & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+        return cp >= kMin[len] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
     };
-    counter("sluice_connections_opened_total", "AMQP connections opened.", s.connections_opened);
-    counter("sluice_channels_opened_total", "AMQP channels opened.", s.channels_opened);
-    counter("sluice_messages_published_total", "Messages published.", s.messages_published);
-    counter("sluice_messages_routed_total", "Published messages routed to at least one queue.", s.messages_routed);
-    counter("sluice_messages_unroutable_total", "Published messages routed to no queue.", s.messages_unroutable);
-    counter("sluice_messages_delivered_total", "Messages delivered to consumers or by basic.get.",
-            s.messages_delivered);
-    counter("sluice_messages_redelivered_total", "Deliveries with the redelivered flag.", s.messages_redelivered);
-    counter("sluice_messages_acked_total", "Deliveries acknowledged.", s.messages_acked);
-    counter("sluice_messages_confirmed_total", "Publishes confirmed to publishers.", s.messages_confirmed);
-    counter("sluice_messages_returned_total", "Messages returned to publishers (basic.return).",
-            s.messages_returned);
+    std::string out;
+    size_t i = 0, len = 0;
+    while (i < s.size() && valid_at(i, len)) i += len;
+    if (i == s.size()) return s;  // the usual case: no copy beyond the return
+    out.assign(s, 0, i);
+    while (i < s.size()) {
+        if (valid_at(i, len)) {
+            out.append(s, i, len);
+            i += len;
+        } else {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
     return out;
+}
+
+// --- building families --------------------------------------------------
+
+class Families {
+public:
+    explicit Families(std::vector<MetricFamily>& out) : out_(out) {}
+
+    MetricFamily& family(const char* name, const char* help, MetricType type) {
+        out_.push_back(MetricFamily{name, help, type, {}});
+        return out_.back();
+    }
+    void gauge(const char* name, const char* help, double v) {
+        family(name, help, MetricType::Gauge).metric.emplace_back().gauge.value = v;
+    }
+    void counter(const char* name, const char* help, double v) {
+        family(name, help, MetricType::Counter).metric.emplace_back().counter.value = v;
+    }
+    // A histogram from per-bucket counts (not cumulative); bounds and sum are
+    // divided by `unit` (1e6: µs → s).
+    template <size_t N>
+    void histogram(const char* name, const char* help, const storage::BucketCounts<N>& b,
+                   const std::array<uint64_t, N>& bounds, double unit) {
+        ClientMetric& m = family(name, help, MetricType::Histogram).metric.emplace_back();
+        uint64_t cumulative = 0;
+        m.histogram.bucket.reserve(N + 1);
+        for (size_t i = 0; i <= N; ++i) {
+            cumulative += b.counts[i];
+            double bound = i < N ? static_cast<double>(bounds[i]) / unit : std::numeric_limits<double>::infinity();
+            m.histogram.bucket.push_back({cumulative, bound});
+        }
+        m.histogram.sample_count = cumulative;
+        m.histogram.sample_sum = static_cast<double>(b.sum) / unit;
+    }
+
+private:
+    std::vector<MetricFamily>& out_;
+};
+
+// The virtual hosts (one, "/", for now).
+template <typename F>
+void for_each_vhost(broker::Broker& broker, F&& f) {
+    if (broker::VHost* v = broker.find_vhost("/")) f(*v);
+}
+
+// Node-level series: O(1) families; one pass over the queues to sum their
+// depths, nothing per queue in the output.
+class NodeCollector : public prometheus::Collectable {
+public:
+    explicit NodeCollector(broker::Broker& broker) : broker_(broker) {}
+
+    std::vector<MetricFamily> Collect() const override {
+        std::vector<MetricFamily> out;
+        out.reserve(64);
+        Families f(out);
+        const broker::BrokerStats& s = broker_.stats();
+
+        uint64_t queues = 0, exchanges = 0, consumers = 0, ready = 0, unacked = 0, paged = 0, ram_bytes = 0;
+        for_each_vhost(broker_, [&](broker::VHost& v) {
+            exchanges += v.exchanges().size();
+            queues += v.queues().size();
+            for (const auto& [name, q] : v.queues()) {
+                consumers += q->consumer_count();
+                ready += q->ready_count();
+                unacked += q->unacked_count();
+                paged += q->paged_count();
+                ram_bytes += q->memory_bytes();
+            }
+        });
+        const uint64_t connections = broker_.session_count();
+
+        f.gauge("sluice_connections", "Open AMQP connections.", double(connections));
+        f.gauge("sluice_channels", "Open AMQP channels.", double(s.channels_opened - s.channels_closed));
+        f.gauge("sluice_consumers", "Consumers on all queues.", double(consumers));
+        f.gauge("sluice_queues", "Queues.", double(queues));
+        f.gauge("sluice_exchanges", "Exchanges, the built-in ones included.", double(exchanges));
+        f.counter("sluice_connections_opened_total", "AMQP connections opened.", double(s.connections_opened));
+        f.counter("sluice_connections_closed_total", "AMQP connections closed.",
+                  double(s.connections_opened - std::min<uint64_t>(s.connections_opened, connections)));
+        f.counter("sluice_channels_opened_total", "AMQP channels opened.", double(s.channels_opened));
+        f.counter("sluice_channels_closed_total", "AMQP channels closed.", double(s.channels_closed));
+
+        f.counter("sluice_messages_published_total", "Messages published (basic.publish) by clients.",
+                  double(s.messages_published));
+        f.counter("sluice_messages_routed_total", "Published messages routed to at least one queue.",
+                  double(s.messages_routed));
+        f.counter("sluice_messages_unroutable_total", "Published messages routed to no queue (dropped or returned).",
+                  double(s.messages_unroutable));
+        f.counter("sluice_messages_delivered_total", "Messages delivered to consumers or by basic.get.",
+                  double(s.messages_delivered));
+        f.counter("sluice_messages_redelivered_total", "Deliveries flagged redelivered.", double(s.messages_redelivered));
+        f.counter("sluice_messages_acked_total", "Deliveries acknowledged (basic.ack).", double(s.messages_acked));
+        f.counter("sluice_messages_nacked_total", "Deliveries negatively acknowledged (basic.nack).",
+                  double(s.messages_nacked));
+        f.counter("sluice_messages_rejected_total", "Deliveries rejected (basic.reject).", double(s.messages_rejected));
+        f.counter("sluice_messages_confirmed_total", "Publishes confirmed to publishers (publisher confirms).",
+                  double(s.messages_confirmed));
+        f.counter("sluice_messages_returned_total", "Messages returned to publishers (basic.return).",
+                  double(s.messages_returned));
+        f.counter("sluice_connection_incoming_bytes_total", "Bytes read from AMQP connections.", double(s.bytes_in));
+        f.counter("sluice_connection_outgoing_bytes_total", "Bytes written to AMQP connections.", double(s.bytes_out));
+
+        f.gauge("sluice_queue_messages_ready", "Messages ready for delivery, all queues.", double(ready));
+        f.gauge("sluice_queue_messages_unacked", "Messages delivered and not yet acknowledged, all queues.",
+                double(unacked));
+        f.gauge("sluice_queue_messages", "Ready and unacknowledged messages, all queues.", double(ready + unacked));
+        f.gauge("sluice_queue_messages_paged_out", "Ready messages held only in the store (paged out), all queues.",
+                double(paged));
+        f.gauge("sluice_queue_messages_ram_bytes", "Bytes of ready message bodies held in memory, all queues.",
+                double(ram_bytes));
+
+        f.gauge("sluice_process_resident_memory_bytes", "Resident set size of the broker process.",
+                double(resident_bytes()));
+        f.gauge("sluice_message_memory_bytes", "Bytes of message bodies the queues hold in memory (broker's account).",
+                double(broker_.message_memory()));
+        f.gauge("sluice_message_memory_limit_bytes",
+                "Message memory past which every queue pages new messages out (--message-memory-limit).",
+                double(broker_.config().message_memory_limit));
+        f.gauge("sluice_process_open_fds", "Open file descriptors.", double(open_fds()));
+        f.gauge("sluice_process_max_fds", "Open file descriptor limit.", double(max_fds()));
+        f.gauge("sluice_process_start_time_seconds", "Start time of the process since the Unix epoch, seconds.",
+                std::chrono::duration<double>(kStartWall.time_since_epoch()).count());
+        f.gauge("sluice_uptime_seconds", "Seconds since the broker process started.", seconds_since(kStartSteady));
+
+        f.gauge("sluice_alarms_free_disk_space_watermark",
+                "1 while free disk space is below --disk-free-limit (publishers are blocked).",
+                broker_.alarm_active() ? 1 : 0);
+        f.gauge("sluice_alarms_memory_used_watermark", "1 while the memory alarm is on (not implemented yet: always 0).",
+                0);
+
+        const broker::RecoveryStats& r = broker_.recovery_stats();
+        f.gauge("sluice_recovery_duration_seconds", "Time the last start spent recovering durable data.", r.seconds);
+        f.gauge("sluice_recovered_messages", "Messages recovered from the store at start.", double(r.messages));
+        f.gauge("sluice_recovered_queues", "Durable queues recovered at start.", double(r.queues));
+        f.gauge("sluice_recovered_exchanges", "Durable exchanges recovered at start.", double(r.exchanges));
+        f.gauge("sluice_recovered_bindings", "Durable bindings recovered at start.", double(r.bindings));
+
+        if (const storage::Store* store = broker_.durability().store()) {
+            const storage::StoreStats st = store->stats();
+            f.gauge("sluice_storage_disk_bytes", "Bytes of RocksDB table files on disk.", double(store->disk_bytes()));
+            f.counter("sluice_storage_written_bytes_total", "Bytes written to the store (batches).",
+                      double(st.bytes_written));
+            f.counter("sluice_storage_batches_total", "Batches committed to the store (group commits).",
+                      double(st.batches));
+            f.counter("sluice_storage_write_errors_total", "Store writes that failed.", double(st.write_errors));
+            f.counter("sluice_storage_wal_syncs_total", "Write-ahead log syncs.", double(st.syncs));
+            f.histogram("sluice_storage_wal_sync_duration_seconds",
+                        "Duration of a write-ahead log sync (with its write, in sync mode).", st.sync_micros,
+                        storage::kLatencyBucketMicros, 1e6);
+            f.histogram("sluice_storage_commit_duration_seconds",
+                        "From handing a batch to the commit thread to its completion (queueing, write, sync): "
+                        "what a publisher confirm waits for once its batch is closed.",
+                        st.commit_micros, storage::kLatencyBucketMicros, 1e6);
+            f.histogram("sluice_storage_batch_writes", "Writes (puts and deletes) per committed batch.",
+                        st.batch_writes, storage::kBatchWriteBuckets, 1.0);
+        }
+        return out;
+    }
+
+private:
+    broker::Broker& broker_;
+};
+
+// Per-queue series, labels vhost and queue.
+class QueueCollector : public prometheus::Collectable {
+public:
+    explicit QueueCollector(broker::Broker& broker) : broker_(broker) {}
+
+    std::vector<MetricFamily> Collect() const override {
+        struct Spec {
+            const char* name;
+            const char* help;
+            MetricType type;
+            double (*value)(const broker::Queue&);
+        };
+        static constexpr Spec kSpecs[] = {
+            {"sluice_queue_messages_ready", "Messages ready for delivery.", MetricType::Gauge,
+             [](const broker::Queue& q) { return double(q.ready_count()); }},
+            {"sluice_queue_messages_unacked", "Messages delivered and not yet acknowledged.", MetricType::Gauge,
+             [](const broker::Queue& q) { return double(q.unacked_count()); }},
+            {"sluice_queue_messages", "Ready and unacknowledged messages.", MetricType::Gauge,
+             [](const broker::Queue& q) { return double(q.ready_count() + q.unacked_count()); }},
+            {"sluice_queue_messages_paged_out", "Ready messages held only in the store (paged out).", MetricType::Gauge,
+             [](const broker::Queue& q) { return double(q.paged_count()); }},
+            {"sluice_queue_messages_ram_bytes", "Bytes of ready message bodies held in memory.", MetricType::Gauge,
+             [](const broker::Queue& q) { return double(q.memory_bytes()); }},
+            {"sluice_queue_consumers", "Consumers on the queue.", MetricType::Gauge,
+             [](const broker::Queue& q) { return double(q.consumer_count()); }},
+            {"sluice_queue_messages_published_total", "Messages that entered the queue.", MetricType::Counter,
+             [](const broker::Queue& q) { return double(q.counters.published); }},
+            {"sluice_queue_messages_delivered_total", "Messages delivered from the queue (consumers and basic.get).",
+             MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.delivered); }},
+            {"sluice_queue_messages_redelivered_total", "Deliveries from the queue flagged redelivered.",
+             MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.redelivered); }},
+            {"sluice_queue_messages_acked_total", "Deliveries from the queue acknowledged.", MetricType::Counter,
+             [](const broker::Queue& q) { return double(q.counters.acked); }},
+        };
+        constexpr size_t kCount = sizeof kSpecs / sizeof kSpecs[0];
+
+        // Label pairs once per queue, then copied into each family.
+        std::vector<std::pair<const broker::Queue*, std::vector<ClientMetric::Label>>> queues;
+        for_each_vhost(broker_, [&](broker::VHost& v) {
+            std::string vhost = utf8_label(v.name());
+            queues.reserve(queues.size() + v.queues().size());
+            for (const auto& [name, q] : v.queues())
+                queues.emplace_back(q.get(), std::vector<ClientMetric::Label>{{"queue", utf8_label(name)},
+                                                                              {"vhost", vhost}});
+        });
+        std::vector<MetricFamily> out(kCount);
+        for (size_t i = 0; i < kCount; ++i) {
+            MetricFamily& fam = out[i];
+            fam.name = kSpecs[i].name;
+            fam.help = kSpecs[i].help;
+            fam.type = kSpecs[i].type;
+            fam.metric.resize(queues.size());
+            for (size_t k = 0; k < queues.size(); ++k) {
+                ClientMetric& m = fam.metric[k];
+                m.label = queues[k].second;
+                double v = kSpecs[i].value(*queues[k].first);
+                if (fam.type == MetricType::Counter) m.counter.value = v;
+                else m.gauge.value = v;
+            }
+        }
+        return out;
+    }
+
+private:
+    broker::Broker& broker_;
+};
+
+// The exporter's own metrics live in a prometheus-cpp registry: they are
+// observed once per scrape, never on the message path.
+struct ScrapeMetrics {
+    prometheus::Registry registry;
+    prometheus::Family<prometheus::Histogram>& family = prometheus::BuildHistogram()
+        .Name("sluice_metrics_scrape_duration_seconds")
+        .Help("Time spent collecting and rendering a metrics endpoint (on the broker thread).")
+        .Register(registry);
+    const prometheus::Histogram::BucketBoundaries bounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                         0.05,   0.1,   0.25,   0.5,   1,    2.5};
+    prometheus::Histogram& aggregated = family.Add({{"endpoint", "aggregated"}}, bounds);
+    prometheus::Histogram& per_object = family.Add({{"endpoint", "per_object"}}, bounds);
+};
+
+ScrapeMetrics& scrape_metrics() {
+    static ScrapeMetrics m;
+    return m;
+}
+
+std::string render(const std::vector<MetricFamily>& families) { return prometheus::TextSerializer().Serialize(families); }
+
+}  // namespace
+
+std::string metrics_text(broker::Broker& broker) {
+    const auto start = std::chrono::steady_clock::now();
+    ScrapeMetrics& sm = scrape_metrics();
+    std::vector<MetricFamily> families = NodeCollector(broker).Collect();
+    for (auto& f : sm.registry.Collect()) families.push_back(std::move(f));
+    std::string text = render(families);
+    sm.aggregated.Observe(seconds_since(start));
+    return text;
+}
+
+std::string per_object_metrics_text(broker::Broker& broker) {
+    const auto start = std::chrono::steady_clock::now();
+    std::string text = render(QueueCollector(broker).Collect());
+    scrape_metrics().per_object.Observe(seconds_since(start));
+    return text;
 }
 
 }  // namespace sluice::net

@@ -139,6 +139,7 @@ struct Store::Impl {
     struct Job {
         Batch batch;
         std::function<void(std::string)> done;
+        std::chrono::steady_clock::time_point queued;
     };
     std::deque<Job> jobs;
     bool stopping = false;
@@ -195,6 +196,7 @@ struct Store::Impl {
         std::lock_guard lk(mu);
         ++stats.batches;
         stats.bytes_written += b.bytes();
+        stats.batch_writes.record(kBatchWriteBuckets, b.count());
         if (!s.ok()) {
             ++stats.write_errors;
             needs_resume = true;
@@ -204,6 +206,7 @@ struct Store::Impl {
             ++stats.syncs;
             stats.last_sync_micros = micros;
             stats.total_sync_micros += micros;
+            stats.sync_micros.record(kLatencyBucketMicros, micros);
         }
         return "";
     }
@@ -224,9 +227,13 @@ struct Store::Impl {
                 if (unsynced && !needs_resume) {
                     unsynced = false;
                     lk.unlock();
+                    auto start = std::chrono::steady_clock::now();
                     db->SyncWAL();
+                    auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - start);
                     lk.lock();
                     ++stats.syncs;
+                    stats.sync_micros.record(kLatencyBucketMicros, static_cast<uint64_t>(micros.count()));
                 }
             }
             if (jobs.empty()) {
@@ -237,8 +244,11 @@ struct Store::Impl {
             jobs.pop_front();
             lk.unlock();
             std::string err = write(job.batch, sync);
+            auto waited = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - job.queued);
             job.done(std::move(err));
             lk.lock();
+            stats.commit_micros.record(kLatencyBucketMicros, static_cast<uint64_t>(waited.count()));
             if (!sync) unsynced = true;
         }
     }
@@ -291,7 +301,7 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
 void Store::commit(Batch batch, std::function<void(std::string)> done) {
     {
         std::lock_guard lk(impl_->mu);
-        impl_->jobs.push_back({std::move(batch), std::move(done)});
+        impl_->jobs.push_back({std::move(batch), std::move(done), std::chrono::steady_clock::now()});
     }
     impl_->cv.notify_one();
 }

@@ -20,6 +20,7 @@
 // numbers (a log that a follower could replay).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -75,6 +76,25 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+// Histogram bucket bounds for StoreStats (upper bounds, inclusive; each
+// histogram has one more bucket, for everything above the last bound).
+inline constexpr std::array<uint64_t, 16> kLatencyBucketMicros = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
+inline constexpr std::array<uint64_t, 13> kBatchWriteBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384};
+
+// Per-bucket counts (not cumulative) of values recorded on the commit thread.
+template <size_t N>
+struct BucketCounts {
+    std::array<uint64_t, N + 1> counts{};
+    uint64_t sum = 0;
+    void record(const std::array<uint64_t, N>& bounds, uint64_t value) {
+        size_t i = 0;
+        while (i < N && value > bounds[i]) ++i;
+        ++counts[i];
+        sum += value;
+    }
+};
+
 struct StoreStats {
     uint64_t batches = 0;
     uint64_t syncs = 0;
@@ -82,6 +102,12 @@ struct StoreStats {
     uint64_t write_errors = 0;
     uint64_t last_sync_micros = 0;
     uint64_t total_sync_micros = 0;
+    // WAL syncs (a sync-mode write, or the async mode's periodic SyncWAL), µs.
+    BucketCounts<kLatencyBucketMicros.size()> sync_micros;
+    // commit() to its callback: waiting for the commit thread, write, sync, µs.
+    BucketCounts<kLatencyBucketMicros.size()> commit_micros;
+    // Writes (puts, deletes, range deletes) per committed batch: group commit's size.
+    BucketCounts<kBatchWriteBuckets.size()> batch_writes;
 };
 
 class Store {
