@@ -35,6 +35,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -49,6 +51,10 @@
 #include <thread>
 #include <vector>
 
+#include "broker/broker.hpp"
+#include "broker/durability.hpp"
+#include "broker/executor.hpp"
+#include "broker/vhost.hpp"
 #include "storage/store.hpp"
 
 namespace {
@@ -90,6 +96,7 @@ struct PowerState {
     bool powered = true;
     bool fail_syncs = false;   // Sync/Fsync return an I/O error
     bool disk_full = false;    // Append returns NoSpace
+    std::chrono::milliseconds sync_delay{0};  // a slow disk: every file sync takes this long
     std::map<std::string, File> files;                  // files written through us
     std::map<std::string, std::vector<DirOp>> pending;  // dir -> ops not yet made durable
     uint64_t file_syncs = 0, dir_syncs = 0;
@@ -172,12 +179,15 @@ private:
     template <typename F>
     IOStatus sync(F&& do_sync) {
         uint64_t covered;
+        std::chrono::milliseconds delay;
         {
             std::lock_guard lk(st_->mu);
             if (st_->fail_syncs) return IOStatus::IOError("injected sync failure");
             auto it = st_->files.find(name_);
             covered = it != st_->files.end() ? it->second.size : 0;  // what this sync is sure to cover
+            delay = st_->sync_delay;
         }
+        if (delay.count() > 0) std::this_thread::sleep_for(delay);
         IOStatus s = do_sync();
         std::lock_guard lk(st_->mu);
         if (s.ok() && st_->powered) {  // a sync that ends after the cut did not happen
@@ -247,6 +257,10 @@ public:
     void disk_full(bool on) {
         std::lock_guard lk(st_->mu);
         st_->disk_full = on;
+    }
+    void sync_delay(std::chrono::milliseconds d) {
+        std::lock_guard lk(st_->mu);
+        st_->sync_delay = d;
     }
     // With the database closed: leave the disk as the power loss did.
     void drop_unsynced() {
@@ -846,6 +860,66 @@ TEST_F(StoreFaultDeathTest, AfterAFailedSyncLaterCommitsDoNotCrash) {
         },
         [](int status) { return WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 3); },
         "");
+}
+
+// ---- the broker's side: stopping with a commit in flight ----------------------------
+
+// The broker thread's executor, run by hand.
+class ManualExecutor final : public sluice::broker::Executor {
+public:
+    void post(std::function<void()> fn) override {
+        std::lock_guard lk(mu_);
+        q_.push_back(std::move(fn));
+    }
+    void run_all() {
+        for (;;) {
+            std::function<void()> fn;
+            {
+                std::lock_guard lk(mu_);
+                if (q_.empty()) return;
+                fn = std::move(q_.front());
+                q_.pop_front();
+            }
+            fn();
+        }
+    }
+
+private:
+    std::mutex mu_;
+    std::deque<std::function<void()>> q_;
+};
+
+// KNOWN BUG (strict-xfail style: asserts the crash, a SIGSEGV; when it
+// stops crashing, the bug is fixed -- expect ExitedWithCode(0) instead).
+// What sluiced's main does on SIGTERM, with a group commit still syncing:
+// server.run() returns, broker.durability().shutdown() nulls the executor,
+// then the store's destructor joins the commit thread, which runs the
+// commit's callback: broker/durability.cpp, Durability::start_commit's
+// lambda calls executor_->post(...) without looking at `alive` -> null
+// dereference (or, once the Broker is destroyed -- cli/sluiced.cpp destroys
+// it before the store -- a use after free). Seen in the integration suite as
+// sluiced exiting with SIGSEGV after "sluiced: stopped" (a core shows the
+// commit thread in that lambda, main in Store::Impl::~Impl's join).
+// A 300 ms WAL sync makes the race certain.
+TEST_F(StoreFaultDeathTest, KnownBug_StoppingTheBrokerWithACommitInFlightCrashes) {
+    EXPECT_EXIT(
+        {
+            auto store = open(options(Durability::sync));
+            if (!store) std::_Exit(10);
+            fs_->sync_delay(std::chrono::milliseconds(300));
+            ManualExecutor executor;
+            auto broker = std::make_unique<sluice::broker::Broker>();
+            broker->attach_storage(store.get(), &executor);
+            broker->recover();
+            sluice::broker::ExchangeOptions o;
+            o.durable = true;
+            broker->find_vhost("/")->declare_exchange("durable.x", o);  // written by the next commit
+            executor.run_all();  // end of the turn: the commit starts; its WAL sync takes 300 ms
+            broker->durability().shutdown();  // sluiced: after server.run() returns
+            store.reset();                    // joins the commit thread; its callback runs
+            std::_Exit(0);
+        },
+        ::testing::KilledBySignal(SIGSEGV), "");
 }
 
 }  // namespace
