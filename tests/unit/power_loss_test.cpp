@@ -47,6 +47,7 @@
 #include <random>
 #include <sstream>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -397,21 +398,33 @@ private:
 
 // ---- helpers ---------------------------------------------------------------------
 
+// A death test's child leaves with _Exit (or a crash), so it cannot clean up
+// after itself: its directory goes inside the parent's, named by this
+// variable (the re-executed child inherits the environment).
+constexpr const char* kDeathTestDirEnv = "SLUICE_POWERLOSS_DEATH_TEST_DIR";
+
 class TempDir {
 public:
     TempDir() {
+        if (const char* parent = std::getenv(kDeathTestDirEnv)) {
+            path_ = fs::path(parent) / ("child-" + std::to_string(getpid()));
+            fs::create_directories(path_);
+            return;  // the parent removes it
+        }
         std::string tmpl = (fs::temp_directory_path() / "sluice-powerloss-XXXXXX").string();
         if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
         path_ = tmpl;
+        owned_ = true;
     }
     ~TempDir() {
         std::error_code ec;
-        fs::remove_all(path_, ec);
+        if (owned_) fs::remove_all(path_, ec);
     }
     const fs::path& path() const { return path_; }
 
 private:
     fs::path path_;
+    bool owned_ = false;
 };
 
 using Contents = std::map<std::pair<int, std::string>, std::string>;  // (column, key) -> value
@@ -735,7 +748,17 @@ TEST_F(PowerLossTest, AsyncModeKeepsWhatThePeriodicSyncCovered) {
 
 class StoreFaultDeathTest : public PowerLossTest {
 protected:
-    void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
+    void SetUp() override {
+        GTEST_FLAG_SET(death_test_style, "threadsafe");
+        if (!std::getenv(kDeathTestDirEnv)) {  // the parent: children go into its directory
+            setenv(kDeathTestDirEnv, dir_.path().c_str(), 1);
+            parent_ = true;
+        }
+    }
+    void TearDown() override {
+        if (parent_) unsetenv(kDeathTestDirEnv);
+    }
+    bool parent_ = false;
     std::string commit_and_wait(Store& s, const char* key) {
         Outcome out(1);
         Batch b;
