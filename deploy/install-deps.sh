@@ -35,8 +35,8 @@ build_packages=(
   amqp-specs python3
 )
 test_packages=(
-  python3-pytest python3-pika python3-amqp python3-kombu amqp-tools
-  ca-certificates
+  python3-pytest python3-pika python3-amqp python3-kombu python3-yaml amqp-tools
+  ca-certificates prometheus
 )
 # The machine may already have a newer Node.js than Debian's (e.g. from
 # another repository); Debian's npm would conflict with it, so only install
