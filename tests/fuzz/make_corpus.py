@@ -6,7 +6,9 @@ what crossed the proxy.
 
   corpus/frame/    whole client and server byte streams (protocol header
                    stripped) plus one file per distinct frame kind seen
-  corpus/session/  fuzz_session inputs: a layout octet, then the client
+  corpus/session/  (files named regression-* are kept: hand-made inputs that
+                   once found a bug)
+                   fuzz_session inputs: a layout octet, then the client
                    streams with pika's handshake (up to its channel.open on
                    channel 1) cut off, since fuzz_session sends its own; when
                    a scenario has two connections their bytes are interleaved
@@ -311,8 +313,10 @@ def main():
     out_frame = os.path.join(HERE, "corpus", "frame")
     out_session = os.path.join(HERE, "corpus", "session")
     for d in (out_frame, out_session):
-        shutil.rmtree(d, ignore_errors=True)
-        os.makedirs(d)
+        os.makedirs(d, exist_ok=True)
+        for name in os.listdir(d):
+            if not name.startswith("regression-"):
+                os.remove(os.path.join(d, name))
 
     workdir = tempfile.mkdtemp(prefix="sluice-corpus-")
     amqp_port, http_port = free_port(), free_port()
