@@ -76,6 +76,8 @@ public:
     void register_session(Session* s) { sessions_.push_back(s); }
     void unregister_session(Session* s);
     size_t session_count() const { return sessions_.size(); }
+    // Every session (AMQP connection), for introspection (management API).
+    const std::vector<Session*>& sessions() const { return sessions_; }
     // prefix + 22 random URL-safe characters ("amq.gen-…", "amq.ctag-…").
     std::string unique_name(std::string_view prefix);
 

@@ -42,6 +42,15 @@ public:
 
     uint16_t id() const { return id_; }
     bool closing() const { return closing_; }
+    // --- introspection (management API) -----------------------------------
+    Session& session() const { return session_; }
+    VHost& vhost() const { return vhost_; }
+    const std::vector<ConsumerPtr>& consumers() const { return consumers_; }
+    size_t unacked_count() const { return unacked_.size(); }
+    uint32_t prefetch_count() const { return consumer_prefetch_; }
+    uint32_t global_prefetch_count() const { return channel_prefetch_; }
+    bool confirm_mode() const { return confirm_mode_; }
+    bool tx_mode() const { return tx_mode_; }
 
     // A frame for this channel. Errors come back as values: soft ones close
     // the channel (the session sends channel.close), hard ones the connection.

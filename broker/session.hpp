@@ -82,6 +82,12 @@ public:
     uint32_t frame_max() const { return frame_max_; }
     const std::string& user() const { return user_; }
     const ConnectionInfo& info() const { return info_; }
+    // --- introspection (management API) -----------------------------------
+    const amqp::FieldTable& client_properties() const { return client_properties_; }
+    uint16_t channel_max() const { return channel_max_; }
+    uint16_t heartbeat() const { return heartbeat_; }
+    // Indexed by channel id; null where no channel is open.
+    const std::vector<std::unique_ptr<Channel>>& channels() const { return channels_; }
     bool client_has_capability(std::string_view name) const;
     void wrote_output();  // a channel appended to output(): make sure it gets flushed
     // An exclusive queue this connection declared (deleted when it closes).
