@@ -10,6 +10,8 @@
 #include <list>
 
 #include "broker/broker.hpp"
+#include "net/dashboard_assets.hpp"
+#include "net/management_api.hpp"
 #include "net/metrics_text.hpp"
 
 namespace sluice::net {
@@ -24,11 +26,25 @@ namespace {
 constexpr size_t kMaxRequestBody = 1 << 20;
 constexpr auto kIdleTimeout = std::chrono::seconds(30);
 
+// One HTTP connection: reads a request, routes it, writes the answer (which
+// the management API may give later, after a durable write syncs), repeats.
+//
+// Routes: /metrics and /metrics/per-object (Prometheus text, no auth),
+// /api/… (ManagementApi, basic auth), the dashboard's files at / (no auth:
+// the page asks for credentials and sends them with each API call).
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
 public:
-    HttpSession(tcp::socket socket, broker::Broker& broker) : stream_(std::move(socket)), broker_(broker) {}
+    HttpSession(tcp::socket socket, broker::Broker& broker, ManagementApi& api)
+        : stream_(std::move(socket)), broker_(broker), api_(api) {}
 
-    void start() { read(); }
+    void start() {
+        beast::error_code ec;
+        auto ep = stream_.socket().remote_endpoint(ec);
+        loopback_ = !ec && (ep.address().is_loopback() ||
+                            (ep.address().is_v6() && ep.address().to_v6().is_v4_mapped() &&
+                             asio::ip::make_address_v4(asio::ip::v4_mapped, ep.address().to_v6()).is_loopback()));
+        read();
+    }
 
 private:
     void read() {
@@ -40,27 +56,82 @@ private:
     }
 
     void on_read(beast::error_code ec) {
+        if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+            // Say why, then close: the rest of the request is not read.
+            keep_alive_ = false;
+            head_ = false;
+            version_ = 11;
+            HttpResponse r;
+            r.status = ec == http::error::body_limit ? 413 : 431;
+            r.content_type = "text/plain";
+            r.body = ec == http::error::body_limit ? "request body larger than 1 MiB\n" : "request header too large\n";
+            send(std::move(r));
+            return;
+        }
         if (ec) {
             stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
             return;
         }
         auto req = parser_->release();
-        response_ = {};
-        response_.version(req.version());
-        response_.keep_alive(req.keep_alive());
-        response_.set(http::field::server, "Sluice");
-        std::string target(req.target());
-        if (req.method() != http::verb::get && req.method() != http::verb::head) {
-            respond(http::status::method_not_allowed, "text/plain", "method not allowed\n");
-        } else if (target == "/metrics") {
-            respond(http::status::ok, "text/plain; version=0.0.4", metrics_text(broker_));
-        } else if (target == "/" || target == "/api/overview") {
-            respond(http::status::ok, "text/plain", "Sluice AMQP 0-9-1 broker\n");
-        } else {
-            respond(http::status::not_found, "text/plain", "not found\n");
+        version_ = req.version();
+        keep_alive_ = req.keep_alive();
+        head_ = req.method() == http::verb::head;
+        stream_.expires_never();  // an answer may wait for a durable write
+
+        std::string_view target(req.target().data(), req.target().size());
+        std::string_view path = target.substr(0, target.find('?'));
+        const bool get = req.method() == http::verb::get || head_;
+        if (path == "/api" || path.substr(0, 5) == "/api/") {
+            HttpRequest r;
+            r.method = std::string(req.method_string());
+            r.target = std::string(target);
+            r.body = std::move(req.body());
+            r.authorization = std::string(req[http::field::authorization]);
+            r.reason = std::string(req["X-Reason"]);
+            r.ajax = !req["X-Requested-With"].empty();
+            r.from_loopback = loopback_;
+            api_.handle(r, [self = shared_from_this()](HttpResponse resp) { self->send(std::move(resp)); });
+            return;
         }
-        if (req.method() == http::verb::head) response_.body().clear();
+        HttpResponse r;
+        r.content_type = "text/plain";
+        const DashboardAsset* asset = find_dashboard_asset(path == "/" ? "/index.html" : path);
+        if (path == "/metrics" || path == "/metrics/per-object" || asset) {
+            if (!get) {
+                r.status = 405;
+                r.body = "method not allowed\n";
+                r.headers.emplace_back("Allow", "GET, HEAD");
+            } else if (asset) {
+                r.content_type = std::string(asset->content_type);
+                r.body = std::string(asset->body);
+                r.headers.emplace_back("Cache-Control", "no-cache");
+                if (asset->path == "/index.html")
+                    r.headers.emplace_back("Content-Security-Policy",
+                                           "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+            } else {
+                r.content_type = kMetricsContentType;
+                r.body = path == "/metrics" ? metrics_text(broker_) : per_object_metrics_text(broker_);
+            }
+        } else {
+            r.status = 404;
+            r.body = "not found\n";
+        }
+        send(std::move(r));
+    }
+
+    void send(HttpResponse r) {
+        response_ = {};
+        response_.version(version_);
+        response_.keep_alive(keep_alive_);
+        response_.result(static_cast<http::status>(r.status));
+        response_.set(http::field::server, "Sluice");
+        response_.set("X-Content-Type-Options", "nosniff");
+        if (!r.content_type.empty()) response_.set(http::field::content_type, r.content_type);
+        for (auto& [name, value] : r.headers) response_.set(name, value);
+        response_.body() = std::move(r.body);
         response_.prepare_payload();
+        if (head_) response_.body().clear();  // Content-Length stays that of the GET
+        stream_.expires_after(kIdleTimeout);
         http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code e, size_t) {
             if (e || !self->response_.keep_alive()) {
                 self->stream_.socket().shutdown(tcp::socket::shutdown_both, e);
@@ -70,33 +141,43 @@ private:
         });
     }
 
-    void respond(http::status status, const char* type, std::string body) {
-        response_.result(status);
-        response_.set(http::field::content_type, type);
-        response_.body() = std::move(body);
-    }
-
     beast::tcp_stream stream_;
     broker::Broker& broker_;
+    ManagementApi& api_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     http::response<http::string_body> response_;
+    unsigned version_ = 11;
+    bool keep_alive_ = true;
+    bool head_ = false;
+    bool loopback_ = false;
 };
 
 }  // namespace
 
 struct HttpServer::Impl {
-    Impl(asio::io_context& i, broker::Broker& b) : io(i), broker(b) {}
+    Impl(asio::io_context& i, broker::Broker& b) : io(i), broker(b), api(b), sample_timer(i) {}
     asio::io_context& io;
     broker::Broker& broker;
+    ManagementApi api;
+    asio::steady_timer sample_timer;  // the API's rates
     std::list<tcp::acceptor> acceptors;
     uint16_t port = 0;
 
     void accept(tcp::acceptor& a) {
         a.async_accept([this, &a](beast::error_code ec, tcp::socket socket) {
             if (ec == asio::error::operation_aborted) return;
-            if (!ec) std::make_shared<HttpSession>(std::move(socket), broker)->start();
+            if (!ec) std::make_shared<HttpSession>(std::move(socket), broker, api)->start();
             accept(a);
+        });
+    }
+
+    void schedule_sample() {
+        sample_timer.expires_after(ManagementApi::kSampleInterval);
+        sample_timer.async_wait([this](beast::error_code ec) {
+            if (ec) return;
+            api.sample();
+            schedule_sample();
         });
     }
 };
@@ -130,10 +211,13 @@ std::string HttpServer::listen(const std::string& host, uint16_t port) {
         impl_->acceptors.push_back(std::move(a));
         impl_->accept(impl_->acceptors.back());
     }
-    return impl_->acceptors.empty() ? errors : "";
+    if (impl_->acceptors.empty()) return errors;
+    impl_->schedule_sample();
+    return "";
 }
 
 void HttpServer::stop() {
+    impl_->sample_timer.cancel();
     for (auto& a : impl_->acceptors) {
         beast::error_code ec;
         a.close(ec);

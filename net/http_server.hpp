@@ -1,5 +1,5 @@
-// The HTTP listener (Boost.Beast): /metrics, and later the management API
-// and dashboard. Private to net/.
+// The HTTP listener (Boost.Beast): /metrics, the management API under /api/
+// (management_api.hpp) and the dashboard (net/dashboard/). Private to net/.
 //
 // Thread-safety: runs on the server's io_context thread.
 #pragma once

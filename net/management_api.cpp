@@ -1,0 +1,540 @@
+// The management API: request decoding, basic auth, routing by path, and the
+// node-level resources (overview, nodes, vhosts, users, permissions, health
+// checks, aliveness test), and the rate sampler. Queues, exchanges and
+// bindings are in management_api_queues.cpp; connections, channels and
+// consumers in management_api_connections.cpp; definitions in
+// management_api_definitions.cpp; responses and request bodies in
+// management_api_http.cpp; JSON ⇄ AMQP values in management_api_json.cpp;
+// broker objects as JSON in management_api_objects.cpp.
+#include "net/management_api.hpp"
+
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "broker/broker.hpp"
+#include "broker/channel.hpp"
+#include "broker/session.hpp"
+#include "broker/vhost.hpp"
+#include "net/management_api_internal.hpp"
+
+namespace sluice::net {
+
+namespace mgmt {
+namespace {
+
+// --- request decoding -------------------------------------------------------------
+
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// Percent-decoding; '+' is a space only in a query.
+bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
+    out.clear();
+    for (size_t i = 0; i < in.size(); ++i) {
+        char c = in[i];
+        if (c == '%') {
+            if (i + 2 >= in.size()) return false;
+            int hi = hex_digit(in[i + 1]);
+            int lo = hex_digit(in[i + 2]);
+            if (hi < 0 || lo < 0) return false;
+            out.push_back(char(hi * 16 + lo));
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            out.push_back(' ');
+        } else {
+            out.push_back(c);
+        }
+    }
+    return true;
+}
+
+// "/api/queues/%2F/q?x=1" → path {"queues", "/", "q"}, query {x: 1}.
+bool decode_target(std::string_view target, Request& r, std::string& error) {
+    size_t q = target.find('?');
+    std::string_view path = target.substr(0, q);
+    std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+    if (path.substr(0, 4) != "/api") {
+        error = "not an API path";
+        return false;
+    }
+    path.remove_prefix(4);
+    if (!path.empty() && path.front() == '/') path.remove_prefix(1);
+    if (!path.empty() && path.back() == '/') path.remove_suffix(1);
+    while (!path.empty()) {
+        size_t slash = path.find('/');
+        std::string seg;
+        if (!percent_decode(path.substr(0, slash), seg, false)) {
+            error = "bad percent-encoding in the path";
+            return false;
+        }
+        r.path.push_back(std::move(seg));
+        if (slash == std::string_view::npos) break;
+        path.remove_prefix(slash + 1);
+        if (path.empty()) r.path.emplace_back();
+    }
+    while (!query.empty()) {
+        size_t amp = query.find('&');
+        std::string_view kv = query.substr(0, amp);
+        size_t eq = kv.find('=');
+        std::string k, v;
+        if (!percent_decode(kv.substr(0, eq), k, true) ||
+            !percent_decode(eq == std::string_view::npos ? std::string_view() : kv.substr(eq + 1), v, true)) {
+            error = "bad percent-encoding in the query";
+            return false;
+        }
+        if (!k.empty()) r.query.emplace_back(std::move(k), std::move(v));
+        if (amp == std::string_view::npos) break;
+        query.remove_prefix(amp + 1);
+    }
+    return true;
+}
+
+// "Basic dXNlcjpwYXNz" → user, password.
+bool parse_basic(std::string_view header, std::string& user, std::string& password) {
+    while (!header.empty() && header.front() == ' ') header.remove_prefix(1);
+    if (header.size() < 6) return false;
+    std::string scheme(header.substr(0, 6));
+    for (char& c : scheme) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (scheme != "basic ") return false;
+    std::string decoded;
+    if (!base64_decode(header.substr(6), decoded)) return false;
+    size_t colon = decoded.find(':');
+    if (colon == std::string::npos) return false;
+    user = decoded.substr(0, colon);
+    password = decoded.substr(colon + 1);
+    return true;
+}
+
+HttpResponse unauthorized(bool ajax) {
+    HttpResponse r = error_response(401, "not_authorised", "Login failed");
+    // A browser shows its own login box for "Basic": the dashboard (which
+    // sends X-Requested-With) gets another scheme name and asks itself.
+    r.headers.emplace_back("WWW-Authenticate", ajax ? "SluiceBasic realm=\"Sluice Management\""
+                                                    : "Basic realm=\"Sluice Management\"");
+    return r;
+}
+
+std::string hostname() {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == 0) return "localhost";
+    return buf;
+}
+
+// --- node-level resources -----------------------------------------------------------
+
+json::array alarms_json(State& s) {
+    json::array a;
+    if (s.broker.alarm_active()) {
+        json::object o;
+        o["node"] = s.node;
+        o["resource"] = "disk";
+        o["reason"] = s.broker.alarm_reason();
+        a.push_back(std::move(o));
+    }
+    return a;
+}
+
+HttpResponse overview(State& s) {
+    broker::Broker& b = s.broker;
+    const broker::BrokerStats& st = b.stats();
+    const RateSampler& r = s.rates;
+    using S = broker::BrokerStats;
+    json::object ms;
+    auto stat = [&](const char* name, uint64_t value, double rate) {
+        ms[name] = value;
+        ms[std::string(name) + "_details"] = rate_json(rate);
+    };
+    stat("publish", st.messages_published, r.node_rate(&S::messages_published));
+    stat("deliver_get", st.messages_delivered, r.node_rate(&S::messages_delivered));
+    stat("redeliver", st.messages_redelivered, r.node_rate(&S::messages_redelivered));
+    stat("ack", st.messages_acked, r.node_rate(&S::messages_acked));
+    stat("confirm", st.messages_confirmed, r.node_rate(&S::messages_confirmed));
+    stat("return_unroutable", st.messages_returned, r.node_rate(&S::messages_returned));
+    uint64_t dropped = st.messages_unroutable > st.messages_returned ? st.messages_unroutable - st.messages_returned : 0;
+    stat("drop_unroutable", dropped, std::max(0.0, r.node_rate(&S::messages_unroutable) - r.node_rate(&S::messages_returned)));
+
+    uint64_t ready = 0, unacked = 0, consumers = 0, queues = 0, exchanges = 0;
+    if (broker::VHost* v = b.find_vhost("/")) {
+        for (const auto& [name, q] : v->queues()) {
+            ready += q->ready_count();
+            unacked += q->unacked_count();
+            consumers += q->consumer_count();
+        }
+        queues = v->queues().size();
+        exchanges = v->exchanges().size();
+    }
+    uint64_t channels = 0;
+    for (const broker::Session* sess : b.sessions())
+        for (const auto& c : sess->channels())
+            if (c) ++channels;
+
+    json::object qt;
+    qt["messages"] = ready + unacked;
+    qt["messages_details"] = rate_json(r.ready_rate() + r.unacked_rate());
+    qt["messages_ready"] = ready;
+    qt["messages_ready_details"] = rate_json(r.ready_rate());
+    qt["messages_unacknowledged"] = unacked;
+    qt["messages_unacknowledged_details"] = rate_json(r.unacked_rate());
+    json::object ot;
+    ot["connections"] = b.sessions().size();
+    ot["channels"] = channels;
+    ot["consumers"] = consumers;
+    ot["queues"] = queues;
+    ot["exchanges"] = exchanges;
+
+    json::object o;
+    o["management_version"] = SLUICE_VERSION;
+    o["rates_mode"] = "basic";
+    o["product_name"] = "Sluice";
+    o["product_version"] = SLUICE_VERSION;
+    o["node"] = s.node;
+    o["cluster_name"] = "sluice";
+    o["message_stats"] = std::move(ms);
+    o["queue_totals"] = std::move(qt);
+    o["object_totals"] = std::move(ot);
+    o["alarms"] = alarms_json(s);
+    o["sample_interval"] = ManagementApi::kSampleInterval.count();
+    json::array types;
+    for (const char* t : {"direct", "fanout", "topic", "headers"}) {
+        json::object e;
+        e["name"] = t;
+        e["enabled"] = true;
+        types.push_back(std::move(e));
+    }
+    o["exchange_types"] = std::move(types);
+    return json_response(200, o);
+}
+
+uint64_t rss_bytes() {
+    std::ifstream f("/proc/self/statm");
+    uint64_t size = 0, resident = 0;
+    if (!(f >> size >> resident)) return 0;
+    return resident * uint64_t(sysconf(_SC_PAGESIZE));
+}
+
+uint64_t open_fds() {
+    uint64_t n = 0;
+    if (DIR* d = opendir("/proc/self/fd")) {
+        while (readdir(d)) ++n;
+        closedir(d);
+        n = n >= 3 ? n - 3 : 0;  // ".", ".." and the directory's own descriptor
+    }
+    return n;
+}
+
+json::object node_json(State& s) {
+    broker::Broker& b = s.broker;
+    json::object o;
+    o["name"] = s.node;
+    o["type"] = "disc";
+    o["running"] = true;
+    o["os_pid"] = std::to_string(getpid());
+    o["uptime"] = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - s.started).count();
+    o["mem_used"] = rss_bytes();
+    o["mem_alarm"] = false;
+    o["disk_free_alarm"] = b.alarm_active();
+    o["message_memory"] = b.message_memory();
+    o["message_memory_limit"] = b.config().message_memory_limit;
+    o["fd_used"] = open_fds();
+    rlimit rl{};
+    o["fd_total"] = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? uint64_t(rl.rlim_cur) : 0;
+    o["sockets_used"] = b.sessions().size();
+    o["processors"] = std::thread::hardware_concurrency();
+    o["rates_mode"] = "basic";
+    o["partitions"] = json::array();
+    o["alarms"] = alarms_json(s);
+    return o;
+}
+
+json::object vhost_json(State& s, const broker::VHost& v) {
+    uint64_t ready = 0, unacked = 0;
+    for (const auto& [name, q] : v.queues()) {
+        ready += q->ready_count();
+        unacked += q->unacked_count();
+    }
+    json::object o;
+    o["name"] = utf8(v.name());
+    o["description"] = "Default virtual host";
+    o["tags"] = json::array();
+    o["default_queue_type"] = "classic";
+    o["tracing"] = false;
+    o["messages"] = ready + unacked;
+    o["messages_ready"] = ready;
+    o["messages_unacknowledged"] = unacked;
+    json::object cs;
+    cs[s.node] = "running";
+    o["cluster_state"] = std::move(cs);
+    return o;
+}
+
+json::object user_json(State& s) {
+    json::object o;
+    o["name"] = utf8(s.broker.config().default_user);
+    o["password_hash"] = "";
+    o["hashing_algorithm"] = "rabbit_password_hashing_sha256";
+    json::array tags;
+    tags.push_back("administrator");
+    o["tags"] = std::move(tags);
+    o["limits"] = json::object();
+    return o;
+}
+
+json::object permission_json(State& s, const broker::VHost& v) {
+    json::object o;
+    o["user"] = utf8(s.broker.config().default_user);
+    o["vhost"] = utf8(v.name());
+    o["configure"] = ".*";
+    o["write"] = ".*";
+    o["read"] = ".*";
+    return o;
+}
+
+void aliveness(State& s, const std::string& vhost_name, const Reply& reply) {
+    broker::VHost* v = s.broker.find_vhost(vhost_name);
+    if (!v) return reply(not_found("no vhost '" + vhost_name + "'"));
+    auto failed = [&](std::string reason) {
+        json::object o;
+        o["status"] = "failed";
+        o["reason"] = utf8(reason);
+        reply(json_response(503, o));
+    };
+    // As RabbitMQ: declare "aliveness-test", publish to it, get it back.
+    const std::string name = "aliveness-test";
+    bool created = false;
+    auto r = v->declare_queue(name, broker::QueueOptions{}, 0, created);
+    if (auto* e = std::get_if<broker::AmqpError>(&r)) return failed(e->reply_text());
+    broker::QueuePtr q = std::get<broker::QueuePtr>(r);
+    const broker::Exchange* ex = v->find_exchange("");
+    bool stored = false;
+    if (!ex || !publish_message(*v, *ex, name, std::string(), "test_message", stored))
+        return failed("the test message was not routed");
+    auto got = q->get(true);
+    if (!got || got->message->body() != "test_message") return failed("the test message did not come back");
+    json::object o;
+    o["status"] = "ok";
+    reply(json_response(200, o));
+}
+
+void route(State& s, const Request& r, const Reply& reply) {
+    const auto& p = r.path;
+    const std::string& m = r.method;
+    const bool get = m == "GET" || m == "HEAD";
+    if (p.empty()) return reply(not_found("Not Found"));
+    const std::string& what = p[0];
+    if (what == "queues") return handle_queues(s, r, reply);
+    if (what == "exchanges") return handle_exchanges(s, r, reply);
+    if (what == "bindings") return handle_bindings(s, r, reply);
+    if (what == "connections") return handle_connections(s, r, reply);
+    if (what == "channels") return handle_channels(s, r, reply);
+    if (what == "consumers") return handle_consumers(s, r, reply);
+    if (what == "definitions") return handle_definitions(s, r, reply);
+    if (what == "overview" && p.size() == 1) return reply(get ? overview(s) : method_not_allowed("GET, HEAD"));
+    if (!get) {
+        // Everything below is read-only.
+        bool known = what == "nodes" || what == "vhosts" || what == "users" || what == "permissions" ||
+                     what == "whoami" || what == "health" || what == "aliveness-test" || what == "extensions";
+        return reply(known ? method_not_allowed("GET, HEAD") : not_found("Not Found"));
+    }
+    if (what == "nodes") {
+        if (p.size() == 1) {
+            json::array a;
+            a.push_back(node_json(s));
+            return reply(list_response(r, std::move(a)));
+        }
+        if (p.size() == 2 && p[1] == s.node) return reply(json_response(200, node_json(s)));
+        return reply(not_found("no node '" + (p.size() > 1 ? p[1] : "") + "'"));
+    }
+    if (what == "vhosts") {
+        broker::VHost* v = s.broker.find_vhost("/");
+        if (p.size() == 1) {
+            json::array a;
+            if (v) a.push_back(vhost_json(s, *v));
+            return reply(list_response(r, std::move(a)));
+        }
+        broker::VHost* named = p.size() >= 2 ? s.broker.find_vhost(p[1]) : nullptr;
+        if (!named) return reply(not_found("no vhost '" + p[1] + "'"));
+        if (p.size() == 2) return reply(json_response(200, vhost_json(s, *named)));
+        if (p.size() == 3 && p[2] == "permissions") {
+            json::array a;
+            a.push_back(permission_json(s, *named));
+            return reply(list_response(r, std::move(a)));
+        }
+        return reply(not_found("Not Found"));
+    }
+    if (what == "users") {
+        const std::string& user = s.broker.config().default_user;
+        if (p.size() == 1) {
+            json::array a;
+            a.push_back(user_json(s));
+            return reply(list_response(r, std::move(a)));
+        }
+        if (p[1] != user) return reply(not_found("no user '" + p[1] + "'"));
+        if (p.size() == 2) return reply(json_response(200, user_json(s)));
+        if (p.size() == 3 && p[2] == "permissions") {
+            json::array a;
+            if (broker::VHost* v = s.broker.find_vhost("/")) a.push_back(permission_json(s, *v));
+            return reply(list_response(r, std::move(a)));
+        }
+        return reply(not_found("Not Found"));
+    }
+    if (what == "whoami" && p.size() == 1) {
+        json::object o;
+        o["name"] = utf8(r.user);
+        json::array tags;
+        tags.push_back("administrator");
+        o["tags"] = std::move(tags);
+        return reply(json_response(200, o));
+    }
+    if (what == "permissions" && p.size() == 1) {
+        json::array a;
+        if (broker::VHost* v = s.broker.find_vhost("/")) a.push_back(permission_json(s, *v));
+        return reply(list_response(r, std::move(a)));
+    }
+    if (what == "health" && p.size() == 3 && p[1] == "checks" && (p[2] == "alarms" || p[2] == "local-alarms")) {
+        json::object o;
+        json::array alarms = alarms_json(s);
+        if (alarms.empty()) {
+            o["status"] = "ok";
+            return reply(json_response(200, o));
+        }
+        o["status"] = "failed";
+        o["reason"] = "resource alarm(s) in effect in the cluster";
+        o["alarms"] = std::move(alarms);
+        return reply(json_response(503, o));
+    }
+    if (what == "aliveness-test" && p.size() == 2) return aliveness(s, p[1], reply);
+    if (what == "extensions" && p.size() == 1) return reply(json_response(200, json::array()));
+    return reply(not_found("Not Found"));
+}
+
+}  // namespace
+
+// --- rate sampler ----------------------------------------------------------------------
+
+double RateSampler::per_second(uint64_t now, uint64_t before) const {
+    if (samples_ < 2 || dt_ <= 0) return 0;
+    return (double(now) - double(before)) / dt_;
+}
+
+double RateSampler::node_rate(uint64_t broker::BrokerStats::*field) const {
+    return std::max(0.0, per_second(cur_.stats.*field, prev_.stats.*field));
+}
+double RateSampler::ready_rate() const { return per_second(cur_.ready, prev_.ready); }
+double RateSampler::unacked_rate() const { return per_second(cur_.unacked, prev_.unacked); }
+
+const RateSampler::QueueSample* RateSampler::queue(uint64_t queue_id) const {
+    auto it = queues_.find(queue_id);
+    return it == queues_.end() ? nullptr : &it->second;
+}
+
+void RateSampler::sample(broker::Broker& broker) {
+    auto now = std::chrono::steady_clock::now();
+    if (samples_ > 0) {
+        prev_ = cur_;
+        dt_ = std::chrono::duration<double>(now - cur_time_).count();
+    }
+    cur_time_ = now;
+    samples_ = std::min(samples_ + 1, 2);
+    cur_.stats = broker.stats();
+    cur_.ready = cur_.unacked = 0;
+    if (broker::VHost* v = broker.find_vhost("/"))
+        for (const auto& [name, q] : v->queues()) {
+            cur_.ready += q->ready_count();
+            cur_.unacked += q->unacked_count();
+        }
+    // Per-queue samples only while someone uses the API: an unwatched broker
+    // with 100k queues keeps no per-queue state.
+    if (watched(now)) sample_queues(broker);
+    else queues_.clear();
+}
+
+void RateSampler::sample_queues(broker::Broker& broker) {
+    broker::VHost* v = broker.find_vhost("/");
+    if (!v) return;
+    auto now = std::chrono::steady_clock::now();
+    ++epoch_;
+    for (const auto& [name, q] : v->queues()) {
+        QueueSample& qs = queues_[q->id()];
+        const auto& c = q->counters;
+        const uint64_t messages = q->ready_count() + q->unacked_count();
+        const double dt = std::chrono::duration<double>(now - qs.time).count();
+        const bool continued = qs.epoch == epoch_ - 1;
+        if (continued && dt < 1.0) {  // too close to the last one: keep its baseline
+            qs.epoch = epoch_;
+            continue;
+        }
+        if (continued) {
+            auto r = [dt](uint64_t a, uint64_t b) { return a >= b ? double(a - b) / dt : 0.0; };
+            qs.publish_rate = r(c.published, qs.published);
+            qs.deliver_rate = r(c.delivered, qs.delivered);
+            qs.redeliver_rate = r(c.redelivered, qs.redelivered);
+            qs.ack_rate = r(c.acked, qs.acked);
+            qs.messages_rate = (double(messages) - double(qs.messages)) / dt;
+        } else {
+            qs = QueueSample{};
+        }
+        qs.published = c.published;
+        qs.delivered = c.delivered;
+        qs.redelivered = c.redelivered;
+        qs.acked = c.acked;
+        qs.messages = messages;
+        qs.time = now;
+        qs.epoch = epoch_;
+    }
+    if (queues_.size() > v->queues().size())
+        std::erase_if(queues_, [this](const auto& kv) { return kv.second.epoch != epoch_; });
+}
+
+}  // namespace mgmt
+
+ManagementApi::State::State(broker::Broker& b)
+    : broker(b), node("sluice@" + mgmt::hostname()), started(std::chrono::steady_clock::now()) {}
+
+ManagementApi::ManagementApi(broker::Broker& broker) : state_(std::make_unique<State>(broker)) { sample(); }
+
+ManagementApi::~ManagementApi() = default;
+
+void ManagementApi::sample() { state_->rates.sample(state_->broker); }
+
+void ManagementApi::handle(const HttpRequest& request, std::function<void(HttpResponse)> reply) {
+    using namespace mgmt;
+    State& s = *state_;
+    if (s.rates.touch()) s.rates.sample_queues(s.broker);  // rates from the next sample on
+    // Whatever a handler does, the client gets exactly one answer.
+    auto answered = std::make_shared<bool>(false);
+    Reply once = [answered, reply = std::move(reply)](HttpResponse r) {
+        if (*answered) return;
+        *answered = true;
+        reply(std::move(r));
+    };
+    Request r;
+    r.method = request.method;
+    r.raw = &request;
+    std::string user, password;
+    if (!parse_basic(request.authorization, user, password) ||
+        !s.broker.authenticate(user, password, request.from_loopback))
+        return once(unauthorized(request.ajax));
+    r.user = user;
+    std::string error;
+    if (!decode_target(request.target, r, error)) return once(bad_request(error));
+    s.sessions_by_id.clear();
+    for (const broker::Session* sess : s.broker.sessions()) s.sessions_by_id.emplace(sess->id(), sess);
+    try {
+        route(s, r, once);
+    } catch (const std::exception& e) {
+        once(error_response(500, "internal_error", e.what()));
+    }
+    if (!*answered && !s.broker.durability().enabled()) once(error_response(500, "internal_error", "no answer"));
+}
+
+}  // namespace sluice::net

@@ -1,0 +1,230 @@
+// Broker objects as RabbitMQ's management API shows them: queues, exchanges,
+// bindings, connections, channels and consumers, with its field names.
+#include <cmath>
+
+#include "broker/broker.hpp"
+#include "broker/channel.hpp"
+#include "broker/session.hpp"
+#include "broker/vhost.hpp"
+#include "net/management_api_internal.hpp"
+
+namespace sluice::net::mgmt {
+
+// --- broker objects -------------------------------------------------------------------
+
+namespace {
+
+// "127.0.0.1:5432" / "[::1]:5432" → host, port.
+void split_peer(const std::string& peer, std::string& host, int& port) {
+    size_t colon = peer.rfind(':');
+    host = peer.substr(0, colon);
+    port = 0;
+    if (colon != std::string::npos)
+        for (char c : peer.substr(colon + 1))
+            if (c >= '0' && c <= '9') port = port * 10 + (c - '0');
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+}
+
+size_t open_channels(const broker::Session& s) {
+    size_t n = 0;
+    for (const auto& c : s.channels())
+        if (c) ++n;
+    return n;
+}
+
+}  // namespace
+
+std::string connection_name(const broker::Session& s) { return s.info().peer; }
+
+std::string channel_name(const broker::Channel& c) {
+    return connection_name(c.session()) + " (" + std::to_string(c.id()) + ")";
+}
+
+json::object queue_json(State& s, const broker::Queue& q) {
+    json::object o;
+    o["name"] = utf8(q.name());
+    o["vhost"] = utf8(q.vhost().name());
+    o["type"] = "classic";
+    o["durable"] = q.durable();
+    o["auto_delete"] = q.auto_delete();
+    o["exclusive"] = q.exclusive();
+    o["arguments"] = table_json(q.arguments());
+    const size_t ready = q.ready_count(), unacked = q.unacked_count();
+    o["messages"] = ready + unacked;
+    o["messages_ready"] = ready;
+    o["messages_unacknowledged"] = unacked;
+    o["messages_ram"] = ready - q.paged_count();
+    o["messages_paged_out"] = q.paged_count();
+    o["message_bytes_ram"] = q.memory_bytes();
+    o["memory"] = sizeof(broker::Queue) + q.memory_bytes();
+    o["consumers"] = q.consumer_count();
+    o["state"] = "running";
+    o["node"] = s.node;
+    if (q.exclusive() && q.owner() != 0) {
+        auto it = s.sessions_by_id.find(q.owner());
+        if (it != s.sessions_by_id.end()) {
+            json::object owner;
+            std::string host;
+            int port;
+            split_peer(it->second->info().peer, host, port);
+            owner["name"] = utf8(connection_name(*it->second));
+            owner["peer_host"] = host;
+            owner["peer_port"] = port;
+            o["owner_pid_details"] = std::move(owner);
+        }
+    }
+    const RateSampler::QueueSample* r = s.rates.queue(q.id());
+    const auto& c = q.counters;
+    json::object stats;
+    stats["publish"] = c.published;
+    stats["publish_details"] = rate_json(r ? r->publish_rate : 0);
+    stats["deliver_get"] = c.delivered;
+    stats["deliver_get_details"] = rate_json(r ? r->deliver_rate : 0);
+    stats["redeliver"] = c.redelivered;
+    stats["redeliver_details"] = rate_json(r ? r->redeliver_rate : 0);
+    stats["ack"] = c.acked;
+    stats["ack_details"] = rate_json(r ? r->ack_rate : 0);
+    o["message_stats"] = std::move(stats);
+    o["messages_details"] = rate_json(r ? r->messages_rate : 0);
+    return o;
+}
+
+json::object exchange_json(const broker::VHost& v, const broker::Exchange& e) {
+    json::object o;
+    o["name"] = utf8(e.name());
+    o["vhost"] = utf8(v.name());
+    o["type"] = std::string(broker::exchange_type_name(e.type()));
+    o["durable"] = e.durable();
+    o["auto_delete"] = e.auto_delete();
+    o["internal"] = e.internal();
+    o["arguments"] = table_json(e.arguments());
+    return o;
+}
+
+std::string properties_key(std::string_view key, const amqp::FieldTable& args) {
+    if (args.empty()) return key.empty() ? "~" : std::string(key);
+    std::string encoded;
+    amqp::encode_table(encoded, args);
+    uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across restarts
+    for (unsigned char c : encoded) h = (h ^ c) * 1099511628211ull;
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out(key);
+    out += '~';
+    for (int i = 60; i >= 0; i -= 4) out.push_back(kHex[(h >> i) & 15]);
+    return out;
+}
+
+json::object binding_json(const broker::VHost& v, const broker::Exchange& source, const broker::Binding& b) {
+    json::object o;
+    o["source"] = utf8(source.name());
+    o["vhost"] = utf8(v.name());
+    if (b.destination.queue) {
+        o["destination"] = utf8(b.destination.queue->name());
+        o["destination_type"] = "queue";
+    } else {
+        o["destination"] = utf8(b.destination.exchange->name());
+        o["destination_type"] = "exchange";
+    }
+    o["routing_key"] = utf8(b.key);
+    o["arguments"] = table_json(b.arguments);
+    o["properties_key"] = utf8(properties_key(b.key, b.arguments));
+    return o;
+}
+
+json::object default_binding_json(const broker::VHost& v, const broker::Queue& q) {
+    json::object o;
+    o["source"] = "";
+    o["vhost"] = utf8(v.name());
+    o["destination"] = utf8(q.name());
+    o["destination_type"] = "queue";
+    o["routing_key"] = utf8(q.name());
+    o["arguments"] = json::object();
+    o["properties_key"] = utf8(properties_key(q.name(), {}));
+    return o;
+}
+
+json::object connection_json(State& s, const broker::Session& c) {
+    json::object o;
+    std::string host;
+    int port;
+    split_peer(c.info().peer, host, port);
+    o["name"] = utf8(connection_name(c));
+    o["node"] = s.node;
+    o["vhost"] = "/";
+    o["user"] = utf8(c.user());
+    o["state"] = c.closed() ? "closed" : c.reading_paused() ? "blocked" : c.user().empty() ? "starting" : "running";
+    o["channels"] = open_channels(c);
+    o["peer_host"] = host;
+    o["peer_port"] = port;
+    o["protocol"] = "AMQP 0-9-1";
+    o["type"] = "network";
+    o["ssl"] = false;
+    o["frame_max"] = c.frame_max();
+    o["channel_max"] = c.channel_max();
+    o["timeout"] = c.heartbeat();
+    o["client_properties"] = table_json(c.client_properties());
+    if (const amqp::FieldValue* n = c.client_properties().find("connection_name"))
+        if (auto str = n->as_string()) o["user_provided_name"] = utf8(*str);
+    return o;
+}
+
+json::object channel_json(State& s, const broker::Channel& c) {
+    json::object o;
+    const broker::Session& session = c.session();
+    std::string host;
+    int port;
+    split_peer(session.info().peer, host, port);
+    o["name"] = utf8(channel_name(c));
+    o["number"] = c.id();
+    o["node"] = s.node;
+    o["vhost"] = utf8(c.vhost().name());
+    o["user"] = utf8(session.user());
+    json::object conn;
+    conn["name"] = utf8(connection_name(session));
+    conn["peer_host"] = host;
+    conn["peer_port"] = port;
+    o["connection_details"] = std::move(conn);
+    o["consumer_count"] = c.consumers().size();
+    o["messages_unacknowledged"] = c.unacked_count();
+    o["prefetch_count"] = c.prefetch_count();
+    o["global_prefetch_count"] = c.global_prefetch_count();
+    o["confirm"] = c.confirm_mode();
+    o["transactional"] = c.tx_mode();
+    o["state"] = c.closing() ? "closing" : "running";
+    return o;
+}
+
+json::object consumer_json(const broker::Consumer& c) {
+    json::object o;
+    o["consumer_tag"] = utf8(c.tag);
+    if (c.channel) {
+        const broker::Session& session = c.channel->session();
+        std::string host;
+        int port;
+        split_peer(session.info().peer, host, port);
+        json::object ch;
+        ch["name"] = utf8(channel_name(*c.channel));
+        ch["number"] = c.channel->id();
+        ch["connection_name"] = utf8(connection_name(session));
+        ch["peer_host"] = host;
+        ch["peer_port"] = port;
+        ch["user"] = utf8(session.user());
+        o["channel_details"] = std::move(ch);
+    }
+    if (c.queue) {
+        json::object q;
+        q["name"] = utf8(c.queue->name());
+        q["vhost"] = utf8(c.queue->vhost().name());
+        o["queue"] = std::move(q);
+    }
+    o["ack_required"] = !c.no_ack;
+    o["exclusive"] = c.exclusive;
+    o["prefetch_count"] = c.prefetch;
+    o["priority"] = c.priority;
+    o["arguments"] = table_json(c.arguments);
+    o["active"] = true;
+    o["activity_status"] = "up";
+    return o;
+}
+
+}  // namespace sluice::net::mgmt
