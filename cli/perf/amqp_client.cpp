@@ -132,7 +132,10 @@ void AmqpClient::read_more() {
             if (ec == asio::error::would_block || ec == asio::error::try_again) break;
             if (ec) {
                 if (state_ == State::closing) finish();
-                else if (ec == asio::error::eof) fail("the broker closed the connection");
+                else if (ec == asio::error::eof)
+                    fail(state_ == State::handshake
+                             ? "the broker closed the connection during the handshake (user, password, vhost?)"
+                             : "the broker closed the connection");
                 else fail("read: " + ec.message());
                 return;
             }
@@ -215,6 +218,7 @@ void AmqpClient::send_start_ok(const m::ConnectionStart& start) {
     caps.set("basic.nack", true);
     caps.set("consumer_cancel_notify", true);
     caps.set("connection.blocked", true);
+    caps.set("authentication_failure_close", true);  // a 403 close instead of a bare EOF
     m::ConnectionStartOk ok;
     ok.client_properties.set("product", "sluice-perf");
     ok.client_properties.set("connection_name", name_);

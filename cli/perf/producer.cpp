@@ -95,15 +95,22 @@ void Producer::fill() {
     if (limit_) allowed = limit_ - published_;
     if (o_.confirm) allowed = std::min<uint64_t>(allowed, o_.confirm - (next_tag_ - confirmed_below_));
     if (o_.rate > 0) {
+        // Send in steps of at least a millisecond's worth of messages: one
+        // write per due message would cost a syscall (and a broker read) each
+        // and make the tool, not the broker, the limit at high rates.
         const uint64_t now = now_ns();
         const double due = o_.rate * static_cast<double>(now - start_ns_) / 1e9 + 1.0;
         const uint64_t due_total = static_cast<uint64_t>(due);
         const uint64_t by_rate = due_total > published_ ? due_total - published_ : 0;
-        if (by_rate == 0) {
-            // the next message is due when published_ / rate seconds have passed
-            arm_rate_timer(start_ns_ + static_cast<uint64_t>(static_cast<double>(published_) * 1e9 / o_.rate));
+        const uint64_t step = std::max<uint64_t>(1, static_cast<uint64_t>(o_.rate / 1000.0));
+        if (by_rate < std::min(step, allowed)) {
+            // message number published_ + step is due at (published_ + step - 1) / rate s
+            const double at = static_cast<double>(published_ + step - 1) * 1e9 / o_.rate;
+            arm_rate_timer(start_ns_ + static_cast<uint64_t>(at));
+            allowed = 0;
+        } else {
+            allowed = std::min(allowed, by_rate);
         }
-        allowed = std::min(allowed, by_rate);
     }
     // One clock read per batch: the whole batch goes to the socket in one write.
     const uint64_t stamp = now_ns();

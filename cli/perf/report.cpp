@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <fstream>
@@ -51,6 +52,10 @@ LatencySummary LatencySummary::from(const HistogramSnapshot& h, uint64_t exact_m
     l.p95_us = static_cast<double>(h.percentile(0.95)) / 1000.0;
     l.p99_us = static_cast<double>(h.percentile(0.99)) / 1000.0;
     l.max_us = static_cast<double>(exact_max_ns ? exact_max_ns : h.max()) / 1000.0;
+    // a bucket reports its upper bound, which may lie above the exact maximum
+    l.p50_us = std::min(l.p50_us, l.max_us);
+    l.p95_us = std::min(l.p95_us, l.max_us);
+    l.p99_us = std::min(l.p99_us, l.max_us);
     return l;
 }
 
