@@ -14,7 +14,10 @@ namespace m = amqp::method;
 using boost::system::error_code;
 
 namespace {
-constexpr size_t kReadBufferMin = 512 * 1024;
+// Reads start at 64 KiB per connection (thousands of idle connections stay
+// cheap) and double while a read fills the buffer, up to 1 MiB.
+constexpr size_t kReadBufferInitial = 64 * 1024;
+constexpr size_t kReadBufferMax = 1024 * 1024;
 constexpr uint32_t kFrameMaxCap = 1024 * 1024;
 constexpr auto kCloseDeadline = std::chrono::seconds(2);
 }  // namespace
@@ -23,9 +26,7 @@ AmqpClient::AmqpClient(asio::io_context& ioc, const BrokerAddress& addr, asio::i
                        std::string name, ThreadStats& stats, RunControl& ctl)
     : ioc_(ioc), stats_(stats), ctl_(ctl), addr_(addr), endpoint_(endpoint), name_(std::move(name)),
       sock_(ioc), close_timer_(ioc) {
-    rbuf_.resize(kReadBufferMin);
-    out_.reserve(256 * 1024);
-    wbuf_.reserve(256 * 1024);
+    grow_read_buffer(kReadBufferInitial);
 }
 
 AmqpClient::~AmqpClient() = default;
@@ -80,6 +81,16 @@ void AmqpClient::finish() {
     ctl_.closed.fetch_add(1);
 }
 
+void AmqpClient::grow_read_buffer(size_t at_least) {
+    if (at_least <= rbuf_size_) return;
+    std::unique_ptr<char[]> bigger(new char[at_least]);
+    if (rend_ > rbeg_) std::memcpy(bigger.get(), rbuf_.get() + rbeg_, rend_ - rbeg_);
+    rend_ -= rbeg_;
+    rbeg_ = 0;
+    rbuf_ = std::move(bigger);
+    rbuf_size_ = at_least;
+}
+
 void AmqpClient::mark_ready() {
     if (counted_ready_) return;
     counted_ready_ = true;
@@ -126,9 +137,9 @@ void AmqpClient::read_more() {
             return;
         }
         for (;;) {
-            const size_t space = rbuf_.size() - rend_;
+            const size_t space = rbuf_size_ - rend_;
             error_code ec;
-            const size_t n = sock_.read_some(asio::buffer(rbuf_.data() + rend_, space), ec);
+            const size_t n = sock_.read_some(asio::buffer(rbuf_.get() + rend_, space), ec);
             if (ec == asio::error::would_block || ec == asio::error::try_again) break;
             if (ec) {
                 if (state_ == State::closing) finish();
@@ -144,6 +155,7 @@ void AmqpClient::read_more() {
             handle_reads();
             if (state_ == State::closed) return;
             if (n < space) break;
+            if (rbuf_size_ < kReadBufferMax) grow_read_buffer(rbuf_size_ * 2);  // a busy connection
         }
         on_reads_handled();
         flush();
@@ -153,7 +165,7 @@ void AmqpClient::read_more() {
 
 void AmqpClient::handle_reads() {
     while (state_ != State::closed) {
-        auto p = amqp::parse_frame(std::string_view(rbuf_.data() + rbeg_, rend_ - rbeg_), frame_max_);
+        auto p = amqp::parse_frame(std::string_view(rbuf_.get() + rbeg_, rend_ - rbeg_), frame_max_);
         if (p.status == amqp::FrameStatus::need_more) break;
         if (p.status != amqp::FrameStatus::ok) {
             fail("malformed frame from the broker");
@@ -165,9 +177,14 @@ void AmqpClient::handle_reads() {
     if (rbeg_ == rend_) {
         rbeg_ = rend_ = 0;
     } else if (rbeg_ > 0) {  // keep the partial frame at the front
-        std::memmove(rbuf_.data(), rbuf_.data() + rbeg_, rend_ - rbeg_);
+        std::memmove(rbuf_.get(), rbuf_.get() + rbeg_, rend_ - rbeg_);
         rend_ -= rbeg_;
         rbeg_ = 0;
+    }
+    // a partial frame larger than the buffer: make room for all of it
+    if (rend_ >= amqp::kFrameHeaderSize) {
+        const size_t total = size_t{load_be32(rbuf_.get() + 3)} + amqp::kFrameOverhead;
+        if (total > rbuf_size_) grow_read_buffer(total + kReadBufferInitial);
     }
 }
 
@@ -252,7 +269,6 @@ void AmqpClient::handle_connection_method(std::string_view payload) {
             return;
         }
         frame_max_ = tune.frame_max == 0 ? 131072 : std::min(tune.frame_max, kFrameMaxCap);
-        if (rbuf_.size() < frame_max_ + kReadBufferMin / 2) rbuf_.resize(frame_max_ + kReadBufferMin / 2);
         amqp::write_method(out_, 0, m::ConnectionTuneOk{tune.channel_max, frame_max_, 0});
         m::ConnectionOpen open;
         open.virtual_host = addr_.vhost;

@@ -2,8 +2,9 @@
 // handshake (PLAIN, heartbeats off), a list of synchronous setup methods sent
 // one after another, then the hot path for a role (producer, consumer, RPC).
 //
-// I/O: reads land in one large buffer and every complete frame in it is
-// handled before the next read; writes are double-buffered — roles append
+// I/O: reads land in one buffer (64 KiB, grown up to 1 MiB while reads fill
+// it, or to hold a larger frame) and every complete frame in it is handled
+// before the next read; writes are double-buffered — roles append
 // frames to out() and flush() starts one async_write of everything appended
 // so far, while the next batch builds up in the other buffer. Neither buffer
 // is reallocated once warm, so the hot path does no allocation.
@@ -18,6 +19,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -135,7 +137,10 @@ private:
     asio::steady_timer close_timer_;
     State state_ = State::connecting;
 
-    std::vector<char> rbuf_;
+    void grow_read_buffer(size_t at_least);
+
+    std::unique_ptr<char[]> rbuf_;  // uninitialised: untouched pages cost no memory
+    size_t rbuf_size_ = 0;
     size_t rbeg_ = 0, rend_ = 0;
     uint64_t read_time_ns_ = 0;
     bool reading_ = false;

@@ -129,8 +129,8 @@ void print_summary(const PerfOptions& o, const Summary& s) {
                 o.rpc ? " (round trip)" : (s.backlog ? " (includes time queued in the backlog)" : " (end to end)"));
     if (s.missing) std::printf("  WARNING: %s messages were never consumed\n", grouped(static_cast<double>(s.missing)).c_str());
     if (s.broker_cpu_us_per_msg)
-        std::printf("  broker CPU µs/msg: %.3f (broker at %.0f%% of one core%s)\n", *s.broker_cpu_us_per_msg,
-                    s.broker_cpu_percent.value_or(0),
+        std::printf("  broker CPU µs/msg: %.3f (%sbroker at %.0f%% of one core%s)\n", *s.broker_cpu_us_per_msg,
+                    o.rpc ? "a call is 2 messages; " : "", s.broker_cpu_percent.value_or(0),
                     s.broker_peak_rss_kib ? (", peak RSS " + std::to_string(*s.broker_peak_rss_kib / 1024) + " MiB").c_str() : "");
     std::printf("  sluice-perf CPU: %.0f%% of one core\n", s.tool_cpu_percent);
     std::fflush(stdout);

@@ -341,7 +341,10 @@ int Runner::run() {
     sum.tool_cpu_percent = wall_us > 0 ? 100.0 * static_cast<double>(self1 - self0) / wall_us : 0;
     if (broker_cpu0 && broker_cpu1) {
         const double cpu = static_cast<double>(*broker_cpu1 - *broker_cpu0);
-        const uint64_t msgs = std::max(sum.sent, sum.received);
+        // messages through the broker: RPC requests and replies are two each;
+        // otherwise whichever is more of published and delivered (fanout)
+        const uint64_t msgs = o_.rpc ? sum.sent + (end.rpc_served - begin.rpc_served)
+                                     : std::max(sum.sent, sum.received);
         if (msgs) sum.broker_cpu_us_per_msg = cpu / static_cast<double>(msgs);
         sum.broker_cpu_percent = wall_us > 0 ? 100.0 * cpu / wall_us : 0;
         sum.broker_peak_rss_kib = peak_rss_;
