@@ -432,7 +432,8 @@ Status Channel::tx_method(uint32_t key) {
                                                        : stats.messages_rejected;
         if (Status st = settle_tags(s.tag, s.multiple, s.requeue, counter)) return st;
     }
-    send(m::TxCommitOk{});
+    // As RabbitMQ: commit-ok means the transaction's messages are on disk.
+    reply_when_durable(true, [this] { send(m::TxCommitOk{}); });
     return std::nullopt;
 }
 

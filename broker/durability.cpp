@@ -91,10 +91,16 @@ void Durability::attach(storage::Store* store, Executor* executor) {
 }
 
 void Durability::shutdown() {
-    if (store_ && !batch_.empty()) {
-        storage::Batch batch = std::move(batch_);
-        batch_ = store_->new_batch();
-        store_->commit_now(std::move(batch));
+    if (store_) {
+        // Let the commit in flight finish (its callback posts to the
+        // executor, which is still alive), then write the gathering batch
+        // after it: one ordered stream of batches to the end.
+        store_->wait_idle();
+        if (!batch_.empty()) {
+            storage::Batch batch = std::move(batch_);
+            batch_ = store_->new_batch();
+            store_->commit_now(std::move(batch));
+        }
     }
     store_ = nullptr;
     executor_ = nullptr;
@@ -135,9 +141,11 @@ void Durability::start_commit() {
     storage::Batch batch = std::move(batch_);
     batch_ = store_->new_batch();
     in_flight_generation_ = gathering_generation_++;
-    store_->commit(std::move(batch), [this, alive = std::weak_ptr<bool>(alive_)](std::string error) {
-        // On the commit thread: hand the result to the broker thread.
-        executor_->post([this, alive, error = std::move(error)] {
+    // The callback runs on the commit thread: it touches nothing of this
+    // object but hands the result to the broker thread (shutdown() waits for
+    // it before the executor goes away).
+    store_->commit(std::move(batch), [this, executor = executor_, alive = std::weak_ptr<bool>(alive_)](std::string error) {
+        executor->post([this, alive, error = std::move(error)] {
             if (!alive.expired()) on_committed(error);
         });
     });
@@ -181,6 +189,7 @@ void Durability::put_queue(const VHost& v, const Queue& q) {
 
 void Durability::remove_queue(const VHost& v, const Queue& q) {
     if (!store_ || !q.durable() || q.exclusive()) return;
+    release_bodies_from(q, 0);
     batch_.remove(Column::meta, queue_key(v, q.name()));
     batch_.remove_range(Column::msgs, storage::message_key_of(q.id(), 0), storage::message_key_of(queue_upper(q.id()), 0));
     schedule_commit();
@@ -230,16 +239,29 @@ void Durability::store_message(const MessagePtr& message, const std::vector<std:
 void Durability::remove_entry(const Queue& queue, uint64_t seq, const Message& message) {
     if (!store_) return;
     batch_.remove(Column::msgs, storage::message_key_of(queue.id(), seq));
-    if (message.body_id != 0) {
-        auto it = body_refs_.find(message.body_id);
-        if (it != body_refs_.end() && --it->second == 0) {
-            body_refs_.erase(it);
-            std::string key;
-            storage::append_u64_key(key, message.body_id);
-            batch_.remove(Column::bodies, key);
-        }
-    }
+    release_body(message.body_id);
     schedule_commit();
+}
+
+void Durability::release_body(uint64_t body_id) {
+    if (!store_ || body_id == 0) return;
+    auto it = body_refs_.find(body_id);
+    if (it == body_refs_.end() || --it->second > 0) return;
+    body_refs_.erase(it);
+    std::string key;
+    storage::append_u64_key(key, body_id);
+    batch_.remove(Column::bodies, key);
+    schedule_commit();
+}
+
+void Durability::release_bodies_from(const Queue& queue, uint64_t seq) {
+    if (body_refs_.empty()) return;  // nothing is shared: no need to look
+    store_->scan(Column::msgs, storage::message_key_of(queue.id(), seq), storage::message_key_of(queue_upper(queue.id()), 0),
+                 [&](std::string_view, std::string_view value) {
+                     if (value.size() >= 9 && static_cast<uint8_t>(value[0]) == kEntryBodyRef)
+                         release_body(storage::read_u64_key(value, 1));
+                     return true;
+                 });
 }
 
 void Durability::page_message(const Queue& queue, uint64_t seq, const Message& message) {
@@ -303,6 +325,7 @@ void Durability::remove_entries(const Queue& queue, const std::vector<uint64_t>&
 
 void Durability::remove_entries_from(const Queue& queue, uint64_t seq) {
     if (!store_) return;
+    release_bodies_from(queue, seq);
     batch_.remove_range(Column::msgs, storage::message_key(queue.id(), seq),
                         storage::message_key(queue_upper(queue.id()), 0));
     schedule_commit();
@@ -371,10 +394,6 @@ RecoveryStats Durability::recover(Broker& broker) {
     // several queues come back as one Message; their reference counts are
     // rebuilt from the entries. Page entries (transient) are dropped.
     std::unordered_map<uint64_t, MessagePtr> bodies;
-    store_->scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {
-        next_body_id_ = std::max(next_body_id_, storage::read_u64_key(key) + 1);
-        return true;
-    });
     std::vector<uint64_t> queue_ids;
     for (const auto& q : queues) {
         queue_ids.push_back(q->id());
@@ -412,6 +431,14 @@ RecoveryStats Durability::recover(Broker& broker) {
                          return true;
                      });
     }
+    // Shared bodies no entry refers to any more (left by a crash between an
+    // entry's removal and its body's, or by a path that missed a release).
+    store_->scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {
+        uint64_t id = storage::read_u64_key(key);
+        next_body_id_ = std::max(next_body_id_, id + 1);
+        if (!body_refs_.count(id)) batch_.remove(Column::bodies, key);
+        return true;
+    });
     // Ranges of queues that are not durable (they paged before the restart).
     std::sort(queue_ids.begin(), queue_ids.end());
     uint64_t cursor = 0;

@@ -91,6 +91,8 @@ public:
     void remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs);
     // Every entry of a queue from `seq` on is gone (purge of a paged tail).
     void remove_entries_from(const Queue& queue, uint64_t seq);
+    // One stored entry less refers to this shared body (0 = not shared).
+    void release_body(uint64_t body_id);
 
     // Writes what is still gathering (graceful stop) and detaches: later
     // changes (connections torn down at exit) are not written.
@@ -103,6 +105,9 @@ private:
     void schedule_commit();
     void start_commit();
     void on_committed(const std::string& error);
+    // Releases the shared bodies referred to by a queue's stored entries from
+    // `seq` on (before they are range-deleted).
+    void release_bodies_from(const Queue& queue, uint64_t seq);
 
     storage::Store* store_ = nullptr;
     Executor* executor_ = nullptr;

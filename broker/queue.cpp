@@ -122,9 +122,12 @@ void Queue::settle(const QueuedMessage&) {
 size_t Queue::purge() {
     size_t n = ready_count();
     std::vector<uint64_t> stored;
-    for (const auto& qm : ready_)
-        if (qm.stored) stored.push_back(qm.seq);
     Durability& durability = vhost_.broker().durability();
+    for (const auto& qm : ready_)
+        if (qm.stored) {
+            stored.push_back(qm.seq);
+            durability.release_body(qm.message->body_id);
+        }
     durability.remove_entries(*this, stored);
     if (paged_count_ > 0) durability.remove_entries_from(*this, page_from_);
     ready_.clear();

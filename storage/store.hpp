@@ -124,6 +124,9 @@ public:
     void commit(Batch batch, std::function<void(std::string error)> done);
     // Writes and syncs on the calling thread (start-up, tests).
     std::string commit_now(Batch batch);
+    // Blocks until every commit handed to commit() is written and its
+    // callback has returned.
+    void wait_idle();
 
     // Visits keys in [lower, upper) in order until f returns false.
     void scan(Column c, std::string_view lower, std::string_view upper,

@@ -875,11 +875,6 @@ def test_fanout_of_many_messages_with_partial_acks_across_restarts(fresh_broker)
 # messages to durable queues is sent once they are on disk, like a confirm.
 # A 30 MB transaction makes the write long enough for a kill -9 right after
 # commit-ok to land before it.
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: tx.commit-ok is sent before the transaction's persistent messages are "
-    "written and synced (broker/channel_basic.cpp, Channel::tx_method: "
-    "send(TxCommitOk) right after route_message, not through reply_after_sync); "
-    "a kill -9 just after commit-ok loses the committed messages"))
 def test_tx_commit_ok_means_the_messages_are_on_disk(fresh_broker):
     b = fresh_broker
     q = unique("dur.tx")
