@@ -49,8 +49,8 @@ struct FieldTable {
     // Replaces the first entry with this name, or appends one.
     void set(std::string name, FieldValue value);
     bool erase(std::string_view name);
-    bool empty() const { return entries.empty(); }
-    size_t size() const { return entries.size(); }
+    bool empty() const;
+    size_t size() const;
     bool operator==(const FieldTable& other) const;
 };
 
@@ -95,6 +95,10 @@ struct FieldValue {
 
     bool operator==(const FieldValue& o) const { return v == o.v; }
 };
+
+// Defined here, where FieldValue is complete (clang rejects them in-class).
+inline bool FieldTable::empty() const { return entries.empty(); }
+inline size_t FieldTable::size() const { return entries.size(); }
 
 enum class TableError { none, truncated, bad_type, too_deep };
 
