@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <random>
 #include <string>
@@ -57,6 +58,10 @@ public:
     RecoveryStats recover() { return recovery_ = durability_.recover(*this); }
     const RecoveryStats& recovery_stats() const { return recovery_; }
     uint64_t next_queue_id() { return ++last_queue_id_; }
+    // A coarse clock (Unix seconds) that net/ advances once a second, so the
+    // publish path reads a field instead of the system clock.
+    uint32_t now_s() const { return now_s_; }
+    void tick(uint32_t unix_seconds) { now_s_ = unix_seconds; }
     // Bytes of message bodies that queues hold in memory (ready messages).
     size_t message_memory() const { return message_memory_; }
     void add_message_memory(size_t n) { message_memory_ += n; }
@@ -93,6 +98,7 @@ private:
     Durability durability_;  // before the vhosts: queues reach it when they go
     uint64_t last_queue_id_ = 0;
     size_t message_memory_ = 0;
+    uint32_t now_s_ = static_cast<uint32_t>(std::time(nullptr));
     std::unique_ptr<VHost> default_vhost_;
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;

@@ -64,6 +64,7 @@ struct QueuedMessage {
     uint64_t seq = 0;          // position in the queue; requeued messages keep it
     bool redelivered = false;
     bool stored = false;       // also in the durable store (persistent, durable queue)
+    uint32_t enqueued_s = 0;   // Broker::now_s() when it entered (or came back to) memory
 };
 
 }  // namespace sluice::broker

@@ -44,6 +44,7 @@ void Queue::publish(QueuedMessage qm) {
         return;
     }
     add_memory(qm.message->body_size());
+    qm.enqueued_s = vhost_.broker().now_s();
     ready_.push_back(std::move(qm));
     if (!consumers_.empty()) dispatch();
 }
@@ -67,7 +68,7 @@ void Queue::refill() {
     if (readable_to >= page_from_) {
         last = durability.read_entries(*this, page_from_, readable_to, chunk, [&](uint64_t seq, MessagePtr m, bool stored) {
             add_memory(m->body_size());
-            ready_.push_back(QueuedMessage{std::move(m), seq, false, stored});
+            ready_.push_back(QueuedMessage{std::move(m), seq, false, stored, vhost_.broker().now_s()});
             ++got;
         });
     }
@@ -90,7 +91,7 @@ void Queue::restore_message(MessagePtr message, uint64_t seq) {
     // Whether it had been delivered is not recorded: every recovered message
     // is flagged redelivered, which the flag's meaning ("may have been
     // delivered before") allows.
-    ready_.push_back(QueuedMessage{std::move(message), seq, true, true});
+    ready_.push_back(QueuedMessage{std::move(message), seq, true, true, vhost_.broker().now_s()});
     next_seq_ = std::max(next_seq_, seq + 1);
 }
 

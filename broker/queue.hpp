@@ -67,6 +67,11 @@ public:
     size_t ready_count() const { return ready_.size() + paged_count_; }
     size_t paged_count() const { return paged_count_; }
     size_t memory_bytes() const { return memory_bytes_; }
+    // Seconds the message at the head has waited (0 when empty). Paged
+    // messages count from when they were read back into memory.
+    uint32_t head_age_s(uint32_t now_s) const {
+        return ready_.empty() || now_s < ready_.front().enqueued_s ? 0 : now_s - ready_.front().enqueued_s;
+    }
     size_t unacked_count() const { return unacked_; }
     size_t consumer_count() const { return consumers_.size(); }
     const std::vector<ConsumerPtr>& consumers() const { return consumers_; }

@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <sys/statvfs.h>
 #include <iostream>
+#include <ctime>
 #include <list>
 
 #include "broker/broker.hpp"
@@ -43,9 +44,11 @@ struct Server::Impl {
     uint16_t amqp_port = 0;
     asio::steady_timer disk_timer{io};
 
-    void check_disk() {
+    // Once a second: the broker's coarse clock, and (with a data dir) the disk.
+    void on_second() {
+        broker.tick(static_cast<uint32_t>(std::time(nullptr)));
         struct statvfs st {};
-        if (statvfs(config.disk_path.c_str(), &st) == 0) {
+        if (!config.disk_path.empty() && statvfs(config.disk_path.c_str(), &st) == 0) {
             uint64_t free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
             bool low = free_bytes < config.disk_free_limit;
             if (low != broker.alarm_active())
@@ -55,7 +58,7 @@ struct Server::Impl {
         }
         disk_timer.expires_after(std::chrono::seconds(1));
         disk_timer.async_wait([this](const boost::system::error_code& ec) {
-            if (!ec) check_disk();
+            if (!ec) on_second();
         });
     }
 
@@ -132,7 +135,7 @@ std::string Server::listen() {
 }
 
 void Server::run() {
-    if (!impl_->config.disk_path.empty()) impl_->check_disk();
+    impl_->on_second();
     impl_->signals.async_wait([this](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         std::cerr << "sluiced: signal " << sig << ", shutting down\n";

@@ -291,6 +291,23 @@ def test_per_object_series(broker, connect):
     promtool_check(m.text)
 
 
+def test_head_message_age(broker, connect):
+    """The age of the oldest ready message grows while it waits, and is 0 for an empty queue."""
+    ch = connect().channel()
+    q = unique("ageq")
+    ch.queue_declare(queue=q, exclusive=True)
+    per_object_or_skip(broker)
+    labels = dict(vhost="/", queue=q)
+    assert per_object_or_skip(broker).get("sluice_queue_head_message_age_seconds", **labels) == 0
+    ch.basic_publish("", q, b"old")
+    # The broker's clock ticks once a second: wait (with a deadline) until the age shows.
+    wait_for(lambda: per_object_or_skip(broker).get("sluice_queue_head_message_age_seconds", **labels) >= 2,
+             timeout=10, what="the head message to age 2 s")
+    method, _, _ = ch.basic_get(q, auto_ack=True)
+    assert method is not None
+    assert per_object_or_skip(broker).get("sluice_queue_head_message_age_seconds", **labels) == 0
+
+
 # --------------------------------------------------------------------------
 # brokers of their own: recovery and the disk alarm
 
