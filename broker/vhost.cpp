@@ -233,26 +233,29 @@ Status VHost::unbind_queue(std::string_view queue, std::string_view exchange, st
     return std::nullopt;  // unbinding a missing binding is ok, as RabbitMQ
 }
 
-Status VHost::bind_exchange(std::string_view destination, std::string_view source, std::string_view key,
-                            const amqp::FieldTable& args) {
+Status VHost::exchange_pair(std::string_view destination, std::string_view source, Exchange*& dst,
+                            Exchange*& src) const {
     if (destination.empty() || source.empty())
         return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
-    Exchange* dst = find_exchange(destination);
+    dst = find_exchange(destination);
     if (!dst) return amqp_error(reply::not_found, not_found_exchange(destination));
-    Exchange* src = find_exchange(source);
+    src = find_exchange(source);
     if (!src) return amqp_error(reply::not_found, not_found_exchange(source));
+    return std::nullopt;
+}
+
+Status VHost::bind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                            const amqp::FieldTable& args) {
+    Exchange *dst = nullptr, *src = nullptr;
+    if (Status st = exchange_pair(destination, source, dst, src)) return st;
     if (src->bind(Destination{nullptr, dst}, key, args)) persist_binding(*src, src->bindings().back(), true);
     return std::nullopt;
 }
 
 Status VHost::unbind_exchange(std::string_view destination, std::string_view source, std::string_view key,
                               const amqp::FieldTable& args) {
-    if (destination.empty() || source.empty())
-        return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
-    Exchange* dst = find_exchange(destination);
-    if (!dst) return amqp_error(reply::not_found, not_found_exchange(destination));
-    Exchange* src = find_exchange(source);
-    if (!src) return amqp_error(reply::not_found, not_found_exchange(source));
+    Exchange *dst = nullptr, *src = nullptr;
+    if (Status st = exchange_pair(destination, source, dst, src)) return st;
     if (src->unbind(Destination{nullptr, dst}, key, args)) {
         persist_binding(*src, Binding{Destination{nullptr, dst}, std::string(key), args}, false);
         maybe_auto_delete(src);

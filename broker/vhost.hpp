@@ -95,6 +95,8 @@ private:
     // Deletes an auto-delete exchange once its last binding is gone.
     void maybe_auto_delete(Exchange* exchange);
     void remove_exchange_bindings(Exchange* exchange);
+    // Both ends of an exchange-to-exchange binding, or the error (403, 404).
+    Status exchange_pair(std::string_view destination, std::string_view source, Exchange*& dst, Exchange*& src) const;
     // Writes (or removes) the record of a binding when both its ends are durable.
     void persist_binding(const Exchange& source, const Binding& binding, bool add);
 

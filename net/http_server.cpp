@@ -2,7 +2,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -10,6 +9,7 @@
 #include <list>
 
 #include "broker/broker.hpp"
+#include "net/listener.hpp"
 #include "net/dashboard_assets.hpp"
 #include "net/management_api.hpp"
 #include "net/metrics_text.hpp"
@@ -186,33 +186,9 @@ HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker) : impl_(std
 HttpServer::~HttpServer() = default;
 
 std::string HttpServer::listen(const std::string& host, uint16_t port) {
-    std::vector<tcp::endpoint> endpoints;
-    if (host.empty()) {
-        endpoints.emplace_back(tcp::v6(), port);
-        endpoints.emplace_back(tcp::v4(), port);
-    } else {
-        endpoints.emplace_back(asio::ip::make_address(host), port);
-    }
-    std::string errors;
-    for (auto ep : endpoints) {
-        if (impl_->port != 0) ep.port(impl_->port);
-        beast::error_code ec;
-        tcp::acceptor a(impl_->io);
-        a.open(ep.protocol(), ec);
-        if (!ec && ep.address().is_v6()) a.set_option(asio::ip::v6_only(true), ec);
-        if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
-        if (!ec) a.bind(ep, ec);
-        if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-        if (ec) {
-            errors += (errors.empty() ? "" : "; ") + ep.address().to_string() + ": " + ec.message();
-            continue;
-        }
-        impl_->port = a.local_endpoint().port();
-        impl_->acceptors.push_back(std::move(a));
-        impl_->accept(impl_->acceptors.back());
-    }
-    if (impl_->acceptors.empty()) return errors;
-    impl_->schedule_sample();
+    std::string err = bind_listeners(impl_->io, host, port, impl_->acceptors, impl_->port);
+    if (!err.empty()) return err;
+    for (auto& a : impl_->acceptors) impl_->accept(a);
     return "";
 }
 

@@ -3,7 +3,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <sys/statvfs.h>
@@ -15,6 +14,7 @@
 #include "broker/executor.hpp"
 #include "net/amqp_connection.hpp"
 #include "net/http_server.hpp"
+#include "net/listener.hpp"
 
 namespace sluice::net {
 
@@ -62,36 +62,6 @@ struct Server::Impl {
         });
     }
 
-    std::string bind(std::list<tcp::acceptor>& into, const std::string& host, uint16_t port, uint16_t& bound) {
-        std::vector<tcp::endpoint> endpoints;
-        if (host.empty()) {
-            endpoints.emplace_back(tcp::v6(), port);
-            endpoints.emplace_back(tcp::v4(), port);
-        } else {
-            endpoints.emplace_back(asio::ip::make_address(host), port);
-        }
-        std::string errors;
-        for (auto ep : endpoints) {
-            if (bound != 0) ep.port(bound);  // the second family takes the port the first got
-            boost::system::error_code ec;
-            tcp::acceptor a(io);
-            a.open(ep.protocol(), ec);
-            if (!ec && ep.address().is_v6()) a.set_option(asio::ip::v6_only(true), ec);
-            if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
-            if (!ec) a.bind(ep, ec);
-            if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-            if (ec) {
-                errors += (errors.empty() ? "" : "; ") + ep.address().to_string() + ":" + std::to_string(ep.port()) +
-                          ": " + ec.message();
-                continue;
-            }
-            bound = a.local_endpoint().port();
-            into.push_back(std::move(a));
-        }
-        // Listening on one family is enough (a host without IPv6 is fine).
-        return into.empty() ? errors : "";
-    }
-
     void accept(tcp::acceptor& a) {
         a.async_accept([this, &a](const boost::system::error_code& ec, tcp::socket socket) {
             if (ec == asio::error::operation_aborted) return;
@@ -123,7 +93,7 @@ Server::Server(broker::Broker& broker, ServerConfig config) : impl_(std::make_un
 Server::~Server() = default;
 
 std::string Server::listen() {
-    std::string err = impl_->bind(impl_->acceptors, impl_->config.amqp_bind, impl_->config.amqp_port, impl_->amqp_port);
+    std::string err = bind_listeners(impl_->io, impl_->config.amqp_bind, impl_->config.amqp_port, impl_->acceptors, impl_->amqp_port);
     if (!err.empty()) return "AMQP listener: " + err;
     for (auto& a : impl_->acceptors) impl_->accept(a);
     if (impl_->config.http_port != 0 || !impl_->config.http_bind.empty()) {
