@@ -79,6 +79,9 @@ struct Batch::Impl {
     size_t count = 0;
 
     rocksdb::ColumnFamilyHandle* cf(Column c) const { return (*columns)[static_cast<size_t>(c)]; }
+    // Bound to a store whose database is open (not between a failed write
+    // and a successful reopen): write into `wb` now, else record the op.
+    bool live() const { return columns && !columns->empty(); }
 };
 
 Batch::Batch() : impl_(std::make_unique<Impl>()) {}
@@ -91,11 +94,11 @@ static rocksdb::Slice slice(std::string_view s) { return rocksdb::Slice(s.data()
 void Batch::put(Column c, std::string_view key, std::string_view value) {
     impl_->bytes += key.size() + value.size();
     ++impl_->count;
-    if (impl_->columns) impl_->wb.Put(impl_->cf(c), slice(key), slice(value));
+    if (impl_->live()) impl_->wb.Put(impl_->cf(c), slice(key), slice(value));
     else impl_->ops.push_back({Impl::Op::put, c, std::string(key), std::string(value)});
 }
 void Batch::put(Column c, std::string_view key, std::initializer_list<std::string_view> parts) {
-    if (!impl_->columns) {
+    if (!impl_->live()) {
         std::string v;
         for (auto p : parts) v.append(p);
         put(c, key, v);
@@ -115,13 +118,13 @@ void Batch::put(Column c, std::string_view key, std::initializer_list<std::strin
 void Batch::remove(Column c, std::string_view key) {
     impl_->bytes += key.size();
     ++impl_->count;
-    if (impl_->columns) impl_->wb.Delete(impl_->cf(c), slice(key));
+    if (impl_->live()) impl_->wb.Delete(impl_->cf(c), slice(key));
     else impl_->ops.push_back({Impl::Op::remove, c, std::string(key), {}});
 }
 void Batch::remove_range(Column c, std::string_view begin, std::string_view end) {
     impl_->bytes += begin.size() + end.size();
     ++impl_->count;
-    if (impl_->columns) impl_->wb.DeleteRange(impl_->cf(c), slice(begin), slice(end));
+    if (impl_->live()) impl_->wb.DeleteRange(impl_->cf(c), slice(begin), slice(end));
     else impl_->ops.push_back({Impl::Op::range, c, std::string(begin), std::string(end)});
 }
 bool Batch::empty() const { return impl_->count == 0; }
@@ -149,7 +152,33 @@ struct Store::Impl {
     std::thread thread;
     StoreStats stats;  // guarded by mu
     bool unsynced = false;  // async mode: writes since the last SyncWAL
-    bool needs_resume = false;  // commit thread only
+    bool needs_resume = false;  // a write failed; guarded by mu
+    rocksdb::DBOptions db_options;                          // kept for reopen()
+    std::vector<rocksdb::ColumnFamilyDescriptor> cf_descriptors;
+
+    // After a failed write (a full disk) RocksDB's Resume() keeps the failed
+    // WAL writer, and the next append aborts in Debian's assert-enabled
+    // build. Closing and reopening the database starts a new WAL; recovery
+    // replays the old one up to its last complete record. Called on the
+    // owner thread while the commit thread is idle, so nothing else touches
+    // the handles meanwhile (batches record column ids, not handles).
+    std::string reopen() {
+        if (db) {
+            for (auto* h : columns) db->DestroyColumnFamilyHandle(h);
+            columns.clear();
+            db->Close();
+            db.reset();
+        }
+        rocksdb::DB* raw = nullptr;
+        std::vector<rocksdb::ColumnFamilyHandle*> handles;
+        rocksdb::Status st = rocksdb::DB::Open(db_options, options.path, cf_descriptors, &handles, &raw);
+        if (!st.ok()) return st.ToString();
+        db.reset(raw);
+        columns = handles;
+        std::lock_guard lk(mu);
+        needs_resume = false;
+        return "";
+    }
 
     ~Impl() {
         {
@@ -170,7 +199,6 @@ struct Store::Impl {
 
     // A standalone batch's recorded writes, in RocksDB's format.
     void bind(Batch& b) {
-        if (b.impl_->columns) return;
         b.impl_->columns = &columns;
         for (const auto& op : b.impl_->ops) {
             auto* cf = columns[static_cast<size_t>(op.column)];
@@ -184,15 +212,7 @@ struct Store::Impl {
     }
 
     std::string write(Batch& b, bool sync) {
-        if (needs_resume) {
-            // After a failed write (a full disk) RocksDB refuses writes until
-            // resumed. KNOWN BUG: Resume() returns OK but leaves the failed
-            // WAL writer in place, and Debian's assert-enabled RocksDB aborts
-            // on the next append (power_loss_test.cpp,
-            // KnownBug_TheFirstCommitAfterADiskFullWriteAborts). The fix is a
-            // reopen of the DB after a write error.
-            if (db->Resume().ok()) needs_resume = false;
-        }
+        if (!db) return "the store is closed after an earlier write error; it reopens at the next commit";
         bind(b);
         rocksdb::WriteOptions wo;
         wo.sync = sync;
@@ -296,6 +316,8 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
         {"meta", cf}, {"msgs", cf}, {"bodies", cf}, {rocksdb::kDefaultColumnFamilyName, cf}};
     rocksdb::DB* db = nullptr;
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    impl->db_options = db_opts;
+    impl->cf_descriptors = cfs;
     rocksdb::Status s = rocksdb::DB::Open(db_opts, options.path, cfs, &handles, &db);
     if (!s.ok()) {
         error = "opening RocksDB at " + options.path + ": " + s.ToString();
@@ -309,6 +331,15 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
 }
 
 void Store::commit(Batch batch, std::function<void(std::string)> done) {
+    bool failed;
+    {
+        std::lock_guard lk(impl_->mu);
+        failed = impl_->needs_resume;
+    }
+    if (failed) {
+        wait_idle();  // the commit thread is done with the database
+        impl_->reopen();
+    }
     {
         std::lock_guard lk(impl_->mu);
         impl_->jobs.push_back({std::move(batch), std::move(done), std::chrono::steady_clock::now()});
@@ -316,7 +347,18 @@ void Store::commit(Batch batch, std::function<void(std::string)> done) {
     impl_->cv.notify_one();
 }
 
-std::string Store::commit_now(Batch batch) { return impl_->write(batch, true); }
+std::string Store::commit_now(Batch batch) {
+    bool failed;
+    {
+        std::lock_guard lk(impl_->mu);
+        failed = impl_->needs_resume;
+    }
+    if (failed) {
+        wait_idle();
+        impl_->reopen();
+    }
+    return impl_->write(batch, true);
+}
 
 void Store::wait_idle() {
     std::unique_lock lk(impl_->mu);
@@ -331,6 +373,7 @@ Batch Store::new_batch() const {
 
 void Store::scan(Column c, std::string_view lower, std::string_view upper,
                  const std::function<bool(std::string_view, std::string_view)>& f) const {
+    if (!impl_->db) return;  // down after a failed reopen
     rocksdb::ReadOptions ro;
     rocksdb::Slice lo(lower.data(), lower.size()), hi(upper.data(), upper.size());
     ro.iterate_lower_bound = &lo;  // never walk tombstones outside the range
@@ -345,6 +388,7 @@ void Store::scan(Column c, std::string_view lower, std::string_view upper,
 }
 
 bool Store::get(Column c, std::string_view key, std::string& value) const {
+    if (!impl_->db) return false;
     rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->columns[static_cast<size_t>(c)],
                                        rocksdb::Slice(key.data(), key.size()), &value);
     return s.ok();
@@ -357,6 +401,7 @@ StoreStats Store::stats() const {
 
 uint64_t Store::disk_bytes() const {
     uint64_t total = 0;
+    if (!impl_->db) return 0;
     for (auto* cf : impl_->columns) {
         uint64_t sst = 0;
         impl_->db->GetIntProperty(cf, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
