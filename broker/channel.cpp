@@ -149,16 +149,19 @@ void Channel::release() {
         reply_token_.clear();
         reply_consumer_.reset();
     }
-    // Requeue in reverse so each queue's inserts land near its head cheaply;
-    // order is restored by sequence numbers either way.
+    requeue_unacked();
+}
+
+void Channel::requeue_unacked() {
+    // In reverse, so each queue's inserts land near its head cheaply; order
+    // is restored by sequence numbers either way.
     std::deque<Unacked> unacked;
     unacked.swap(unacked_);
     std::vector<QueuePtr> touched;
     for (auto it = unacked.rbegin(); it != unacked.rend(); ++it) {
-        it->queue->requeue(std::move(it->qm));
+        settle(*it, true);
         if (std::find(touched.begin(), touched.end(), it->queue) == touched.end()) touched.push_back(it->queue);
     }
-    channel_unacked_ = 0;
     for (const QueuePtr& q : touched) q->dispatch();
 }
 
@@ -222,40 +225,37 @@ void Channel::write_content(uint16_t class_id, const Message& msg) {
 void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
     Consumer& consumer = *consumer_ptr;
     const Message& msg = *qm.message;
-    m::BasicDeliver d;
-    d.consumer_tag = consumer.tag;
-    d.delivery_tag = next_delivery_tag_++;
-    d.redelivered = qm.redelivered;
-    d.exchange = msg.exchange();
-    d.routing_key = msg.routing_key();
-    amqp::write_method(session_.output(), id_, d);
-    write_content(m::BasicDeliver::class_id, msg);
-    auto& stats = session_.broker().stats();
-    ++stats.messages_delivered;
-    if (qm.redelivered) ++stats.messages_redelivered;
+    const uint64_t tag = write_delivery(consumer.tag, qm.redelivered, msg);
     if (consumer.no_ack) {
         if (qm.stored) session_.broker().durability().remove_entry(*consumer.queue, qm.seq, msg);
     } else {  // the queue counted it as unacked too
         ++consumer.unacked;
         ++channel_unacked_;
-        unacked_.push_back(Unacked{d.delivery_tag, consumer.queue, consumer_ptr, std::move(qm)});
+        unacked_.push_back(Unacked{tag, consumer.queue, consumer_ptr, std::move(qm)});
     }
     session_.wrote_output();
 }
 
 bool Channel::deliver_reply(const MessagePtr& message) {
     if (!reply_consumer_ || closing_) return false;
-    m::BasicDeliver d;
-    d.consumer_tag = reply_consumer_->tag;
-    d.delivery_tag = next_delivery_tag_++;
-    d.redelivered = false;
-    d.exchange = message->exchange();
-    d.routing_key = message->routing_key();
-    amqp::write_method(session_.output(), id_, d);
-    write_content(m::BasicDeliver::class_id, *message);
-    ++session_.broker().stats().messages_delivered;
+    write_delivery(reply_consumer_->tag, false, *message);
     session_.wrote_output();
     return true;
+}
+
+uint64_t Channel::write_delivery(std::string_view consumer_tag, bool redelivered, const Message& msg) {
+    m::BasicDeliver d;
+    d.consumer_tag = consumer_tag;
+    d.delivery_tag = next_delivery_tag_++;
+    d.redelivered = redelivered;
+    d.exchange = msg.exchange();
+    d.routing_key = msg.routing_key();
+    amqp::write_method(session_.output(), id_, d);
+    write_content(m::BasicDeliver::class_id, msg);
+    auto& stats = session_.broker().stats();
+    ++stats.messages_delivered;
+    if (redelivered) ++stats.messages_redelivered;
+    return d.delivery_tag;
 }
 
 void Channel::settle(Unacked& u, bool requeue) {

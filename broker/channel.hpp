@@ -140,6 +140,10 @@ private:
     std::string_view resolve_queue_name(std::string_view name) const;
     Status check_exclusive_access(const Queue& queue) const;
     void write_content(uint16_t class_id, const Message& message);
+    // basic.deliver + content; counts the delivery; returns its tag.
+    uint64_t write_delivery(std::string_view consumer_tag, bool redelivered, const Message& message);
+    // Every unacked delivery back to its queue, marked redelivered.
+    void requeue_unacked();
     void cancel_consumer(const ConsumerPtr& consumer, bool notify_client);
     void settle(Unacked& u, bool requeue);
     void maybe_auto_delete(const QueuePtr& queue);

@@ -376,14 +376,7 @@ Status Channel::settle_tags(uint64_t tag, bool multiple, bool requeue, uint64_t&
 
 Status Channel::basic_recover(bool requeue) {
     if (!requeue) return amqp_error(reply::not_implemented, "requeue=false");
-    std::deque<Unacked> unacked;
-    unacked.swap(unacked_);
-    std::vector<QueuePtr> touched;
-    for (auto it = unacked.rbegin(); it != unacked.rend(); ++it) {
-        settle(*it, true);
-        if (std::find(touched.begin(), touched.end(), it->queue) == touched.end()) touched.push_back(it->queue);
-    }
-    for (const QueuePtr& q : touched) q->dispatch();
+    requeue_unacked();
     return std::nullopt;
 }
 
