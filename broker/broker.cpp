@@ -1,10 +1,16 @@
 #include "broker/broker.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 #include "broker/session.hpp"
 
 namespace sluice::broker {
+
+uint64_t Broker::system_now_ms() {
+    using namespace std::chrono;
+    return static_cast<uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+}
 
 Broker::Broker(BrokerConfig config) : config_(std::move(config)), rng_(std::random_device{}()) {
     default_vhost_ = std::make_unique<VHost>(*this, "/");

@@ -16,6 +16,7 @@
 
 #include "broker/broker_stats.hpp"
 #include "broker/durability.hpp"
+#include "broker/timer_queue.hpp"
 #include "broker/vhost.hpp"
 
 namespace sluice::broker {
@@ -62,6 +63,12 @@ public:
     // publish path reads a field instead of the system clock.
     uint32_t now_s() const { return now_s_; }
     void tick(uint32_t unix_seconds) { now_s_ = unix_seconds; }
+    // Wall-clock Unix milliseconds, for TTLs and expiry (stored, so not a
+    // steady clock). A test may substitute its own clock.
+    uint64_t now_ms() const { return test_clock_ms_ ? test_clock_ms_ : system_now_ms(); }
+    void set_test_clock_ms(uint64_t ms) { test_clock_ms_ = ms; }
+    static uint64_t system_now_ms();
+    TimerQueue& timers() { return timers_; }
     // Bytes of message bodies that queues hold in memory (ready messages).
     size_t message_memory() const { return message_memory_; }
     void add_message_memory(size_t n) { message_memory_ += n; }
@@ -99,6 +106,8 @@ private:
     uint64_t last_queue_id_ = 0;
     size_t message_memory_ = 0;
     uint32_t now_s_ = static_cast<uint32_t>(std::time(nullptr));
+    uint64_t test_clock_ms_ = 0;
+    TimerQueue timers_;
     std::unique_ptr<VHost> default_vhost_;
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;

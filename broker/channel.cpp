@@ -159,7 +159,7 @@ void Channel::requeue_unacked() {
     unacked.swap(unacked_);
     std::vector<QueuePtr> touched;
     for (auto it = unacked.rbegin(); it != unacked.rend(); ++it) {
-        settle(*it, true);
+        settle(*it, Settlement::requeue);
         if (std::find(touched.begin(), touched.end(), it->queue) == touched.end()) touched.push_back(it->queue);
     }
     for (const QueuePtr& q : touched) q->dispatch();
@@ -258,13 +258,17 @@ uint64_t Channel::write_delivery(std::string_view consumer_tag, bool redelivered
     return d.delivery_tag;
 }
 
-void Channel::settle(Unacked& u, bool requeue) {
+void Channel::settle(Unacked& u, Settlement how) {
     if (u.consumer) {  // basic.get deliveries count against no prefetch window
         if (u.consumer->unacked > 0) --u.consumer->unacked;
         if (channel_unacked_ > 0) --channel_unacked_;
     }
-    if (requeue) {
+    if (how == Settlement::requeue) {
         u.queue->requeue(std::move(u.qm));
+        return;
+    }
+    if (how == Settlement::reject) {
+        u.queue->reject(std::move(u.qm));
         return;
     }
     u.queue->settle(u.qm);

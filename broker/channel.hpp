@@ -22,6 +22,7 @@
 #include "broker/exchange.hpp"
 #include "broker/message.hpp"
 #include "broker/queue.hpp"
+#include "broker/vhost.hpp"
 
 namespace sluice::amqp::method {
 struct ExchangeDeclare; struct ExchangeDelete; struct ExchangeBind; struct ExchangeUnbind;
@@ -115,14 +116,17 @@ private:
     Status basic_get(const amqp::method::BasicGet& m);
     Status basic_ack(uint64_t tag, bool multiple);
     Status basic_reject(uint64_t tag, bool multiple, bool requeue, bool nack);
-    Status settle_tags(uint64_t tag, bool multiple, bool requeue, uint64_t& counter);
+    // How a delivery is settled: acked, requeued, or rejected (dead-lettered
+    // when its queue has a dead-letter exchange).
+    enum class Settlement { ack, requeue, reject };
+    Status settle_tags(uint64_t tag, bool multiple, Settlement how, uint64_t& counter);
     Status basic_recover(bool requeue);
     Status confirm_select(const amqp::method::ConfirmSelect& m);
     Status channel_flow(const amqp::method::ChannelFlow& m);
     Status publish_complete();
-    // Routes and enqueues; true when the message was written to the store
-    // (its confirm then waits for the sync).
-    bool route_message(const Exchange& exchange, const MessagePtr& message, bool mandatory);
+    // Routes and enqueues (VHost::publish), returning it if unroutable and
+    // mandatory; direct reply-to replies go straight to their channel.
+    PublishResult route_message(const Exchange& exchange, const MessagePtr& message, bool mandatory);
     void on_synced(uint64_t seq, bool ok);
     // Sends a reply once every durable write so far is synced.
     void reply_after_sync(std::function<void()> reply);
@@ -133,7 +137,9 @@ private:
     Status check_tag(uint64_t tag, bool multiple);
     void publish_reply(const MessagePtr& message, std::string_view token, bool mandatory);
     void send_return(const Message& message, uint16_t code, std::string_view text);
-    void confirm_publish(bool needs_sync);
+    // The current publish's confirm: after the sync when it was stored; a
+    // nack when a queue refused it.
+    void confirm_publish(bool needs_sync, bool nack);
 
     // Shared helpers.
     QueuePtr resolve_queue(std::string_view name, Status& error);
@@ -145,7 +151,7 @@ private:
     // Every unacked delivery back to its queue, marked redelivered.
     void requeue_unacked();
     void cancel_consumer(const ConsumerPtr& consumer, bool notify_client);
-    void settle(Unacked& u, bool requeue);
+    void settle(Unacked& u, Settlement how);
     void maybe_auto_delete(const QueuePtr& queue);
     template <typename M>
     void send(const M& method);
@@ -171,6 +177,7 @@ private:
     uint64_t confirmed_seq_ = 0;      // last one acked to the client
     uint64_t confirmable_seq_ = 0;    // every publish up to here may be acked
     std::deque<uint64_t> unsynced_;   // publishes waiting for their batch's sync
+    std::deque<uint64_t> nacks_;      // those of them to nack (a queue refused them)
     bool confirm_queued_ = false;
 
     // tx.select: publishes and settlements wait for tx.commit.
@@ -192,10 +199,7 @@ private:
 
     std::string reply_token_;         // direct reply-to
     ConsumerPtr reply_consumer_;
-    std::vector<Queue*> route_out_;
     std::vector<QueuePtr> touched_;  // owning: settling may drop a deleted queue's last reference
-    std::vector<std::pair<Queue*, uint64_t>> stored_entries_;
-    std::vector<uint64_t> seqs_;
     std::shared_ptr<char> alive_ = std::make_shared<char>(0);  // storage callbacks check it
 };
 

@@ -22,22 +22,6 @@ uint16_t property_flags(std::string_view raw) {
     return raw.size() < 2 ? 0 : static_cast<uint16_t>((uint8_t(raw[0]) << 8) | uint8_t(raw[1]));
 }
 
-// Decodes a message's properties only when a headers exchange asks.
-struct LazyHeaders {
-    const Message* message;
-    amqp::BasicProperties props;
-    bool decoded = false;
-
-    static const amqp::FieldTable* get(void* self) {
-        auto* h = static_cast<LazyHeaders*>(self);
-        if (!h->decoded) {
-            h->decoded = true;
-            if (!amqp::decode_properties(h->message->properties(), h->props)) h->props = {};
-        }
-        return h->props.headers ? &*h->props.headers : nullptr;
-    }
-};
-
 }  // namespace
 
 Status Channel::basic_qos(const m::BasicQos& q) {
@@ -158,6 +142,11 @@ Status Channel::publish_complete() {
                                  session_.user() + "'",
                              m::BasicPublish::key};
     }
+    if (msg->expiration_ms() == Message::kInvalidExpiration)
+        return AmqpError{reply::precondition_failed,
+                         "invalid expiration '" + std::string(amqp::peek_expiration(msg->properties()).value_or("")) +
+                             "': not a number of milliseconds between 0 and 4294967295",
+                         m::BasicPublish::key};
     if (flags & kReplyToFlag) {
         amqp::BasicProperties props;
         if (amqp::decode_properties(msg->properties(), props) && props.reply_to == kReplyQueue) {
@@ -177,50 +166,25 @@ Status Channel::publish_complete() {
         tx_publishes_.push_back(TxPublish{std::move(msg), mandatory});
         return std::nullopt;
     }
-    bool stored = route_message(*ex, msg, mandatory);
-    confirm_publish(stored);
+    PublishResult r = route_message(*ex, msg, mandatory);
+    confirm_publish(r.stored, r.rejected);
     return std::nullopt;
 }
 
-bool Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mandatory) {
+PublishResult Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mandatory) {
     auto& stats = session_.broker().stats();
     if (ex.name().empty() && msg->routing_key().substr(0, kReplyPrefix.size()) == kReplyPrefix) {
         publish_reply(msg, msg->routing_key().substr(kReplyPrefix.size()), mandatory);
-        return false;
+        return {};
     }
-    route_out_.clear();
-    LazyHeaders headers{msg.get(), {}, false};
-    vhost_.route(ex, msg->routing_key(), &LazyHeaders::get, &headers, route_out_);
-    if (route_out_.empty()) {
+    PublishResult r = vhost_.publish(ex, msg);
+    if (!r.routed) {
         ++stats.messages_unroutable;
         if (mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
-        return false;
+    } else {
+        ++stats.messages_routed;
     }
-    ++stats.messages_routed;
-    // A persistent message in durable queues is written (once, shared by
-    // those queues) before any queue sees it, so an early ack finds it.
-    Durability& durability = session_.broker().durability();
-    stored_entries_.clear();
-    if (msg->persistent() && durability.enabled())
-        for (Queue* q : route_out_)
-            if (q->durable()) stored_entries_.emplace_back(q, 0);
-    size_t next_stored = 0;
-    seqs_.clear();
-    for (Queue* q : route_out_) {
-        uint64_t seq = q->allocate_seq();
-        seqs_.push_back(seq);
-        if (next_stored < stored_entries_.size() && stored_entries_[next_stored].first == q)
-            stored_entries_[next_stored++].second = seq;
-    }
-    durability.store_message(msg, stored_entries_);
-    next_stored = 0;
-    for (size_t i = 0; i < route_out_.size(); ++i) {
-        Queue* q = route_out_[i];
-        bool stored = next_stored < stored_entries_.size() && stored_entries_[next_stored].first == q;
-        if (stored) ++next_stored;
-        q->publish(QueuedMessage{msg, seqs_[i], false, stored});
-    }
-    return !stored_entries_.empty();
+    return r;
 }
 
 void Channel::publish_reply(const MessagePtr& message, std::string_view token, bool mandatory) {
@@ -242,9 +206,20 @@ void Channel::send_return(const Message& message, uint16_t code, std::string_vie
     session_.wrote_output();
 }
 
-void Channel::confirm_publish(bool needs_sync) {
+void Channel::confirm_publish(bool needs_sync, bool nack) {
     if (!confirm_mode_) return;
-    if (needs_sync) {
+    if (nack && unsynced_.empty()) {
+        // Everything before it is confirmable: ack that, nack this one.
+        confirmable_seq_ = publish_seq_ - 1;
+        flush_confirms();
+        m::BasicNack n;
+        n.delivery_tag = publish_seq_;
+        send(n);
+        confirmed_seq_ = confirmable_seq_ = publish_seq_;
+        return;
+    }
+    if (nack) nacks_.push_back(publish_seq_);  // answered in order, after those before it
+    if (needs_sync || nack) {
         // Confirmed only once the batch holding it is synced.
         unsynced_.push_back(publish_seq_);
         session_.broker().durability().after_sync(
@@ -263,8 +238,10 @@ void Channel::on_synced(uint64_t seq, bool ok) {
     while (!unsynced_.empty() && unsynced_.front() <= seq) {
         uint64_t s = unsynced_.front();
         unsynced_.pop_front();
-        if (ok || closing_) continue;
-        // The write failed: ack what came before, nack this one.
+        const bool refused = !nacks_.empty() && nacks_.front() == s;
+        if (refused) nacks_.pop_front();
+        if ((ok && !refused) || closing_) continue;
+        // The write failed, or a queue refused it: ack what came before, nack this one.
         confirmable_seq_ = s - 1;
         flush_confirms();
         m::BasicNack nack;
@@ -329,7 +306,7 @@ Status Channel::basic_ack(uint64_t tag, bool multiple) {
         tx_settles_.push_back(TxSettle{tag, multiple, false, TxSettle::ack});
         return std::nullopt;
     }
-    return settle_tags(tag, multiple, false, session_.broker().stats().messages_acked);
+    return settle_tags(tag, multiple, Settlement::ack, session_.broker().stats().messages_acked);
 }
 
 Status Channel::basic_reject(uint64_t tag, bool multiple, bool requeue, bool nack) {
@@ -339,19 +316,20 @@ Status Channel::basic_reject(uint64_t tag, bool multiple, bool requeue, bool nac
         return std::nullopt;
     }
     auto& stats = session_.broker().stats();
-    return settle_tags(tag, multiple, requeue, nack ? stats.messages_nacked : stats.messages_rejected);
+    return settle_tags(tag, multiple, requeue ? Settlement::requeue : Settlement::reject,
+                       nack ? stats.messages_nacked : stats.messages_rejected);
 }
 
-Status Channel::settle_tags(uint64_t tag, bool multiple, bool requeue, uint64_t& counter) {
+Status Channel::settle_tags(uint64_t tag, bool multiple, Settlement how, uint64_t& counter) {
     auto unknown = [&] {
         return amqp_error(reply::precondition_failed, "unknown delivery tag " + std::to_string(tag));
     };
     touched_.clear();
     auto settle_one = [&](Unacked& u) {
         if (std::find(touched_.begin(), touched_.end(), u.queue) == touched_.end()) touched_.push_back(u.queue);
-        settle(u, requeue);
+        if (how == Settlement::ack) ++u.queue->counters.acked;
+        settle(u, how);
         ++counter;
-        if (&counter == &session_.broker().stats().messages_acked) ++u.queue->counters.acked;
     };
     if (multiple) {
         if (tag >= next_delivery_tag_) return unknown();
@@ -416,14 +394,17 @@ Status Channel::tx_method(uint32_t key) {
     for (const TxPublish& p : publishes) {
         const Exchange* ex = vhost_.find_exchange(p.message->exchange());
         if (!ex) return amqp_error(reply::not_found, vhost_.not_found_exchange(p.message->exchange()));
-        (void)route_message(*ex, p.message, p.mandatory);
+        (void)route_message(*ex, p.message, p.mandatory);  // a refused message is simply not enqueued
     }
     auto& stats = session_.broker().stats();
     for (const TxSettle& s : settles) {
         uint64_t& counter = s.kind == TxSettle::ack    ? stats.messages_acked
                             : s.kind == TxSettle::nack ? stats.messages_nacked
                                                        : stats.messages_rejected;
-        if (Status st = settle_tags(s.tag, s.multiple, s.requeue, counter)) return st;
+        const Settlement how = s.kind == TxSettle::ack ? Settlement::ack
+                               : s.requeue             ? Settlement::requeue
+                                                       : Settlement::reject;
+        if (Status st = settle_tags(s.tag, s.multiple, how, counter)) return st;
     }
     // As RabbitMQ: commit-ok means the transaction's messages are on disk.
     reply_when_durable(true, [this] { send(m::TxCommitOk{}); });

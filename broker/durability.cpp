@@ -19,6 +19,40 @@ namespace {
 constexpr uint8_t kEntryInline = 1;
 constexpr uint8_t kEntryBodyRef = 2;
 constexpr uint8_t kEntryPage = 3;  // a transient message paged out of memory
+constexpr uint8_t kEntryExpires = 0x80;  // flag on the kind: a u64 expiry (Unix ms) follows it
+
+// An entry's value split up: kind, expiry, and what follows them.
+struct EntryView {
+    uint8_t kind = 0;
+    uint64_t expires_ms = 0;
+    std::string_view rest;  // inline/page: the encoded message; body ref: the u64 body id
+    bool ok = false;
+};
+
+EntryView parse_entry(std::string_view value) {
+    EntryView e;
+    if (value.empty()) return e;
+    uint8_t kind = static_cast<uint8_t>(value[0]);
+    size_t at = 1;
+    if (kind & kEntryExpires) {
+        if (value.size() < 9) return e;
+        e.expires_ms = storage::read_u64_key(value, 1);
+        at = 9;
+    }
+    e.kind = kind & ~kEntryExpires;
+    e.rest = value.substr(at);
+    e.ok = e.kind != kEntryBodyRef || e.rest.size() >= 8;
+    return e;
+}
+
+void put_entry_kind(std::string& out, uint8_t kind, uint64_t expires_ms) {
+    if (expires_ms == 0) {
+        amqp::put_u8(out, kind);
+        return;
+    }
+    amqp::put_u8(out, kind | kEntryExpires);
+    storage::append_u64_key(out, expires_ms);
+}
 
 void put_name(std::string& out, std::string_view s) { amqp::put_shortstr(out, s.substr(0, 255)); }
 
@@ -207,16 +241,16 @@ void Durability::remove_binding(const VHost& v, const Exchange& source, const Bi
     schedule_commit();
 }
 
-void Durability::store_message(const MessagePtr& message, const std::vector<std::pair<Queue*, uint64_t>>& entries) {
+void Durability::store_message(const MessagePtr& message, const std::vector<StoredEntry>& entries) {
     if (!store_ || entries.empty()) return;
     std::string& value = scratch_;
     value.clear();
     if (entries.size() == 1) {
         // Inline: kind + header here; properties and body go in as parts.
-        amqp::put_u8(value, kEntryInline);
+        const StoredEntry& e = entries.front();
+        put_entry_kind(value, kEntryInline, e.expires_ms);
         encode_message_header(value, *message);
-        auto [queue, seq] = entries.front();
-        batch_.put(Column::msgs, storage::message_key_of(queue->id(), seq),
+        batch_.put(Column::msgs, storage::message_key_of(e.queue->id(), e.seq),
                    {value, message->properties(), message->body()});
         schedule_commit();
         return;
@@ -230,9 +264,12 @@ void Durability::store_message(const MessagePtr& message, const std::vector<std:
     std::string key;
     storage::append_u64_key(key, message->body_id);
     batch_.put(Column::bodies, key, body);
-    amqp::put_u8(value, kEntryBodyRef);
-    amqp::put_u64(value, message->body_id);
-    for (const auto& [queue, seq] : entries) batch_.put(Column::msgs, storage::message_key_of(queue->id(), seq), value);
+    for (const StoredEntry& e : entries) {
+        value.clear();
+        put_entry_kind(value, kEntryBodyRef, e.expires_ms);
+        amqp::put_u64(value, message->body_id);
+        batch_.put(Column::msgs, storage::message_key_of(e.queue->id(), e.seq), value);
+    }
     schedule_commit();
 }
 
@@ -258,24 +295,24 @@ void Durability::release_bodies_from(const Queue& queue, uint64_t seq) {
     if (body_refs_.empty()) return;  // nothing is shared: no need to look
     store_->scan(Column::msgs, storage::message_key_of(queue.id(), seq), storage::message_key_of(queue_upper(queue.id()), 0),
                  [&](std::string_view, std::string_view value) {
-                     if (value.size() >= 9 && static_cast<uint8_t>(value[0]) == kEntryBodyRef)
-                         release_body(storage::read_u64_key(value, 1));
+                     EntryView e = parse_entry(value);
+                     if (e.ok && e.kind == kEntryBodyRef) release_body(storage::read_u64_key(e.rest, 0));
                      return true;
                  });
 }
 
-void Durability::page_message(const Queue& queue, uint64_t seq, const Message& message) {
+void Durability::page_message(const Queue& queue, uint64_t seq, const Message& message, uint64_t expires_ms) {
     if (!store_) return;
     std::string& value = scratch_;
     value.clear();
-    amqp::put_u8(value, kEntryPage);
+    put_entry_kind(value, kEntryPage, expires_ms);
     encode_message_header(value, message);
     batch_.put(Column::msgs, storage::message_key_of(queue.id(), seq), {value, message.properties(), message.body()});
     schedule_commit();
 }
 
 uint64_t Durability::read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
-                                  const std::function<void(uint64_t, MessagePtr, bool)>& f) {
+                                  const std::function<void(uint64_t, MessagePtr, bool, uint64_t)>& f) {
     if (!store_ || max_count == 0 || to < from) return 0;
     uint64_t last = 0;
     size_t n = 0;
@@ -285,13 +322,14 @@ uint64_t Durability::read_entries(const Queue& queue, uint64_t from, uint64_t to
                  [&](std::string_view key, std::string_view value) {
                      uint64_t seq = storage::read_u64_key(key, 8);
                      last = seq;
-                     if (value.empty()) return true;
-                     uint8_t kind = static_cast<uint8_t>(value[0]);
+                     EntryView e = parse_entry(value);
+                     if (!e.ok) return true;
+                     const uint8_t kind = e.kind;
                      MessagePtr m;
                      if (kind == kEntryInline || kind == kEntryPage) {
-                         m = decode_message(value.substr(1));
+                         m = decode_message(e.rest);
                      } else if (kind == kEntryBodyRef) {
-                         uint64_t body_id = storage::read_u64_key(value, 1);
+                         uint64_t body_id = storage::read_u64_key(e.rest, 0);
                          std::string body_key, body;
                          storage::append_u64_key(body_key, body_id);
                          if (store_->get(Column::bodies, body_key, body)) m = decode_message(body);
@@ -301,7 +339,7 @@ uint64_t Durability::read_entries(const Queue& queue, uint64_t from, uint64_t to
                          batch_.remove(Column::msgs, key);
                          schedule_commit();
                      }
-                     if (m) f(seq, std::move(m), kind != kEntryPage);
+                     if (m) f(seq, std::move(m), kind != kEntryPage, e.expires_ms);
                      return ++n < max_count;
                  });
     return last;
@@ -400,22 +438,25 @@ RecoveryStats Durability::recover(Broker& broker) {
         store_->scan(Column::msgs, storage::message_key(q->id(), 0), storage::message_key(queue_upper(q->id()), 0),
                      [&](std::string_view key, std::string_view value) {
                          uint64_t seq = storage::read_u64_key(key, 8);
-                         if (value.empty()) return true;
-                         uint8_t kind = static_cast<uint8_t>(value[0]);
+                         EntryView e = parse_entry(value);
+                         if (!e.ok) return true;
+                         const uint8_t kind = e.kind;
                          if (kind == kEntryPage) {
                              batch_.remove(Column::msgs, key);
                              return true;
                          }
-                         uint64_t body_id = kind == kEntryBodyRef ? storage::read_u64_key(value, 1) : 0;
+                         uint64_t body_id = kind == kEntryBodyRef ? storage::read_u64_key(e.rest, 0) : 0;
                          if (body_id) ++body_refs_[body_id];
                          ++st.messages;
                          if (!q->has_memory_room()) {
-                             q->restore_paged(seq);
+                             // Left in the store; the size is close enough for
+                             // x-max-length-bytes (a shared body's is not known here).
+                             q->restore_paged(seq, kind == kEntryInline ? e.rest.size() : 0);
                              return true;
                          }
                          MessagePtr m;
                          if (kind == kEntryInline) {
-                             m = decode_message(value.substr(1));
+                             m = decode_message(e.rest);
                          } else if (auto it = bodies.find(body_id); it != bodies.end()) {
                              m = it->second;
                          } else {
@@ -427,10 +468,11 @@ RecoveryStats Durability::recover(Broker& broker) {
                                  bodies.emplace(body_id, m);
                              }
                          }
-                         if (m) q->restore_message(std::move(m), seq);
+                         if (m) q->restore_message(std::move(m), seq, e.expires_ms);
                          return true;
                      });
     }
+    for (const auto& q : queues) q->start();  // TTL and x-expires timers
     // Shared bodies no entry refers to any more (left by a crash between an
     // entry's removal and its body's, or by a path that missed a release).
     store_->scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {

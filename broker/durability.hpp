@@ -13,7 +13,9 @@
 //   'q' vhost name           → queue id, flags, arguments      (durable queues)
 //   'b' vhost src kind dst key args → ""                       (durable bindings)
 // Queue entries in `msgs`: queue id | seq → inline message, or a reference to
-// a body in `bodies` when one message went to several durable queues.
+// a body in `bodies` when one message went to several durable queues. An
+// entry whose kind octet has the high bit set carries its expiry (u64 Unix
+// ms) right after it, so TTLs survive a restart.
 //
 // Thread-safety: broker thread only (the store's thread reports back through
 // the Executor).
@@ -69,20 +71,20 @@ public:
 
     // A persistent message entering durable queues: stores its entries and
     // (when shared by several) its body once.
-    void store_message(const MessagePtr& message, const std::vector<std::pair<Queue*, uint64_t>>& entries);
+    void store_message(const MessagePtr& message, const std::vector<StoredEntry>& entries);
     // The entry is gone for good (acked, rejected, dropped).
     void remove_entry(const Queue& queue, uint64_t seq, const Message& message);
 
     // Paging: a message that is not stored (transient, or in a non-durable
     // queue) is written as a page entry so the queue can drop it from memory.
     // Page entries never survive a restart.
-    void page_message(const Queue& queue, uint64_t seq, const Message& message);
+    void page_message(const Queue& queue, uint64_t seq, const Message& message, uint64_t expires_ms);
     // Reads back up to max_count entries of a queue with seq in [from, to],
     // in order. `stored` is false for page entries, which are removed as they
     // are read (the message lives in memory again). Returns the last seq read
     // (0 if none).
     uint64_t read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
-                          const std::function<void(uint64_t seq, MessagePtr message, bool stored)>& f);
+                          const std::function<void(uint64_t seq, MessagePtr message, bool stored, uint64_t expires_ms)>& f);
     // Everything written from now on belongs to this batch generation; a
     // generation's writes are readable once synced_generation() reaches it.
     uint64_t gathering_generation() const { return gathering_generation_; }

@@ -32,7 +32,10 @@ Exchange::Exchange(std::string name, ExchangeType type, bool durable, bool auto_
       durable_(durable),
       auto_delete_(auto_delete),
       internal_(internal),
-      arguments_(std::move(arguments)) {}
+      arguments_(std::move(arguments)) {
+    if (const amqp::FieldValue* ae = arguments_.find("alternate-exchange"))
+        if (auto name = ae->as_string()) alternate_exchange_ = std::string(*name);
+}
 
 bool Exchange::has_binding(Destination dest, std::string_view key) const {
     return std::any_of(bindings_.begin(), bindings_.end(),

@@ -58,6 +58,9 @@ public:
     bool internal() const { return internal_; }
     const amqp::FieldTable& arguments() const { return arguments_; }
     const std::vector<Binding>& bindings() const { return bindings_; }
+    // The `alternate-exchange` argument: where messages this exchange cannot
+    // route go instead ("" = none).
+    const std::string& alternate_exchange() const { return alternate_exchange_; }
 
     // False if that exact binding exists already.
     bool bind(Destination dest, std::string_view key, const amqp::FieldTable& args);
@@ -84,6 +87,7 @@ private:
     bool auto_delete_;
     bool internal_;
     amqp::FieldTable arguments_;
+    std::string alternate_exchange_;
     std::vector<Binding> bindings_;
 
     // Routing indexes; each holds one entry per distinct (key, destination).

@@ -34,6 +34,11 @@ public:
     // delivery_mode 2 (as peeked from the properties at construction).
     bool persistent() const { return persistent_; }
     uint8_t priority() const { return priority_; }
+    // The expiration property as a per-message TTL in milliseconds: -1 when
+    // absent, kInvalidExpiration when it is not a non-negative integer.
+    int64_t expiration_ms() const { return expiration_ms_; }
+    static constexpr int64_t kInvalidExpiration = -2;
+    static int64_t parse_expiration(std::string_view text);
     // Bytes this message holds in memory (for accounting).
     size_t memory_size() const { return sizeof(*this) + data_.capacity(); }
 
@@ -54,6 +59,7 @@ private:
     uint8_t routing_key_len_;
     bool persistent_ = false;
     uint8_t priority_ = 0;
+    int64_t expiration_ms_ = -1;
 };
 
 using MessagePtr = std::shared_ptr<const Message>;
@@ -65,6 +71,17 @@ struct QueuedMessage {
     bool redelivered = false;
     bool stored = false;       // also in the durable store (persistent, durable queue)
     uint32_t enqueued_s = 0;   // Broker::now_s() when it entered (or came back to) memory
+    uint32_t returns = 0;      // times it came back unacked (quorum queues' delivery count)
+    uint64_t expires_ms = 0;   // Unix ms when it expires (message or queue TTL); 0 = never
+};
+
+class Queue;
+
+// One queue's entry for a message being stored (Durability::store_message).
+struct StoredEntry {
+    Queue* queue = nullptr;
+    uint64_t seq = 0;
+    uint64_t expires_ms = 0;  // 0 = never
 };
 
 }  // namespace sluice::broker

@@ -13,6 +13,9 @@ Queue::Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owne
     : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {}
 
 bool Queue::has_memory_room() const {
+    // A priority queue keeps its messages in memory: its order is not the
+    // store's (sequence) order, which paging reads back in.
+    if (options_.features.max_priority > 0) return true;
     const Broker& broker = vhost_.broker();
     const BrokerConfig& cfg = broker.config();
     return ready_.size() < cfg.queue_memory_messages && memory_bytes_ < cfg.queue_memory_bytes &&
@@ -32,26 +35,59 @@ void Queue::sub_memory(size_t n) {
 
 void Queue::publish(QueuedMessage qm) {
     ++counters.published;
+    ready_bytes_ += qm.message->body_size();
+    const uint64_t expires_ms = qm.expires_ms;
     Durability& durability = vhost_.broker().durability();
     if (durability.enabled() && (paged_count_ > 0 || !has_memory_room())) {
         // The tail lives in the store: keep order, drop the message from memory.
-        if (!qm.stored) durability.page_message(*this, qm.seq, *qm.message);
+        if (!qm.stored) durability.page_message(*this, qm.seq, *qm.message, qm.expires_ms);
         if (paged_count_ == 0) page_from_ = qm.seq;
         ++paged_count_;
         uint64_t gen = durability.gathering_generation();
         if (page_marks_.empty() || page_marks_.back().first != gen) page_marks_.emplace_back(gen, qm.seq);
-        if (!consumers_.empty()) dispatch();
-        return;
+    } else {
+        add_memory(qm.message->body_size());
+        qm.enqueued_s = vhost_.broker().now_s();
+        insert_ready(std::move(qm));
     }
-    add_memory(qm.message->body_size());
-    qm.enqueued_s = vhost_.broker().now_s();
-    ready_.push_back(std::move(qm));
     if (!consumers_.empty()) dispatch();
+    if (options_.features.has_length_limit()) enforce_length_limit();
+    if (expires_ms != 0) {
+        // A TTL of 0 means "now or never": what no consumer took is expired.
+        expire_head(vhost_.broker().now_ms(), true);
+        schedule_head_expiry();
+    }
 }
 
-void Queue::restore_paged(uint64_t seq) {
+void Queue::insert_ready(QueuedMessage qm) {
+    if (options_.features.max_priority == 0) {
+        if (ready_.empty() || ready_.back().seq < qm.seq) {
+            ready_.push_back(std::move(qm));
+            return;
+        }
+        auto pos = std::upper_bound(ready_.begin(), ready_.end(), qm.seq,
+                                    [](uint64_t seq, const QueuedMessage& m) { return seq < m.seq; });
+        ready_.insert(pos, std::move(qm));
+        return;
+    }
+    // Highest priority first; FIFO (by sequence number) within a priority.
+    const uint8_t p = priority_of(*qm.message);
+    auto before = [&](const QueuedMessage& m) {
+        const uint8_t mp = priority_of(*m.message);
+        return mp > p || (mp == p && m.seq < qm.seq);
+    };
+    if (ready_.empty() || before(ready_.back())) {
+        ready_.push_back(std::move(qm));
+        return;
+    }
+    auto pos = std::partition_point(ready_.begin(), ready_.end(), before);
+    ready_.insert(pos, std::move(qm));
+}
+
+void Queue::restore_paged(uint64_t seq, uint64_t body_bytes) {
     if (paged_count_ == 0) page_from_ = seq;
     ++paged_count_;
+    ready_bytes_ += body_bytes;
     next_seq_ = std::max(next_seq_, seq + 1);
 }
 
@@ -66,11 +102,13 @@ void Queue::refill() {
     size_t got = 0;
     uint64_t last = 0;
     if (readable_to >= page_from_) {
-        last = durability.read_entries(*this, page_from_, readable_to, chunk, [&](uint64_t seq, MessagePtr m, bool stored) {
-            add_memory(m->body_size());
-            ready_.push_back(QueuedMessage{std::move(m), seq, false, stored, vhost_.broker().now_s()});
-            ++got;
-        });
+        last = durability.read_entries(*this, page_from_, readable_to, chunk,
+                                       [&](uint64_t seq, MessagePtr m, bool stored, uint64_t expires_ms) {
+                                           add_memory(m->body_size());
+                                           ready_.push_back(QueuedMessage{std::move(m), seq, false, stored,
+                                                                          vhost_.broker().now_s(), 0, expires_ms});
+                                           ++got;
+                                       });
     }
     if (last != 0) page_from_ = last + 1;
     paged_count_ -= std::min(paged_count_, got);
@@ -87,16 +125,22 @@ void Queue::refill() {
     }
 }
 
-void Queue::restore_message(MessagePtr message, uint64_t seq) {
+void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_ms) {
     // Whether it had been delivered is not recorded: every recovered message
     // is flagged redelivered, which the flag's meaning ("may have been
     // delivered before") allows.
-    ready_.push_back(QueuedMessage{std::move(message), seq, true, true, vhost_.broker().now_s()});
+    ready_bytes_ += message->body_size();
+    insert_ready(QueuedMessage{std::move(message), seq, true, true, vhost_.broker().now_s(), 0, expires_ms});
     next_seq_ = std::max(next_seq_, seq + 1);
 }
 
 std::optional<QueuedMessage> Queue::get(bool no_ack) {
+    touch();
     refill();
+    if (!ready_.empty() && ready_.front().expires_ms != 0) {
+        expire_head(vhost_.broker().now_ms(), false);
+        if (ready_.empty()) refill();
+    }
     if (ready_.empty()) return std::nullopt;
     QueuedMessage qm = std::move(ready_.front());
     ready_.pop_front();
@@ -110,14 +154,31 @@ void Queue::requeue(QueuedMessage qm) {
     if (unacked_ > 0) --unacked_;
     if (deleted_) return;
     qm.redelivered = true;
+    if (options_.features.type == QueueType::quorum) {
+        ++qm.returns;
+        const auto& limit = options_.features.delivery_limit;
+        if (limit && qm.returns > *limit) {
+            discard(std::move(qm), DeathReason::delivery_limit);
+            return;
+        }
+        qm.message = with_delivery_count(*qm.message, qm.returns);
+    }
     add_memory(qm.message->body_size());
-    auto pos = std::upper_bound(ready_.begin(), ready_.end(), qm.seq,
-                                [](uint64_t seq, const QueuedMessage& m) { return seq < m.seq; });
-    ready_.insert(pos, std::move(qm));
+    ready_bytes_ += qm.message->body_size();
+    const bool expiring = qm.expires_ms != 0;
+    insert_ready(std::move(qm));
+    if (options_.features.has_length_limit()) enforce_length_limit();
+    if (expiring) schedule_head_expiry();
 }
 
 void Queue::settle(const QueuedMessage&) {
     if (unacked_ > 0) --unacked_;
+}
+
+void Queue::reject(QueuedMessage qm) {
+    if (unacked_ > 0) --unacked_;
+    if (deleted_) return;
+    discard(std::move(qm), DeathReason::rejected);
 }
 
 size_t Queue::purge() {
@@ -133,6 +194,7 @@ size_t Queue::purge() {
     if (paged_count_ > 0) durability.remove_entries_from(*this, page_from_);
     ready_.clear();
     sub_memory(memory_bytes_);
+    ready_bytes_ = 0;
     paged_count_ = 0;
     page_marks_.clear();
     return n;
@@ -149,10 +211,14 @@ Status Queue::check_can_consume(bool exclusive) const {
 }
 
 void Queue::add_consumer(ConsumerPtr consumer) {
-    // Sorted by priority, highest first; a new consumer goes behind its equals.
-    auto pos = std::find_if(consumers_.begin(), consumers_.end(),
-                            [&](const ConsumerPtr& c) { return c->priority < consumer->priority; });
-    consumers_.insert(pos, std::move(consumer));
+    if (options_.features.single_active_consumer) {
+        consumers_.push_back(std::move(consumer));  // in order of arrival: the first is active
+    } else {
+        // Sorted by priority, highest first; a new consumer goes behind its equals.
+        auto pos = std::find_if(consumers_.begin(), consumers_.end(),
+                                [&](const ConsumerPtr& c) { return c->priority < consumer->priority; });
+        consumers_.insert(pos, std::move(consumer));
+    }
     had_consumer_ = true;
 }
 
@@ -162,21 +228,31 @@ ConsumerPtr Queue::remove_consumer(const Consumer* consumer) {
     if (it == consumers_.end()) return nullptr;
     ConsumerPtr removed = std::move(*it);
     consumers_.erase(it);
+    if (consumers_.empty() && options_.features.expires_ms) {
+        touch();  // unused from now: x-expires counts from here
+        wake_at(last_used_ms_ + *options_.features.expires_ms);
+    }
     return removed;
 }
 
 void Queue::dispatch() {
     if (dispatching_ || deleted_) return;
     dispatching_ = true;
+    const bool single_active = options_.features.single_active_consumer;
     while (!consumers_.empty()) {
         if (ready_.empty()) {
             refill();
             if (ready_.empty()) break;
         }
+        if (ready_.front().expires_ms != 0 && ready_.front().expires_ms < vhost_.broker().now_ms()) {
+            expire_head(vhost_.broker().now_ms(), false);
+            continue;
+        }
         // The first consumer with credit in priority order; the one served
         // moves behind the others of its priority (round-robin within a
-        // priority, RabbitMQ's consumer priorities across them).
-        size_t n = consumers_.size();
+        // priority, RabbitMQ's consumer priorities across them). A single
+        // active consumer is the only one served.
+        size_t n = single_active ? 1 : consumers_.size();
         size_t idx = 0;
         while (idx < n && !consumers_[idx]->channel->can_deliver(*consumers_[idx])) ++idx;
         if (idx == n) break;
@@ -199,6 +275,7 @@ void Queue::dispatch() {
 std::vector<ConsumerPtr> Queue::mark_deleted() {
     deleted_ = true;
     ready_.clear();
+    ready_bytes_ = 0;
     paged_count_ = 0;
     sub_memory(memory_bytes_);
     std::vector<ConsumerPtr> out;

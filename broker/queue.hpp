@@ -3,13 +3,21 @@
 //
 // Order: every message gets a sequence number when it enters the queue; a
 // requeued message goes back to its own place (RabbitMQ's classic-queue
-// behaviour), so ready messages are always sorted by sequence number.
+// behaviour), so ready messages are always sorted by sequence number — or,
+// in a priority queue (x-max-priority), by priority, highest first, then by
+// sequence number.
+//
+// The optional arguments (queue_arguments.hpp) act here: message TTLs and
+// queue expiry (timers through Broker::timers()), length limits with their
+// overflow behaviours, dead-lettering of what the queue gives up on (through
+// VHost::dead_letter), single active consumer, and the delivery limit of
+// quorum queues. Those parts live in queue_limits.cpp.
 //
 // Thread-safety: a queue lives on the broker thread; everything that touches
-// it runs there. It holds messages in memory only (durable storage plugs in
-// through broker/message_store.hpp).
+// it runs there.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -18,7 +26,9 @@
 #include <vector>
 
 #include "broker/amqp_error.hpp"
+#include "broker/dead_letter.hpp"
 #include "broker/message.hpp"
+#include "broker/queue_arguments.hpp"
 #include "broker/queue_counters.hpp"
 #include "net/amqp/field_table.hpp"
 
@@ -46,6 +56,7 @@ struct QueueOptions {
     bool exclusive = false;
     bool auto_delete = false;
     amqp::FieldTable arguments;
+    QueueArguments features;  // `arguments` parsed (VHost::declare_queue does it)
 };
 
 class Queue : public std::enable_shared_from_this<Queue> {
@@ -61,11 +72,14 @@ public:
     bool exclusive() const { return options_.exclusive; }
     bool auto_delete() const { return options_.auto_delete; }
     const amqp::FieldTable& arguments() const { return options_.arguments; }
+    const QueueArguments& features() const { return options_.features; }
     uint64_t owner() const { return owner_; }
     bool deleted() const { return deleted_; }
 
     size_t ready_count() const { return ready_.size() + paged_count_; }
     size_t paged_count() const { return paged_count_; }
+    // Body bytes of the ready messages, paged ones included (x-max-length-bytes).
+    uint64_t ready_bytes() const { return ready_bytes_; }
     size_t memory_bytes() const { return memory_bytes_; }
     // Seconds the message at the head has waited (0 when empty). Paged
     // messages count from when they were read back into memory.
@@ -78,20 +92,34 @@ public:
 
     // The sequence number the next published message will get.
     uint64_t allocate_seq() { return next_seq_++; }
-    // Appends a message (seq from allocate_seq) and delivers what can be delivered.
+    // Appends a message (seq from allocate_seq, expires_ms from expiry_for)
+    // and delivers what can be delivered.
     void publish(QueuedMessage qm);
+    // When a message entering now expires here (Unix ms), 0 = never: the
+    // sooner of its own expiration and the queue's x-message-ttl.
+    uint64_t expiry_for(const Message& message, uint64_t now_ms) const;
+    // x-overflow reject-publish(-dlx): true when this message does not fit.
+    bool refuses(const Message& message) const;
     // A message recovered from the durable store at start: in memory, or
     // (restore_paged) left in the store until consumers get to it.
-    void restore_message(MessagePtr message, uint64_t seq);
-    void restore_paged(uint64_t seq);
+    void restore_message(MessagePtr message, uint64_t seq, uint64_t expires_ms);
+    void restore_paged(uint64_t seq, uint64_t body_bytes);
+    // Starts the queue's timers (x-expires); once, right after construction.
+    void start();
     // Whether a message of this size would stay in memory now.
     bool has_memory_room() const;
     // basic.get: the head of the queue, counted as unacked unless no_ack.
     std::optional<QueuedMessage> get(bool no_ack);
-    // An unacked message comes back to its place, marked redelivered.
+    // An unacked message comes back to its place, marked redelivered (or,
+    // past a quorum queue's delivery limit, is dead-lettered).
     void requeue(QueuedMessage qm);
     // An unacked message was acked or dropped.
     void settle(const QueuedMessage& qm);
+    // An unacked message was rejected (requeue=false): dead-lettered if the
+    // queue has a dead-letter exchange, and gone.
+    void reject(QueuedMessage qm);
+    // The queue was used (declared again, basic.get): x-expires restarts.
+    void touch();
     // Removes the ready messages; returns how many.
     size_t purge();
 
@@ -103,8 +131,13 @@ public:
     // True once a consumer has come and all have gone (auto-delete's trigger).
     bool unused_after_consumers() const { return had_consumer_ && consumers_.empty(); }
 
-    // Delivers ready messages to consumers with credit, round-robin.
+    // Delivers ready messages to consumers with credit, round-robin (or to
+    // the single active consumer).
     void dispatch();
+    // x-single-active-consumer: the consumer that gets the messages (null if none).
+    const Consumer* active_consumer() const {
+        return options_.features.single_active_consumer && !consumers_.empty() ? consumers_.front().get() : nullptr;
+    }
 
     // Called by VHost::delete_queue: detaches everything.
     std::vector<ConsumerPtr> mark_deleted();
@@ -126,7 +159,30 @@ private:
 
     // Reads paged messages back into memory when the in-memory head runs low.
     void refill();
-    void take(const QueuedMessage& qm) { sub_memory(qm.message->body_size()); }
+    // A message leaves the ready list (delivered, dropped).
+    void take(const QueuedMessage& qm) {
+        sub_memory(qm.message->body_size());
+        ready_bytes_ -= std::min<uint64_t>(ready_bytes_, qm.message->body_size());
+    }
+    // Puts a message in the ready list at its place (seq, or priority then seq).
+    void insert_ready(QueuedMessage qm);
+    uint8_t priority_of(const Message& m) const {
+        return std::min(m.priority(), options_.features.max_priority);
+    }
+    // --- queue_limits.cpp ---------------------------------------------------
+    // Gives up on a message that left the ready or unacked list: dead-letters
+    // it when the queue has a dead-letter exchange; its stored entry goes.
+    void discard(QueuedMessage qm, DeathReason reason);
+    // Drops expired messages from the head; `inclusive` counts a message
+    // expiring this very millisecond (TTL 0) as expired.
+    void expire_head(uint64_t now_ms, bool inclusive);
+    // x-max-length / x-max-length-bytes with drop-head: drops from the head.
+    void enforce_length_limit();
+    // Asks Broker::timers() for on_timer() at deadline_ms (keeps the earliest).
+    void wake_at(uint64_t deadline_ms);
+    void on_timer();
+    // Arms the timer for the head's expiry, if it has one.
+    void schedule_head_expiry();
     void add_memory(size_t n);  // this queue's and the broker's account
     void sub_memory(size_t n);
 
@@ -138,13 +194,18 @@ private:
     size_t unacked_ = 0;
     size_t memory_bytes_ = 0;
     size_t paged_count_ = 0;
+    uint64_t ready_bytes_ = 0;
     uint64_t page_from_ = 0;
+    uint64_t wake_ms_ = 0;       // the deadline asked of the broker's timers (0 = none)
+    uint64_t last_used_ms_ = 0;  // x-expires: last declare, get or consumer
     // (batch generation, first seq paged in it) for paged writes that may not
     // be synced yet: they cannot be read back before their batch is.
     std::deque<std::pair<uint64_t, uint64_t>> page_marks_;
     bool refill_wake_pending_ = false;
 
-    std::vector<ConsumerPtr> consumers_;  // by priority, highest first; served ones rotate back
+    // By priority, highest first; served ones rotate back. With a single
+    // active consumer: in the order they came, the first one active.
+    std::vector<ConsumerPtr> consumers_;
 };
 
 using QueuePtr = std::shared_ptr<Queue>;

@@ -13,6 +13,9 @@ struct QueueCounters {
     uint64_t delivered = 0;    // to consumers and by basic.get, with or without ack
     uint64_t redelivered = 0;  // those of them flagged redelivered
     uint64_t acked = 0;        // deliveries acknowledged by basic.ack
+    uint64_t expired = 0;      // dropped or dead-lettered by a TTL
+    uint64_t dropped = 0;      // dropped from the head by a length limit
+    uint64_t dead_lettered = 0;  // re-published to the dead-letter exchange
 
     void note_delivery(bool was_redelivered) {
         ++delivered;

@@ -126,6 +126,8 @@ void VHost::restore_exchange(const std::string& name, const ExchangeOptions& o) 
 
 QueuePtr VHost::restore_queue(const std::string& name, QueueOptions o, uint64_t id) {
     broker_.saw_queue_id(id);
+    auto parsed = parse_queue_arguments(o.arguments, name, name_, {o.durable, o.exclusive, o.auto_delete});
+    if (auto* f = std::get_if<QueueArguments>(&parsed)) o.features = *f;
     auto q = std::make_shared<Queue>(*this, name, std::move(o), 0, id);
     queues_[name] = q;
     return q;
@@ -157,6 +159,9 @@ void VHost::maybe_auto_delete(Exchange* exchange) {
 
 Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uint64_t owner, bool& created) {
     created = false;
+    auto parsed = parse_queue_arguments(o.arguments, name, name_, {o.durable, o.exclusive, o.auto_delete});
+    if (auto* e = std::get_if<AmqpError>(&parsed)) return *e;
+    o.features = std::get<QueueArguments>(std::move(parsed));
     if (QueuePtr q = find_queue(name)) {
         if ((q->exclusive() && q->owner() != owner) || q->exclusive() != o.exclusive)
             return amqp_error(reply::resource_locked,
@@ -179,12 +184,14 @@ Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uin
             if ((got == nullptr) != (have == nullptr) || (got && !(*got == *have)))
                 return inequivalent(arg, describe(got), describe(have));
         }
+        q->touch();
         return q;
     }
     uint64_t exclusive_owner = o.exclusive ? owner : 0;
     auto q = std::make_shared<Queue>(*this, std::string(name), std::move(o), exclusive_owner, broker_.next_queue_id());
     queues_.emplace(std::string(name), q);
     broker_.durability().put_queue(*this, *q);
+    q->start();
     created = true;
     return q;
 }
@@ -272,13 +279,17 @@ void VHost::route(const Exchange& exchange, std::string_view routing_key,
         return;
     }
     // Breadth-first through exchange-to-exchange bindings; each exchange is
-    // visited once, so cycles terminate.
+    // visited once, so cycles terminate. An exchange that selects nothing
+    // hands the message to its alternate exchange (RabbitMQ's rule, applied
+    // at each exchange on the way).
     route_exchanges_.clear();
     route_exchanges_.push_back(const_cast<Exchange*>(&exchange));
     for (size_t i = 0; i < route_exchanges_.size(); ++i) {
         const Exchange* ex = route_exchanges_[i];
         route_scratch_.clear();
         ex->route(routing_key, ex->needs_headers() ? headers(headers_ctx) : nullptr, route_scratch_);
+        if (route_scratch_.empty() && !ex->alternate_exchange().empty())
+            if (Exchange* ae = find_exchange(ex->alternate_exchange())) route_scratch_.push_back(Destination{nullptr, ae});
         for (Destination d : route_scratch_) {
             if (d.queue) {
                 if (d.queue->route_mark != route_epoch_) {

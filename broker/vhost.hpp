@@ -7,6 +7,7 @@
 // Thread-safety: broker thread only.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "broker/amqp_error.hpp"
+#include "broker/dead_letter.hpp"
 #include "broker/exchange.hpp"
 #include "broker/queue.hpp"
 
@@ -41,6 +43,12 @@ struct ExchangeOptions {
 
 template <typename T>
 using Result = std::variant<T, AmqpError>;
+
+struct PublishResult {
+    bool routed = false;    // some queue matched (else: unroutable, returned if mandatory)
+    bool stored = false;    // written to the store: its confirm waits for the sync
+    bool rejected = false;  // a queue refused it (x-overflow reject-publish): nack it
+};
 
 class VHost {
 public:
@@ -83,6 +91,16 @@ public:
     void route(const Exchange& exchange, std::string_view routing_key,
                const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out);
 
+    // The one publish path (AMQP channels, the HTTP API, dead-lettering):
+    // routes `message` from `exchange`, writes it once for the durable
+    // queues it reaches if persistent, and enqueues it.
+    PublishResult publish(const Exchange& exchange, const MessagePtr& message);
+    // Queue `from` gives up on `message`: re-publish it to the queue's
+    // dead-letter exchange (dropping it where that would close a cycle).
+    // Deferred to the end of a publish in progress, so publishing never
+    // re-enters itself.
+    void dead_letter(Queue& from, const MessagePtr& message, DeathReason reason);
+
     // Recovery: recreate durable entities without writing them again.
     void restore_exchange(const std::string& name, const ExchangeOptions& options);
     QueuePtr restore_queue(const std::string& name, QueueOptions options, uint64_t id);
@@ -100,8 +118,23 @@ private:
     // Writes (or removes) the record of a binding when both its ends are durable.
     void persist_binding(const Exchange& source, const Binding& binding, bool add);
 
+    struct PendingDeadLetter {
+        DeadLetter letter;
+        DeathReason reason;
+    };
+    PublishResult publish_routed(const Exchange& exchange, const MessagePtr& message, const PendingDeadLetter* dead);
+    void drain_dead_letters();
+
     Broker& broker_;
     std::string name_;
+    // publish() scratch, reused.
+    std::vector<Queue*> publish_queues_;
+    std::vector<StoredEntry> publish_entries_;
+    std::vector<uint64_t> publish_seqs_;
+    std::vector<uint64_t> publish_expiries_;
+    int publish_depth_ = 0;
+    bool draining_dead_letters_ = false;
+    std::deque<PendingDeadLetter> dead_letters_;
     StringMap<std::unique_ptr<Exchange>> exchanges_;
     StringMap<QueuePtr> queues_;
     uint64_t route_epoch_ = 0;

@@ -44,20 +44,6 @@ broker::VHost* vhost_or_404(State& s, const Request& r, const Reply& reply) {
 
 // --- messages -------------------------------------------------------------------------
 
-struct LazyHeaders {
-    const broker::Message* message;
-    amqp::BasicProperties props;
-    bool decoded = false;
-    static const amqp::FieldTable* get(void* self) {
-        auto* h = static_cast<LazyHeaders*>(self);
-        if (!h->decoded) {
-            h->decoded = true;
-            if (!amqp::decode_properties(h->message->properties(), h->props)) h->props = {};
-        }
-        return h->props.headers ? &*h->props.headers : nullptr;
-    }
-};
-
 json::object message_json(const broker::QueuedMessage& qm, size_t remaining, bool base64, int64_t truncate) {
     const broker::Message& m = *qm.message;
     json::object o;
@@ -265,7 +251,7 @@ void put_exchange(State& s, const Request& r, broker::VHost& v, const std::strin
 
 bool publish_message(broker::VHost& v, const broker::Exchange& ex, std::string_view routing_key,
                      const std::string& properties, std::string_view payload, bool& stored) {
-    // The same steps as Channel::route_message, for a message with no channel.
+    // As Channel::route_message, for a message with no channel.
     broker::Broker& b = v.broker();
     broker::BrokerStats& stats = b.stats();
     auto built = std::make_shared<broker::Message>(ex.name(), routing_key, properties, payload.size());
@@ -279,32 +265,11 @@ bool publish_message(broker::VHost& v, const broker::Exchange& ex, std::string_v
         ++stats.messages_unroutable;
         return false;
     }
-    std::vector<broker::Queue*> out;
-    LazyHeaders headers{msg.get(), {}, false};
-    v.route(ex, msg->routing_key(), &LazyHeaders::get, &headers, out);
-    if (out.empty()) {
-        ++stats.messages_unroutable;
-        return false;
-    }
-    ++stats.messages_routed;
-    broker::Durability& durability = b.durability();
-    std::vector<std::pair<broker::Queue*, uint64_t>> entries;
-    std::vector<uint64_t> seqs;
-    const bool persist = msg->persistent() && durability.enabled();
-    for (broker::Queue* q : out) {
-        uint64_t seq = q->allocate_seq();
-        seqs.push_back(seq);
-        if (persist && q->durable()) entries.emplace_back(q, seq);
-    }
-    durability.store_message(msg, entries);
-    size_t next = 0;
-    for (size_t i = 0; i < out.size(); ++i) {
-        bool in_store = next < entries.size() && entries[next].first == out[i];
-        if (in_store) ++next;
-        out[i]->publish(broker::QueuedMessage{msg, seqs[i], false, in_store});
-    }
-    stored = !entries.empty();
-    return true;
+    broker::PublishResult r = v.publish(ex, msg);
+    if (r.routed) ++stats.messages_routed;
+    else ++stats.messages_unroutable;
+    stored = r.stored;
+    return r.routed;
 }
 
 void handle_queues(State& s, const Request& r, const Reply& reply) {

@@ -43,6 +43,21 @@ struct Server::Impl {
     std::unique_ptr<HttpServer> http;
     uint16_t amqp_port = 0;
     asio::steady_timer disk_timer{io};
+    // Fires at the broker's earliest deadline (TTLs, queue expiry).
+    asio::steady_timer deadline_timer{io};
+    uint64_t armed_deadline_ms = 0;
+
+    void arm_deadline(uint64_t deadline_ms) {
+        if (deadline_ms == 0 || (armed_deadline_ms != 0 && armed_deadline_ms <= deadline_ms)) return;
+        armed_deadline_ms = deadline_ms;
+        uint64_t now = broker::Broker::system_now_ms();
+        deadline_timer.expires_after(std::chrono::milliseconds(deadline_ms > now ? deadline_ms - now : 0));
+        deadline_timer.async_wait([this](const boost::system::error_code& ec) {
+            if (ec) return;
+            armed_deadline_ms = 0;
+            arm_deadline(broker.timers().run(broker.now_ms()));
+        });
+    }
 
     // Once a second: the broker's coarse clock, and (with a data dir) the disk.
     void on_second() {
@@ -77,6 +92,7 @@ struct Server::Impl {
 
     void stop() {
         disk_timer.cancel();
+        deadline_timer.cancel();
         for (auto& a : acceptors) {
             boost::system::error_code ec;
             a.close(ec);
@@ -105,6 +121,8 @@ std::string Server::listen() {
 }
 
 void Server::run() {
+    impl_->broker.timers().on_earliest_changed([this](uint64_t deadline_ms) { impl_->arm_deadline(deadline_ms); });
+    impl_->arm_deadline(impl_->broker.timers().next_deadline());
     impl_->on_second();
     impl_->signals.async_wait([this](const boost::system::error_code& ec, int sig) {
         if (ec) return;

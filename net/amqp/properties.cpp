@@ -1,6 +1,6 @@
 // Basic-class content properties: full decode/encode, and allocation-free peeks
-// at the two properties the broker reads on every publish (delivery-mode for
-// persistence, priority for priority queues).
+// at the properties the broker reads on every publish (delivery-mode for
+// persistence, priority for priority queues, expiration for TTLs).
 #include "net/amqp/properties.hpp"
 
 #include "net/amqp/wire.hpp"
@@ -123,6 +123,22 @@ std::optional<uint8_t> peek_delivery_mode(std::string_view raw) {
 }
 
 std::optional<uint8_t> peek_priority(std::string_view raw) { return peek_octet(raw, kPriority); }
+
+std::optional<std::string_view> peek_expiration(std::string_view raw) {
+    WireReader r(raw);
+    const uint16_t flags = r.u16();
+    if (!r.ok() || (flags & kContinuation) || !(flags & kExpiration)) return std::nullopt;
+    if (flags & kContentType) r.shortstr();
+    if (flags & kContentEncoding) r.shortstr();
+    if (flags & kHeaders) r.longstr();
+    if (flags & kDeliveryMode) r.u8();
+    if (flags & kPriority) r.u8();
+    if (flags & kCorrelationId) r.shortstr();
+    if (flags & kReplyTo) r.shortstr();
+    std::string_view v = r.shortstr();
+    if (!r.ok()) return std::nullopt;
+    return v;
+}
 
 bool decode_content_header(std::string_view payload, ContentHeader& out) {
     WireReader r(payload);

@@ -48,6 +48,8 @@ void encode_properties(std::string& out, const BasicProperties& p);
 // when the property is absent or the bytes are malformed.
 std::optional<uint8_t> peek_delivery_mode(std::string_view raw);
 std::optional<uint8_t> peek_priority(std::string_view raw);
+// The expiration property's text (a per-message TTL in milliseconds).
+std::optional<std::string_view> peek_expiration(std::string_view raw);
 
 // Content header frame payload: class-id, weight (0), body size, then `raw`.
 struct ContentHeader {

@@ -1,0 +1,114 @@
+// VHost::publish, the one way a message enters queues, and dead-lettering,
+// which publishes through it.
+#include <algorithm>
+
+#include "broker/broker.hpp"
+#include "broker/vhost.hpp"
+#include "net/amqp/properties.hpp"
+
+namespace sluice::broker {
+
+namespace {
+
+// A headers exchange needs the message's headers: decoded once, only then.
+struct LazyHeaders {
+    const Message* message;
+    amqp::BasicProperties props;
+    bool decoded = false;
+
+    static const amqp::FieldTable* get(void* self) {
+        auto* h = static_cast<LazyHeaders*>(self);
+        if (!h->decoded) {
+            h->decoded = true;
+            if (!amqp::decode_properties(h->message->properties(), h->props)) h->props = {};
+        }
+        return h->props.headers ? &*h->props.headers : nullptr;
+    }
+};
+
+}  // namespace
+
+PublishResult VHost::publish(const Exchange& exchange, const MessagePtr& message) {
+    return publish_routed(exchange, message, nullptr);
+}
+
+PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& msg, const PendingDeadLetter* dead) {
+    PublishResult result;
+    ++publish_depth_;
+    std::vector<Queue*>& queues = publish_queues_;
+    queues.clear();
+    LazyHeaders headers{msg.get(), {}, false};
+    route(exchange, msg->routing_key(), &LazyHeaders::get, &headers, queues);
+    if (dead)
+        std::erase_if(queues, [&](Queue* q) { return dead_letter_cycles(dead->letter.x_death, q->name(), dead->reason); });
+    result.routed = !queues.empty();
+    if (result.routed) {
+        // Queues that refuse it (x-overflow reject-publish) are out first.
+        for (Queue* q : queues)
+            if (q->refuses(*msg)) {
+                result.rejected = true;
+                if (q->features().overflow == Overflow::reject_publish_dlx)
+                    dead_letter(*q, msg, DeathReason::maxlen);
+            }
+        if (result.rejected) std::erase_if(queues, [&](Queue* q) { return q->refuses(*msg); });
+
+        // Sequence numbers and expiries, then one write for the durable
+        // queues, before any queue sees it (so an early ack finds it).
+        Durability& durability = broker_.durability();
+        const bool persist = msg->persistent() && durability.enabled();
+        uint64_t now_ms = 0;
+        publish_entries_.clear();
+        publish_seqs_.clear();
+        publish_expiries_.clear();
+        for (Queue* q : queues) {
+            uint64_t seq = q->allocate_seq();
+            uint64_t expires = 0;
+            if (msg->expiration_ms() >= 0 || q->features().message_ttl_ms) {
+                if (now_ms == 0) now_ms = broker_.now_ms();
+                expires = q->expiry_for(*msg, now_ms);
+            }
+            publish_seqs_.push_back(seq);
+            publish_expiries_.push_back(expires);
+            if (persist && q->durable()) publish_entries_.push_back(StoredEntry{q, seq, expires});
+        }
+        durability.store_message(msg, publish_entries_);
+        result.stored = !publish_entries_.empty();
+        size_t next_stored = 0;
+        for (size_t i = 0; i < queues.size(); ++i) {
+            Queue* q = queues[i];
+            bool stored = next_stored < publish_entries_.size() && publish_entries_[next_stored].queue == q;
+            if (stored) ++next_stored;
+            QueuedMessage qm{msg, publish_seqs_[i], false, stored};
+            qm.expires_ms = publish_expiries_[i];
+            q->publish(std::move(qm));
+        }
+    }
+    --publish_depth_;
+    drain_dead_letters();
+    return result;
+}
+
+void VHost::dead_letter(Queue& from, const MessagePtr& message, DeathReason reason) {
+    const QueueArguments& f = from.features();
+    if (!f.dead_letter_exchange) return;
+    ++from.counters.dead_lettered;
+    dead_letters_.push_back(PendingDeadLetter{
+        make_dead_letter(*message, reason, from.name(), *f.dead_letter_exchange, f.dead_letter_routing_key,
+                         broker_.now_s()),
+        reason});
+    drain_dead_letters();
+}
+
+void VHost::drain_dead_letters() {
+    if (publish_depth_ > 0 || draining_dead_letters_) return;
+    draining_dead_letters_ = true;
+    while (!dead_letters_.empty()) {
+        PendingDeadLetter dl = std::move(dead_letters_.front());
+        dead_letters_.pop_front();
+        // A missing dead-letter exchange drops the message, as RabbitMQ does.
+        if (const Exchange* ex = find_exchange(dl.letter.message->exchange())) publish_routed(*ex, dl.letter.message, &dl);
+    }
+    draining_dead_letters_ = false;
+}
+
+}  // namespace sluice::broker
