@@ -104,6 +104,7 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
         Status error;
         QueuePtr q = resolve_queue(d.queue, error);
         if (!q) return error;
+        q->touch();  // a declare, passive too, is a use (x-expires), as in RabbitMQ
         // For a durable queue even the passive form answers only once every
         // earlier write is synced, acks included: "ack, then declare" is a
         // client's way to know its acks are on disk.

@@ -147,6 +147,7 @@ std::optional<QueuedMessage> Queue::get(bool no_ack) {
     take(qm);
     counters.note_delivery(qm.redelivered);
     if (!no_ack) ++unacked_;
+    stamp_delivery(qm);
     return qm;
 }
 
@@ -161,7 +162,6 @@ void Queue::requeue(QueuedMessage qm) {
             discard(std::move(qm), DeathReason::delivery_limit);
             return;
         }
-        qm.message = with_delivery_count(*qm.message, qm.returns);
     }
     add_memory(qm.message->body_size());
     ready_bytes_ += qm.message->body_size();
@@ -267,6 +267,7 @@ void Queue::dispatch() {
         const ConsumerPtr& consumer = consumers_[band_end - 1];  // deliver() does not touch consumers_
         if (!consumer->no_ack) ++unacked_;
         counters.note_delivery(qm.redelivered);
+        stamp_delivery(qm);
         consumer->channel->deliver(consumer, std::move(qm));
     }
     dispatching_ = false;

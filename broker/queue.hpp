@@ -164,6 +164,11 @@ private:
         sub_memory(qm.message->body_size());
         ready_bytes_ -= std::min<uint64_t>(ready_bytes_, qm.message->body_size());
     }
+    // A quorum queue's deliveries carry x-delivery-count (how many times the
+    // message came back), as RabbitMQ's do.
+    void stamp_delivery(QueuedMessage& qm) const {
+        if (options_.features.type == QueueType::quorum) qm.message = with_delivery_count(*qm.message, qm.returns);
+    }
     // Puts a message in the ready list at its place (seq, or priority then seq).
     void insert_ready(QueuedMessage qm);
     uint8_t priority_of(const Message& m) const {

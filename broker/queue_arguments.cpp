@@ -48,7 +48,7 @@ public:
         const amqp::FieldValue* v = args_.find(arg);
         if (!v || error) return std::nullopt;
         auto i = v->as_int();
-        if (!i) return fail(arg, "{unacceptable_type," + std::string(type_name(*v)) + "}");
+        if (!i) return fail(arg, "\"expected integer, got " + std::string(type_name(*v)) + "\"");
         if (*i < 0) return fail(arg, "{value_negative," + std::to_string(*i) + "}");
         if (positive && *i == 0) return fail(arg, "{value_zero,0}");
         if (static_cast<uint64_t>(*i) > max)
@@ -61,7 +61,12 @@ public:
         if (!v || error) return std::nullopt;
         auto s = v->type_code() == 'S' ? v->as_string() : std::nullopt;
         if (!s) {
-            fail(arg, "{unacceptable_type," + std::string(type_name(*v)) + "}");
+            // RabbitMQ words a string argument's type error differently.
+            if (!error)
+                error = amqp_error(reply::precondition_failed, "invalid type '" + std::string(type_name(*v)) +
+                                                                   "' for arg '" + std::string(arg) + "' in queue '" +
+                                                                   std::string(queue_) + "' in vhost '" +
+                                                                   std::string(vhost_) + "'");
             return std::nullopt;
         }
         return std::string(*s);
@@ -97,8 +102,7 @@ std::variant<QueueArguments, AmqpError> parse_queue_arguments(const amqp::FieldT
     a.dead_letter_exchange = p.string("x-dead-letter-exchange");
     a.dead_letter_routing_key = p.string("x-dead-letter-routing-key");
     if (a.dead_letter_routing_key && !a.dead_letter_exchange && !p.error)
-        p.fail("x-dead-letter-routing-key",
-               "Key x-dead-letter-routing-key should be specified along with x-dead-letter-exchange");
+        p.fail("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined");
     a.max_length = p.integer("x-max-length");
     a.max_length_bytes = p.integer("x-max-length-bytes");
     if (auto o = p.string("x-overflow")) {

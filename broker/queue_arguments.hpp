@@ -4,7 +4,8 @@
 //
 // Validation follows RabbitMQ: a value of the wrong type or out of range is
 // 406 PRECONDITION_FAILED, worded as RabbitMQ words it ("invalid arg
-// 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}"). Unknown
+// 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}"; texts
+// checked against RabbitMQ 3.10.8). Unknown
 // `x-` arguments are kept and ignored, as RabbitMQ does.
 //
 // Thread-safety: plain values.

@@ -31,9 +31,11 @@ def count(conn, queue):
 
 
 def exists(conn, queue):
+    """Probes with queue.bind, which (unlike a declare, passive or not, or a
+    basic.get) does not count as using the queue for x-expires."""
     ch = conn.channel()
     try:
-        ch.queue_declare(queue=queue, passive=True)
+        ch.queue_bind(queue=queue, exchange="amq.fanout")
     except ChannelClosedByBroker as e:
         assert e.reply_code == 404, e
         return False
@@ -512,7 +514,7 @@ def test_quorum_delivery_limit_dead_letters_poison_message(connect):
         m, props, _ = wait_for(lambda: get(ch, q, auto_ack=False), what="a delivery")
         counts.append((props.headers or {}).get("x-delivery-count"))
         ch.basic_nack(m.delivery_tag, requeue=True)
-    assert counts == [None, 1, 2]
+    assert counts == [0, 1, 2]
     _, props, body = wait_get(ch, dlq)
     assert body == b"poison"
     assert props.headers["x-death"][0]["reason"] == "delivery_limit"
@@ -520,14 +522,19 @@ def test_quorum_delivery_limit_dead_letters_poison_message(connect):
     ch.queue_delete(queue=q)
 
 
+def test_stream_queues_are_refused(connect, broker):
+    if broker.external:
+        pytest.skip("RabbitMQ has streams; Sluice refuses them until it does")
+    ch = connect().channel()
+    text = expect_close(406, ch.queue_declare, queue=unique("sq"), durable=True,
+                        arguments={"x-queue-type": "stream"})
+    assert "stream" in text
+
+
 def test_queue_types(connect):
     c = connect()
     ch = c.channel()
     ch.queue_declare(queue=unique("cq"), arguments={"x-queue-type": "classic"})
-    text = expect_close(406, ch.queue_declare, queue=unique("sq"), durable=True,
-                        arguments={"x-queue-type": "stream"})
-    assert "stream" in text
-    ch = c.channel()
     text = expect_close(406, ch.queue_declare, queue=unique("qq"), durable=False,
                         arguments={"x-queue-type": "quorum"})
     assert "non-durable" in text
@@ -583,11 +590,10 @@ def test_consume_accepts_cancel_on_ha_failover(connect):
 @pytest.mark.parametrize("arg,value,needle", [
     ("x-message-ttl", -1, "{value_negative,-1}"),
     ("x-expires", 0, "{value_zero,0}"),
-    ("x-max-length", "ten", "{unacceptable_type,longstr}"),
+    ("x-max-length", "ten", '"expected integer, got longstr"'),
     ("x-max-length-bytes", -5, "{value_negative,-5}"),
     ("x-overflow", "drop-tail", "invalid_overflow"),
     ("x-single-active-consumer", "yes", "unacceptable_type"),
-    ("x-dead-letter-exchange", 5, "unacceptable_type"),
 ])
 def test_invalid_arguments_are_406_naming_them(connect, arg, value, needle):
     ch = connect().channel()
@@ -597,11 +603,18 @@ def test_invalid_arguments_are_406_naming_them(connect, arg, value, needle):
     assert needle in text
 
 
+def test_string_argument_of_another_type_is_406(connect):
+    ch = connect().channel()
+    q = unique("bad")
+    text = expect_close(406, ch.queue_declare, queue=q, arguments={"x-dead-letter-exchange": 5})
+    assert "invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue '%s'" % q in text
+
+
 def test_dead_letter_routing_key_needs_an_exchange(connect):
     ch = connect().channel()
     text = expect_close(406, ch.queue_declare, queue=unique("bad"),
                         arguments={"x-dead-letter-routing-key": "k"})
-    assert "x-dead-letter-exchange" in text
+    assert "routing_key_but_no_dlx_defined" in text
 
 
 def test_unknown_x_arguments_are_accepted(connect):
