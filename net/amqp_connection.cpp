@@ -2,6 +2,7 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
+#include <utility>
 
 #include "broker/broker.hpp"
 
@@ -31,8 +32,9 @@ broker::ConnectionInfo describe(const tcp::socket& s) {
 
 }  // namespace
 
-AmqpConnection::AmqpConnection(tcp::socket socket, broker::Broker& broker)
-    : socket_(std::move(socket)), timer_(socket_.get_executor()) {
+AmqpConnection::AmqpConnection(tcp::socket socket, broker::Broker& broker, std::function<void()> on_closed)
+    : socket_(std::move(socket)), timer_(socket_.get_executor()), on_closed_(std::move(on_closed)),
+      linger_time_(kLingerTime) {
     boost::system::error_code ec;
     socket_.set_option(tcp::no_delay(true), ec);
     session_ = std::make_unique<broker::Session>(broker, *this, describe(socket_));
@@ -162,7 +164,7 @@ void AmqpConnection::linger() {
     boost::system::error_code ec;
     socket_.shutdown(tcp::socket::shutdown_send, ec);
     heartbeat_ = 0;
-    timer_.expires_after(kLingerTime);
+    timer_.expires_after(linger_time_);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
         if (!e) self->fail();
     });
@@ -201,8 +203,24 @@ void AmqpConnection::fail() {
     timer_.cancel();
     socket_.close(ec);
     session_->on_transport_closed();
+    if (on_closed_) std::exchange(on_closed_, nullptr)();
     // Released last: pending handlers still hold their own references.
     asio::post(socket_.get_executor(), [self = std::move(self_)] {});
+}
+
+void AmqpConnection::close_for_shutdown(std::chrono::steady_clock::duration wait) {
+    if (closed_) return;
+    linger_time_ = wait;
+    if (lingering_) {  // already closing: give it the shutdown's time too
+        timer_.expires_after(wait);
+        timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+            if (!e) self->fail();
+        });
+        return;
+    }
+    // Nothing more from the peer is handled (it may still send close-ok).
+    session_->connection_error(broker::amqp_error(broker::reply::connection_forced, "broker shutdown"));
+    close_transport();  // also when the session was already closing
 }
 
 void AmqpConnection::abort() { fail(); }

@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -22,11 +23,16 @@ namespace sluice::net {
 
 class AmqpConnection : public std::enable_shared_from_this<AmqpConnection>, public broker::SessionHost {
 public:
-    AmqpConnection(boost::asio::ip::tcp::socket socket, broker::Broker& broker);
+    // `on_closed` runs once, when the socket closes (the server counts open
+    // connections with it).
+    AmqpConnection(boost::asio::ip::tcp::socket socket, broker::Broker& broker, std::function<void()> on_closed);
     ~AmqpConnection() override;
 
     void start();
-    // Server shutdown: close the socket now.
+    // Broker shutdown: send connection.close 320 CONNECTION_FORCED and wait
+    // up to `wait` for the peer's close-ok or its closing the socket.
+    void close_for_shutdown(std::chrono::steady_clock::duration wait);
+    // Close the socket now.
     void abort();
 
     // broker::SessionHost
@@ -51,6 +57,8 @@ private:
     boost::asio::ip::tcp::socket socket_;
     std::unique_ptr<broker::Session> session_;
     boost::asio::steady_timer timer_;
+    std::function<void()> on_closed_;
+    std::chrono::steady_clock::duration linger_time_;
 
     std::string in_;      // read buffer: [in_start_, in_end_) holds unparsed bytes
     size_t in_start_ = 0;

@@ -6,6 +6,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <sys/statvfs.h>
+#include <cstdlib>
 #include <iostream>
 #include <ctime>
 #include <list>
@@ -20,6 +21,9 @@ namespace sluice::net {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+
+// How long a shutdown waits for clients to answer connection.close.
+constexpr auto kShutdownWait = std::chrono::seconds(5);
 
 class IoExecutor final : public broker::Executor {
 public:
@@ -58,6 +62,9 @@ struct Server::Impl {
             arm_deadline(broker.timers().run(broker.now_ms()));
         });
     }
+    size_t open_connections = 0;
+    bool shutting_down = false;
+    asio::steady_timer shutdown_deadline{io};
 
     // Once a second: the broker's coarse clock, and (with a data dir) the disk.
     void on_second() {
@@ -81,7 +88,8 @@ struct Server::Impl {
         a.async_accept([this, &a](const boost::system::error_code& ec, tcp::socket socket) {
             if (ec == asio::error::operation_aborted) return;
             if (!ec) {
-                auto c = std::make_shared<AmqpConnection>(std::move(socket), broker);
+                ++open_connections;
+                auto c = std::make_shared<AmqpConnection>(std::move(socket), broker, [this] { on_connection_closed(); });
                 c->start();
                 connections.push_back(c);
                 if (connections.size() % 64 == 0) connections.remove_if([](auto& w) { return w.expired(); });
@@ -90,7 +98,27 @@ struct Server::Impl {
         });
     }
 
-    void stop() {
+    void on_signal(int sig) {
+        if (shutting_down) {
+            // The operator insists: go now. Every confirm already went out
+            // after its sync, so nothing confirmed is lost; the rest is.
+            std::cerr << "sluiced: second signal " << sig << ", exiting now" << std::endl;
+            std::_Exit(128 + sig);
+        }
+        std::cerr << "sluiced: signal " << sig << ", shutting down (a second signal exits at once)" << std::endl;
+        signals.async_wait([this](const boost::system::error_code& ec, int s) {
+            if (!ec) on_signal(s);
+        });
+        shut_down();
+    }
+
+    // Graceful stop: no new connections, connection.close 320 to every AMQP
+    // connection, then stop once they are all closed or kShutdownWait has
+    // passed. The store finishes syncing after run() returns
+    // (Durability::shutdown).
+    void shut_down() {
+        if (shutting_down) return;
+        shutting_down = true;
         disk_timer.cancel();
         deadline_timer.cancel();
         for (auto& a : acceptors) {
@@ -98,8 +126,30 @@ struct Server::Impl {
             a.close(ec);
         }
         if (http) http->stop();
+        connections.remove_if([](auto& w) { return w.expired(); });
+        if (!connections.empty())
+            std::cerr << "sluiced: closing " << open_connections << " connections" << std::endl;
         for (auto& w : connections)
-            if (auto c = w.lock()) c->abort();
+            if (auto c = w.lock()) c->close_for_shutdown(kShutdownWait);
+        shutdown_deadline.expires_after(kShutdownWait);
+        shutdown_deadline.async_wait([this](const boost::system::error_code& ec) {
+            if (ec) return;
+            std::cerr << "sluiced: " << open_connections << " connections did not close within "
+                      << kShutdownWait.count() << " s; dropping them" << std::endl;
+            for (auto& w : connections)
+                if (auto c = w.lock()) c->abort();
+            io.stop();
+        });
+        if (open_connections == 0) finish();
+    }
+
+    void on_connection_closed() {
+        --open_connections;
+        if (shutting_down && open_connections == 0) finish();
+    }
+
+    void finish() {
+        shutdown_deadline.cancel();
         io.stop();
     }
 };
@@ -125,15 +175,13 @@ void Server::run() {
     impl_->arm_deadline(impl_->broker.timers().next_deadline());
     impl_->on_second();
     impl_->signals.async_wait([this](const boost::system::error_code& ec, int sig) {
-        if (ec) return;
-        std::cerr << "sluiced: signal " << sig << ", shutting down\n";
-        impl_->stop();
+        if (!ec) impl_->on_signal(sig);
     });
     impl_->io.run();
 }
 
 void Server::stop() {
-    asio::post(impl_->io, [this] { impl_->stop(); });
+    asio::post(impl_->io, [this] { impl_->shut_down(); });
 }
 
 broker::Executor& Server::executor() { return impl_->executor; }

@@ -38,7 +38,11 @@ public:
 
     // Binds the listeners. Returns "" or a description of what failed.
     std::string listen();
-    // Runs until SIGINT/SIGTERM or stop().
+    // Runs until SIGINT/SIGTERM or stop(), which shut down gracefully: the
+    // listeners close, every AMQP connection gets connection.close 320
+    // CONNECTION_FORCED, and run() returns once all have closed (at most 5 s
+    // later). A second SIGINT/SIGTERM exits the process at once (status 128 +
+    // signal number).
     void run();
     void stop();
     // Runs work on the server's (= the broker's) thread.
