@@ -37,6 +37,7 @@ build_packages=(
 test_packages=(
   python3-pytest python3-pika python3-amqp python3-kombu python3-yaml amqp-tools
   ca-certificates prometheus chromium
+  clang libclang-rt-14-dev llvm   # tests/fuzz: clang, libFuzzer + sanitizer runtimes, llvm-symbolizer
 )
 # The machine may already have a newer Node.js than Debian's (e.g. from
 # another repository); Debian's npm would conflict with it, so only install

@@ -4,6 +4,9 @@
 #   1. deps     deploy/install-deps.sh --test
 #   2. release  cmake --workflow --preset release   (configure, build, ctest)
 #   3. asan     cmake --workflow --preset asan      (same, ASan + UBSan)
+#   4. fuzz     tests/fuzz/run.sh 60                (clang build/fuzz; each libFuzzer
+#               target 60 s from its seed corpus; any crash, leak, timeout or
+#               property violation fails)
 #
 # Stops at the first phase that fails and exits with its status. Prints each
 # phase's duration, and a summary at the end.
@@ -47,4 +50,5 @@ echo "=== run-all: $(git rev-parse --short HEAD 2>/dev/null || echo 'no git'), $
 phase deps    deploy/install-deps.sh --test
 phase release cmake --workflow --preset release
 phase asan    cmake --workflow --preset asan
+phase fuzz    tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
 print_summary

@@ -25,44 +25,14 @@
 #include "net/amqp/frame.hpp"
 #include "net/amqp/methods.hpp"
 #include "net/amqp/properties.hpp"
+#include "tests/fuzz/table_checks.hpp"
 
 namespace amqp = sluice::amqp;
+using sluice::fuzz::check_table;
+using sluice::fuzz::fail;
+using sluice::fuzz::has_nan;
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-    std::fprintf(stderr, "fuzz_frame: property violated: %s\n", what);
-    std::abort();
-}
-#define CHECK(cond)                  \
-    do {                             \
-        if (!(cond)) fail(#cond);    \
-    } while (0)
-
-bool has_nan(const amqp::FieldTable& t);
-bool has_nan(const amqp::FieldValue& v) {
-    return std::visit(
-        [](const auto& x) -> bool {
-            using T = std::decay_t<decltype(x)>;
-            if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-                return std::isnan(x);
-            } else if constexpr (std::is_same_v<T, amqp::FieldTable>) {
-                return has_nan(x);
-            } else if constexpr (std::is_same_v<T, amqp::FieldArray>) {
-                for (const auto& e : x)
-                    if (has_nan(e)) return true;
-                return false;
-            } else {
-                return false;
-            }
-        },
-        v.v);
-}
-bool has_nan(const amqp::FieldTable& t) {
-    for (const auto& [name, value] : t.entries)
-        if (has_nan(value)) return true;
-    return false;
-}
 
 bool method_has_nan(const amqp::Method& m) {
     return std::visit(
@@ -156,26 +126,6 @@ void check_content_header(std::string_view payload) {
     CHECK(amqp::decode_content_header(enc, again));
     CHECK(again.class_id == h.class_id && again.body_size == h.body_size && again.properties == h.properties);
     check_properties(h.properties);
-}
-
-void check_table(std::string_view bytes) {
-    std::string_view in = bytes;
-    amqp::FieldTable t;
-    const amqp::TableError e = amqp::decode_table(in, t);
-    if (e != amqp::TableError::none) return;
-    CHECK(in.size() <= bytes.size());
-    std::string first;
-    amqp::encode_table(first, t);
-    std::string_view view = first;
-    amqp::FieldTable again;
-    CHECK(amqp::decode_table(view, again) == amqp::TableError::none);
-    CHECK(view.empty());
-    if (!has_nan(t)) CHECK(t == again);
-    std::string second;
-    amqp::encode_table(second, again);
-    CHECK(first == second);
-    // Whatever decoded, consumed bytes re-encode to the same length.
-    CHECK(first.size() == bytes.size() - in.size());
 }
 
 void check_payload(std::string_view payload) {

@@ -1,11 +1,16 @@
 #!/usr/bin/python3
 """Regenerates the fuzz seed corpus (tests/fuzz/corpus/{frame,session}/) from
 real traffic: starts sluiced on ephemeral ports, puts a small recording TCP
-proxy in front of it, drives it with pika through a few scenarios, and writes
-what crossed the proxy.
+proxy in front of it, drives it with pika (and one scenario with py-amqp, whose
+handshake and tables differ) through a few scenarios, and writes what crossed
+the proxy.
 
   corpus/frame/    whole client and server byte streams (protocol header
                    stripped) plus one file per distinct frame kind seen
+  corpus/table/    every distinct field table seen (client and server
+                   properties, declare/bind/consume arguments, message
+                   headers), and binding arguments followed by message
+                   headers (fuzz_field_table matches the two)
   corpus/session/  (files named regression-* are kept: hand-made inputs that
                    once found a bug)
                    fuzz_session inputs: a layout octet, then the client
@@ -15,9 +20,11 @@ what crossed the proxy.
                    in time order with "@@SWAP@@" between turns
 
 Usage: tests/fuzz/make_corpus.py [path/to/sluiced]   (default: $SLUICED or
-build/release/cli/sluiced). Needs Debian's python3-pika.
+build/release/cli/sluiced). Needs Debian's python3-pika and python3-amqp.
 """
 
+import datetime
+import decimal
 import os
 import shutil
 import socket
@@ -28,6 +35,7 @@ import tempfile
 import threading
 import time
 
+import amqp
 import pika
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -268,7 +276,27 @@ def scenario_unacked_then_delete(port):
         ch.basic_cancel(tag)
 
 
-SCENARIOS = [scenario_work_queue, scenario_unacked_then_delete, scenario_confirms, scenario_exchanges, scenario_tx, scenario_errors, scenario_rpc]
+def scenario_py_amqp(port):
+    # py-amqp logs in with AMQPLAIN and sends its own client properties.
+    with amqp.Connection("127.0.0.1:%d" % port, heartbeat=0) as conn:
+        ch = conn.channel()
+        ch.exchange_declare("py.hdr", "headers", auto_delete=True)
+        q = ch.queue_declare("", exclusive=True, auto_delete=False, arguments={"x-max-length": 100}).queue
+        ch.queue_bind(q, "py.hdr", arguments={"x-match": "all", "kind": "py", "n": 7, "ok": True})
+        headers = {"kind": "py", "n": 7, "ok": True, "ratio": 1.5, "price": decimal.Decimal("12.34"),
+                   "at": datetime.datetime(2026, 1, 2, 3, 4, 5), "tags": ["a", 2, None], "meta": {"depth": 1}}
+        ch.basic_publish(amqp.Message(b"py", application_headers=headers, content_type="application/json",
+                                      delivery_mode=2, priority=1), exchange="py.hdr")
+        msg = ch.basic_get(q)
+        ch.basic_ack(msg.delivery_tag)
+        tag = ch.basic_consume(q, arguments={"x-priority": 3})
+        ch.basic_cancel(tag)
+        ch.queue_unbind(q, "py.hdr", arguments={"x-match": "all", "kind": "py", "n": 7, "ok": True})
+        ch.close()
+
+
+SCENARIOS = [scenario_work_queue, scenario_unacked_then_delete, scenario_confirms, scenario_exchanges, scenario_tx, scenario_errors, scenario_rpc,
+             scenario_py_amqp]
 
 
 # ---------------------------------------------------------------------------
@@ -301,6 +329,53 @@ def strip_handshake(stream):
     return b""
 
 
+def skip_shortstrs(payload, pos, n):
+    for _ in range(n):
+        pos += 1 + payload[pos]
+    return pos
+
+
+# Where a method's field table starts: (class, method) -> offset after the
+# method id of the fields before it, as (fixed octets, short strings, octets).
+TABLE_AT = {
+    (10, 10): (2, 0, 0),   # connection.start: version; server-properties
+    (10, 11): (0, 0, 0),   # connection.start-ok: client-properties
+    (40, 10): (2, 2, 1),   # exchange.declare: arguments
+    (40, 30): (2, 3, 1),   # exchange.bind
+    (40, 40): (2, 3, 1),   # exchange.unbind
+    (50, 10): (2, 1, 1),   # queue.declare
+    (50, 20): (2, 3, 1),   # queue.bind
+    (50, 50): (2, 3, 0),   # queue.unbind
+    (60, 20): (2, 2, 1),   # basic.consume
+}
+BINDS = {(40, 30), (50, 20)}
+
+
+def tables_in(ftype, payload):
+    """[(kind, table bytes with their length prefix)] in a frame."""
+    try:
+        if ftype == 1 and len(payload) >= 4:
+            cm = struct.unpack(">HH", payload[:4])
+            if cm not in TABLE_AT:
+                return []
+            fixed, shortstrs, octets = TABLE_AT[cm]
+            pos = skip_shortstrs(payload, 4 + fixed, shortstrs) + octets
+            kind = "bind" if cm in BINDS else "method-%d-%d" % cm
+        elif ftype == 2 and len(payload) >= 14:
+            flags = struct.unpack(">H", payload[12:14])[0]
+            if not flags & 0x2000:
+                return []
+            pos = skip_shortstrs(payload, 14, bin(flags & 0xC000).count("1"))
+            kind = "headers"
+        else:
+            return []
+        size = struct.unpack(">I", payload[pos:pos + 4])[0]
+        table = payload[pos:pos + 4 + size]
+        return [(kind, table)] if len(table) == 4 + size else []
+    except (IndexError, struct.error):
+        return []
+
+
 def frame_kind(ftype, payload):
     if ftype == 1 and len(payload) >= 4:
         return "method-%d-%d" % struct.unpack(">HH", payload[:4])
@@ -312,7 +387,8 @@ def main():
         "SLUICED", os.path.join(REPO, "build", "release", "cli", "sluiced"))
     out_frame = os.path.join(HERE, "corpus", "frame")
     out_session = os.path.join(HERE, "corpus", "session")
-    for d in (out_frame, out_session):
+    out_table = os.path.join(HERE, "corpus", "table")
+    for d in (out_frame, out_session, out_table):
         os.makedirs(d, exist_ok=True)
         for name in os.listdir(d):
             if not name.startswith("regression-"):
@@ -330,6 +406,7 @@ def main():
             raise SystemExit("sluiced did not start; see %s" % log.name)
         proxy = RecordingProxy(amqp_port)
         seen_kinds = set()
+        seen_tables = set()
         for scenario in SCENARIOS:
             name = scenario.__name__[len("scenario_"):]
             scenario(proxy.port)
@@ -351,6 +428,21 @@ def main():
                     seen_kinds.add(kind)
                     with open(os.path.join(out_frame, "one-" + kind), "wb") as f:
                         f.write(raw)
+            # table corpus: each distinct table; binding arguments + headers
+            found = [t for (_, _), data in sorted(streams.items())
+                     for ftype, _, payload, _ in split_frames(bytes(data).removeprefix(PROTOCOL_HEADER))[0]
+                     for t in tables_in(ftype, payload)]
+            binds = [t for kind, t in found if kind == "bind"]
+            headers = [t for kind, t in found if kind == "headers"]
+            for kind, table in found:
+                if table not in seen_tables:
+                    seen_tables.add(table)
+                    with open(os.path.join(out_table, "%s-%s-%d" % (name, kind, len(seen_tables))), "wb") as f:
+                        f.write(table)
+            for i, bind in enumerate(binds[:2]):
+                for j, hdr in enumerate(headers[:2]):
+                    with open(os.path.join(out_table, "%s-match-%d-%d" % (name, i, j)), "wb") as f:
+                        f.write(bind + hdr)
             # session corpus: client bytes after the handshake, interleaved
             conns = sorted({conn for (conn, d) in streams if d == "c2s"})
             skip = {c: len(bytes(streams[(c, "c2s")])) - len(strip_handshake(bytes(streams[(c, "c2s")])))
@@ -375,7 +467,8 @@ def main():
             for layout in (0x00, 0x05, 0x18):
                 with open(os.path.join(out_session, "%s-%02x" % (name, layout)), "wb") as f:
                     f.write(bytes([layout]) + bytes(seq))
-        print("wrote %d frame seeds, %d session seeds" % (len(os.listdir(out_frame)), len(os.listdir(out_session))))
+        print("wrote %d frame seeds, %d table seeds, %d session seeds" % (
+            len(os.listdir(out_frame)), len(os.listdir(out_table)), len(os.listdir(out_session))))
     finally:
         proc.terminate()
         try:

@@ -1,10 +1,10 @@
 #!/bin/sh
-# Builds the libFuzzer targets with clang in build/fuzz and runs each for
+# Builds the libFuzzer targets with clang in build/fuzz (preset "fuzz") and runs each for
 # SECONDS seconds (default 60) from its seed corpus. Exits non-zero when a
 # target finds a crash, leak, timeout or property violation; the reproducer
 # is left in build/fuzz/findings/<target>/.
 #
-#   tests/fuzz/run.sh [SECONDS] [target...]      (targets: fuzz_frame fuzz_session)
+#   tests/fuzz/run.sh [SECONDS] [target...]   (targets: fuzz_frame fuzz_field_table fuzz_session)
 #
 # Environment: FUZZ_JOBS (parallel fuzzing processes per target, default 1),
 # FUZZ_ARGS (extra libFuzzer flags). Every configure/build takes the shared
@@ -13,7 +13,7 @@ set -eu
 
 seconds=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-"fuzz_frame fuzz_session"}
+targets=${*:-"fuzz_frame fuzz_field_table fuzz_session"}
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -21,10 +21,7 @@ build="$repo/build/fuzz"
 lock=/tmp/sluice-build.lock
 
 if [ ! -f "$build/build.ninja" ] && [ ! -f "$build/Makefile" ]; then
-    CC=clang CXX=clang++ flock "$lock" cmake -S "$repo" -B "$build" -G Ninja \
-        -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
-        -DSLUICE_FUZZ=ON
+    (cd "$repo" && flock "$lock" cmake --preset fuzz)  # CMakePresets.json: clang, -fsanitize=fuzzer-no-link,...
 fi
 # shellcheck disable=SC2086
 flock "$lock" cmake --build "$build" --target $targets
@@ -33,6 +30,7 @@ status=0
 for t in $targets; do
     case $t in
         fuzz_frame) seeds="$here/corpus/frame" ;;
+        fuzz_field_table) seeds="$here/corpus/table" ;;
         fuzz_session) seeds="$here/corpus/session" ;;
         *) echo "unknown target $t" >&2; exit 2 ;;
     esac
