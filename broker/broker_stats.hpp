@@ -21,6 +21,9 @@ struct BrokerStats {
     uint64_t messages_rejected = 0;
     uint64_t messages_confirmed = 0;
     uint64_t messages_returned = 0;
+    uint64_t messages_expired = 0;        // dropped or dead-lettered by a TTL
+    uint64_t messages_dropped_maxlen = 0; // dropped from a queue head by a length limit
+    uint64_t messages_dead_lettered = 0;  // re-published to a dead-letter exchange
     uint64_t bytes_in = 0;
     uint64_t bytes_out = 0;
 };

@@ -37,8 +37,14 @@ bool Queue::refuses(const Message& message) const {
 }
 
 void Queue::discard(QueuedMessage qm, DeathReason reason) {
-    if (reason == DeathReason::expired) ++counters.expired;
-    else if (reason == DeathReason::maxlen) ++counters.dropped;
+    BrokerStats& stats = vhost_.broker().stats();
+    if (reason == DeathReason::expired) {
+        ++counters.expired;
+        ++stats.messages_expired;
+    } else if (reason == DeathReason::maxlen) {
+        ++counters.dropped;
+        ++stats.messages_dropped_maxlen;
+    }
     const auto& dlx = options_.features.dead_letter_exchange;
     if (dlx) vhost_.dead_letter(*this, qm.message, reason);
     if (qm.stored) vhost_.broker().durability().remove_entry(*this, qm.seq, *qm.message);

@@ -92,6 +92,7 @@ void VHost::dead_letter(Queue& from, const MessagePtr& message, DeathReason reas
     const QueueArguments& f = from.features();
     if (!f.dead_letter_exchange) return;
     ++from.counters.dead_lettered;
+    ++broker_.stats().messages_dead_lettered;
     dead_letters_.push_back(PendingDeadLetter{
         make_dead_letter(*message, reason, from.name(), *f.dead_letter_exchange, f.dead_letter_routing_key,
                          broker_.now_s()),

@@ -197,6 +197,13 @@ public:
                   double(s.messages_confirmed));
         f.counter("sluice_messages_returned_total", "Messages returned to publishers (basic.return).",
                   double(s.messages_returned));
+        f.counter("sluice_messages_expired_total", "Messages that expired in a queue (message or queue TTL).",
+                  double(s.messages_expired));
+        f.counter("sluice_messages_dropped_maxlen_total",
+                  "Messages dropped from a queue's head by x-max-length / x-max-length-bytes.",
+                  double(s.messages_dropped_maxlen));
+        f.counter("sluice_messages_dead_lettered_total", "Messages re-published to a dead-letter exchange.",
+                  double(s.messages_dead_lettered));
         f.counter("sluice_connection_incoming_bytes_total", "Bytes read from AMQP connections.", double(s.bytes_in));
         f.counter("sluice_connection_outgoing_bytes_total", "Bytes written to AMQP connections.", double(s.bytes_out));
 
@@ -297,6 +304,10 @@ public:
              MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.redelivered); }},
             {"sluice_queue_messages_acked_total", "Deliveries from the queue acknowledged.", MetricType::Counter,
              [](const broker::Queue& q) { return double(q.counters.acked); }},
+            {"sluice_queue_messages_expired_total", "Messages that expired in the queue.", MetricType::Counter,
+             [](const broker::Queue& q) { return double(q.counters.expired); }},
+            {"sluice_queue_messages_dead_lettered_total", "Messages the queue dead-lettered.", MetricType::Counter,
+             [](const broker::Queue& q) { return double(q.counters.dead_lettered); }},
         };
         constexpr size_t kCount = sizeof kSpecs / sizeof kSpecs[0];
 

@@ -229,6 +229,26 @@ def test_returns_nacks_rejects_redeliveries(broker, connect):
     assert d("sluice_queue_messages_ready") == 1
 
 
+def test_expired_dropped_dead_lettered(broker, connect):
+    ch = connect().channel()
+    q, dlq = unique("limited"), unique("dlq")
+    ch.queue_declare(queue=dlq, exclusive=True)
+    ch.queue_declare(queue=q, exclusive=True, arguments={
+        "x-max-length": 1, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
+    before = scrape(broker)
+    ch.basic_publish("", q, b"dropped")                   # pushed out by the next one
+    ch.basic_publish("", q, b"expires", pika.BasicProperties(expiration="0"))  # TTL 0, no consumer
+    ch.queue_declare(queue=dlq, passive=True)            # a round trip
+    m = scrape(broker)
+    d = lambda name: m[name] - before[name]             # noqa: E731
+    assert d("sluice_messages_dropped_maxlen_total") == 1
+    assert d("sluice_messages_expired_total") == 1
+    assert d("sluice_messages_dead_lettered_total") == 2
+    p = scrape(broker, "/metrics/per-object")
+    assert p.get("sluice_queue_messages_expired_total", queue=q, vhost="/") == 1
+    assert p.get("sluice_queue_messages_dead_lettered_total", queue=q, vhost="/") == 2
+
+
 def test_process_and_memory_series(broker):
     m = scrape(broker)
     assert m["sluice_process_resident_memory_bytes"] > 1 << 20
