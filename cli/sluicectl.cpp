@@ -6,6 +6,7 @@
 // reached; 2 a usage error. Errors are one line on stderr.
 #include <chrono>
 #include <iostream>
+#include <optional>
 #include <span>
 
 #include "cli/ctl/api_client.hpp"
@@ -32,8 +33,13 @@ int run(int argc, char** argv) {
     }
     ctl::FoundCommand found = ctl::find_command(args);
     ctl::Settings settings = ctl::resolve_settings(args, ctl::process_environment);
-    ctl::HttpClient http(settings.url, settings.user, settings.password, std::chrono::seconds(settings.timeout_seconds));
-    ctl::ApiClient api(http);
+    std::optional<ctl::HttpClient> http;
+    try {
+        http.emplace(settings.url, settings.user, settings.password, std::chrono::seconds(settings.timeout_seconds));
+    } catch (const ctl::TransportError& e) {
+        throw ctl::UsageError(e.what());  // a URL it cannot use
+    }
+    ctl::ApiClient api(*http);
     ctl::Context context{*found.command, args, std::move(found.operands), settings, api, std::cout, std::cin};
     found.command->run(context);
     std::cout.flush();
