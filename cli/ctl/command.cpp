@@ -8,7 +8,7 @@
 
 namespace sluice::ctl {
 
-const Option kJsonOption{"json", OptionKind::flag, "", "print the API's JSON instead of a table"};
+const Option kJsonOption{"json", OptionKind::flag, "", "print the API's JSON answer instead of text"};
 const Option kColumnsOption{"columns", OptionKind::value, "A,B.C",
                             "show these fields (a dotted name reaches into an object: message_stats.publish)"};
 

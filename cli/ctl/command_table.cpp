@@ -58,7 +58,13 @@ void print_options(std::ostream& out, std::string_view title, const std::vector<
     for (const Option& o : options) width = std::max(width, label(o).size());
     for (const Option& o : options) {
         std::string l = label(o);
-        out << "  " << l << std::string(width - l.size() + 2, ' ') << o.help << '\n';
+        out << "  " << l << std::string(width - l.size() + 2, ' ');
+        // A help text's own line breaks continue under its first line.
+        for (char ch : o.help) {
+            out << ch;
+            if (ch == '\n') out << std::string(width + 4, ' ');
+        }
+        out << '\n';
     }
 }
 

@@ -27,9 +27,8 @@ const Option kHeader{"header", OptionKind::repeated, "KEY=VALUE", "a header (str
 const Option kMandatory{"mandatory", OptionKind::flag, "", "fail (exit 1) if no queue got the message"};
 const Option kCount{"count", OptionKind::value, "N", "take up to N messages (default 1)"};
 const Option kAckmode{"ackmode", OptionKind::value, "MODE",
-                      "requeue (default: look, leave them queued), ack (take them off), reject (drop them), "
-                      "reject-requeue, or RabbitMQ's ack_requeue_true|ack_requeue_false|reject_requeue_true|"
-                      "reject_requeue_false"};
+                      "requeue (default: leave them queued), ack (remove them), reject (drop them),\n"
+                      "reject-requeue, or RabbitMQ's names (ack_requeue_true, ...)"};
 const Option kBodyOnly{"body-only", OptionKind::flag, "", "print only the bodies, each followed by a newline"};
 
 constexpr const char* kGetColumns = "exchange,routing_key,redelivered,message_count,payload_bytes,payload";
@@ -188,8 +187,8 @@ void get(Context& c) {
 std::vector<Command> message_commands() {
     return {
         {"publish", "[BODY]", "publish one message to an exchange in --vhost",
-         "The body is --body TEXT, else the BODY operand, else stdin (also for BODY '-'); a body that is not "
-         "UTF-8 is sent base64-encoded.\n"
+         "The body is --body TEXT, else the BODY operand, else stdin (also for BODY '-');\n"
+         "a body that is not UTF-8 is sent base64-encoded.\n"
          "Example: echo hello | sluicectl publish --routing-key orders --persistent",
          {kExchange, kRoutingKey, kBody, kProperties, kPersistent, kContentType, kHeader, kMandatory, kJsonOption},
          0, 1, publish},
