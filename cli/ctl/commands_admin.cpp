@@ -24,8 +24,11 @@ const Option kWrite{"write", OptionKind::value, "REGEX", "where the user may pub
 const Option kRead{"read", OptionKind::value, "REGEX", "what the user may consume from (default .*)"};
 const Option kDescription{"description", OptionKind::value, "TEXT", "what the vhost is for"};
 
+// The field as text, "?" if the server did not send it (RabbitMQ leaves out
+// what it has not sampled yet).
 std::string text_at(const json::value& v, std::string_view dotted) {
-    return v.is_object() ? cell_text(field_at(v.get_object(), dotted)) : "";
+    std::string t = v.is_object() ? cell_text(field_at(v.get_object(), dotted)) : "";
+    return t.empty() ? "?" : t;
 }
 
 double number_at(const json::value& v, std::string_view dotted) {
@@ -53,7 +56,7 @@ std::string with_rate(const json::value& overview, const std::string& stat) {
     char buf[32];
     std::snprintf(buf, sizeof buf, " (%.1f/s)", number_at(overview, "message_stats." + stat + "_details.rate"));
     std::string count = text_at(overview, "message_stats." + stat);
-    return (count.empty() ? "0" : count) + buf;
+    return (count == "?" ? "0" : count) + buf;
 }
 
 void status(Context& c) {
