@@ -24,7 +24,9 @@ def _ctl_path():
     return exe
 
 
-HOME = tempfile.mkdtemp(prefix="sluicectl-home-")   # no developer's config file leaks in
+# An empty HOME, so no developer's config file leaks in; removed at exit.
+_home = tempfile.TemporaryDirectory(prefix="sluicectl-home-")
+HOME = _home.name
 
 
 class Run:
