@@ -176,6 +176,12 @@ void set_permissions(Context& c) {
     c.out << "set permissions of user '" << user << "' in vhost '" << c.settings.vhost << "': " << summary << '\n';
 }
 
+void clear_permissions(Context& c) {
+    const std::string& user = c.operands[0];
+    c.api.send("DELETE", api_path({"permissions", c.settings.vhost, user}));
+    c.out << "cleared permissions of user '" << user << "' in vhost '" << c.settings.vhost << "'\n";
+}
+
 void add_vhost(Context& c) {
     const std::string& name = c.operands[0];
     json::object body;
@@ -216,6 +222,8 @@ std::vector<Command> admin_commands() {
         {"set permissions", "USER", "set a user's permissions in --vhost",
          "Example: sluicectl set permissions app --vhost prod --configure '^app\\.' --write '.*' --read '.*'",
          {kConfigure, kWrite, kRead}, 1, 1, set_permissions},
+        {"clear permissions", "USER", "take away all of a user's permissions in --vhost", "", {}, 1, 1,
+         clear_permissions},
         {"add vhost", "NAME", "add a virtual host", "", {kDescription, kTags}, 1, 1, add_vhost},
         {"delete vhost", "NAME", "delete a virtual host and everything in it", "", {}, 1, 1, delete_vhost},
     };

@@ -301,6 +301,9 @@ def test_user_and_vhost_commands_send_rabbitmq_requests(recorder):
     assert (m, p) == ("PUT", "/prefix/api/permissions/prod%2Feu/bob")
     assert body == {"configure": "^bob\\.", "write": ".*", "read": ".*"}
     assert out == "set permissions of user 'bob' in vhost 'prod/eu': configure '^bob\\.', write '.*', read '.*'\n"
+    out, m, p, body = sent("clear", "permissions", "bob", "--vhost", "prod/eu", status=204)
+    assert (m, p, body, out) == ("DELETE", "/prefix/api/permissions/prod%2Feu/bob", None,
+                                 "cleared permissions of user 'bob' in vhost 'prod/eu'\n")
     out, m, p, body = sent("add", "vhost", "prod/eu", "--description", "Europe")
     assert (m, p, body, out) == ("PUT", "/prefix/api/vhosts/prod%2Feu", {"description": "Europe"},
                                  "added vhost 'prod/eu'\n")
@@ -335,6 +338,11 @@ def test_user_and_vhost_commands_against_sluiced(broker):
     q = unique("ctl-uq")
     assert ctl(broker, "--user", user, "--password", "pw-1", "--vhost", vhost, "declare", "queue", q).code == 0
     assert [q] == [x["name"] for x in ok(broker, "list", "queues", "--vhost", vhost, "--json").json]
+    ok(broker, "clear", "permissions", user, "--vhost", vhost)
+    perms = ok(broker, "list", "permissions", "--vhost", vhost, "--json").json
+    assert user not in [p["user"] for p in perms]
+    fails(ctl(broker, "--user", user, "--password", "pw-1", "--vhost", vhost, "declare", "queue", unique("q")), 1,
+          r"403 Forbidden: ")
     ok(broker, "delete", "user", user)
     fails(ctl(broker, "--user", user, "--password", "pw-1", "status"), 1, r"401 Unauthorized")
     ok(broker, "delete", "vhost", vhost)
