@@ -4,6 +4,8 @@
 #include <chrono>
 
 #include "broker/session.hpp"
+#include "net/amqp/wire.hpp"
+#include "storage/store.hpp"
 
 namespace sluice::broker {
 
@@ -12,9 +14,19 @@ uint64_t Broker::system_now_ms() {
     return static_cast<uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
 }
 
-Broker::Broker(BrokerConfig config) : config_(std::move(config)), rng_(std::random_device{}()) {
-    default_vhost_ = std::make_unique<VHost>(*this, "/");
+namespace {
+
+std::string vhost_key(std::string_view name) {
+    std::string k = "v";
+    k.append(name);
+    return k;
 }
+
+void put_i64(std::string& out, int64_t v) { amqp::put_u64(out, static_cast<uint64_t>(v)); }
+
+}  // namespace
+
+Broker::Broker(BrokerConfig config) : config_(std::move(config)), rng_(std::random_device{}()) { create_defaults(); }
 
 Broker::~Broker() = default;
 
@@ -35,12 +47,159 @@ void Broker::set_disk_alarm(bool on) {
 }
 
 VHost* Broker::find_vhost(std::string_view name) {
-    return name == default_vhost_->name() ? default_vhost_.get() : nullptr;
+    auto it = vhosts_.find(name);
+    return it == vhosts_.end() ? nullptr : it->second.vhost.get();
 }
 
-bool Broker::authenticate(std::string_view user, std::string_view password, bool from_loopback) const {
-    if (user != config_.default_user || password != config_.default_password) return false;
-    return from_loopback || !config_.default_user_loopback_only;
+std::vector<VHost*> Broker::vhosts() const {
+    std::vector<VHost*> out;
+    out.reserve(vhosts_.size());
+    for (const auto& [name, e] : vhosts_) out.push_back(e.vhost.get());
+    std::sort(out.begin(), out.end(), [](const VHost* a, const VHost* b) { return a->name() < b->name(); });
+    return out;
+}
+
+const VHostSettings* Broker::vhost_settings(std::string_view name) const {
+    auto it = vhosts_.find(name);
+    return it == vhosts_.end() ? nullptr : &it->second.settings;
+}
+
+void Broker::write_vhost(std::string_view name, const VHostSettings& s) {
+    std::string v;
+    amqp::put_longstr(v, s.description);
+    amqp::put_u16(v, static_cast<uint16_t>(std::min<size_t>(s.tags.size(), UINT16_MAX)));
+    for (size_t i = 0; i < s.tags.size() && i < UINT16_MAX; ++i) amqp::put_longstr(v, s.tags[i]);
+    put_i64(v, s.limits.max_connections);
+    put_i64(v, s.limits.max_queues);
+    durability_.put_record(vhost_key(name), v);
+}
+
+VHost* Broker::put_vhost(std::string_view name, std::string description, std::vector<std::string> tags) {
+    auto it = vhosts_.find(name);
+    if (it == vhosts_.end()) {
+        VHostEntry e;
+        e.vhost = std::make_unique<VHost>(*this, std::string(name));
+        it = vhosts_.emplace(std::string(name), std::move(e)).first;
+    }
+    it->second.settings.description = std::move(description);
+    it->second.settings.tags = std::move(tags);
+    write_vhost(name, it->second.settings);
+    return it->second.vhost.get();
+}
+
+bool Broker::set_vhost_limits(std::string_view name, const VHostLimits& limits) {
+    auto it = vhosts_.find(name);
+    if (it == vhosts_.end()) return false;
+    it->second.settings.limits = limits;
+    write_vhost(name, it->second.settings);
+    return true;
+}
+
+bool Broker::delete_vhost(std::string_view name) {
+    auto it = vhosts_.find(name);
+    if (it == vhosts_.end()) return false;
+    VHost* v = it->second.vhost.get();
+    // Its connections first: their channels refer to the vhost.
+    std::vector<Session*> sessions = sessions_;
+    for (Session* s : sessions)
+        if (std::find(sessions_.begin(), sessions_.end(), s) != sessions_.end() && s->vhost() == v)
+            s->close_for_deleted_vhost("vhost '" + std::string(name) + "' is deleted");
+    // Then what it holds, through the usual paths, so the store forgets it too.
+    std::vector<QueuePtr> queues;
+    for (const auto& [qname, q] : v->queues()) queues.push_back(q);
+    for (const QueuePtr& q : queues)
+        if (!q->deleted()) v->delete_queue(q);
+    std::vector<std::string> exchanges;
+    for (const auto& [ename, e] : v->exchanges())
+        if (e->durable() && !ename.empty() && ename.substr(0, 4) != "amq.") exchanges.push_back(ename);
+    for (const std::string& e : exchanges) v->delete_exchange(e, false);
+    access_.remove_vhost(name);
+    durability_.remove_record(vhost_key(name));
+    vhosts_.erase(it);
+    return true;
+}
+
+void Broker::create_defaults() {
+    put_vhost("/", "Default virtual host", {});
+    User u;
+    u.name = config_.default_user;
+    u.password_hash = hash_password(config_.default_password);
+    u.tags = {"administrator"};
+    access_.put_user(std::move(u));
+    access_.set_permissions(config_.default_user, "/", {".*", ".*", ".*"});
+}
+
+void Broker::recover_access() {
+    storage::Store* store = durability_.store();
+    if (!store) return;
+    if (!access_.recover(*store)) {
+        // First start: the defaults become records.
+        vhosts_.clear();
+        create_defaults();
+        access_.mark_initialised();
+        return;
+    }
+    std::map<std::string, VHostSettings> stored;
+    store->scan(storage::Column::meta, "v", "w", [&](std::string_view key, std::string_view value) {
+        amqp::WireReader r(value);
+        VHostSettings s;
+        s.description = std::string(r.longstr());
+        uint16_t ntags = r.u16();
+        for (uint16_t i = 0; i < ntags && r.ok(); ++i) s.tags.emplace_back(r.longstr());
+        s.limits.max_connections = static_cast<int64_t>(r.u64());
+        s.limits.max_queues = static_cast<int64_t>(r.u64());
+        if (r.ok()) stored.emplace(std::string(key.substr(1)), std::move(s));
+        return true;
+    });
+    std::erase_if(vhosts_, [&](const auto& kv) { return !stored.count(kv.first); });
+    for (auto& [name, settings] : stored) {
+        auto it = vhosts_.find(name);
+        if (it == vhosts_.end()) {
+            VHostEntry e;
+            e.vhost = std::make_unique<VHost>(*this, name);
+            it = vhosts_.emplace(name, std::move(e)).first;
+        }
+        it->second.settings = std::move(settings);
+    }
+}
+
+RecoveryStats Broker::recover() {
+    recover_access();
+    return recovery_ = durability_.recover(*this);
+}
+
+Broker::Login Broker::login(std::string_view user, std::string_view password, bool from_loopback) const {
+    if (!access_.check_password(user, password)) return Login::bad_credentials;
+    if (!from_loopback && config_.default_user_loopback_only && user == config_.default_user) return Login::loopback_only;
+    return Login::ok;
+}
+
+Status Broker::check_vhost_open(std::string_view user, std::string_view name) const {
+    auto it = vhosts_.find(name);
+    if (it == vhosts_.end()) return amqp_error(reply::not_allowed, "vhost " + std::string(name) + " not found");
+    if (!access_.permissions(user, name))
+        return amqp_error(reply::not_allowed,
+                          "access to vhost '" + std::string(name) + "' refused for user '" + std::string(user) + "'");
+    int64_t limit = it->second.settings.limits.max_connections;
+    if (limit >= 0) {
+        const VHost* v = it->second.vhost.get();
+        int64_t open = std::count_if(sessions_.begin(), sessions_.end(), [v](const Session* s) { return s->vhost() == v; });
+        if (open >= limit)
+            return amqp_error(reply::not_allowed, "access to vhost '" + std::string(name) + "' refused for user '" +
+                                                      std::string(user) + "': connection limit (" +
+                                                      std::to_string(limit) + ") is reached");
+    }
+    return std::nullopt;
+}
+
+Status Broker::check_queue_limit(const VHost& vhost, std::string_view queue) const {
+    auto it = vhosts_.find(vhost.name());
+    if (it == vhosts_.end()) return std::nullopt;
+    int64_t limit = it->second.settings.limits.max_queues;
+    if (limit < 0 || vhost.find_queue(queue) || int64_t(vhost.queues().size()) < limit) return std::nullopt;
+    return amqp_error(reply::precondition_failed, "cannot declare queue '" + std::string(queue) +
+                                                      "': queue limit in vhost '" + vhost.name() + "' (" +
+                                                      std::to_string(limit) + ") is reached");
 }
 
 std::string Broker::unique_name(std::string_view prefix) {

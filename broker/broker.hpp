@@ -1,11 +1,19 @@
 // The broker: settings, virtual hosts, users, and the registries that span
 // connections (direct reply-to). One Broker per process.
 //
+// Vhosts are records in the store's `meta` column:
+//   'v' vhost name → description, tags, limits (max-connections, max-queues)
+// Users and permissions are AccessControl's (access_control.hpp). Without
+// storage, or on the first start with an empty store, there is vhost "/"
+// and the configured default user, administrator with full permissions on
+// "/" (RabbitMQ's first start); after that the store's records win.
+//
 // Thread-safety: the broker thread only (net/ runs every connection of this
 // broker on that thread).
 #pragma once
 
 #include <algorithm>
+#include <map>
 #include <cstdint>
 #include <ctime>
 #include <memory>
@@ -14,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/access_control.hpp"
 #include "broker/broker_stats.hpp"
 #include "broker/durability.hpp"
 #include "broker/timer_queue.hpp"
@@ -42,6 +51,13 @@ struct BrokerConfig {
     size_t message_memory_limit = 256u << 20;
 };
 
+// What the API shows and changes of a vhost besides its contents.
+struct VHostSettings {
+    std::string description;
+    std::vector<std::string> tags;
+    VHostLimits limits;
+};
+
 class Broker {
 public:
     explicit Broker(BrokerConfig config = {});
@@ -49,6 +65,21 @@ public:
 
     const BrokerConfig& config() const { return config_; }
     VHost* find_vhost(std::string_view name);
+    // Every vhost, ordered by name.
+    std::vector<VHost*> vhosts() const;
+    const VHostSettings* vhost_settings(std::string_view name) const;
+    // Creates the vhost (or updates its description and tags); written to
+    // the store. Returns it.
+    VHost* put_vhost(std::string_view name, std::string description, std::vector<std::string> tags);
+    // Deletes a vhost: its connections are closed (320 CONNECTION_FORCED),
+    // its queues (with their messages), exchanges, bindings and permissions
+    // go. False if there was none.
+    bool delete_vhost(std::string_view name);
+    // RabbitMQ's vhost limits by name ("max-connections", "max-queues");
+    // value < 0 removes the limit. False for an unknown vhost.
+    bool set_vhost_limits(std::string_view name, const VHostLimits& limits);
+    AccessControl& access_control() { return access_; }
+    const AccessControl& access_control() const { return access_; }
     BrokerStats& stats() { return stats_; }
     Durability& durability() { return durability_; }
     // Durable storage: without it the broker keeps everything in memory.
@@ -56,7 +87,7 @@ public:
     void attach_storage(storage::Store* store, Executor* executor) { durability_.attach(store, executor); }
     // Loads durable topology and messages (after attach_storage, before
     // serving); what it found stays readable for metrics.
-    RecoveryStats recover() { return recovery_ = durability_.recover(*this); }
+    RecoveryStats recover();
     const RecoveryStats& recovery_stats() const { return recovery_; }
     uint64_t next_queue_id() { return ++last_queue_id_; }
     // A coarse clock (Unix seconds) that net/ advances once a second, so the
@@ -75,8 +106,20 @@ public:
     void sub_message_memory(size_t n) { message_memory_ -= std::min(message_memory_, n); }
     void saw_queue_id(uint64_t id) { last_queue_id_ = std::max(last_queue_id_, id); }
 
-    // True when user/password may log in from this peer.
-    bool authenticate(std::string_view user, std::string_view password, bool from_loopback) const;
+    enum class Login { ok, bad_credentials, loopback_only };
+    // Whether user/password may log in from this peer: the password must
+    // match, and the default user comes only from loopback unless
+    // default_user_loopback_only is off (RabbitMQ's loopback_users).
+    Login login(std::string_view user, std::string_view password, bool from_loopback) const;
+    bool authenticate(std::string_view user, std::string_view password, bool from_loopback) const {
+        return login(user, password, from_loopback) == Login::ok;
+    }
+    // connection.open of `vhost` by `user`: 530 NOT_ALLOWED when the vhost is
+    // unknown, the user has no permissions in it, or its max-connections is
+    // reached (`open_sessions` connections to it exist).
+    Status check_vhost_open(std::string_view user, std::string_view vhost) const;
+    // queue.declare of a new queue: 406 when the vhost's max-queues is reached.
+    Status check_queue_limit(const VHost& vhost, std::string_view queue) const;
 
     uint64_t next_connection_id() { return ++last_connection_id_; }
 
@@ -108,7 +151,19 @@ private:
     uint32_t now_s_ = static_cast<uint32_t>(std::time(nullptr));
     uint64_t test_clock_ms_ = 0;
     TimerQueue timers_;
-    std::unique_ptr<VHost> default_vhost_;
+    void write_vhost(std::string_view name, const VHostSettings& settings);
+    // Vhost "/" and the default user, administrator with full permissions there.
+    void create_defaults();
+    // The records of the store replace the defaults (or become them, on a
+    // first start).
+    void recover_access();
+
+    struct VHostEntry {
+        std::unique_ptr<VHost> vhost;
+        VHostSettings settings;
+    };
+    AccessControl access_{durability_};
+    StringMap<VHostEntry> vhosts_;
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;
     std::vector<Session*> sessions_;

@@ -18,6 +18,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "broker/access_control.hpp"
 #include "broker/amqp_error.hpp"
 #include "broker/exchange.hpp"
 #include "broker/message.hpp"
@@ -141,6 +142,18 @@ private:
     // nack when a queue refused it.
     void confirm_publish(bool needs_sync, bool nack);
 
+    // channel_access.cpp: the permission each method needs (RabbitMQ's
+    // access-control table) and the vhost's queue limit; 403 / 406 values.
+    Status check_access(Permission p, ResourceKind kind, std::string_view name);
+    Status check_exchange_declare(const amqp::method::ExchangeDeclare& m);
+    Status check_exchange_bind(std::string_view destination, std::string_view source);
+    Status check_queue_declare(std::string_view name, const amqp::method::QueueDeclare& m);
+    Status check_queue_bind(std::string_view queue, std::string_view exchange);
+    Status check_queue_access(Permission p, std::string_view queue);
+    Status check_consume(std::string_view queue);
+    // basic.publish: write on the exchange, the last answer cached.
+    Status check_publish(std::string_view exchange);
+
     // Shared helpers.
     QueuePtr resolve_queue(std::string_view name, Status& error);
     std::string_view resolve_queue_name(std::string_view name) const;
@@ -196,6 +209,13 @@ private:
     std::vector<TxSettle> tx_settles_;
     std::unordered_set<uint64_t> tx_settled_tags_;  // settled in the open transaction
     uint64_t tx_settled_upto_ = 0;                  // ... and all tags up to here (multiple)
+
+    // The last exchange basic.publish was allowed to write to, and the
+    // AccessControl generation that said so.
+    struct PublishAccess {
+        uint64_t generation = 0;
+        std::string exchange;
+    } publish_access_;
 
     std::string reply_token_;         // direct reply-to
     ConsumerPtr reply_consumer_;

@@ -35,6 +35,7 @@ Status Channel::basic_qos(const m::BasicQos& q) {
 }
 
 Status Channel::basic_consume(const m::BasicConsume& c) {
+    if (Status st = check_consume(c.queue)) return st;
     std::string tag = c.consumer_tag.empty() ? session_.broker().unique_name("amq.ctag-") : std::string(c.consumer_tag);
     bool reused = std::any_of(consumers_.begin(), consumers_.end(),
                               [&](const ConsumerPtr& p) { return p->tag == tag; }) ||
@@ -105,6 +106,7 @@ Status Channel::basic_cancel(const m::BasicCancel& c) {
 }
 
 Status Channel::basic_publish(const m::BasicPublish& p) {
+    if (Status st = check_publish(p.exchange)) return st;
     if (p.immediate) return amqp_error(reply::not_implemented, "immediate=true");
     Exchange* ex = vhost_.find_exchange(p.exchange);
     if (!ex) return amqp_error(reply::not_found, vhost_.not_found_exchange(p.exchange));
@@ -274,6 +276,7 @@ void Channel::reply_after_sync(std::function<void()> reply) {
 }
 
 Status Channel::basic_get(const m::BasicGet& g) {
+    if (Status st = check_queue_access(Permission::read, g.queue)) return st;
     Status error;
     QueuePtr q = resolve_queue(g.queue, error);
     if (!q) return error;

@@ -48,6 +48,7 @@ void Channel::reply_when_durable(bool durable, std::function<void()> reply) {
 }
 
 Status Channel::exchange_declare(const m::ExchangeDeclare& d) {
+    if (Status st = check_exchange_declare(d)) return st;
     if (d.passive) {
         if (!d.exchange.empty() && !vhost_.find_exchange(d.exchange))
             return amqp_error(reply::not_found, vhost_.not_found_exchange(d.exchange));
@@ -68,18 +69,21 @@ Status Channel::exchange_declare(const m::ExchangeDeclare& d) {
 }
 
 Status Channel::exchange_delete(const m::ExchangeDelete& d) {
+    if (Status st = check_access(Permission::configure, ResourceKind::exchange, d.exchange)) return st;
     if (Status st = vhost_.delete_exchange(d.exchange, d.if_unused)) return st;
     if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeDeleteOk{}); });
     return std::nullopt;
 }
 
 Status Channel::exchange_bind(const m::ExchangeBind& d) {
+    if (Status st = check_exchange_bind(d.destination, d.source)) return st;
     if (Status st = vhost_.bind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
     if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeBindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::exchange_unbind(const m::ExchangeUnbind& d) {
+    if (Status st = check_exchange_bind(d.destination, d.source)) return st;
     if (Status st = vhost_.unbind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
     if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeUnbindOk{}); });
     return std::nullopt;
@@ -115,6 +119,7 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
         return amqp_error(reply::access_refused,
                           "queue name '" + std::string(d.queue) + "' contains reserved prefix 'amq.*'");
     std::string name = d.queue.empty() ? session_.broker().unique_name("amq.gen-") : std::string(d.queue);
+    if (Status st = check_queue_declare(name, d)) return st;
     QueueOptions o;
     o.durable = d.durable;
     o.exclusive = d.exclusive;
@@ -131,6 +136,7 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
 }
 
 Status Channel::queue_bind(const m::QueueBind& d) {
+    if (Status st = check_queue_bind(d.queue, d.exchange)) return st;
     Status error;
     QueuePtr q = resolve_queue(d.queue, error);
     if (!q) return error;
@@ -142,6 +148,7 @@ Status Channel::queue_bind(const m::QueueBind& d) {
 }
 
 Status Channel::queue_unbind(const m::QueueUnbind& d) {
+    if (Status st = check_queue_bind(d.queue, d.exchange)) return st;
     Status error;
     QueuePtr q = resolve_queue(d.queue, error);
     if (!q) return error;
@@ -151,6 +158,7 @@ Status Channel::queue_unbind(const m::QueueUnbind& d) {
 }
 
 Status Channel::queue_purge(const m::QueuePurge& d) {
+    if (Status st = check_queue_access(Permission::read, d.queue)) return st;
     Status error;
     QueuePtr q = resolve_queue(d.queue, error);
     if (!q) return error;
@@ -165,6 +173,7 @@ Status Channel::queue_purge(const m::QueuePurge& d) {
 }
 
 Status Channel::queue_delete(const m::QueueDelete& d) {
+    if (Status st = check_queue_access(Permission::configure, d.queue)) return st;
     std::string_view name = resolve_queue_name(d.queue);
     QueuePtr q = vhost_.find_queue(name);
     size_t n = 0;

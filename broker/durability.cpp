@@ -241,6 +241,18 @@ void Durability::remove_binding(const VHost& v, const Exchange& source, const Bi
     schedule_commit();
 }
 
+void Durability::put_record(std::string_view key, std::string_view value) {
+    if (!store_) return;
+    batch_.put(Column::meta, key, value);
+    schedule_commit();
+}
+
+void Durability::remove_record(std::string_view key) {
+    if (!store_) return;
+    batch_.remove(Column::meta, key);
+    schedule_commit();
+}
+
 void Durability::store_message(const MessagePtr& message, const std::vector<StoredEntry>& entries) {
     if (!store_ || entries.empty()) return;
     std::string& value = scratch_;
@@ -373,7 +385,6 @@ RecoveryStats Durability::recover(Broker& broker) {
     RecoveryStats st;
     if (!store_) return st;
     auto start = std::chrono::steady_clock::now();
-    VHost* vhost = broker.find_vhost("/");
     recovering_ = true;
     auto name_at = [](amqp::WireReader& r) { return std::string(r.shortstr()); };
 
@@ -388,7 +399,8 @@ RecoveryStats Durability::recover(Broker& broker) {
         o.auto_delete = flags & 1;
         o.internal = flags & 2;
         std::string_view rest = value.substr(std::min<size_t>(2, value.size()));
-        if (!k.ok() || !r.ok() || amqp::decode_table(rest, o.arguments) != amqp::TableError::none || vh != vhost->name())
+        VHost* vhost = broker.find_vhost(vh);
+        if (!k.ok() || !r.ok() || amqp::decode_table(rest, o.arguments) != amqp::TableError::none || !vhost)
             return true;
         vhost->restore_exchange(name, o);
         ++st.exchanges;
@@ -406,7 +418,8 @@ RecoveryStats Durability::recover(Broker& broker) {
         o.durable = true;
         o.auto_delete = flags & 1;
         std::string_view rest = value.substr(std::min<size_t>(9, value.size()));
-        if (!k.ok() || !r.ok() || amqp::decode_table(rest, o.arguments) != amqp::TableError::none || vh != vhost->name())
+        VHost* vhost = broker.find_vhost(vh);
+        if (!k.ok() || !r.ok() || amqp::decode_table(rest, o.arguments) != amqp::TableError::none || !vhost)
             return true;
         queues.push_back(vhost->restore_queue(name, std::move(o), id));
         ++st.queues;
@@ -420,7 +433,8 @@ RecoveryStats Durability::recover(Broker& broker) {
         std::string dest = name_at(k), rk = name_at(k);
         amqp::FieldTable args;
         std::string_view rest = key.substr(1 + k.position());
-        if (!k.ok() || amqp::decode_table(rest, args) != amqp::TableError::none || vh != vhost->name()) return true;
+        VHost* vhost = broker.find_vhost(vh);
+        if (!k.ok() || amqp::decode_table(rest, args) != amqp::TableError::none || !vhost) return true;
         if (kind == 'q') vhost->bind_queue(dest, source, rk, args);
         else vhost->bind_exchange(dest, source, rk, args);
         ++st.bindings;

@@ -12,6 +12,8 @@
 //   'e' vhost name           → type, flags, arguments          (durable exchanges)
 //   'q' vhost name           → queue id, flags, arguments      (durable queues)
 //   'b' vhost src kind dst key args → ""                       (durable bindings)
+//   'v', 'u', 'p', 'i'  vhosts, users, permissions: see broker.hpp and
+//                       access_control.hpp (written through put_record)
 // Queue entries in `msgs`: queue id | seq → inline message, or a reference to
 // a body in `bodies` when one message went to several durable queues. An
 // entry whose kind octet has the high bit set carries its expiry (u64 Unix
@@ -68,6 +70,10 @@ public:
     // Durable only when both ends are; callers check.
     void put_binding(const VHost& vhost, const Exchange& source, const Binding& binding);
     void remove_binding(const VHost& vhost, const Exchange& source, const Binding& binding);
+    // Records the broker keeps for others (users, permissions, vhosts):
+    // written with the next batch, whatever `recovering` says.
+    void put_record(std::string_view key, std::string_view value);
+    void remove_record(std::string_view key);
 
     // A persistent message entering durable queues: stores its entries and
     // (when shared by several) its body once.

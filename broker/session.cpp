@@ -189,9 +189,8 @@ Channel* Session::find_channel(uint16_t id) const {
 }
 
 void Session::open_channel(uint16_t id) {
-    VHost* vhost = broker_.find_vhost("/");
     if (channels_.size() <= id) channels_.resize(size_t{id} + 1);
-    channels_[id] = std::make_unique<Channel>(*this, *vhost, id);
+    channels_[id] = std::make_unique<Channel>(*this, *vhost_, id);
     ++broker_.stats().channels_opened;
     amqp::write_method(out_, id, m::ChannelOpenOk{});
 }
@@ -341,9 +340,12 @@ Status Session::handle_start_ok(std::string_view payload) {
     else
         return amqp_error(reply::access_refused, "unsupported authentication mechanism '" +
                                                      std::string(ok.mechanism) + "'; use PLAIN or AMQPLAIN");
-    if (!parsed || !broker_.authenticate(user, password, info_.loopback)) {
-        std::string text = "Login was refused using authentication mechanism " + std::string(ok.mechanism) +
-                           ". For details see the broker logfile.";
+    Broker::Login login = parsed ? broker_.login(user, password, info_.loopback) : Broker::Login::bad_credentials;
+    if (login != Broker::Login::ok) {
+        std::string text = login == Broker::Login::loopback_only
+                               ? "user '" + user + "' can only connect via localhost"
+                               : "Login was refused using authentication mechanism " + std::string(ok.mechanism) +
+                                     ". For details see the broker logfile.";
         if (!client_has_capability("authentication_failure_close")) {
             state_ = State::closed;  // as RabbitMQ: such clients just see the socket close
             host_.close_transport();
@@ -389,8 +391,9 @@ Status Session::handle_open(std::string_view payload) {
     if (amqp::decode_method(payload, method) != amqp::DecodeError::none)
         return amqp_error(reply::syntax_error, "malformed connection.open");
     auto& open = std::get<m::ConnectionOpen>(method);
-    if (!broker_.find_vhost(open.virtual_host))
-        return amqp_error(reply::not_allowed, "vhost " + std::string(open.virtual_host) + " not found");
+    if (Status st = broker_.check_vhost_open(user_, open.virtual_host)) return st;
+    vhost_ = broker_.find_vhost(open.virtual_host);
+    permissions_ = PermissionView(broker_.access_control(), user_, vhost_->name());
     amqp::write_method(out_, 0, m::ConnectionOpenOk{});
     state_ = State::running;
     if (broker_.alarm_active()) on_alarm(true, broker_.alarm_reason());
@@ -421,10 +424,15 @@ void Session::teardown() {
         if (channels_[id]) remove_channel(id);
     channels_.clear();
     confirm_pending_.clear();
-    VHost* vhost = broker_.find_vhost("/");
     for (auto& weak : exclusive_queues_)
-        if (auto q = weak.lock(); q && !q->deleted()) vhost->delete_queue(q);
+        if (auto q = weak.lock(); q && !q->deleted() && vhost_) vhost_->delete_queue(q);
     exclusive_queues_.clear();
+}
+
+void Session::close_for_deleted_vhost(const std::string& reason) {
+    connection_error(amqp_error(reply::connection_forced, reason));
+    teardown();  // if it was closing already
+    vhost_ = nullptr;
 }
 
 void Session::on_transport_closed() {

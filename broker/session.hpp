@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/access_control.hpp"
 #include "broker/amqp_error.hpp"
 #include "net/amqp/field_table.hpp"
 
@@ -25,6 +26,7 @@ namespace sluice::broker {
 class Broker;
 class Channel;
 class Queue;
+class VHost;
 
 // Implemented by net/ (one per socket), or by a test.
 class SessionHost {
@@ -81,6 +83,12 @@ public:
     uint64_t id() const { return id_; }
     uint32_t frame_max() const { return frame_max_; }
     const std::string& user() const { return user_; }
+    // The vhost of connection.open (null before it, and once it is deleted).
+    VHost* vhost() const { return vhost_; }
+    // This user's permissions in that vhost (null: none).
+    PermissionView& permissions() { return permissions_; }
+    // The vhost is being deleted: connection.close 320, and forget it.
+    void close_for_deleted_vhost(const std::string& reason);
     const ConnectionInfo& info() const { return info_; }
     // --- introspection (management API) -----------------------------------
     const amqp::FieldTable& client_properties() const { return client_properties_; }
@@ -131,6 +139,8 @@ private:
     uint32_t frame_max_;
     uint16_t heartbeat_ = 0;
     std::string user_;
+    VHost* vhost_ = nullptr;
+    PermissionView permissions_;
     amqp::FieldTable client_properties_;
 
     std::vector<std::unique_ptr<Channel>> channels_;  // indexed by channel id
