@@ -12,8 +12,9 @@
 #include <iostream>
 
 #include "broker/broker.hpp"
-#include "storage/store.hpp"
+#include "net/management_api.hpp"
 #include "net/server.hpp"
+#include "storage/store.hpp"
 
 namespace po = boost::program_options;
 
@@ -37,7 +38,7 @@ rlim_t raise_fd_limit() {
 int main(int argc, char** argv) {
     sluice::broker::BrokerConfig bc;
     sluice::net::ServerConfig sc;
-    std::string data_dir, config_file, durability = "sync";
+    std::string data_dir, config_file, durability = "sync", definitions_file;
     unsigned sync_interval_ms = 200;
     po::options_description opts("sluiced options");
     opts.add_options()
@@ -67,7 +68,10 @@ int main(int argc, char** argv) {
         ("default-user", po::value(&bc.default_user)->default_value(bc.default_user), "user created at first start")
         ("default-password", po::value(&bc.default_password)->default_value(bc.default_password), "its password")
         ("default-user-loopback-only", po::value(&bc.default_user_loopback_only)->default_value(true),
-         "the default user may log in only from loopback (as RabbitMQ's guest)");
+         "the default user may log in only from loopback (as RabbitMQ's guest)")
+        ("load-definitions", po::value(&definitions_file),
+         "import this definitions file (RabbitMQ's JSON: users, vhosts, permissions, limits, exchanges, queues, "
+         "bindings) at every start, as RabbitMQ's load_definitions");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -122,6 +126,22 @@ int main(int argc, char** argv) {
     auto rec = broker.recover();
     std::cerr << "sluiced: recovered " << rec.exchanges << " exchanges, " << rec.queues << " queues, " << rec.bindings
               << " bindings, " << rec.messages << " messages in " << rec.seconds << " s" << std::endl;
+    if (!definitions_file.empty()) {
+        std::ifstream in(definitions_file, std::ios::binary);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        if (!in.is_open() || in.bad()) {
+            std::cerr << "sluiced: cannot read definitions file " << definitions_file << "\n";
+            return 1;
+        }
+        std::vector<std::string> warnings;
+        std::string problem = sluice::net::import_definitions(broker, text, warnings);
+        if (!problem.empty()) {
+            std::cerr << "sluiced: definitions file " << definitions_file << ": " << problem << "\n";
+            return 1;
+        }
+        for (const auto& w : warnings) std::cerr << "sluiced: definitions file: " << w << "\n";
+        std::cerr << "sluiced: imported definitions from " << definitions_file << std::endl;
+    }
     err = server.listen();
     if (!err.empty()) {
         std::cerr << "sluiced: " << err << "\n";

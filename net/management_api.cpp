@@ -164,14 +164,14 @@ HttpResponse overview(State& s) {
     stat("drop_unroutable", dropped, std::max(0.0, r.node_rate(&S::messages_unroutable) - r.node_rate(&S::messages_returned)));
 
     uint64_t ready = 0, unacked = 0, consumers = 0, queues = 0, exchanges = 0;
-    if (broker::VHost* v = b.find_vhost("/")) {
+    for (broker::VHost* v : b.vhosts()) {
         for (const auto& [name, q] : v->queues()) {
             ready += q->ready_count();
             unacked += q->unacked_count();
             consumers += q->consumer_count();
         }
-        queues = v->queues().size();
-        exchanges = v->exchanges().size();
+        queues += v->queues().size();
+        exchanges += v->exchanges().size();
     }
     uint64_t channels = 0;
     for (const broker::Session* sess : b.sessions())
@@ -256,49 +256,6 @@ json::object node_json(State& s) {
     return o;
 }
 
-json::object vhost_json(State& s, const broker::VHost& v) {
-    uint64_t ready = 0, unacked = 0;
-    for (const auto& [name, q] : v.queues()) {
-        ready += q->ready_count();
-        unacked += q->unacked_count();
-    }
-    json::object o;
-    o["name"] = utf8(v.name());
-    o["description"] = "Default virtual host";
-    o["tags"] = json::array();
-    o["default_queue_type"] = "classic";
-    o["tracing"] = false;
-    o["messages"] = ready + unacked;
-    o["messages_ready"] = ready;
-    o["messages_unacknowledged"] = unacked;
-    json::object cs;
-    cs[s.node] = "running";
-    o["cluster_state"] = std::move(cs);
-    return o;
-}
-
-json::object user_json(State& s) {
-    json::object o;
-    o["name"] = utf8(s.broker.config().default_user);
-    o["password_hash"] = "";
-    o["hashing_algorithm"] = "rabbit_password_hashing_sha256";
-    json::array tags;
-    tags.push_back("administrator");
-    o["tags"] = std::move(tags);
-    o["limits"] = json::object();
-    return o;
-}
-
-json::object permission_json(State& s, const broker::VHost& v) {
-    json::object o;
-    o["user"] = utf8(s.broker.config().default_user);
-    o["vhost"] = utf8(v.name());
-    o["configure"] = ".*";
-    o["write"] = ".*";
-    o["read"] = ".*";
-    return o;
-}
-
 void aliveness(State& s, const std::string& vhost_name, const Reply& reply) {
     broker::VHost* v = s.broker.find_vhost(vhost_name);
     if (!v) return reply(not_found("no vhost '" + vhost_name + "'"));
@@ -338,11 +295,15 @@ void route(State& s, const Request& r, const Reply& reply) {
     if (what == "channels") return handle_channels(s, r, reply);
     if (what == "consumers") return handle_consumers(s, r, reply);
     if (what == "definitions") return handle_definitions(s, r, reply);
+    if (what == "users") return handle_users(s, r, reply);
+    if (what == "vhosts") return handle_vhosts(s, r, reply);
+    if (what == "permissions") return handle_permissions(s, r, reply);
+    if (what == "vhost-limits") return handle_vhost_limits(s, r, reply);
     if (what == "overview" && p.size() == 1) return reply(get ? overview(s) : method_not_allowed("GET, HEAD"));
     if (!get) {
         // Everything below is read-only.
-        bool known = what == "nodes" || what == "vhosts" || what == "users" || what == "permissions" ||
-                     what == "whoami" || what == "health" || what == "aliveness-test" || what == "extensions";
+        bool known = what == "nodes" || what == "whoami" || what == "health" || what == "aliveness-test" ||
+                     what == "extensions";
         return reply(known ? method_not_allowed("GET, HEAD") : not_found("Not Found"));
     }
     if (what == "nodes") {
@@ -354,51 +315,14 @@ void route(State& s, const Request& r, const Reply& reply) {
         if (p.size() == 2 && p[1] == s.node) return reply(json_response(200, node_json(s)));
         return reply(not_found("no node '" + (p.size() > 1 ? p[1] : "") + "'"));
     }
-    if (what == "vhosts") {
-        broker::VHost* v = s.broker.find_vhost("/");
-        if (p.size() == 1) {
-            json::array a;
-            if (v) a.push_back(vhost_json(s, *v));
-            return reply(list_response(r, std::move(a)));
-        }
-        broker::VHost* named = p.size() >= 2 ? s.broker.find_vhost(p[1]) : nullptr;
-        if (!named) return reply(not_found("no vhost '" + p[1] + "'"));
-        if (p.size() == 2) return reply(json_response(200, vhost_json(s, *named)));
-        if (p.size() == 3 && p[2] == "permissions") {
-            json::array a;
-            a.push_back(permission_json(s, *named));
-            return reply(list_response(r, std::move(a)));
-        }
-        return reply(not_found("Not Found"));
-    }
-    if (what == "users") {
-        const std::string& user = s.broker.config().default_user;
-        if (p.size() == 1) {
-            json::array a;
-            a.push_back(user_json(s));
-            return reply(list_response(r, std::move(a)));
-        }
-        if (p[1] != user) return reply(not_found("no user '" + p[1] + "'"));
-        if (p.size() == 2) return reply(json_response(200, user_json(s)));
-        if (p.size() == 3 && p[2] == "permissions") {
-            json::array a;
-            if (broker::VHost* v = s.broker.find_vhost("/")) a.push_back(permission_json(s, *v));
-            return reply(list_response(r, std::move(a)));
-        }
-        return reply(not_found("Not Found"));
-    }
     if (what == "whoami" && p.size() == 1) {
         json::object o;
         o["name"] = utf8(r.user);
         json::array tags;
-        tags.push_back("administrator");
+        if (const broker::User* u = s.broker.access_control().find_user(r.user))
+            for (const auto& t : u->tags) tags.push_back(utf8(t));
         o["tags"] = std::move(tags);
         return reply(json_response(200, o));
-    }
-    if (what == "permissions" && p.size() == 1) {
-        json::array a;
-        if (broker::VHost* v = s.broker.find_vhost("/")) a.push_back(permission_json(s, *v));
-        return reply(list_response(r, std::move(a)));
     }
     if (what == "health" && p.size() == 3 && p[1] == "checks" && (p[2] == "alarms" || p[2] == "local-alarms")) {
         json::object o;
@@ -447,7 +371,7 @@ void RateSampler::sample(broker::Broker& broker) {
     samples_ = std::min(samples_ + 1, 2);
     cur_.stats = broker.stats();
     cur_.ready = cur_.unacked = 0;
-    if (broker::VHost* v = broker.find_vhost("/"))
+    for (broker::VHost* v : broker.vhosts())
         for (const auto& [name, q] : v->queues()) {
             cur_.ready += q->ready_count();
             cur_.unacked += q->unacked_count();
@@ -459,39 +383,41 @@ void RateSampler::sample(broker::Broker& broker) {
 }
 
 void RateSampler::sample_queues(broker::Broker& broker) {
-    broker::VHost* v = broker.find_vhost("/");
-    if (!v) return;
     auto now = std::chrono::steady_clock::now();
     ++epoch_;
-    for (const auto& [name, q] : v->queues()) {
-        QueueSample& qs = queues_[q->id()];
-        const auto& c = q->counters;
-        const uint64_t messages = q->ready_count() + q->unacked_count();
-        const double dt = std::chrono::duration<double>(now - qs.time).count();
-        const bool continued = qs.epoch == epoch_ - 1;
-        if (continued && dt < 1.0) {  // too close to the last one: keep its baseline
+    size_t queue_count = 0;
+    for (broker::VHost* v : broker.vhosts()) {
+        for (const auto& [name, q] : v->queues()) {
+            ++queue_count;
+            QueueSample& qs = queues_[q->id()];
+            const auto& c = q->counters;
+            const uint64_t messages = q->ready_count() + q->unacked_count();
+            const double dt = std::chrono::duration<double>(now - qs.time).count();
+            const bool continued = qs.epoch == epoch_ - 1;
+            if (continued && dt < 1.0) {  // too close to the last one: keep its baseline
+                qs.epoch = epoch_;
+                continue;
+            }
+            if (continued) {
+                auto r = [dt](uint64_t a, uint64_t b) { return a >= b ? double(a - b) / dt : 0.0; };
+                qs.publish_rate = r(c.published, qs.published);
+                qs.deliver_rate = r(c.delivered, qs.delivered);
+                qs.redeliver_rate = r(c.redelivered, qs.redelivered);
+                qs.ack_rate = r(c.acked, qs.acked);
+                qs.messages_rate = (double(messages) - double(qs.messages)) / dt;
+            } else {
+                qs = QueueSample{};
+            }
+            qs.published = c.published;
+            qs.delivered = c.delivered;
+            qs.redelivered = c.redelivered;
+            qs.acked = c.acked;
+            qs.messages = messages;
+            qs.time = now;
             qs.epoch = epoch_;
-            continue;
         }
-        if (continued) {
-            auto r = [dt](uint64_t a, uint64_t b) { return a >= b ? double(a - b) / dt : 0.0; };
-            qs.publish_rate = r(c.published, qs.published);
-            qs.deliver_rate = r(c.delivered, qs.delivered);
-            qs.redeliver_rate = r(c.redelivered, qs.redelivered);
-            qs.ack_rate = r(c.acked, qs.acked);
-            qs.messages_rate = (double(messages) - double(qs.messages)) / dt;
-        } else {
-            qs = QueueSample{};
-        }
-        qs.published = c.published;
-        qs.delivered = c.delivered;
-        qs.redelivered = c.redelivered;
-        qs.acked = c.acked;
-        qs.messages = messages;
-        qs.time = now;
-        qs.epoch = epoch_;
     }
-    if (queues_.size() > v->queues().size())
+    if (queues_.size() > queue_count)
         std::erase_if(queues_, [this](const auto& kv) { return kv.second.epoch != epoch_; });
 }
 
@@ -524,9 +450,18 @@ void ManagementApi::handle(const HttpRequest& request, std::function<void(HttpRe
     if (!parse_basic(request.authorization, user, password) ||
         !s.broker.authenticate(user, password, request.from_loopback))
         return once(unauthorized(request.ajax));
+    const broker::User* u = s.broker.access_control().find_user(user);
+    if (!u || !u->management_user()) {
+        HttpResponse r = unauthorized(request.ajax);
+        r.body = json::serialize(json::object{{"error", "not_authorised"}, {"reason", "Not management user"}});
+        return once(std::move(r));
+    }
     r.user = user;
+    r.administrator = u->has_tag("administrator");
+    r.monitoring = u->has_tag("monitoring");
     std::string error;
     if (!decode_target(request.target, r, error)) return once(bad_request(error));
+    if (auto refused = authorize(s, r)) return once(std::move(*refused));
     s.sessions_by_id.clear();
     for (const broker::Session* sess : s.broker.sessions()) s.sessions_by_id.emplace(sess->id(), sess);
     try {

@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -64,5 +65,12 @@ public:
 private:
     std::unique_ptr<State> state_;
 };
+
+// Imports a definitions document (RabbitMQ's format: users, vhosts,
+// permissions, vhost limits, exchanges, queues, bindings) into the broker, as
+// POST /api/definitions does: sluiced's --load-definitions at start. Returns
+// "" or what was wrong (then nothing was changed); `warnings` gets what was
+// ignored.
+std::string import_definitions(broker::Broker& broker, std::string_view json_text, std::vector<std::string>& warnings);
 
 }  // namespace sluice::net

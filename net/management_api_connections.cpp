@@ -32,14 +32,15 @@ void handle_connections(State& s, const Request& r, const Reply& reply) {
     if (p.size() == 1) {
         if (!get) return reply(method_not_allowed("GET, HEAD"));
         json::array a;
-        for (const broker::Session* sess : s.broker.sessions()) a.push_back(connection_json(s, *sess));
+        for (const broker::Session* sess : s.broker.sessions())
+            if (sees_connection(r, *sess)) a.push_back(connection_json(s, *sess));
         return reply(list_response(r, std::move(a)));
     }
     if (p.size() > 3 || (p.size() == 3 && p[2] != "channels")) return reply(not_found("Not Found"));
     if (p.size() == 2 && !get && m != "DELETE") return reply(method_not_allowed("GET, HEAD, DELETE"));
     if (p.size() == 3 && !get) return reply(method_not_allowed("GET, HEAD"));
     broker::Session* sess = find_session(s, p[1]);
-    if (!sess) return reply(not_found("no connection '" + p[1] + "'"));
+    if (!sess || !sees_connection(r, *sess)) return reply(not_found("no connection '" + p[1] + "'"));
     if (p.size() == 3) return reply(list_response(r, channels_of(s, *sess)));
     if (m == "DELETE") {
         std::string reason = r.raw->reason.empty() ? "Closed via management API" : r.raw->reason;
@@ -55,13 +56,14 @@ void handle_channels(State& s, const Request& r, const Reply& reply) {
     if (p.size() == 1) {
         json::array a;
         for (const broker::Session* sess : s.broker.sessions())
-            for (auto& c : channels_of(s, *sess)) a.push_back(std::move(c));
+            if (sees_connection(r, *sess))
+                for (auto& c : channels_of(s, *sess)) a.push_back(std::move(c));
         return reply(list_response(r, std::move(a)));
     }
     if (p.size() != 2) return reply(not_found("Not Found"));
     for (const broker::Session* sess : s.broker.sessions())
         for (const auto& c : sess->channels())
-            if (c && channel_name(*c) == p[1]) return reply(json_response(200, channel_json(s, *c)));
+            if (c && sees_connection(r, *sess) && channel_name(*c) == p[1]) return reply(json_response(200, channel_json(s, *c)));
     return reply(not_found("no channel '" + p[1] + "'"));
 }
 
@@ -73,7 +75,7 @@ void handle_consumers(State& s, const Request& r, const Reply& reply) {
     json::array a;
     for (const broker::Session* sess : s.broker.sessions())
         for (const auto& c : sess->channels()) {
-            if (!c) continue;
+            if (!c || !sees_vhost(s, r, c->vhost().name())) continue;
             if (p.size() == 2 && c->vhost().name() != p[1]) continue;
             for (const broker::ConsumerPtr& consumer : c->consumers()) a.push_back(consumer_json(*consumer));
         }

@@ -5,6 +5,7 @@
 // once the durable declares are synced.
 #include <algorithm>
 
+#include "broker/access_control.hpp"
 #include "broker/broker.hpp"
 #include "broker/vhost.hpp"
 #include "net/management_api_internal.hpp"
@@ -15,7 +16,8 @@ namespace {
 
 bool exported_exchange(const broker::Exchange& e) { return !e.name().empty() && e.name().substr(0, 4) != "amq."; }
 
-json::object export_definitions(State& s, const broker::VHost& v, bool whole_broker) {
+// One vhost's queues, exchanges and bindings, appended to the arrays.
+void export_vhost(const broker::VHost& v, bool whole_broker, json::array& qa, json::array& ea, json::array& ba) {
     auto drop_vhost = [&](json::object o) {
         if (!whole_broker) o.erase("vhost");
         return o;
@@ -28,7 +30,6 @@ json::object export_definitions(State& s, const broker::VHost& v, bool whole_bro
     for (const auto& [n, e] : v.exchanges()) exchanges.push_back(e.get());
     std::sort(exchanges.begin(), exchanges.end(), [](auto* a, auto* b) { return a->name() < b->name(); });
 
-    json::array qa, ea, ba;
     for (const broker::Queue* q : queues) {
         json::object o;
         o["name"] = utf8(q->name());
@@ -51,31 +52,52 @@ json::object export_definitions(State& s, const broker::VHost& v, bool whole_bro
             ba.push_back(drop_vhost(std::move(o)));
         }
     }
+}
+
+// The whole broker (path_vhost null: users, vhosts, permissions, limits and
+// every vhost's topology) or one vhost's topology.
+json::object export_definitions(State& s, const broker::VHost* path_vhost) {
+    const bool whole_broker = path_vhost == nullptr;
+    json::array qa, ea, ba, parameters;
     json::object d;
     d["product_name"] = "Sluice";
     d["product_version"] = SLUICE_VERSION;
     if (whole_broker) {
-        json::object user;
-        user["name"] = utf8(s.broker.config().default_user);
-        user["password_hash"] = "";
-        user["hashing_algorithm"] = "rabbit_password_hashing_sha256";
-        user["tags"] = json::array{"administrator"};
-        user["limits"] = json::object();
-        d["users"] = json::array{user};
-        json::object vh;
-        vh["name"] = utf8(v.name());
-        d["vhosts"] = json::array{vh};
-        json::object perm;
-        perm["user"] = utf8(s.broker.config().default_user);
-        perm["vhost"] = utf8(v.name());
-        perm["configure"] = ".*";
-        perm["write"] = ".*";
-        perm["read"] = ".*";
-        d["permissions"] = json::array{perm};
+        json::array users, vhosts, permissions;
+        for (const auto& [name, u] : s.broker.access_control().users()) users.push_back(user_json(u));
+        for (broker::VHost* v : s.broker.vhosts()) {
+            json::object vh = vhost_json(s, *v);
+            json::object o;
+            o["name"] = vh["name"];
+            o["description"] = vh["description"];
+            o["tags"] = vh["tags"];
+            o["default_queue_type"] = "classic";
+            o["metadata"] = json::object{{"description", vh["description"]}, {"tags", vh["tags"]}};
+            vhosts.push_back(std::move(o));
+            json::object limits = vhost_limits_json(s, v->name());
+            if (!limits.empty()) {
+                // RabbitMQ exports vhost limits as a "vhost-limits" runtime parameter.
+                json::object p;
+                p["vhost"] = utf8(v->name());
+                p["component"] = "vhost-limits";
+                p["name"] = "limits";
+                p["value"] = std::move(limits);
+                parameters.push_back(std::move(p));
+            }
+            export_vhost(*v, true, qa, ea, ba);
+        }
+        s.broker.access_control().for_each_permission([&](const std::string& vhost, const std::string& user, const auto& p) {
+            permissions.push_back(permission_json(vhost, user, p.patterns()));
+        });
+        d["users"] = std::move(users);
+        d["vhosts"] = std::move(vhosts);
+        d["permissions"] = std::move(permissions);
         d["topic_permissions"] = json::array();
         d["global_parameters"] = json::array();
+    } else {
+        export_vhost(*path_vhost, false, qa, ea, ba);
     }
-    d["parameters"] = json::array();
+    d["parameters"] = std::move(parameters);
     d["policies"] = json::array();
     d["queues"] = std::move(qa);
     d["exchanges"] = std::move(ea);
@@ -84,20 +106,32 @@ json::object export_definitions(State& s, const broker::VHost& v, bool whole_bro
 }
 
 struct QueueDef {
-    broker::VHost* vhost;
+    std::string vhost;
     std::string name;
     broker::QueueOptions options;
 };
 struct ExchangeDef {
-    broker::VHost* vhost;
+    std::string vhost;
     std::string name;
     broker::ExchangeOptions options;
 };
 struct BindingDef {
-    broker::VHost* vhost;
+    std::string vhost;
     std::string source, destination, key;
     bool to_queue;
     amqp::FieldTable arguments;
+};
+struct VHostDef {
+    std::string name, description;
+    std::vector<std::string> tags;
+};
+struct PermissionDef {
+    std::string vhost, user;
+    broker::PermissionPatterns patterns;
+};
+struct LimitsDef {
+    std::string vhost;
+    broker::VHostLimits limits;
 };
 
 // Checks one section's items and collects them; false with `error` set.
@@ -121,35 +155,32 @@ public:
             auto it = doc.find(key);
             return it == doc.end() ? nullptr : &it->value().get_array();
         };
-        for (std::string_view k : {"policies", "parameters", "global_parameters", "topic_permissions"})
+        for (std::string_view k : {"policies", "global_parameters", "topic_permissions"})
             if (const json::array* a = items(k); a && !a->empty())
                 warnings_.push_back(std::string(k) + " are not supported yet and were ignored");
         if (const json::array* a = items("vhosts"))
-            for (const auto& v : *a) {
-                std::string name;
-                if (!v.is_object()) return fail(error, "vhosts");
-                if (!get_string(v.get_object(), "name", name, error)) return false;
-                if (!s_.broker.find_vhost(name)) {
-                    error = bad_request("vhost '" + name + "' does not exist; Sluice has only '/'");
-                    return false;
-                }
-            }
-        const std::string& default_user = s_.broker.config().default_user;
+            for (const auto& v : *a)
+                if (!read_vhost(v, error)) return false;
         if (const json::array* a = items("users"))
             for (const auto& u : *a) {
-                std::string name;
                 if (!u.is_object()) return fail(error, "users");
-                if (!get_string(u.get_object(), "name", name, error)) return false;
-                if (name != default_user) warnings_.push_back("user '" + name + "' was not created (only '" +
-                                                              default_user + "' exists for now)");
+                std::string name;
+                broker::User user;
+                if (!get_string(u.get_object(), "name", name, error) ||
+                    !user_from_json(u.get_object(), name, user, error))
+                    return false;
+                if (name.empty()) {
+                    error = bad_request("a user without a 'name'");
+                    return false;
+                }
+                users_.push_back(std::move(user));
             }
         if (const json::array* a = items("permissions"))
-            for (const auto& u : *a) {
-                std::string user;
-                if (!u.is_object()) return fail(error, "permissions");
-                if (!get_string(u.get_object(), "user", user, error)) return false;
-                if (user != default_user) warnings_.push_back("permissions of user '" + user + "' were ignored");
-            }
+            for (const auto& p : *a)
+                if (!read_permission(p, error)) return false;
+        if (const json::array* a = items("parameters"))
+            for (const auto& p : *a)
+                if (!read_parameter(p, error)) return false;
         if (const json::array* a = items("exchanges"))
             for (const auto& e : *a)
                 if (!read_exchange(e, error)) return false;
@@ -164,21 +195,30 @@ public:
 
     // Declares everything; false (and `error`) at the first refusal.
     bool apply(HttpResponse& error, bool& durable) {
-        durable = false;
+        durable = !vhosts_.empty() || !users_.empty() || !permissions_.empty() || !limits_.empty();
+        for (VHostDef& v : vhosts_) s_.broker.put_vhost(v.name, std::move(v.description), std::move(v.tags));
+        for (broker::User& u : users_) s_.broker.access_control().put_user(std::move(u));
+        for (PermissionDef& p : permissions_)
+            if (auto bad = s_.broker.access_control().set_permissions(p.user, p.vhost, std::move(p.patterns))) {
+                error = bad_request(*bad);  // checked in read(); cannot happen
+                return false;
+            }
+        for (const LimitsDef& l : limits_) s_.broker.set_vhost_limits(l.vhost, l.limits);
         for (ExchangeDef& e : exchanges_) {
-            auto r = e.vhost->declare_exchange(e.name, e.options);
+            auto r = vhost(e.vhost).declare_exchange(e.name, e.options);
             if (auto* err = std::get_if<broker::AmqpError>(&r)) return refused(error, *err, "exchange", e.name);
             durable |= e.options.durable;
         }
         for (QueueDef& q : queues_) {
             bool created = false, is_durable = q.options.durable;
-            auto r = q.vhost->declare_queue(q.name, std::move(q.options), 0, created);
+            auto r = vhost(q.vhost).declare_queue(q.name, std::move(q.options), 0, created);
             if (auto* err = std::get_if<broker::AmqpError>(&r)) return refused(error, *err, "queue", q.name);
             durable |= is_durable;
         }
         for (BindingDef& b : bindings_) {
-            broker::Status st = b.to_queue ? b.vhost->bind_queue(b.destination, b.source, b.key, b.arguments)
-                                           : b.vhost->bind_exchange(b.destination, b.source, b.key, b.arguments);
+            broker::VHost& v = vhost(b.vhost);
+            broker::Status st = b.to_queue ? v.bind_queue(b.destination, b.source, b.key, b.arguments)
+                                           : v.bind_exchange(b.destination, b.source, b.key, b.arguments);
             if (st) return refused(error, *st, "binding from", b.source);
             durable = true;
         }
@@ -200,23 +240,105 @@ private:
         return false;
     }
 
-    // The item's vhost: its "vhost" field, else the one in the path.
-    bool item_vhost(const json::object& o, broker::VHost*& out, HttpResponse& error) {
-        std::string name;
-        if (!get_string(o, "vhost", name, error)) return false;
+    // A vhost that exists, or that this document creates (checked in read()).
+    broker::VHost& vhost(const std::string& name) { return *s_.broker.find_vhost(name); }
+
+    bool known_vhost(const std::string& name) const {
+        return s_.broker.find_vhost(name) ||
+               std::any_of(vhosts_.begin(), vhosts_.end(), [&](const VHostDef& v) { return v.name == name; });
+    }
+
+    // The item's vhost: its "vhost" field, else the one in the path (or "/").
+    bool item_vhost(const json::object& o, std::string& out, HttpResponse& error) {
+        if (!get_string(o, "vhost", out, error)) return false;
         if (!o.contains("vhost")) {
-            out = path_vhost_ ? path_vhost_ : s_.broker.find_vhost("/");
+            out = path_vhost_ ? path_vhost_->name() : "/";
+            if (!known_vhost(out)) {
+                error = bad_request("vhost '" + out + "' does not exist");
+                return false;
+            }
             return true;
         }
-        out = s_.broker.find_vhost(name);
-        if (!out) {
-            error = bad_request("vhost '" + name + "' does not exist; Sluice has only '/'");
+        if (!known_vhost(out)) {
+            error = bad_request("vhost '" + out + "' does not exist and the definitions do not create it");
             return false;
         }
-        if (path_vhost_ && out != path_vhost_) {
-            error = bad_request("an item names vhost '" + name + "', not the one in the path");
+        if (path_vhost_ && out != path_vhost_->name()) {
+            error = bad_request("an item names vhost '" + out + "', not the one in the path");
             return false;
         }
+        return true;
+    }
+
+    bool read_vhost(const json::value& v, HttpResponse& error) {
+        if (!v.is_object()) return fail(error, "vhosts");
+        const json::object& o = v.get_object();
+        VHostDef d;
+        if (!read_name(o, "vhost", d.name, error) || !get_string(o, "description", d.description, error) ||
+            !tags_from_json(o, d.tags, error))
+            return false;
+        // RabbitMQ 3.11+ exports put description and tags under "metadata" too.
+        if (auto m = o.find("metadata"); m != o.end() && m->value().is_object()) {
+            const json::object& md = m->value().get_object();
+            if (!o.contains("description") && !get_string(md, "description", d.description, error)) return false;
+            if (!o.contains("tags") && !tags_from_json(md, d.tags, error)) return false;
+        }
+        if (path_vhost_) {
+            error = bad_request("vhosts can only be imported into the whole broker (/api/definitions)");
+            return false;
+        }
+        vhosts_.push_back(std::move(d));
+        return true;
+    }
+
+    bool read_permission(const json::value& v, HttpResponse& error) {
+        if (!v.is_object()) return fail(error, "permissions");
+        const json::object& o = v.get_object();
+        PermissionDef d;
+        if (!get_string(o, "user", d.user, error) || !get_string(o, "vhost", d.vhost, error) ||
+            !permissions_from_json(o, d.patterns, error))
+            return false;
+        bool user_known = s_.broker.access_control().find_user(d.user) ||
+                          std::any_of(users_.begin(), users_.end(), [&](const broker::User& u) { return u.name == d.user; });
+        if (!user_known || !known_vhost(d.vhost)) {
+            error = bad_request("permissions of user '" + d.user + "' in vhost '" + d.vhost +
+                                "': the user or the vhost does not exist");
+            return false;
+        }
+        auto compiled = broker::CompiledPermissions::compile(d.patterns);
+        if (auto* bad = std::get_if<std::string>(&compiled)) {
+            error = bad_request("permissions of user '" + d.user + "' in vhost '" + d.vhost + "': " + *bad);
+            return false;
+        }
+        permissions_.push_back(std::move(d));
+        return true;
+    }
+
+    // Runtime parameters: only "vhost-limits" (RabbitMQ's form of vhost limits).
+    bool read_parameter(const json::value& v, HttpResponse& error) {
+        if (!v.is_object()) return fail(error, "parameters");
+        const json::object& o = v.get_object();
+        std::string component;
+        if (!get_string(o, "component", component, error)) return false;
+        if (component != "vhost-limits") {
+            warnings_.push_back("parameter of component '" + component + "' is not supported yet and was ignored");
+            return true;
+        }
+        LimitsDef d;
+        if (!item_vhost(o, d.vhost, error)) return false;
+        auto value = o.find("value");
+        if (value == o.end() || !value->value().is_object()) {
+            error = bad_request("vhost-limits parameter without an object 'value'");
+            return false;
+        }
+        int64_t n = -1;
+        const json::object& limits = value->value().get_object();
+        if (!get_int(limits, "max-connections", n, error)) return false;
+        d.limits.max_connections = limits.contains("max-connections") && n >= 0 ? n : -1;
+        n = -1;
+        if (!get_int(limits, "max-queues", n, error)) return false;
+        d.limits.max_queues = limits.contains("max-queues") && n >= 0 ? n : -1;
+        limits_.push_back(std::move(d));
         return true;
     }
 
@@ -246,7 +368,10 @@ private:
             return false;
         }
         // Built-in exchanges exist already (RabbitMQ's exports never list them).
-        if (d.name.empty() || (d.name.substr(0, 4) == "amq." && d.vhost->find_exchange(d.name))) return true;
+        static constexpr std::string_view kBuiltin[] = {"amq.direct", "amq.fanout", "amq.topic", "amq.headers",
+                                                         "amq.match"};
+        if (d.name.empty() || std::find(std::begin(kBuiltin), std::end(kBuiltin), d.name) != std::end(kBuiltin))
+            return true;
         exchanges_.push_back(std::move(d));
         return true;
     }
@@ -293,6 +418,10 @@ private:
 
     State& s_;
     broker::VHost* path_vhost_;
+    std::vector<VHostDef> vhosts_;
+    std::vector<broker::User> users_;
+    std::vector<PermissionDef> permissions_;
+    std::vector<LimitsDef> limits_;
     std::vector<ExchangeDef> exchanges_;
     std::vector<QueueDef> queues_;
     std::vector<BindingDef> bindings_;
@@ -310,9 +439,7 @@ void handle_definitions(State& s, const Request& r, const Reply& reply) {
         if (!path_vhost) return reply(not_found("no vhost '" + p[1] + "'"));
     }
     if (r.method == "GET" || r.method == "HEAD") {
-        broker::VHost* v = path_vhost ? path_vhost : s.broker.find_vhost("/");
-        if (!v) return reply(not_found("no vhost '/'"));
-        HttpResponse resp = json_response(200, export_definitions(s, *v, path_vhost == nullptr));
+        HttpResponse resp = json_response(200, export_definitions(s, path_vhost));
         if (r.flag("download"))
             resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"sluice-definitions.json\"");
         return reply(std::move(resp));
@@ -337,3 +464,30 @@ void handle_definitions(State& s, const Request& r, const Reply& reply) {
 }
 
 }  // namespace sluice::net::mgmt
+
+namespace sluice::net {
+
+std::string import_definitions(broker::Broker& broker, std::string_view json_text, std::vector<std::string>& warnings) {
+    using namespace mgmt;
+    State s(broker);
+    HttpRequest raw;
+    raw.body = std::string(json_text);
+    Request r;
+    r.method = "POST";
+    r.raw = &raw;
+    json::object doc;
+    HttpResponse error;
+    Importer importer(s, nullptr);
+    bool durable = false;
+    if (!parse_body(r, doc, error) || !importer.read(doc, error) || !importer.apply(error, durable)) {
+        boost::system::error_code ec;
+        json::value v = json::parse(error.body, ec);
+        if (!ec && v.is_object() && v.get_object().contains("reason") && v.at("reason").is_string())
+            return std::string(v.at("reason").get_string());
+        return error.body;
+    }
+    warnings = importer.warnings();
+    return "";
+}
+
+}  // namespace sluice::net

@@ -26,6 +26,8 @@
 
 namespace sluice::broker {
 class Broker;
+struct User;
+struct PermissionPatterns;
 class Channel;
 class Exchange;
 class Queue;
@@ -47,6 +49,8 @@ struct Request {
     std::vector<std::pair<std::string, std::string>> query;
     const HttpRequest* raw = nullptr;
     std::string user;  // authenticated
+    bool administrator = false;  // its tags
+    bool monitoring = false;
 
     const std::string* param(std::string_view name) const;
     bool flag(std::string_view name) const;  // ?name=true
@@ -179,6 +183,35 @@ json::object consumer_json(const broker::Consumer& c);
 // The name RabbitMQ's paths use for the default exchange ("amq.default").
 inline std::string_view exchange_path_name(std::string_view n) { return n.empty() ? "amq.default" : n; }
 inline std::string_view exchange_from_path(std::string_view n) { return n == "amq.default" ? "" : n; }
+
+// --- users, vhosts, permissions (management_api_access.cpp) --------------------
+// Whether the authenticated user may make this request, RabbitMQ's way:
+// users, permissions, definitions and changes of vhosts and limits are for
+// administrators; a vhost's objects are visible to administrators, to
+// monitoring users and to users with permissions in it; a change of a queue,
+// exchange or binding needs the permission AMQP would need (configure,
+// write, read). The refusal (403) if not.
+std::optional<HttpResponse> authorize(State& s, const Request& r);
+// The user may see this vhost's objects.
+bool sees_vhost(State& s, const Request& r, std::string_view vhost);
+// The user may see this connection (administrators and monitoring users
+// see all, others their own).
+bool sees_connection(const Request& r, const broker::Session& c);
+json::object user_json(const broker::User& u);
+json::object permission_json(std::string_view vhost, std::string_view user, const broker::PermissionPatterns& p);
+json::object vhost_json(State& s, const broker::VHost& v);
+// {"max-connections": N, …}: the limits set on a vhost.
+json::object vhost_limits_json(State& s, std::string_view vhost);
+// Creates or updates a user from a PUT body or a definitions item
+// ("password", or "password_hash" + "hashing_algorithm"; "tags" as a list
+// or a comma-separated string). False (and `error`) on a bad body.
+bool user_from_json(const json::object& o, std::string_view name, broker::User& out, HttpResponse& error);
+bool tags_from_json(const json::object& o, std::vector<std::string>& out, HttpResponse& error);
+bool permissions_from_json(const json::object& o, broker::PermissionPatterns& out, HttpResponse& error);
+void handle_vhosts(State& s, const Request& r, const Reply& reply);
+void handle_users(State& s, const Request& r, const Reply& reply);
+void handle_permissions(State& s, const Request& r, const Reply& reply);
+void handle_vhost_limits(State& s, const Request& r, const Reply& reply);
 
 // --- handlers (one per resource family) ---------------------------------------
 void handle_queues(State& s, const Request& r, const Reply& reply);

@@ -150,7 +150,7 @@ json::object connection_json(State& s, const broker::Session& c) {
     split_peer(c.info().peer, host, port);
     o["name"] = utf8(connection_name(c));
     o["node"] = s.node;
-    o["vhost"] = "/";
+    o["vhost"] = utf8(c.vhost() ? c.vhost()->name() : std::string());
     o["user"] = utf8(c.user());
     o["state"] = c.closed() ? "closed" : c.reading_paused() ? "blocked" : c.user().empty() ? "starting" : "running";
     o["channels"] = open_channels(c);

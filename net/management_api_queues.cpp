@@ -42,6 +42,19 @@ broker::VHost* vhost_or_404(State& s, const Request& r, const Reply& reply) {
     return v;
 }
 
+// The vhosts a list shows: the one in the path (empty and answered 404 if
+// it does not exist), or every vhost the user sees.
+std::vector<broker::VHost*> listed_vhosts(State& s, const Request& r, const Reply& reply) {
+    std::vector<broker::VHost*> out;
+    if (r.path.size() == 2) {
+        if (broker::VHost* v = vhost_or_404(s, r, reply)) out.push_back(v);
+        return out;
+    }
+    for (broker::VHost* v : s.broker.vhosts())
+        if (sees_vhost(s, r, v->name())) out.push_back(v);
+    return out;
+}
+
 // --- messages -------------------------------------------------------------------------
 
 json::object message_json(const broker::QueuedMessage& qm, size_t remaining, bool base64, int64_t truncate) {
@@ -183,6 +196,7 @@ void put_queue(State& s, const Request& r, broker::VHost& v, const std::string& 
     if (name.substr(0, 4) == "amq.")
         return reply(error_response(403, "access_refused",
                                     "queue name '" + name + "' contains reserved prefix 'amq.*'"));
+    if (broker::Status st = s.broker.check_queue_limit(v, name)) return reply(from_amqp_error(*st));
     bool created = false;
     auto res = v.declare_queue(name, std::move(o), 0, created);
     if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
@@ -278,11 +292,11 @@ void handle_queues(State& s, const Request& r, const Reply& reply) {
     const bool get = m == "GET" || m == "HEAD";
     if (p.size() <= 2) {
         if (!get) return reply(method_not_allowed("GET, HEAD"));
-        broker::VHost* v = s.broker.find_vhost(p.size() == 2 ? p[1] : "/");
-        if (!v) return reply(not_found("no vhost '" + p[1] + "'"));
         json::array a;
-        a.reserve(v->queues().size());
-        for (const broker::Queue* q : sorted_queues(*v)) a.push_back(queue_json(s, *q));
+        for (broker::VHost* v : listed_vhosts(s, r, reply)) {
+            a.reserve(a.size() + v->queues().size());
+            for (const broker::Queue* q : sorted_queues(*v)) a.push_back(queue_json(s, *q));
+        }
         return reply(list_response(r, std::move(a)));
     }
     broker::VHost* v = vhost_or_404(s, r, reply);
@@ -317,10 +331,9 @@ void handle_exchanges(State& s, const Request& r, const Reply& reply) {
     const bool get = m == "GET" || m == "HEAD";
     if (p.size() <= 2) {
         if (!get) return reply(method_not_allowed("GET, HEAD"));
-        broker::VHost* v = s.broker.find_vhost(p.size() == 2 ? p[1] : "/");
-        if (!v) return reply(not_found("no vhost '" + p[1] + "'"));
         json::array a;
-        for (const broker::Exchange* e : sorted_exchanges(*v)) a.push_back(exchange_json(*v, *e));
+        for (broker::VHost* v : listed_vhosts(s, r, reply))
+            for (const broker::Exchange* e : sorted_exchanges(*v)) a.push_back(exchange_json(*v, *e));
         return reply(list_response(r, std::move(a)));
     }
     broker::VHost* v = vhost_or_404(s, r, reply);
@@ -357,12 +370,12 @@ void handle_bindings(State& s, const Request& r, const Reply& reply) {
     const bool get = m == "GET" || m == "HEAD";
     if (p.size() <= 2) {
         if (!get) return reply(method_not_allowed("GET, HEAD"));
-        broker::VHost* v = s.broker.find_vhost(p.size() == 2 ? p[1] : "/");
-        if (!v) return reply(not_found("no vhost '" + p[1] + "'"));
         json::array a;
-        for (const broker::Queue* q : sorted_queues(*v)) a.push_back(default_binding_json(*v, *q));
-        for (const broker::Exchange* e : sorted_exchanges(*v))
-            for (const broker::Binding& b : e->bindings()) a.push_back(binding_json(*v, *e, b));
+        for (broker::VHost* v : listed_vhosts(s, r, reply)) {
+            for (const broker::Queue* q : sorted_queues(*v)) a.push_back(default_binding_json(*v, *q));
+            for (const broker::Exchange* e : sorted_exchanges(*v))
+                for (const broker::Binding& b : e->bindings()) a.push_back(binding_json(*v, *e, b));
+        }
         return reply(list_response(r, std::move(a)));
     }
     // /api/bindings/{vhost}/e/{source}/{q|e}/{destination}[/{props}]

@@ -137,10 +137,10 @@ private:
     std::vector<MetricFamily>& out_;
 };
 
-// The virtual hosts (one, "/", for now).
+// Every virtual host.
 template <typename F>
 void for_each_vhost(broker::Broker& broker, F&& f) {
-    if (broker::VHost* v = broker.find_vhost("/")) f(*v);
+    for (broker::VHost* v : broker.vhosts()) f(*v);
 }
 
 // Node-level series: O(1) families; one pass over the queues to sum their
