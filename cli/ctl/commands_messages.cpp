@@ -16,7 +16,8 @@ namespace json = boost::json;
 
 namespace {
 
-const Option kExchange{"exchange", OptionKind::value, "EXCHANGE", "publish to this exchange (default: the default exchange)"};
+const Option kExchange{"exchange", OptionKind::value, "EXCHANGE",
+                       "publish to this exchange (default: the default exchange)"};
 const Option kRoutingKey{"routing-key", OptionKind::value, "KEY", "the message's routing key (default empty)"};
 const Option kBody{"body", OptionKind::value, "TEXT", "the message body (else the BODY operand, else stdin)"};
 const Option kProperties{"properties", OptionKind::value, "JSON",
@@ -124,7 +125,8 @@ void publish(Context& c) {
         o["payload_encoding"] = "base64";
     }
     json::value v = std::move(o);
-    std::string path = api_path({"exchanges", c.settings.vhost, exchange.empty() ? "amq.default" : exchange, "publish"});
+    std::string path =
+        api_path({"exchanges", c.settings.vhost, exchange.empty() ? "amq.default" : exchange, "publish"});
     json::value answer = ApiClient::parse(c.api.send("POST", path, &v));
     const json::value* routed = answer.is_object() ? answer.get_object().if_contains("routed") : nullptr;
     if (!routed || !routed->is_bool()) throw ApiError(200, "the server's answer has no 'routed'");

@@ -137,7 +137,11 @@ void delete_binding(Context& c) {
         if (props.empty()) throw ApiError(404, "no binding of " + describe(b, key) + in_vhost(c));
     }
     c.api.send("DELETE", bindings_path(c, b) + "/" + url_segment(props));
-    c.out << "unbound " << describe(b, key) << in_vhost(c) << '\n';
+    if (c.args.has("properties-key"))
+        c.out << "unbound " << b.type_name << " '" << b.destination << "' from exchange '"
+              << exchange_path_name(b.source) << "' (properties key '" << props << "')" << in_vhost(c) << '\n';
+    else
+        c.out << "unbound " << describe(b, key) << in_vhost(c) << '\n';
 }
 
 void purge_queue(Context& c) {

@@ -43,7 +43,8 @@ std::string base64(std::string_view in) {
 
 // Runs one request/response exchange; throws boost::system::system_error.
 asio::awaitable<void> exchange(std::string host, std::string port, std::chrono::seconds timeout,
-                               http::request<http::string_body>& request, http::response_parser<http::string_body>& parser) {
+                               http::request<http::string_body>& request,
+                               http::response_parser<http::string_body>& parser) {
     auto executor = co_await asio::this_coro::executor;
     tcp::resolver resolver(executor);
     beast::tcp_stream stream(executor);

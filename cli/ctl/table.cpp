@@ -105,7 +105,8 @@ void write_table(std::ostream& out, const std::vector<std::string>& columns, con
     for (const json::value& row : rows) {
         std::vector<std::string> line;
         line.reserve(columns.size());
-        for (const std::string& c : columns) line.push_back(row.is_object() ? cell_text(field_at(row.get_object(), c)) : "");
+        for (const std::string& c : columns)
+            line.push_back(row.is_object() ? cell_text(field_at(row.get_object(), c)) : "");
         cells.push_back(std::move(line));
     }
     std::vector<size_t> widths(columns.size(), 0);

@@ -162,7 +162,13 @@ def test_binding_with_arguments_and_exchange_to_exchange(broker):
     fails(ctl(broker, "delete", "binding", "--source", hx, "--destination", q, "--arguments", '{"x-match": "any"}'),
           1, r"no binding of queue")
     ok(broker, "delete", "binding", "--source", hx, "--destination", q, "--arguments", args)
-    ok(broker, "delete", "binding", "--source", fx, "--destination", hx, "--destination-type", "exchange")
+    # or name it by the properties_key the API lists
+    props = [b["properties_key"] for b in ok(broker, "list", "bindings", "--json").json
+             if b["source"] == fx and b["destination"] == hx]
+    assert len(props) == 1
+    r = ok(broker, "delete", "binding", "--source", fx, "--destination", hx, "--destination-type", "exchange",
+           "--properties-key", props[0])
+    assert r.out == "unbound exchange '%s' from exchange '%s' (properties key '%s') in vhost '/'\n" % (hx, fx, props[0])
     assert ok(broker, "publish", "--exchange", fx, "--header", "kind=a", "m3", "--json").json == {"routed": False}
     for cmd in (("exchange", fx), ("exchange", hx), ("queue", q)):
         ok(broker, "delete", *cmd)
