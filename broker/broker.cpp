@@ -38,12 +38,29 @@ void Broker::unregister_session(Session* s) {
     }
 }
 
-void Broker::set_disk_alarm(bool on) {
-    if (on == disk_alarm_) return;
-    disk_alarm_ = on;
+void Broker::set_alarm(Alarm alarm, bool on) {
+    const bool was_active = alarm_active();
+    const auto bit = static_cast<uint8_t>(alarm);
+    alarms_ = on ? (alarms_ | bit) : (alarms_ & ~bit);
+    if (alarm_active() == was_active) return;  // blocked stays blocked; the reason is sent once
     std::vector<Session*> sessions = sessions_;  // a session may go away meanwhile
     for (Session* s : sessions)
         if (std::find(sessions_.begin(), sessions_.end(), s) != sessions_.end()) s->on_alarm(on, alarm_reason());
+}
+
+std::string Broker::alarm_reason() const {
+    if (alarm_active(Alarm::memory) && alarm_active(Alarm::disk)) return "low on memory & disk";
+    if (alarm_active(Alarm::memory)) return "low on memory";
+    if (alarm_active(Alarm::disk)) return "low on disk";
+    return "";
+}
+
+void Broker::tick(uint32_t unix_seconds) {
+    now_s_ = unix_seconds;
+    if (config_.consumer_timeout_ms == 0) return;
+    // Closing a channel never ends its session (nor any other), so the list
+    // stays as it is while we walk it.
+    for (size_t i = 0; i < sessions_.size(); ++i) sessions_[i]->check_delivery_timeouts(now_s_, config_.consumer_timeout_ms);
 }
 
 VHost* Broker::find_vhost(std::string_view name) {

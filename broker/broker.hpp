@@ -49,6 +49,13 @@ struct BrokerConfig {
     // Past this many bytes of message bodies held in memory by all queues
     // together, every queue pages new messages too.
     size_t message_memory_limit = 256u << 20;
+    // Open (past connection.open) AMQP connections allowed; 0 = no limit.
+    // Beyond it connection.open is refused with 530, as RabbitMQ's connection_max.
+    uint32_t max_connections = 0;
+    // A channel whose oldest unacked delivery is older than this is closed
+    // with 406 and its unacked messages requeued (RabbitMQ's consumer_timeout).
+    // 0 = no limit.
+    uint32_t consumer_timeout_ms = 1800000;
 };
 
 // What the API shows and changes of a vhost besides its contents.
@@ -58,12 +65,27 @@ struct VHostSettings {
     VHostLimits limits;
 };
 
+// What the resource alarms watch, as net/ measured it last (0 = unknown).
+struct ResourceReadings {
+    uint64_t memory_used = 0;      // resident set size, bytes
+    uint64_t memory_limit = 0;     // the memory high watermark, bytes
+    uint64_t disk_free = 0;        // free bytes on the data dir's volume
+    uint64_t disk_free_limit = 0;  // below it the disk alarm is on
+};
+
+// Resource alarms, as RabbitMQ names them.
+enum class Alarm : uint8_t { memory = 1, disk = 2 };
+
 class Broker {
 public:
     explicit Broker(BrokerConfig config = {});
     ~Broker();
 
     const BrokerConfig& config() const { return config_; }
+    // Limits that may change while running (sluiced reloads them on SIGHUP);
+    // they apply to what happens next, not to what is already open.
+    void set_max_connections(uint32_t n) { config_.max_connections = n; }
+    void set_consumer_timeout_ms(uint32_t ms) { config_.consumer_timeout_ms = ms; }
     VHost* find_vhost(std::string_view name);
     // Every vhost, ordered by name.
     std::vector<VHost*> vhosts() const;
@@ -93,7 +115,9 @@ public:
     // A coarse clock (Unix seconds) that net/ advances once a second, so the
     // publish path reads a field instead of the system clock.
     uint32_t now_s() const { return now_s_; }
-    void tick(uint32_t unix_seconds) { now_s_ = unix_seconds; }
+    // Advances the clock; checks every channel's oldest unacked delivery
+    // against the consumer timeout.
+    void tick(uint32_t unix_seconds);
     // Wall-clock Unix milliseconds, for TTLs and expiry (stored, so not a
     // steady clock). A test may substitute its own clock.
     uint64_t now_ms() const { return test_clock_ms_ ? test_clock_ms_ : system_now_ms(); }
@@ -123,11 +147,21 @@ public:
 
     uint64_t next_connection_id() { return ++last_connection_id_; }
 
-    // Resource alarms (disk now; memory later). While one is on, publishing
-    // connections are blocked (RabbitMQ's connection.blocked).
-    void set_disk_alarm(bool on);
-    bool alarm_active() const { return disk_alarm_; }
-    std::string alarm_reason() const { return disk_alarm_ ? "low on disk" : ""; }
+    // Resource alarms (memory, disk). While any is on, publishing connections
+    // are blocked (RabbitMQ's connection.blocked): connection.blocked goes out
+    // when the first alarm sets, connection.unblocked when the last clears.
+    void set_alarm(Alarm alarm, bool on);
+    void set_disk_alarm(bool on) { set_alarm(Alarm::disk, on); }
+    bool alarm_active() const { return alarms_ != 0; }
+    bool alarm_active(Alarm alarm) const { return (alarms_ & static_cast<uint8_t>(alarm)) != 0; }
+    // RabbitMQ's text: "low on memory", "low on disk", "low on memory & disk".
+    std::string alarm_reason() const;
+    const ResourceReadings& resources() const { return resources_; }
+    void set_resource_readings(const ResourceReadings& r) { resources_ = r; }
+    // Connections past connection.open (what max_connections limits).
+    size_t open_connection_count() const { return open_connections_; }
+    void connection_opened() { ++open_connections_; }
+    void connection_closed() { open_connections_ -= open_connections_ > 0 ? 1 : 0; }
     void register_session(Session* s) { sessions_.push_back(s); }
     void unregister_session(Session* s);
     size_t session_count() const { return sessions_.size(); }
@@ -167,7 +201,9 @@ private:
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;
     std::vector<Session*> sessions_;
-    bool disk_alarm_ = false;
+    uint8_t alarms_ = 0;  // Alarm bits
+    ResourceReadings resources_;
+    size_t open_connections_ = 0;
     RecoveryStats recovery_;
     std::mt19937_64 rng_;
 };

@@ -231,7 +231,7 @@ void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
     } else {  // the queue counted it as unacked too
         ++consumer.unacked;
         ++channel_unacked_;
-        unacked_.push_back(Unacked{tag, consumer.queue, consumer_ptr, std::move(qm)});
+        unacked_.push_back(Unacked{tag, consumer.queue, consumer_ptr, std::move(qm), session_.broker().now_s()});
     }
     session_.wrote_output();
 }

@@ -81,6 +81,9 @@ public:
     bool deliver_reply(const MessagePtr& message);
     // Send the pending basic.ack for confirmed publishes (end of a batch).
     void flush_confirms();
+    // consumer_timeout: 406 when the oldest unacked delivery has waited
+    // longer than timeout_ms (delivery_timeout.cpp).
+    Status check_delivery_timeout(uint32_t now_s, uint32_t timeout_ms) const;
 
 private:
     struct Unacked {
@@ -88,6 +91,7 @@ private:
         QueuePtr queue;
         ConsumerPtr consumer;  // null for basic.get
         QueuedMessage qm;
+        uint32_t delivered_s = 0;  // Broker::now_s() at delivery (consumer timeout)
     };
     static uint64_t tag_of(const Unacked& u) { return u.tag; }
     static uint64_t tag_of(uint64_t t) { return t; }

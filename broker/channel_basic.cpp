@@ -297,7 +297,7 @@ Status Channel::basic_get(const m::BasicGet& g) {
     auto& stats = session_.broker().stats();
     ++stats.messages_delivered;
     if (qm->redelivered) ++stats.messages_redelivered;
-    if (!g.no_ack) unacked_.push_back(Unacked{ok.delivery_tag, q, nullptr, std::move(*qm)});
+    if (!g.no_ack) unacked_.push_back(Unacked{ok.delivery_tag, q, nullptr, std::move(*qm), session_.broker().now_s()});
     else if (qm->stored) session_.broker().durability().remove_entry(*q, qm->seq, msg);
     session_.wrote_output();
     return std::nullopt;

@@ -1,8 +1,14 @@
 #include "broker/message.hpp"
 
+#include <algorithm>
+
 #include "net/amqp/properties.hpp"
 
 namespace sluice::broker {
+
+namespace {
+constexpr uint64_t kFirstReserve = 128 * 1024;  // the default frame_max
+}  // namespace
 
 Message::Message(std::string_view exchange, std::string_view routing_key, std::string_view properties,
                  uint64_t body_size)
@@ -10,7 +16,8 @@ Message::Message(std::string_view exchange, std::string_view routing_key, std::s
       properties_len_(static_cast<uint32_t>(properties.size())),
       exchange_len_(static_cast<uint8_t>(exchange.size())),
       routing_key_len_(static_cast<uint8_t>(routing_key.size())) {
-    data_.reserve(exchange.size() + routing_key.size() + properties.size() + body_size);
+    // Room for the first body frame at most: most bodies fit in one.
+    data_.reserve(exchange.size() + routing_key.size() + properties.size() + std::min<uint64_t>(body_size, kFirstReserve));
     data_.append(exchange);
     data_.append(routing_key);
     data_.append(properties);
@@ -30,4 +37,18 @@ int64_t Message::parse_expiration(std::string_view text) {
     return v > 4294967295 ? kInvalidExpiration : v;
 }
 
+void Message::append_body(std::string_view chunk) {
+    const size_t need = data_.size() + chunk.size();
+    if (need > data_.capacity()) {
+        // Double (amortised copying) but never past the announced size. A
+        // fresh string, because std::string::reserve may round up to twice
+        // the old capacity, past the size.
+        const size_t full = body_offset() + body_size_;
+        std::string grown;
+        grown.reserve(std::min(full, std::max(need, 2 * data_.capacity())));
+        grown.append(data_);
+        data_.swap(grown);
+    }
+    data_.append(chunk);
+}
 }  // namespace sluice::broker

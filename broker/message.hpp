@@ -19,7 +19,9 @@ namespace sluice::broker {
 
 class Message {
 public:
-    // Reserves room for the body; append_body() fills it as frames arrive.
+    // The body arrives later through append_body(). Memory grows with the
+    // body frames that actually arrive (never more than body_size in all), so
+    // a header announcing a large body costs nothing until its bytes come.
     Message(std::string_view exchange, std::string_view routing_key, std::string_view properties,
             uint64_t body_size);
 
@@ -43,7 +45,7 @@ public:
     size_t memory_size() const { return sizeof(*this) + data_.capacity(); }
 
     // Only while the message is being assembled (before it is shared).
-    void append_body(std::string_view chunk) { data_.append(chunk); }
+    void append_body(std::string_view chunk);
 
     // Durable bookkeeping (broker thread only): the id of its shared stored
     // body (0 = each stored entry holds the message inline).

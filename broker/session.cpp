@@ -391,11 +391,19 @@ Status Session::handle_open(std::string_view payload) {
     if (amqp::decode_method(payload, method) != amqp::DecodeError::none)
         return amqp_error(reply::syntax_error, "malformed connection.open");
     auto& open = std::get<m::ConnectionOpen>(method);
+    // RabbitMQ's connection_max: checked first, as RabbitMQ does, so the
+    // client hears why.
+    const uint32_t max_connections = broker_.config().max_connections;
+    if (max_connections != 0 && broker_.open_connection_count() >= max_connections)
+        return amqp_error(reply::not_allowed, "connection refused: node connection limit (" +
+                                                  std::to_string(max_connections) + ") is reached");
     if (Status st = broker_.check_vhost_open(user_, open.virtual_host)) return st;
     vhost_ = broker_.find_vhost(open.virtual_host);
     permissions_ = PermissionView(broker_.access_control(), user_, vhost_->name());
     amqp::write_method(out_, 0, m::ConnectionOpenOk{});
     state_ = State::running;
+    broker_.connection_opened();
+    holds_connection_slot_ = true;
     if (broker_.alarm_active()) on_alarm(true, broker_.alarm_reason());
     return std::nullopt;
 }
@@ -415,7 +423,14 @@ void Session::connection_error(const AmqpError& error) {
     if (!in_batch_) host_.request_flush();
 }
 
+void Session::release_connection_slot() {
+    if (!holds_connection_slot_) return;
+    holds_connection_slot_ = false;
+    broker_.connection_closed();
+}
+
 void Session::teardown() {
+    release_connection_slot();
     // Cancel every consumer first, so requeued messages go to consumers on
     // other connections rather than back to this one.
     for (const auto& ch : channels_)

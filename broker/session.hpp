@@ -77,6 +77,11 @@ public:
     // The broker's alarm state changed (connection.blocked / unblocked).
     void on_alarm(bool active, const std::string& reason);
     bool closed() const { return state_ == State::closed; }
+    // Past connection.open (the handshake is done).
+    bool running() const { return state_ == State::running; }
+    // Once a second (Broker::tick): a channel whose oldest unacked delivery
+    // is older than timeout_ms is closed with 406 (delivery_timeout.cpp).
+    void check_delivery_timeouts(uint32_t now_s, uint32_t timeout_ms);
 
     // --- used by Channel -------------------------------------------------
     Broker& broker() { return broker_; }
@@ -121,6 +126,8 @@ private:
     void remove_channel(uint16_t id);
     void flush_confirms();
     void teardown();
+    // This connection stops counting against max_connections.
+    void release_connection_slot();
 
     Broker& broker_;
     SessionHost& host_;
@@ -134,6 +141,7 @@ private:
     bool blocked_ = false;     // an alarm is on
     bool published_ = false;   // this connection has published
     bool blocked_sent_ = false;
+    bool holds_connection_slot_ = false;  // counted in Broker::open_connection_count()
 
     uint16_t channel_max_;
     uint32_t frame_max_;

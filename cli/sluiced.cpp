@@ -10,9 +10,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "broker/broker.hpp"
 #include "net/management_api.hpp"
+#include "net/resource_monitor.hpp"
 #include "net/server.hpp"
 #include "storage/store.hpp"
 
@@ -31,6 +33,42 @@ rlim_t raise_fd_limit() {
         getrlimit(RLIMIT_NOFILE, &rl);
     }
     return rl.rlim_cur;
+}
+
+// "1073741824", "512MiB", "2GB", "100kB": bytes (RabbitMQ's units: kB/MB/GB
+// are powers of 1000, KiB/MiB/GiB of 1024). nullopt if malformed.
+std::optional<uint64_t> parse_bytes(const std::string& text) {
+    size_t used = 0;
+    unsigned long long n = 0;
+    try {
+        n = std::stoull(text, &used);
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+    std::string unit = text.substr(used);
+    static const std::pair<const char*, uint64_t> kUnits[] = {
+        {"", 1},          {"B", 1},          {"k", 1000},       {"kB", 1000},    {"KB", 1000},
+        {"KiB", 1u << 10}, {"M", 1000000},   {"MB", 1000000},   {"MiB", 1u << 20}, {"G", 1000000000},
+        {"GB", 1000000000}, {"GiB", 1u << 30}};
+    for (auto [name, factor] : kUnits)
+        if (unit == name) return n * factor;
+    return std::nullopt;
+}
+
+// The memory alarm's threshold from the two watermark options: the absolute
+// one wins when given; otherwise a fraction of total memory.
+std::optional<uint64_t> memory_limit(const po::variables_map& vm, std::string& error) {
+    if (vm.count("vm-memory-high-watermark-absolute")) {
+        auto n = parse_bytes(vm["vm-memory-high-watermark-absolute"].as<std::string>());
+        if (!n) error = "--vm-memory-high-watermark-absolute: expected bytes, e.g. 1073741824 or 1GiB";
+        return n;
+    }
+    const double fraction = vm["vm-memory-high-watermark"].as<double>();
+    if (!(fraction >= 0)) {
+        error = "--vm-memory-high-watermark must be a fraction of memory, e.g. 0.4";
+        return std::nullopt;
+    }
+    return static_cast<uint64_t>(fraction * double(sluice::net::total_memory_bytes()));
 }
 
 }  // namespace
@@ -54,6 +92,21 @@ int main(int argc, char** argv) {
          "--sync-interval-ms, a power loss may drop that much confirmed data")
         ("disk-free-limit", po::value(&sc.disk_free_limit)->default_value(sc.disk_free_limit),
          "below this many free bytes on the data dir's volume, publishers are blocked (RabbitMQ's default: 50 MB)")
+        ("vm-memory-high-watermark", po::value<double>()->default_value(0.4, "0.4"),
+         "above this fraction of memory (RAM, or the cgroup's limit) resident, publishers are blocked "
+         "(RabbitMQ's vm_memory_high_watermark)")
+        ("vm-memory-high-watermark-absolute", po::value<std::string>(),
+         "the same as bytes (1073741824, 1GiB, 800MB); wins over the fraction")
+        ("max-connections", po::value(&bc.max_connections)->default_value(bc.max_connections),
+         "most open AMQP connections; past it connection.open is refused with 530 (0 = no limit)")
+        ("consumer-timeout", po::value(&bc.consumer_timeout_ms)->default_value(bc.consumer_timeout_ms),
+         "ms a delivery may stay unacknowledged before its channel is closed with 406 (0 = no limit)")
+        ("handshake-timeout", po::value(&sc.handshake_timeout_ms)->default_value(sc.handshake_timeout_ms),
+         "ms a new AMQP connection has to reach connection.open")
+        ("http-max-connections", po::value(&sc.http_max_connections)->default_value(sc.http_max_connections),
+         "most HTTP connections; a new one past that closes the one idle longest")
+        ("http-request-timeout", po::value(&sc.http_request_timeout_s)->default_value(sc.http_request_timeout_s),
+         "seconds an HTTP request (headers and body) has to arrive")
         ("sync-interval-ms", po::value(&sync_interval_ms)->default_value(200), "WAL sync period in async mode")
         ("heartbeat", po::value(&bc.heartbeat)->default_value(bc.heartbeat), "heartbeat interval offered, seconds (0 = off)")
         ("frame-max", po::value(&bc.frame_max)->default_value(bc.frame_max), "largest frame offered, bytes")
@@ -92,6 +145,13 @@ int main(int argc, char** argv) {
         std::cout << opts << "\n";
         return 0;
     }
+    std::string limit_error;
+    auto mem_limit = memory_limit(vm, limit_error);
+    if (!mem_limit) {
+        std::cerr << "sluiced: " << limit_error << "\n";
+        return 2;
+    }
+    sc.memory_limit = *mem_limit;
     if (bc.frame_max < 4096) {
         std::cerr << "sluiced: frame-max must be at least 4096\n";
         return 2;
@@ -142,6 +202,38 @@ int main(int argc, char** argv) {
         for (const auto& w : warnings) std::cerr << "sluiced: definitions file: " << w << "\n";
         std::cerr << "sluiced: imported definitions from " << definitions_file << std::endl;
     }
+    // SIGHUP: read the config file again and apply what can change while
+    // running (alarm thresholds, connection limit, consumer timeout).
+    server.on_reload([&] {
+        if (config_file.empty()) {
+            std::cerr << "sluiced: SIGHUP: no --config file to reload" << std::endl;
+            return;
+        }
+        po::variables_map fresh;
+        std::string error;
+        try {
+            po::store(po::parse_command_line(argc, argv, opts), fresh);
+            std::ifstream in(config_file);
+            if (!in) throw std::runtime_error("cannot read " + config_file);
+            po::store(po::parse_config_file(in, opts), fresh);
+        } catch (const std::exception& e) {
+            std::cerr << "sluiced: SIGHUP: config not reloaded: " << e.what() << std::endl;
+            return;
+        }
+        auto limit = memory_limit(fresh, error);
+        if (!limit) {
+            std::cerr << "sluiced: SIGHUP: config not reloaded: " << error << std::endl;
+            return;
+        }
+        const uint64_t disk_free_limit = fresh["disk-free-limit"].as<uint64_t>();
+        server.set_resource_limits(*limit, disk_free_limit);
+        broker.set_max_connections(fresh["max-connections"].as<uint32_t>());
+        broker.set_consumer_timeout_ms(fresh["consumer-timeout"].as<uint32_t>());
+        std::cerr << "sluiced: reloaded " << config_file << ": memory high watermark " << *limit
+                  << " bytes, disk free limit " << disk_free_limit << " bytes, max connections "
+                  << broker.config().max_connections << ", consumer timeout " << broker.config().consumer_timeout_ms
+                  << " ms" << std::endl;
+    });
     err = server.listen();
     if (!err.empty()) {
         std::cerr << "sluiced: " << err << "\n";
@@ -149,7 +241,7 @@ int main(int argc, char** argv) {
     }
     std::cerr << "sluiced: AMQP on port " << server.amqp_port() << ", HTTP on port " << server.http_port()
               << ", data in " << data_dir << ", open-file limit " << fds << " (about " << (fds > 64 ? fds - 64 : 0)
-              << " connections)" << std::endl;
+              << " connections), memory high watermark " << sc.memory_limit << " bytes" << std::endl;
     server.run();
     broker.durability().shutdown();  // write what was gathering; nothing after
     std::cerr << "sluiced: stopped" << std::endl;

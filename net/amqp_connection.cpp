@@ -32,9 +32,14 @@ broker::ConnectionInfo describe(const tcp::socket& s) {
 
 }  // namespace
 
-AmqpConnection::AmqpConnection(tcp::socket socket, broker::Broker& broker, std::function<void()> on_closed)
-    : socket_(std::move(socket)), timer_(socket_.get_executor()), on_closed_(std::move(on_closed)),
-      linger_time_(kLingerTime) {
+AmqpConnection::AmqpConnection(tcp::socket socket, broker::Broker& broker, std::function<void()> on_closed,
+                               std::chrono::milliseconds handshake_timeout)
+    : socket_(std::move(socket)),
+      timer_(socket_.get_executor()),
+      on_closed_(std::move(on_closed)),
+      linger_time_(kLingerTime),
+      handshake_timer_(socket_.get_executor()),
+      handshake_timeout_(handshake_timeout) {
     boost::system::error_code ec;
     socket_.set_option(tcp::no_delay(true), ec);
     session_ = std::make_unique<broker::Session>(broker, *this, describe(socket_));
@@ -48,6 +53,12 @@ void AmqpConnection::start() {
     // publisher paused by an alarm, with heartbeats off, has no read, write
     // or timer outstanding to keep it).
     self_ = shared_from_this();
+    // A client that connects and then stalls anywhere before connection.open
+    // (or never sends a byte) must not hold its socket for ever.
+    handshake_timer_.expires_after(handshake_timeout_);
+    handshake_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+        if (!e && !self->closed_ && !self->session_->running() && !self->lingering_) self->fail();
+    });
     do_read();
 }
 
@@ -201,6 +212,7 @@ void AmqpConnection::fail() {
     closed_ = true;
     boost::system::error_code ec;
     timer_.cancel();
+    handshake_timer_.cancel();
     socket_.close(ec);
     session_->on_transport_closed();
     if (on_closed_) std::exchange(on_closed_, nullptr)();

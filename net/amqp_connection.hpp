@@ -24,8 +24,10 @@ namespace sluice::net {
 class AmqpConnection : public std::enable_shared_from_this<AmqpConnection>, public broker::SessionHost {
 public:
     // `on_closed` runs once, when the socket closes (the server counts open
-    // connections with it).
-    AmqpConnection(boost::asio::ip::tcp::socket socket, broker::Broker& broker, std::function<void()> on_closed);
+    // connections with it). A connection not past connection.open after
+    // handshake_timeout is closed.
+    AmqpConnection(boost::asio::ip::tcp::socket socket, broker::Broker& broker, std::function<void()> on_closed,
+                   std::chrono::milliseconds handshake_timeout);
     ~AmqpConnection() override;
 
     void start();
@@ -59,6 +61,8 @@ private:
     boost::asio::steady_timer timer_;
     std::function<void()> on_closed_;
     std::chrono::steady_clock::duration linger_time_;
+    boost::asio::steady_timer handshake_timer_;
+    std::chrono::milliseconds handshake_timeout_;
 
     std::string in_;      // read buffer: [in_start_, in_end_) holds unparsed bytes
     size_t in_start_ = 0;

@@ -24,7 +24,16 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr size_t kMaxRequestBody = 1 << 20;
-constexpr auto kIdleTimeout = std::chrono::seconds(30);
+constexpr auto kWriteTimeout = std::chrono::seconds(30);
+
+class HttpSession;
+
+// The open HTTP connections, oldest first, for the connection cap.
+struct HttpSessions {
+    std::list<HttpSession*> live;
+    size_t max = 1024;
+    std::chrono::seconds request_timeout{20};
+};
 
 // One HTTP connection: reads a request, routes it, writes the answer (which
 // the management API may give later, after a durable write syncs), repeats.
@@ -34,8 +43,24 @@ constexpr auto kIdleTimeout = std::chrono::seconds(30);
 // the page asks for credentials and sends them with each API call).
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
 public:
-    HttpSession(tcp::socket socket, broker::Broker& broker, ManagementApi& api)
-        : stream_(std::move(socket)), broker_(broker), api_(api) {}
+    // `sessions` is shared: pending handlers may outlive the server.
+    HttpSession(tcp::socket socket, broker::Broker& broker, ManagementApi& api, std::shared_ptr<HttpSessions> sessions)
+        : stream_(std::move(socket)), broker_(broker), api_(api), sessions_(std::move(sessions)) {
+        place_ = sessions_->live.insert(sessions_->live.end(), this);
+    }
+    ~HttpSession() { unlist(); }
+
+    // Waiting for (the rest of) a request rather than working on an answer.
+    bool reading() const { return reading_; }
+    std::chrono::steady_clock::time_point reading_since() const { return reading_since_; }
+    // Make room for another connection: close this one now.
+    void evict() {
+        unlist();  // its descriptor is freed now, so it no longer counts
+        reading_ = false;
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+        stream_.socket().close(ec);  // the pending read completes with an error
+    }
 
     void start() {
         beast::error_code ec;
@@ -50,12 +75,17 @@ private:
     void read() {
         parser_.emplace();
         parser_->body_limit(kMaxRequestBody);
-        stream_.expires_after(kIdleTimeout);  // a slow or silent client is dropped
+        // The whole request must arrive in time: a slow (slowloris) or silent
+        // client is dropped, however steadily it trickles bytes.
+        stream_.expires_after(sessions_->request_timeout);
+        reading_ = true;
+        reading_since_ = std::chrono::steady_clock::now();
         http::async_read(stream_, buffer_, *parser_,
                          [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
     }
 
     void on_read(beast::error_code ec) {
+        reading_ = false;
         if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::buffer_overflow) {
             // Say why, then close: the rest of the request is not read.
             keep_alive_ = false;
@@ -131,7 +161,7 @@ private:
         response_.body() = std::move(r.body);
         response_.prepare_payload();
         if (head_) response_.body().clear();  // Content-Length stays that of the GET
-        stream_.expires_after(kIdleTimeout);
+        stream_.expires_after(kWriteTimeout);
         http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code e, size_t) {
             if (e || !self->response_.keep_alive()) {
                 self->stream_.socket().shutdown(tcp::socket::shutdown_both, e);
@@ -151,12 +181,24 @@ private:
     bool keep_alive_ = true;
     bool head_ = false;
     bool loopback_ = false;
+    void unlist() {
+        if (!listed_) return;
+        listed_ = false;
+        sessions_->live.erase(place_);
+    }
+
+    std::shared_ptr<HttpSessions> sessions_;
+    std::list<HttpSession*>::iterator place_;
+    bool listed_ = true;
+    bool reading_ = false;
+    std::chrono::steady_clock::time_point reading_since_;
 };
 
 }  // namespace
 
 struct HttpServer::Impl {
     Impl(asio::io_context& i, broker::Broker& b) : io(i), broker(b), api(b), sample_timer(i) {}
+    std::shared_ptr<HttpSessions> sessions = std::make_shared<HttpSessions>();
     asio::io_context& io;
     broker::Broker& broker;
     ManagementApi api;
@@ -167,9 +209,21 @@ struct HttpServer::Impl {
     void accept(tcp::acceptor& a) {
         a.async_accept([this, &a](beast::error_code ec, tcp::socket socket) {
             if (ec == asio::error::operation_aborted) return;
-            if (!ec) std::make_shared<HttpSession>(std::move(socket), broker, api)->start();
-            accept(a);
+            if (!ec && make_room()) std::make_shared<HttpSession>(std::move(socket), broker, api, sessions)->start();
+            accept(a);  // a refused socket closes as it goes out of scope
         });
+    }
+
+    // At the cap: evict the connection that has waited longest for a
+    // request. False when every connection is busy answering.
+    bool make_room() {
+        if (sessions->live.size() < sessions->max) return true;
+        HttpSession* oldest = nullptr;
+        for (HttpSession* s : sessions->live)
+            if (s->reading() && (!oldest || s->reading_since() < oldest->reading_since())) oldest = s;
+        if (!oldest) return false;
+        oldest->evict();
+        return true;
     }
 
     void schedule_sample() {
@@ -182,7 +236,12 @@ struct HttpServer::Impl {
     }
 };
 
-HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker) : impl_(std::make_unique<Impl>(io, broker)) {}
+HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, size_t max_connections,
+                       std::chrono::seconds request_timeout)
+    : impl_(std::make_unique<Impl>(io, broker)) {
+    impl_->sessions->max = std::max<size_t>(1, max_connections);
+    impl_->sessions->request_timeout = request_timeout;
+}
 HttpServer::~HttpServer() = default;
 
 std::string HttpServer::listen(const std::string& host, uint16_t port) {

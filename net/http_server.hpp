@@ -4,6 +4,8 @@
 // Thread-safety: runs on the server's io_context thread.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,7 +21,12 @@ namespace sluice::net {
 
 class HttpServer {
 public:
-    HttpServer(boost::asio::io_context& io, broker::Broker& broker);
+    // At most max_connections at once: a new one past that closes the
+    // connection that has waited longest for its next request (a slow or
+    // idle client), or, if every one is busy answering, is itself refused.
+    // A request (headers and body) must arrive within request_timeout.
+    HttpServer(boost::asio::io_context& io, broker::Broker& broker, size_t max_connections = 1024,
+               std::chrono::seconds request_timeout = std::chrono::seconds(20));
     ~HttpServer();
     // Binds host:port ("" = every address). Returns "" or the error.
     std::string listen(const std::string& host, uint16_t port);

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <memory>
 #include <thread>
+#include <tuple>
 
 #include "broker/broker.hpp"
 #include "broker/channel.hpp"
@@ -133,12 +134,15 @@ std::string hostname() {
 // --- node-level resources -----------------------------------------------------------
 
 json::array alarms_json(State& s) {
+    // RabbitMQ's shape: one entry per alarm in effect.
     json::array a;
-    if (s.broker.alarm_active()) {
+    for (auto [alarm, resource, reason] : {std::tuple{broker::Alarm::memory, "memory", "low on memory"},
+                                           std::tuple{broker::Alarm::disk, "disk", "low on disk"}}) {
+        if (!s.broker.alarm_active(alarm)) continue;
         json::object o;
         o["node"] = s.node;
-        o["resource"] = "disk";
-        o["reason"] = s.broker.alarm_reason();
+        o["resource"] = resource;
+        o["reason"] = reason;
         a.push_back(std::move(o));
     }
     return a;
@@ -240,9 +244,13 @@ json::object node_json(State& s) {
     o["running"] = true;
     o["os_pid"] = std::to_string(getpid());
     o["uptime"] = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - s.started).count();
+    const broker::ResourceReadings& res = b.resources();
     o["mem_used"] = rss_bytes();
-    o["mem_alarm"] = false;
-    o["disk_free_alarm"] = b.alarm_active();
+    o["mem_limit"] = res.memory_limit;
+    o["mem_alarm"] = b.alarm_active(broker::Alarm::memory);
+    o["disk_free"] = res.disk_free;
+    o["disk_free_limit"] = res.disk_free_limit;
+    o["disk_free_alarm"] = b.alarm_active(broker::Alarm::disk);
     o["message_memory"] = b.message_memory();
     o["message_memory_limit"] = b.config().message_memory_limit;
     o["fd_used"] = open_fds();

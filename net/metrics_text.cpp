@@ -231,9 +231,20 @@ public:
 
         f.gauge("sluice_alarms_free_disk_space_watermark",
                 "1 while free disk space is below --disk-free-limit (publishers are blocked).",
-                broker_.alarm_active() ? 1 : 0);
-        f.gauge("sluice_alarms_memory_used_watermark", "1 while the memory alarm is on (not implemented yet: always 0).",
-                0);
+                broker_.alarm_active(broker::Alarm::disk) ? 1 : 0);
+        f.gauge("sluice_alarms_memory_used_watermark",
+                "1 while resident memory is above the memory high watermark (publishers are blocked).",
+                broker_.alarm_active(broker::Alarm::memory) ? 1 : 0);
+        const broker::ResourceReadings& res = broker_.resources();
+        if (res.memory_limit != 0 && res.memory_limit != UINT64_MAX)
+            f.gauge("sluice_resident_memory_limit_bytes", "The memory high watermark (--vm-memory-high-watermark).",
+                    double(res.memory_limit));
+        if (res.disk_free_limit != 0) {
+            f.gauge("sluice_disk_space_available_limit_bytes", "Free disk space below which publishers are blocked.",
+                    double(res.disk_free_limit));
+            f.gauge("sluice_disk_space_available_bytes", "Free disk space on the data directory's volume.",
+                    double(res.disk_free));
+        }
 
         const broker::RecoveryStats& r = broker_.recovery_stats();
         f.gauge("sluice_recovery_duration_seconds", "Time the last start spent recovering durable data.", r.seconds);

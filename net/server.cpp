@@ -5,7 +5,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <sys/statvfs.h>
 #include <cstdlib>
 #include <iostream>
 #include <ctime>
@@ -16,6 +15,7 @@
 #include "net/amqp_connection.hpp"
 #include "net/http_server.hpp"
 #include "net/listener.hpp"
+#include "net/resource_monitor.hpp"
 
 namespace sluice::net {
 
@@ -35,13 +35,21 @@ private:
 };
 
 struct Server::Impl {
-    Impl(broker::Broker& b, ServerConfig c) : broker(b), config(std::move(c)), signals(io, SIGINT, SIGTERM) {}
+    Impl(broker::Broker& b, ServerConfig c)
+        : broker(b),
+          config(std::move(c)),
+          signals(io, SIGINT, SIGTERM),
+          reload_signal(io, SIGHUP),
+          resources(ResourceLimits{config.memory_limit, config.disk_path, config.disk_free_limit}) {}
 
     broker::Broker& broker;
     ServerConfig config;
     asio::io_context io{1};
     IoExecutor executor{io};
     asio::signal_set signals;
+    asio::signal_set reload_signal;
+    std::function<void()> on_reload;
+    ResourceMonitor resources;
     std::list<tcp::acceptor> acceptors;
     std::list<std::weak_ptr<AmqpConnection>> connections;
     std::unique_ptr<HttpServer> http;
@@ -66,21 +74,23 @@ struct Server::Impl {
     bool shutting_down = false;
     asio::steady_timer shutdown_deadline{io};
 
-    // Once a second: the broker's coarse clock, and (with a data dir) the disk.
+    // Once a second: the broker's coarse clock (and consumer timeouts), and
+    // the resource alarms.
     void on_second() {
         broker.tick(static_cast<uint32_t>(std::time(nullptr)));
-        struct statvfs st {};
-        if (!config.disk_path.empty() && statvfs(config.disk_path.c_str(), &st) == 0) {
-            uint64_t free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
-            bool low = free_bytes < config.disk_free_limit;
-            if (low != broker.alarm_active())
-                std::cerr << "sluiced: disk alarm " << (low ? "set" : "cleared") << ": " << free_bytes
-                          << " bytes free, limit " << config.disk_free_limit << std::endl;
-            broker.set_disk_alarm(low);
-        }
+        resources.check(broker);
         disk_timer.expires_after(std::chrono::seconds(1));
         disk_timer.async_wait([this](const boost::system::error_code& ec) {
             if (!ec) on_second();
+        });
+    }
+
+    void wait_for_reload() {
+        reload_signal.async_wait([this](const boost::system::error_code& ec, int) {
+            if (ec) return;
+            if (on_reload) on_reload();
+            resources.check(broker);  // new thresholds take effect now
+            wait_for_reload();
         });
     }
 
@@ -89,7 +99,8 @@ struct Server::Impl {
             if (ec == asio::error::operation_aborted) return;
             if (!ec) {
                 ++open_connections;
-                auto c = std::make_shared<AmqpConnection>(std::move(socket), broker, [this] { on_connection_closed(); });
+                auto c = std::make_shared<AmqpConnection>(std::move(socket), broker, [this] { on_connection_closed(); },
+                                                          std::chrono::milliseconds(config.handshake_timeout_ms));
                 c->start();
                 connections.push_back(c);
                 if (connections.size() % 64 == 0) connections.remove_if([](auto& w) { return w.expired(); });
@@ -121,6 +132,8 @@ struct Server::Impl {
         shutting_down = true;
         disk_timer.cancel();
         deadline_timer.cancel();
+        boost::system::error_code ignored;
+        reload_signal.cancel(ignored);
         for (auto& a : acceptors) {
             boost::system::error_code ec;
             a.close(ec);
@@ -163,7 +176,8 @@ std::string Server::listen() {
     if (!err.empty()) return "AMQP listener: " + err;
     for (auto& a : impl_->acceptors) impl_->accept(a);
     if (impl_->config.http_port != 0 || !impl_->config.http_bind.empty()) {
-        impl_->http = std::make_unique<HttpServer>(impl_->io, impl_->broker);
+        impl_->http = std::make_unique<HttpServer>(impl_->io, impl_->broker, impl_->config.http_max_connections,
+                                                   std::chrono::seconds(impl_->config.http_request_timeout_s));
         err = impl_->http->listen(impl_->config.http_bind, impl_->config.http_port);
         if (!err.empty()) return "HTTP listener: " + err;
     }
@@ -174,6 +188,7 @@ void Server::run() {
     impl_->broker.timers().on_earliest_changed([this](uint64_t deadline_ms) { impl_->arm_deadline(deadline_ms); });
     impl_->arm_deadline(impl_->broker.timers().next_deadline());
     impl_->on_second();
+    impl_->wait_for_reload();
     impl_->signals.async_wait([this](const boost::system::error_code& ec, int sig) {
         if (!ec) impl_->on_signal(sig);
     });
@@ -185,6 +200,12 @@ void Server::stop() {
 }
 
 broker::Executor& Server::executor() { return impl_->executor; }
+
+void Server::on_reload(std::function<void()> fn) { impl_->on_reload = std::move(fn); }
+
+void Server::set_resource_limits(uint64_t memory_limit, uint64_t disk_free_limit) {
+    impl_->resources.set_limits(memory_limit, disk_free_limit);
+}
 
 uint16_t Server::amqp_port() const { return impl_->amqp_port; }
 uint16_t Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }

@@ -29,6 +29,17 @@ struct ServerConfig {
     // blocks publishers. Empty path = no check.
     std::string disk_path;
     uint64_t disk_free_limit = 50u << 20;
+    // Resident memory is checked every second; above it the memory alarm
+    // blocks publishers.
+    uint64_t memory_limit = UINT64_MAX;
+    // An AMQP connection that has not finished its handshake (protocol header
+    // to connection.open) after this long is closed (RabbitMQ's handshake_timeout).
+    uint32_t handshake_timeout_ms = 10000;
+    // HTTP: at most this many connections (past it, the one idle longest is
+    // closed to make room), and a request (headers and body) must arrive
+    // within request_timeout_s of the connection becoming ready for it.
+    size_t http_max_connections = 1024;
+    uint32_t http_request_timeout_s = 20;
 };
 
 class Server {
@@ -47,6 +58,10 @@ public:
     void stop();
     // Runs work on the server's (= the broker's) thread.
     broker::Executor& executor();
+    // Called on the server's thread when the process gets SIGHUP.
+    void on_reload(std::function<void()> fn);
+    // New alarm thresholds (server's thread); applied at the next check.
+    void set_resource_limits(uint64_t memory_limit, uint64_t disk_free_limit);
     uint16_t amqp_port() const;
     uint16_t http_port() const;
 
