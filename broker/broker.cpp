@@ -26,7 +26,16 @@ void put_i64(std::string& out, int64_t v) { amqp::put_u64(out, static_cast<uint6
 
 }  // namespace
 
-Broker::Broker(BrokerConfig config) : config_(std::move(config)), rng_(std::random_device{}()) { create_defaults(); }
+Broker::Broker(BrokerConfig config) : config_(std::move(config)), rng_(std::random_device{}()) {
+    create_defaults();
+    durability_.set_backlog_limit(config_.store_backlog_limit, [this] { on_store_caught_up(); });
+}
+
+void Broker::on_store_caught_up() {
+    std::vector<Session*> paused;
+    paused.swap(store_paused_);
+    for (Session* s : paused) s->on_store_caught_up();  // unregister_session keeps the list current
+}
 
 Broker::~Broker() = default;
 
@@ -36,6 +45,7 @@ void Broker::unregister_session(Session* s) {
         *it = sessions_.back();
         sessions_.pop_back();
     }
+    store_paused_.erase(std::remove(store_paused_.begin(), store_paused_.end(), s), store_paused_.end());
 }
 
 void Broker::set_alarm(Alarm alarm, bool on) {

@@ -49,6 +49,9 @@ struct BrokerConfig {
     // Past this many bytes of message bodies held in memory by all queues
     // together, every queue pages new messages too.
     size_t message_memory_limit = 256u << 20;
+    // Publishers stop being read while this many bytes wait for the store
+    // behind a commit in flight (a disk slower than the publishers).
+    size_t store_backlog_limit = 16u << 20;
     // Open (past connection.open) AMQP connections allowed; 0 = no limit.
     // Beyond it connection.open is refused with 530, as RabbitMQ's connection_max.
     uint32_t max_connections = 0;
@@ -158,6 +161,9 @@ public:
     std::string alarm_reason() const;
     const ResourceReadings& resources() const { return resources_; }
     void set_resource_readings(const ResourceReadings& r) { resources_ = r; }
+    // Flow control: a publishing session found the store backlogged and
+    // stopped reading; it is read again once the store catches up.
+    void pause_for_store(Session* s) { store_paused_.push_back(s); }
     // Connections past connection.open (what max_connections limits).
     size_t open_connection_count() const { return open_connections_; }
     void connection_opened() { ++open_connections_; }
@@ -201,6 +207,8 @@ private:
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;
     std::vector<Session*> sessions_;
+    std::vector<Session*> store_paused_;
+    void on_store_caught_up();
     uint8_t alarms_ = 0;  // Alarm bits
     ResourceReadings resources_;
     size_t open_connections_ = 0;

@@ -193,6 +193,7 @@ void Durability::on_committed(const std::string& error) {
     bool ok = error.empty();
     for (auto& fn : done) fn(ok);
     start_commit();  // the batch that gathered meanwhile
+    if (on_caught_up_ && !backlogged()) on_caught_up_();
 }
 
 void Durability::put_exchange(const VHost& v, const Exchange& e) {

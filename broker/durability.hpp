@@ -63,6 +63,16 @@ public:
     // Runs fn(ok) once everything written so far is synced (or failed).
     void after_sync(std::function<void(bool ok)> fn);
 
+    // Back-pressure: the batch gathering while a commit is in flight holds
+    // at least `limit` bytes (the store is behind the publishers). Once a
+    // commit takes that batch away, on_caught_up runs (the broker then
+    // reads its publishers again).
+    bool backlogged() const { return store_ != nullptr && batch_.bytes() >= backlog_limit_; }
+    void set_backlog_limit(size_t limit, std::function<void()> on_caught_up) {
+        backlog_limit_ = limit;
+        on_caught_up_ = std::move(on_caught_up);
+    }
+
     void put_exchange(const VHost& vhost, const Exchange& exchange);
     void remove_exchange(const VHost& vhost, const Exchange& exchange);
     void put_queue(const VHost& vhost, const Queue& queue);
@@ -132,6 +142,8 @@ private:
     uint64_t gathering_generation_ = 1;
     uint64_t in_flight_generation_ = 0;
     uint64_t synced_generation_ = 0;
+    size_t backlog_limit_ = SIZE_MAX;
+    std::function<void()> on_caught_up_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -96,6 +96,19 @@ void Session::on_alarm(bool active, const std::string& reason) {
     if (!active) host_.resume_reading();
 }
 
+void Session::note_publish() {
+    published_ = true;
+    if (!store_paused_ && broker_.durability().backlogged()) {
+        store_paused_ = true;
+        broker_.pause_for_store(this);
+    }
+}
+
+void Session::on_store_caught_up() {
+    store_paused_ = false;
+    if (!reading_paused()) host_.resume_reading();
+}
+
 bool Session::output_full() const { return out_.size() >= broker_.config().output_high_watermark; }
 
 void Session::wrote_output() {

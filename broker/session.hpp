@@ -72,8 +72,11 @@ public:
     // Consumers on this connection pause while its output is this full.
     bool output_full() const;
     // A resource alarm blocks publishers: net/ stops reading from a session
-    // that published while the alarm is on (consumers go on draining).
-    bool reading_paused() const { return blocked_ && published_; }
+    // that published while the alarm is on (consumers go on draining). So
+    // does a store that is behind (flow control), until it catches up.
+    bool reading_paused() const { return (blocked_ && published_) || store_paused_; }
+    // The store caught up with its backlog: read on (Broker).
+    void on_store_caught_up();
     // The broker's alarm state changed (connection.blocked / unblocked).
     void on_alarm(bool active, const std::string& reason);
     bool closed() const { return state_ == State::closed; }
@@ -109,8 +112,9 @@ public:
     void connection_error(const AmqpError& error);
     // A channel with confirms to send at the end of this batch.
     void mark_confirm_pending(Channel* channel);
-    // A basic.publish arrived: under an alarm, stop reading after this frame.
-    void note_publish() { published_ = true; }
+    // A basic.publish arrived: under an alarm, or with the store behind,
+    // stop reading after this frame.
+    void note_publish();
 
 private:
     enum class State { protocol_header, start_ok, secure_ok, tune_ok, open, running, closing, closed };
@@ -141,7 +145,8 @@ private:
     bool blocked_ = false;     // an alarm is on
     bool published_ = false;   // this connection has published
     bool blocked_sent_ = false;
-    bool holds_connection_slot_ = false;  // counted in Broker::open_connection_count()
+    bool holds_connection_slot_ = false;
+    bool store_paused_ = false;  // waiting for the store to catch up  // counted in Broker::open_connection_count()
 
     uint16_t channel_max_;
     uint32_t frame_max_;
