@@ -7,6 +7,7 @@
 // on failure: UsageError (exit 2), ApiError / TransportError (exit 1).
 #pragma once
 
+#include <initializer_list>
 #include <iosfwd>
 #include <string>
 #include <string_view>
