@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Prints the Debian packages that hold the shared libraries a binary needs,
-# one per line: what a runtime image must apt-get install to run it.
+# Prints the Debian packages that hold the shared libraries some binaries
+# need, one per line: what a runtime image must apt-get install to run them.
 #
-#   deploy/runtime-packages.sh build/release/cli/sluiced
+#   deploy/runtime-packages.sh build/release/cli/sluiced [more binaries...]
 #
 # Used by deploy/Dockerfile so that its runtime stage follows the build's
 # real dependencies (a new library in the link line needs no Dockerfile edit).
 # Fails if a library belongs to no installed package.
 set -euo pipefail
 
-if (($# != 1)); then
-  echo "usage: $0 BINARY" >&2
+if (($# < 1)); then
+  echo "usage: $0 BINARY..." >&2
   exit 2
 fi
 
@@ -31,7 +31,7 @@ while read -r lib; do
     continue
   fi
   packages+=("$pkg")
-done < <(ldd "$1" | awk '/=> \// { print $3 }')
+done < <(for bin in "$@"; do ldd "$bin"; done | awk '/=> \// { print $3 }' | sort -u)
 
 ((missing == 0)) || exit 1
 printf '%s\n' "${packages[@]}" | sort -u

@@ -388,6 +388,13 @@ def test_runtime_packages_finds_sluiced_libraries():
     pkgs = r.stdout.split()
     for needed in ("librocksdb7.8", "libprometheus-cpp-core1.0", "libstdc++6", "libc6"):
         assert needed in pkgs, pkgs
+    # Several binaries (the image ships sluicectl too): the union, once each.
+    ctl = os.environ.get("SLUICECTL") or os.path.join(os.path.dirname(_sluiced_path()), "sluicectl")
+    if os.path.exists(ctl):
+        r2 = run([path("runtime-packages.sh"), _sluiced_path(), ctl])
+        assert r2.returncode == 0, r2.stderr
+        both = r2.stdout.split()
+        assert set(pkgs) <= set(both) and len(both) == len(set(both)), both
 
 
 # --------------------------------------------------------------------------
