@@ -58,7 +58,8 @@ std::optional<uint64_t> parse_bytes(const std::string& text) {
 // The memory alarm's threshold from the two watermark options: the absolute
 // one wins when given; otherwise a fraction of total memory.
 std::optional<uint64_t> memory_limit(const po::variables_map& vm, std::string& error) {
-    if (vm.count("vm-memory-high-watermark-absolute")) {
+    if (vm.count("vm-memory-high-watermark-absolute") &&
+        !vm["vm-memory-high-watermark-absolute"].as<std::string>().empty()) {  // empty: unset
         auto n = parse_bytes(vm["vm-memory-high-watermark-absolute"].as<std::string>());
         if (!n) error = "--vm-memory-high-watermark-absolute: expected bytes, e.g. 1073741824 or 1GiB";
         return n;
