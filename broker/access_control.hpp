@@ -111,6 +111,8 @@ public:
     void remove_vhost(std::string_view vhost);
     // Bumped by every change of users or permissions.
     uint64_t generation() const { return generation_; }
+    // The counter itself, for caches that compare with it on a hot path.
+    const uint64_t& generation_counter() const { return generation_; }
 
     // --- store -----------------------------------------------------------------
     // Loads users and permissions; false if the store was never initialised

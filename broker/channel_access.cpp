@@ -83,11 +83,11 @@ Status Channel::check_consume(std::string_view queue) {
     return check_queue_access(Permission::read, queue);
 }
 
-Status Channel::check_publish(std::string_view exchange) {
-    uint64_t generation = session_.broker().access_control().generation();
-    if (publish_access_.generation == generation && publish_access_.exchange == exchange) return std::nullopt;
+Status Channel::check_publish_access(std::string_view exchange) {
     if (Status st = check_access(Permission::write, ResourceKind::exchange, exchange)) return st;
-    publish_access_.generation = generation;
+    const AccessControl& ac = session_.broker().access_control();
+    publish_access_.current = &ac.generation_counter();
+    publish_access_.generation = ac.generation();
     publish_access_.exchange.assign(exchange);
     return std::nullopt;
 }
