@@ -201,6 +201,12 @@ Broker::Login Broker::login(std::string_view user, std::string_view password, bo
     return Login::ok;
 }
 
+Broker::Login Broker::login_external(std::string_view user, bool from_loopback) const {
+    if (!access_.find_user(user)) return Login::bad_credentials;
+    if (!from_loopback && config_.default_user_loopback_only && user == config_.default_user) return Login::loopback_only;
+    return Login::ok;
+}
+
 Status Broker::check_vhost_open(std::string_view user, std::string_view name) const {
     auto it = vhosts_.find(name);
     if (it == vhosts_.end()) return amqp_error(reply::not_allowed, "vhost " + std::string(name) + " not found");

@@ -141,6 +141,9 @@ public:
     bool authenticate(std::string_view user, std::string_view password, bool from_loopback) const {
         return login(user, password, from_loopback) == Login::ok;
     }
+    // The same without a password, for EXTERNAL (a verified client
+    // certificate named the user): the user must exist.
+    Login login_external(std::string_view user, bool from_loopback) const;
     // connection.open of `vhost` by `user`: 530 NOT_ALLOWED when the vhost is
     // unknown, the user has no permissions in it, or its max-connections is
     // reached (`open_sessions` connections to it exist).

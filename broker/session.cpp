@@ -180,7 +180,8 @@ void Session::send_start() {
     start.version_major = 0;
     start.version_minor = 9;
     start.server_properties = server_properties();
-    start.mechanisms = "PLAIN AMQPLAIN";
+    // EXTERNAL only where a verified client certificate names the user.
+    start.mechanisms = info_.cert_user.empty() ? "PLAIN AMQPLAIN" : "PLAIN AMQPLAIN EXTERNAL";
     start.locales = "en_US";
     amqp::write_method(out_, 0, start);
     state_ = State::start_ok;
@@ -348,12 +349,18 @@ Status Session::handle_start_ok(std::string_view payload) {
     client_properties_ = ok.client_properties;
     std::string user, password;
     bool parsed = false;
+    const bool external = ok.mechanism == "EXTERNAL" && !info_.cert_user.empty();  // the certificate vouches
     if (ok.mechanism == "PLAIN") parsed = parse_plain(ok.response, user, password);
     else if (ok.mechanism == "AMQPLAIN") parsed = parse_amqplain(ok.response, user, password);
-    else
+    else if (external) {
+        user = info_.cert_user;
+        parsed = true;
+    } else
         return amqp_error(reply::access_refused, "unsupported authentication mechanism '" +
                                                      std::string(ok.mechanism) + "'; use PLAIN or AMQPLAIN");
-    Broker::Login login = parsed ? broker_.login(user, password, info_.loopback) : Broker::Login::bad_credentials;
+    Broker::Login login = !parsed    ? Broker::Login::bad_credentials
+                          : external ? broker_.login_external(user, info_.loopback)
+                                     : broker_.login(user, password, info_.loopback);
     if (login != Broker::Login::ok) {
         std::string text = login == Broker::Login::loopback_only
                                ? "user '" + user + "' can only connect via localhost"

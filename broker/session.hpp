@@ -47,6 +47,11 @@ public:
 struct ConnectionInfo {
     std::string peer;        // "127.0.0.1:54321"
     bool loopback = false;   // peer address is loopback (guest's rule)
+    bool tls = false;        // over TLS (AMQPS)
+    std::string tls_protocol;  // "TLSv1.3"
+    // The user a verified client certificate names (net/ derives it from the
+    // subject), or "". When set, EXTERNAL is offered and logs in as this user.
+    std::string cert_user;
 };
 
 class Session {

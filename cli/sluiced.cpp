@@ -87,6 +87,17 @@ int main(int argc, char** argv) {
         ("amqp-bind", po::value(&sc.amqp_bind)->default_value(""), "AMQP address (default: all, IPv4 and IPv6)")
         ("http-port", po::value(&sc.http_port)->default_value(15672), "HTTP port (metrics, management)")
         ("http-bind", po::value(&sc.http_bind)->default_value(""), "HTTP address (default: all)")
+        ("amqps-port", po::value(&sc.amqps_port), "AMQP over TLS port, on amqp-bind (RabbitMQ: 5671; default: none)")
+        ("https-port", po::value(&sc.https_port), "HTTPS port, on http-bind (RabbitMQ: 15671; default: none)")
+        ("tls-cert", po::value(&sc.tls.cert_file), "PEM file: the server's TLS certificate (and chain)")
+        ("tls-key", po::value(&sc.tls.key_file), "PEM file: its private key")
+        ("tls-ca", po::value(&sc.tls.ca_file), "PEM file: the CAs client certificates must chain to")
+        ("tls-verify-peer", po::value(&sc.tls.verify_peer)->default_value(false),
+         "ask clients for a certificate and verify it (needs tls-ca); a verified one allows EXTERNAL login")
+        ("tls-fail-if-no-peer-cert", po::value(&sc.tls.fail_if_no_peer_cert)->default_value(false),
+         "with tls-verify-peer: refuse clients that send no certificate")
+        ("tls-cert-login-from", po::value(&sc.tls.login_from)->default_value(sc.tls.login_from),
+         "the user name EXTERNAL takes from a client certificate: distinguished_name (as RabbitMQ) or common_name")
         ("data-dir", po::value(&data_dir)->default_value("./sluice-data"), "where durable data lives")
         ("durability", po::value(&durability)->default_value("sync"),
          "sync: a confirm means the message is synced to disk; async: the WAL is synced every "
@@ -240,7 +251,11 @@ int main(int argc, char** argv) {
         std::cerr << "sluiced: " << err << "\n";
         return 1;
     }
-    std::cerr << "sluiced: AMQP on port " << server.amqp_port() << ", HTTP on port " << server.http_port()
+    std::cerr << "sluiced: AMQP on port " << server.amqp_port();
+    if (server.amqps_port()) std::cerr << ", AMQPS on port " << server.amqps_port();
+    std::cerr << ", HTTP on port " << server.http_port();
+    if (server.https_port()) std::cerr << ", HTTPS on port " << server.https_port();
+    std::cerr
               << ", data in " << data_dir << ", open-file limit " << fds << " (about " << (fds > 64 ? fds - 64 : 0)
               << " connections), memory high watermark " << sc.memory_limit << " bytes" << std::endl;
     server.run();

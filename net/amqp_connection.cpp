@@ -1,10 +1,12 @@
 #include "net/amqp_connection.hpp"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 #include <utility>
 
 #include "broker/broker.hpp"
+#include "net/tls_context.hpp"
 
 namespace sluice::net {
 
@@ -32,9 +34,16 @@ broker::ConnectionInfo describe(const tcp::socket& s) {
 
 }  // namespace
 
+struct AmqpConnection::TlsStream {
+    TlsStream(tcp::socket& socket, asio::ssl::context& context) : stream(socket, context) {}
+    asio::ssl::stream<tcp::socket&> stream;
+};
+
 AmqpConnection::AmqpConnection(tcp::socket socket, broker::Broker& broker, std::function<void()> on_closed,
-                               std::chrono::milliseconds handshake_timeout)
+                               std::chrono::milliseconds handshake_timeout, TlsContext* tls)
     : socket_(std::move(socket)),
+      broker_(broker),
+      tls_context_(tls),
       timer_(socket_.get_executor()),
       on_closed_(std::move(on_closed)),
       linger_time_(kLingerTime),
@@ -42,11 +51,16 @@ AmqpConnection::AmqpConnection(tcp::socket socket, broker::Broker& broker, std::
       handshake_timeout_(handshake_timeout) {
     boost::system::error_code ec;
     socket_.set_option(tcp::no_delay(true), ec);
-    session_ = std::make_unique<broker::Session>(broker, *this, describe(socket_));
-    last_read_ = last_write_ = clock::now();
+    if (tls_context_) tls_ = std::make_unique<TlsStream>(socket_, tls_context_->context());
 }
 
 AmqpConnection::~AmqpConnection() = default;
+
+template <class Fn>
+void AmqpConnection::with_stream(Fn&& fn) {
+    if (tls_) fn(tls_->stream);
+    else fn(socket_);
+}
 
 void AmqpConnection::start() {
     // Alive until the socket closes, even while nothing is pending on it (a
@@ -57,8 +71,37 @@ void AmqpConnection::start() {
     // (or never sends a byte) must not hold its socket for ever.
     handshake_timer_.expires_after(handshake_timeout_);
     handshake_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
-        if (!e && !self->closed_ && !self->session_->running() && !self->lingering_) self->fail();
+        if (!e && !self->closed_ && !(self->session_ && self->session_->running()) && !self->lingering_)
+            self->fail();
     });
+    if (!tls_) {
+        begin_session();
+        return;
+    }
+    tls_->stream.async_handshake(asio::ssl::stream_base::server,
+                                 [self = shared_from_this()](const boost::system::error_code& ec) {
+                                     self->on_tls_handshake(ec);
+                                 });
+}
+
+void AmqpConnection::on_tls_handshake(const boost::system::error_code& ec) {
+    if (closed_) return;
+    if (ec) {  // no certificate, a bad one, an old protocol version, not TLS at all
+        fail();
+        return;
+    }
+    begin_session();
+}
+
+void AmqpConnection::begin_session() {
+    broker::ConnectionInfo info = describe(socket_);
+    if (tls_) {
+        info.tls = true;
+        info.tls_protocol = TlsContext::protocol(tls_->stream.native_handle());
+        info.cert_user = tls_context_->peer_user(tls_->stream.native_handle());
+    }
+    session_ = std::make_unique<broker::Session>(broker_, *this, std::move(info));
+    last_read_ = last_write_ = clock::now();
     do_read();
 }
 
@@ -95,10 +138,12 @@ void AmqpConnection::do_read() {
     if (in_.size() < kInitialReadBuffer) in_.resize(kInitialReadBuffer);
     if (in_end_ == in_.size()) in_.resize(std::min(in_.size() * 2, in_.size() + kMaxReadChunk));
     reading_ = true;
-    socket_.async_read_some(asio::buffer(in_.data() + in_end_, in_.size() - in_end_),
-                            [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
-                                self->on_read(ec, n);
-                            });
+    with_stream([&](auto& stream) {
+        stream.async_read_some(asio::buffer(in_.data() + in_end_, in_.size() - in_end_),
+                               [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+                                   self->on_read(ec, n);
+                               });
+    });
 }
 
 void AmqpConnection::on_read(const boost::system::error_code& ec, size_t n) {
@@ -140,10 +185,12 @@ void AmqpConnection::do_flush() {
     writing_.swap(out);
     out.clear();
     writing_now_ = true;
-    asio::async_write(socket_, asio::buffer(writing_),
-                      [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
-                          self->on_write(ec);
-                      });
+    with_stream([&](auto& stream) {
+        asio::async_write(stream, asio::buffer(writing_),
+                          [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+                              self->on_write(ec);
+                          });
+    });
 }
 
 void AmqpConnection::on_write(const boost::system::error_code& ec) {
@@ -154,7 +201,7 @@ void AmqpConnection::on_write(const boost::system::error_code& ec) {
         return;
     }
     last_write_ = clock::now();
-    session_->broker().stats().bytes_out += writing_.size();
+    broker_.stats().bytes_out += writing_.size();
     writing_.clear();
     if (writing_.capacity() > kMaxReadChunk) writing_.shrink_to_fit();
     session_->on_writable();  // consumers paused on a full buffer may go on
@@ -170,10 +217,11 @@ void AmqpConnection::close_transport() {
 void AmqpConnection::linger() {
     // Our last frame (connection.close or close-ok) is written: half-close,
     // and read until the peer closes or the linger time runs out, so the peer
-    // reads that frame instead of a reset.
+    // reads that frame instead of a reset. (Over TLS a TCP half-close would
+    // look like a truncation attack to the peer: only read.)
     lingering_ = true;
     boost::system::error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    if (!tls_) socket_.shutdown(tcp::socket::shutdown_send, ec);
     heartbeat_ = 0;
     timer_.expires_after(linger_time_);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
@@ -214,7 +262,7 @@ void AmqpConnection::fail() {
     timer_.cancel();
     handshake_timer_.cancel();
     socket_.close(ec);
-    session_->on_transport_closed();
+    if (session_) session_->on_transport_closed();
     if (on_closed_) std::exchange(on_closed_, nullptr)();
     // Released last: pending handlers still hold their own references.
     asio::post(socket_.get_executor(), [self = std::move(self_)] {});
@@ -222,6 +270,10 @@ void AmqpConnection::fail() {
 
 void AmqpConnection::close_for_shutdown(std::chrono::steady_clock::duration wait) {
     if (closed_) return;
+    if (!session_) {  // still in the TLS handshake: nothing to say yet
+        fail();
+        return;
+    }
     linger_time_ = wait;
     if (lingering_) {  // already closing: give it the shutdown's time too
         timer_.expires_after(wait);

@@ -2,6 +2,11 @@
 // and writes what the session produced — all output of one turn of the event
 // loop in one write. Private to net/.
 //
+// Plain TCP or TLS (AMQPS): with a TlsContext the connection first runs the
+// TLS handshake (within the handshake timeout), then the same pump reads and
+// writes through the TLS stream; the session learns the peer's certificate
+// identity through ConnectionInfo.
+//
 // Back-pressure: while the bytes waiting for this socket exceed a limit, the
 // connection stops reading (a publisher that does not read its own socket
 // cannot make the broker buffer without bound), and the session's consumers
@@ -21,13 +26,16 @@
 
 namespace sluice::net {
 
+class TlsContext;
+
 class AmqpConnection : public std::enable_shared_from_this<AmqpConnection>, public broker::SessionHost {
 public:
     // `on_closed` runs once, when the socket closes (the server counts open
     // connections with it). A connection not past connection.open after
-    // handshake_timeout is closed.
+    // handshake_timeout (TLS handshake included) is closed. With `tls`, the
+    // connection speaks TLS (the context outlives it).
     AmqpConnection(boost::asio::ip::tcp::socket socket, broker::Broker& broker, std::function<void()> on_closed,
-                   std::chrono::milliseconds handshake_timeout);
+                   std::chrono::milliseconds handshake_timeout, TlsContext* tls = nullptr);
     ~AmqpConnection() override;
 
     void start();
@@ -44,6 +52,13 @@ public:
     void resume_reading() override;
 
 private:
+    struct TlsStream;  // asio::ssl::stream over socket_ (amqp_connection.cpp)
+
+    // Runs fn(stream) on the TLS stream or the plain socket.
+    template <class Fn>
+    void with_stream(Fn&& fn);
+    void on_tls_handshake(const boost::system::error_code& ec);
+    void begin_session();
     void do_read();
     void on_read(const boost::system::error_code& ec, size_t n);
     void do_flush();
@@ -57,7 +72,10 @@ private:
 
     std::shared_ptr<AmqpConnection> self_;  // set from start() until the socket closes
     boost::asio::ip::tcp::socket socket_;
-    std::unique_ptr<broker::Session> session_;
+    broker::Broker& broker_;
+    TlsContext* tls_context_;
+    std::unique_ptr<TlsStream> tls_;
+    std::unique_ptr<broker::Session> session_;  // from the end of the TLS handshake on
     boost::asio::steady_timer timer_;
     std::function<void()> on_closed_;
     std::chrono::steady_clock::duration linger_time_;

@@ -6,13 +6,16 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <list>
+#include <type_traits>
 
 #include "broker/broker.hpp"
 #include "net/listener.hpp"
 #include "net/dashboard_assets.hpp"
 #include "net/management_api.hpp"
 #include "net/metrics_text.hpp"
+#include "net/tls_context.hpp"
 
 namespace sluice::net {
 
@@ -25,30 +28,29 @@ namespace {
 
 constexpr size_t kMaxRequestBody = 1 << 20;
 constexpr auto kWriteTimeout = std::chrono::seconds(30);
+constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 
-class HttpSession;
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+class HttpConnection;
 
 // The open HTTP connections, oldest first, for the connection cap.
 struct HttpSessions {
-    std::list<HttpSession*> live;
+    std::list<HttpConnection*> live;
     size_t max = 1024;
     std::chrono::seconds request_timeout{20};
 };
 
-// One HTTP connection: reads a request, routes it, writes the answer (which
-// the management API may give later, after a durable write syncs), repeats.
-//
-// Routes: /metrics and /metrics/per-object (Prometheus text, no auth),
-// /api/… (ManagementApi, basic auth), the dashboard's files at / (no auth:
-// the page asks for credentials and sends them with each API call).
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+// What the connection cap sees of a connection, HTTP or HTTPS: it is listed
+// in HttpSessions while open, and may be evicted while it waits for a request.
+class HttpConnection {
 public:
     // `sessions` is shared: pending handlers may outlive the server.
-    HttpSession(tcp::socket socket, broker::Broker& broker, ManagementApi& api, std::shared_ptr<HttpSessions> sessions)
-        : stream_(std::move(socket)), broker_(broker), api_(api), sessions_(std::move(sessions)) {
+    explicit HttpConnection(std::shared_ptr<HttpSessions> sessions) : sessions_(std::move(sessions)) {
         place_ = sessions_->live.insert(sessions_->live.end(), this);
     }
-    ~HttpSession() { unlist(); }
+    virtual ~HttpConnection() { unlist(); }
 
     // Waiting for (the rest of) a request rather than working on an answer.
     bool reading() const { return reading_; }
@@ -57,31 +59,93 @@ public:
     void evict() {
         unlist();  // its descriptor is freed now, so it no longer counts
         reading_ = false;
-        beast::error_code ec;
-        stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-        stream_.socket().close(ec);  // the pending read completes with an error
+        close_socket();  // the pending read completes with an error
     }
+
+protected:
+    virtual void close_socket() = 0;
+    void unlist() {
+        if (!listed_) return;
+        listed_ = false;
+        sessions_->live.erase(place_);
+    }
+
+    std::shared_ptr<HttpSessions> sessions_;
+    std::list<HttpConnection*>::iterator place_;
+    bool listed_ = true;
+    bool reading_ = false;
+    std::chrono::steady_clock::time_point reading_since_;
+};
+
+// One HTTP connection: reads a request, routes it, writes the answer (which
+// the management API may give later, after a durable write syncs), repeats.
+// Over plain TCP or TLS (Stream = PlainStream or TlsStream; HTTPS first runs
+// the handshake).
+//
+// Routes: /metrics and /metrics/per-object (Prometheus text, no auth),
+// /api/… (ManagementApi, basic auth), the dashboard's files at / (no auth:
+// the page asks for credentials and sends them with each API call).
+template <class Stream>
+class HttpSession final : public HttpConnection, public std::enable_shared_from_this<HttpSession<Stream>> {
+public:
+    static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
+    // Args construct the stream: (socket) or (socket, ssl context).
+    template <class... Args>
+    HttpSession(broker::Broker& broker, ManagementApi& api, std::shared_ptr<HttpSessions> sessions, Args&&... args)
+        : HttpConnection(std::move(sessions)), stream_(std::forward<Args>(args)...), broker_(broker), api_(api) {}
 
     void start() {
         beast::error_code ec;
-        auto ep = stream_.socket().remote_endpoint(ec);
+        auto ep = socket().remote_endpoint(ec);
         loopback_ = !ec && (ep.address().is_loopback() ||
                             (ep.address().is_v6() && ep.address().to_v6().is_v4_mapped() &&
                              asio::ip::make_address_v4(asio::ip::v4_mapped, ep.address().to_v6()).is_loopback()));
-        read();
+        if constexpr (kTls) {
+            beast::get_lowest_layer(stream_).expires_after(kTlsHandshakeTimeout);
+            stream_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code e) {
+                if (e) {
+                    self->close_socket();
+                    return;
+                }
+                self->read();
+            });
+        } else {
+            read();
+        }
     }
 
 private:
+    tcp::socket& socket() { return beast::get_lowest_layer(stream_).socket(); }
+
+    void close_socket() override {
+        beast::error_code ec;
+        socket().shutdown(tcp::socket::shutdown_both, ec);
+        socket().close(ec);
+    }
+
+    // The end of a conversation: over TLS close_notify first (a peer that
+    // does not answer it is cut off by the timeout).
+    void close() {
+        if constexpr (kTls) {
+            beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+            stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->close_socket(); });
+        } else {
+            beast::error_code ec;
+            socket().shutdown(tcp::socket::shutdown_both, ec);
+        }
+    }
+
     void read() {
         parser_.emplace();
         parser_->body_limit(kMaxRequestBody);
         // The whole request must arrive in time: a slow (slowloris) or silent
         // client is dropped, however steadily it trickles bytes.
-        stream_.expires_after(sessions_->request_timeout);
+        beast::get_lowest_layer(stream_).expires_after(sessions_->request_timeout);
         reading_ = true;
         reading_since_ = std::chrono::steady_clock::now();
         http::async_read(stream_, buffer_, *parser_,
-                         [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+                         [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
     }
 
     void on_read(beast::error_code ec) {
@@ -99,14 +163,15 @@ private:
             return;
         }
         if (ec) {
-            stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+            if (ec == http::error::end_of_stream) close();
+            else close_socket();
             return;
         }
         auto req = parser_->release();
         version_ = req.version();
         keep_alive_ = req.keep_alive();
         head_ = req.method() == http::verb::head;
-        stream_.expires_never();  // an answer may wait for a durable write
+        beast::get_lowest_layer(stream_).expires_never();  // an answer may wait for a durable write
 
         std::string_view target(req.target().data(), req.target().size());
         std::string_view path = target.substr(0, target.find('?'));
@@ -120,7 +185,7 @@ private:
             r.reason = std::string(req["X-Reason"]);
             r.ajax = !req["X-Requested-With"].empty();
             r.from_loopback = loopback_;
-            api_.handle(r, [self = shared_from_this()](HttpResponse resp) { self->send(std::move(resp)); });
+            api_.handle(r, [self = this->shared_from_this()](HttpResponse resp) { self->send(std::move(resp)); });
             return;
         }
         HttpResponse r;
@@ -161,17 +226,21 @@ private:
         response_.body() = std::move(r.body);
         response_.prepare_payload();
         if (head_) response_.body().clear();  // Content-Length stays that of the GET
-        stream_.expires_after(kWriteTimeout);
-        http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code e, size_t) {
-            if (e || !self->response_.keep_alive()) {
-                self->stream_.socket().shutdown(tcp::socket::shutdown_both, e);
+        beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
+        http::async_write(stream_, response_, [self = this->shared_from_this()](beast::error_code e, size_t) {
+            if (e) {
+                self->close_socket();
+                return;
+            }
+            if (!self->response_.keep_alive()) {
+                self->close();
                 return;
             }
             self->read();
         });
     }
 
-    beast::tcp_stream stream_;
+    Stream stream_;
     broker::Broker& broker_;
     ManagementApi& api_;
     beast::flat_buffer buffer_;
@@ -181,17 +250,6 @@ private:
     bool keep_alive_ = true;
     bool head_ = false;
     bool loopback_ = false;
-    void unlist() {
-        if (!listed_) return;
-        listed_ = false;
-        sessions_->live.erase(place_);
-    }
-
-    std::shared_ptr<HttpSessions> sessions_;
-    std::list<HttpSession*>::iterator place_;
-    bool listed_ = true;
-    bool reading_ = false;
-    std::chrono::steady_clock::time_point reading_since_;
 };
 
 }  // namespace
@@ -204,13 +262,21 @@ struct HttpServer::Impl {
     ManagementApi api;
     asio::steady_timer sample_timer;  // the API's rates
     std::list<tcp::acceptor> acceptors;
+    std::list<tcp::acceptor> tls_acceptors;
     uint16_t port = 0;
+    uint16_t tls_port = 0;
 
-    void accept(tcp::acceptor& a) {
-        a.async_accept([this, &a](beast::error_code ec, tcp::socket socket) {
+    void accept(tcp::acceptor& a, TlsContext* tls) {
+        a.async_accept([this, &a, tls](beast::error_code ec, tcp::socket socket) {
             if (ec == asio::error::operation_aborted) return;
-            if (!ec && make_room()) std::make_shared<HttpSession>(std::move(socket), broker, api, sessions)->start();
-            accept(a);  // a refused socket closes as it goes out of scope
+            if (!ec && make_room()) {
+                if (tls)
+                    std::make_shared<HttpSession<TlsStream>>(broker, api, sessions, std::move(socket), tls->context())
+                        ->start();
+                else
+                    std::make_shared<HttpSession<PlainStream>>(broker, api, sessions, std::move(socket))->start();
+            }
+            accept(a, tls);  // a refused socket closes as it goes out of scope
         });
     }
 
@@ -218,8 +284,8 @@ struct HttpServer::Impl {
     // request. False when every connection is busy answering.
     bool make_room() {
         if (sessions->live.size() < sessions->max) return true;
-        HttpSession* oldest = nullptr;
-        for (HttpSession* s : sessions->live)
+        HttpConnection* oldest = nullptr;
+        for (HttpConnection* s : sessions->live)
             if (s->reading() && (!oldest || s->reading_since() < oldest->reading_since())) oldest = s;
         if (!oldest) return false;
         oldest->evict();
@@ -247,18 +313,27 @@ HttpServer::~HttpServer() = default;
 std::string HttpServer::listen(const std::string& host, uint16_t port) {
     std::string err = bind_listeners(impl_->io, host, port, impl_->acceptors, impl_->port);
     if (!err.empty()) return err;
-    for (auto& a : impl_->acceptors) impl_->accept(a);
+    for (auto& a : impl_->acceptors) impl_->accept(a, nullptr);
+    return "";
+}
+
+std::string HttpServer::listen_tls(const std::string& host, uint16_t port, TlsContext& tls) {
+    std::string err = bind_listeners(impl_->io, host, port, impl_->tls_acceptors, impl_->tls_port);
+    if (!err.empty()) return err;
+    for (auto& a : impl_->tls_acceptors) impl_->accept(a, &tls);
     return "";
 }
 
 void HttpServer::stop() {
     impl_->sample_timer.cancel();
-    for (auto& a : impl_->acceptors) {
-        beast::error_code ec;
-        a.close(ec);
-    }
+    for (auto* list : {&impl_->acceptors, &impl_->tls_acceptors})
+        for (auto& a : *list) {
+            beast::error_code ec;
+            a.close(ec);
+        }
 }
 
 uint16_t HttpServer::port() const { return impl_->port; }
+uint16_t HttpServer::tls_port() const { return impl_->tls_port; }
 
 }  // namespace sluice::net

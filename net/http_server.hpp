@@ -1,5 +1,6 @@
 // The HTTP listener (Boost.Beast): /metrics, the management API under /api/
-// (management_api.hpp) and the dashboard (net/dashboard/). Private to net/.
+// (management_api.hpp) and the dashboard (net/dashboard/), over plain HTTP,
+// HTTPS or both. Private to net/.
 //
 // Thread-safety: runs on the server's io_context thread.
 #pragma once
@@ -19,6 +20,8 @@ class Broker;
 
 namespace sluice::net {
 
+class TlsContext;
+
 class HttpServer {
 public:
     // At most max_connections at once: a new one past that closes the
@@ -30,8 +33,11 @@ public:
     ~HttpServer();
     // Binds host:port ("" = every address). Returns "" or the error.
     std::string listen(const std::string& host, uint16_t port);
+    // The same for HTTPS (`tls` outlives the server).
+    std::string listen_tls(const std::string& host, uint16_t port, TlsContext& tls);
     void stop();
     uint16_t port() const;
+    uint16_t tls_port() const;
 
 private:
     struct Impl;

@@ -158,7 +158,8 @@ json::object connection_json(State& s, const broker::Session& c) {
     o["peer_port"] = port;
     o["protocol"] = "AMQP 0-9-1";
     o["type"] = "network";
-    o["ssl"] = false;
+    o["ssl"] = c.info().tls;
+    if (c.info().tls) o["ssl_protocol"] = c.info().tls_protocol;
     o["frame_max"] = c.frame_max();
     o["channel_max"] = c.channel_max();
     o["timeout"] = c.heartbeat();

@@ -50,10 +50,13 @@ struct Server::Impl {
     asio::signal_set reload_signal;
     std::function<void()> on_reload;
     ResourceMonitor resources;
+    std::unique_ptr<TlsContext> tls;  // when a TLS listener is on
     std::list<tcp::acceptor> acceptors;
+    std::list<tcp::acceptor> tls_acceptors;
     std::list<std::weak_ptr<AmqpConnection>> connections;
     std::unique_ptr<HttpServer> http;
     uint16_t amqp_port = 0;
+    uint16_t amqps_port = 0;
     asio::steady_timer disk_timer{io};
     // Fires at the broker's earliest deadline (TTLs, queue expiry).
     asio::steady_timer deadline_timer{io};
@@ -94,18 +97,19 @@ struct Server::Impl {
         });
     }
 
-    void accept(tcp::acceptor& a) {
-        a.async_accept([this, &a](const boost::system::error_code& ec, tcp::socket socket) {
+    void accept(tcp::acceptor& a, TlsContext* tls_context) {
+        a.async_accept([this, &a, tls_context](const boost::system::error_code& ec, tcp::socket socket) {
             if (ec == asio::error::operation_aborted) return;
             if (!ec) {
                 ++open_connections;
                 auto c = std::make_shared<AmqpConnection>(std::move(socket), broker, [this] { on_connection_closed(); },
-                                                          std::chrono::milliseconds(config.handshake_timeout_ms));
+                                                          std::chrono::milliseconds(config.handshake_timeout_ms),
+                                                          tls_context);
                 c->start();
                 connections.push_back(c);
                 if (connections.size() % 64 == 0) connections.remove_if([](auto& w) { return w.expired(); });
             }
-            accept(a);
+            accept(a, tls_context);
         });
     }
 
@@ -134,10 +138,11 @@ struct Server::Impl {
         deadline_timer.cancel();
         boost::system::error_code ignored;
         reload_signal.cancel(ignored);
-        for (auto& a : acceptors) {
-            boost::system::error_code ec;
-            a.close(ec);
-        }
+        for (auto* list : {&acceptors, &tls_acceptors})
+            for (auto& a : *list) {
+                boost::system::error_code ec;
+                a.close(ec);
+            }
         if (http) http->stop();
         connections.remove_if([](auto& w) { return w.expired(); });
         if (!connections.empty())
@@ -172,14 +177,32 @@ Server::Server(broker::Broker& broker, ServerConfig config) : impl_(std::make_un
 Server::~Server() = default;
 
 std::string Server::listen() {
-    std::string err = bind_listeners(impl_->io, impl_->config.amqp_bind, impl_->config.amqp_port, impl_->acceptors, impl_->amqp_port);
+    Impl& m = *impl_;
+    const ServerConfig& c = m.config;
+    std::string err;
+    if (c.amqps_port != 0 || c.https_port != 0) {
+        m.tls = TlsContext::load(c.tls, err);
+        if (!m.tls) return err;
+    }
+    err = bind_listeners(m.io, c.amqp_bind, c.amqp_port, m.acceptors, m.amqp_port);
     if (!err.empty()) return "AMQP listener: " + err;
-    for (auto& a : impl_->acceptors) impl_->accept(a);
-    if (impl_->config.http_port != 0 || !impl_->config.http_bind.empty()) {
-        impl_->http = std::make_unique<HttpServer>(impl_->io, impl_->broker, impl_->config.http_max_connections,
-                                                   std::chrono::seconds(impl_->config.http_request_timeout_s));
-        err = impl_->http->listen(impl_->config.http_bind, impl_->config.http_port);
+    for (auto& a : m.acceptors) m.accept(a, nullptr);
+    if (c.amqps_port != 0) {
+        err = bind_listeners(m.io, c.amqp_bind, c.amqps_port, m.tls_acceptors, m.amqps_port);
+        if (!err.empty()) return "AMQPS listener: " + err;
+        for (auto& a : m.tls_acceptors) m.accept(a, m.tls.get());
+    }
+    const bool plain_http = c.http_port != 0 || !c.http_bind.empty();
+    if (plain_http || c.https_port != 0)
+        m.http = std::make_unique<HttpServer>(m.io, m.broker, c.http_max_connections,
+                                              std::chrono::seconds(c.http_request_timeout_s));
+    if (plain_http) {
+        err = m.http->listen(c.http_bind, c.http_port);
         if (!err.empty()) return "HTTP listener: " + err;
+    }
+    if (c.https_port != 0) {
+        err = m.http->listen_tls(c.http_bind, c.https_port, *m.tls);
+        if (!err.empty()) return "HTTPS listener: " + err;
     }
     return "";
 }
@@ -208,6 +231,8 @@ void Server::set_resource_limits(uint64_t memory_limit, uint64_t disk_free_limit
 }
 
 uint16_t Server::amqp_port() const { return impl_->amqp_port; }
+uint16_t Server::amqps_port() const { return impl_->amqps_port; }
 uint16_t Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+uint16_t Server::https_port() const { return impl_->http ? impl_->http->tls_port() : 0; }
 
 }  // namespace sluice::net

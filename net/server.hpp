@@ -1,5 +1,5 @@
-// The network front: AMQP listeners (IPv4 and IPv6), the HTTP listener, and
-// the event loop that runs them. Asio stays behind this header (pimpl), so
+// The network front: AMQP listeners (IPv4 and IPv6; plain and TLS), the HTTP
+// listeners (plain and TLS), and the event loop that runs them. Asio stays behind this header (pimpl), so
 // only net/*.cpp compile it.
 //
 // Threads: run() drives one io_context on the calling thread; every
@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 
+#include "net/tls_context.hpp"
+
 namespace sluice::broker {
 class Broker;
 class Executor;
@@ -23,8 +25,11 @@ namespace sluice::net {
 struct ServerConfig {
     std::string amqp_bind = "";  // "" = every address, IPv4 and IPv6
     uint16_t amqp_port = 5672;
+    uint16_t amqps_port = 0;     // AMQP over TLS on amqp_bind; 0 = none (RabbitMQ uses 5671)
     std::string http_bind = "";
     uint16_t http_port = 15672;  // 0 = no HTTP listener
+    uint16_t https_port = 0;     // HTTPS on http_bind; 0 = none (RabbitMQ uses 15671)
+    TlsConfig tls;               // for both TLS listeners
     // Free space is checked here every second; below the limit the disk alarm
     // blocks publishers. Empty path = no check.
     std::string disk_path;
@@ -63,7 +68,9 @@ public:
     // New alarm thresholds (server's thread); applied at the next check.
     void set_resource_limits(uint64_t memory_limit, uint64_t disk_free_limit);
     uint16_t amqp_port() const;
+    uint16_t amqps_port() const;  // 0 = none
     uint16_t http_port() const;
+    uint16_t https_port() const;  // 0 = none
 
 private:
     struct Impl;

@@ -115,13 +115,14 @@ class Broker:
     broker (RabbitMQ) named by SLUICE_TEST_AMQP_PORT."""
 
     def __init__(self, host, port, http_port=None, data_dir=None, exe=None,
-                 workdir=None):
+                 workdir=None, extra_args=()):
         self.host = host
         self.port = port
         self.http_port = http_port
         self.data_dir = data_dir
         self.exe = exe
         self.workdir = workdir
+        self.extra_args = list(extra_args)    # more sluiced options
         self.proc = None
         self.killed_on_purpose = False
         self.log_path = os.path.join(workdir, "sluiced.log") if workdir else None
@@ -150,7 +151,7 @@ class Broker:
         self._log.flush()
         cmd = [self.exe, "--amqp-port", str(self.port),
                "--http-port", str(self.http_port),
-               "--data-dir", self.data_dir]
+               "--data-dir", self.data_dir] + self.extra_args
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir)
         self._log.close()         # the child has its own descriptor
@@ -282,8 +283,9 @@ def _sluiced_path():
 
 
 @contextlib.contextmanager
-def started_broker():
-    """Start a fresh sluiced (or hand out the external broker)."""
+def started_broker(extra_args=()):
+    """Start a fresh sluiced (or hand out the external broker), with
+    extra_args added to its command line."""
     if os.environ.get("SLUICE_TEST_AMQP_PORT"):
         yield _external_broker()
         return
@@ -295,7 +297,7 @@ def started_broker():
     last_error = None
     for _ in range(3):      # a port picked free can be taken before we bind it
         b = Broker("127.0.0.1", free_port(), http_port=free_port(),
-                   data_dir=data_dir, exe=exe, workdir=workdir)
+                   data_dir=data_dir, exe=exe, workdir=workdir, extra_args=extra_args)
         try:
             b.start()
             break

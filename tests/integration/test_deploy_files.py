@@ -329,10 +329,13 @@ def test_sluiced_runs_with_the_whole_example_config_uncommented():
                 m = CONF_LINE.match(line)
                 dst.write("%s = %s\n" % (m.group(1), m.group(2)) if m else line)
         port, http = free_port(), free_port()
-        # The command line wins: ports and data dir of the test's own.
+        # The command line wins: ports and data dir of the test's own, and no
+        # TLS listeners (the example's certificate paths are not here; test_tls
+        # covers those options).
         log = open(os.path.join(work, "log"), "wb")
         proc = subprocess.Popen([_sluiced_path(), "--config", conf, "--amqp-port", str(port),
-                                 "--http-port", str(http), "--data-dir", os.path.join(work, "data")],
+                                 "--http-port", str(http), "--data-dir", os.path.join(work, "data"),
+                                 "--amqps-port", "0", "--https-port", "0"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work)
         log.close()
 

@@ -124,6 +124,48 @@ TEST_F(SessionTest, UnknownMechanismRefused) {
     c.expect_connection_close(403);
 }
 
+TEST_F(SessionTest, ExternalIsOfferedOnlyWithACertificateUser) {
+    TestClient& plain = client();
+    ASSERT_TRUE(plain.handshake());
+    EXPECT_EQ(std::string_view(plain.start().mechanisms), "PLAIN AMQPLAIN");
+    ClientOptions o;
+    o.cert_user = "guest";
+    TestClient& tls = client(o);
+    ASSERT_TRUE(tls.handshake());
+    EXPECT_EQ(std::string_view(tls.start().mechanisms), "PLAIN AMQPLAIN EXTERNAL");
+}
+
+TEST_F(SessionTest, ExternalLogsInAsTheCertificateUserWithoutAPassword) {
+    ClientOptions o;
+    o.mechanism = "EXTERNAL";
+    o.cert_user = "guest";
+    o.user = "";
+    o.password = "";
+    TestClient& c = client(o);
+    ASSERT_TRUE(c.handshake()) << c.describe_pending();
+    EXPECT_EQ(c.session().user(), "guest");
+}
+
+TEST_F(SessionTest, ExternalForAnUnknownCertificateUserIs403) {
+    ClientOptions o;
+    o.mechanism = "EXTERNAL";
+    o.cert_user = "mallory";
+    TestClient& c = client(o);
+    EXPECT_FALSE(c.handshake());
+    c.expect_connection_close(403);
+    EXPECT_TRUE(c.session().user().empty());
+}
+
+TEST_F(SessionTest, ExternalKeepsTheDefaultUsersLoopbackRule) {
+    ClientOptions o;
+    o.mechanism = "EXTERNAL";
+    o.cert_user = "guest";
+    o.loopback = false;
+    TestClient& c = client(o);
+    EXPECT_FALSE(c.handshake());
+    c.expect_connection_close(403);
+}
+
 TEST_F(SessionTest, TuneOkFrameMaxBelowMinimumIs530) {
     ClientOptions o;
     o.frame_max = 1024;

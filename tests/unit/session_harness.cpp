@@ -49,6 +49,8 @@ TestClient::TestClient(broker::Broker& broker, ClientOptions options)
     broker::ConnectionInfo info;
     info.peer = options_.loopback ? "127.0.0.1:40000" : "192.0.2.1:40000";
     info.loopback = options_.loopback;
+    info.tls = !options_.cert_user.empty();
+    info.cert_user = options_.cert_user;
     session_ = std::make_unique<broker::Session>(broker_, host_, std::move(info));
     frame_max_ = broker_.config().frame_max;
 }

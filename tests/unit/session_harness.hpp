@@ -79,6 +79,8 @@ struct ClientOptions {
     std::string password = "guest";
     std::string mechanism = "PLAIN";
     bool loopback = true;
+    // The user a verified TLS client certificate names (ConnectionInfo::cert_user).
+    std::string cert_user;
     // Capabilities announced in client-properties.
     std::vector<std::string> capabilities = {"publisher_confirms",     "exchange_exchange_bindings",
                                              "basic.nack",             "consumer_cancel_notify",
