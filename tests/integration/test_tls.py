@@ -7,10 +7,12 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import tempfile
+import time
 import urllib.request
 import warnings
 
@@ -326,3 +328,25 @@ def test_external_login_as_the_certificate_subject_dn(pki, strict):
     with pytest.raises((pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError,
                         pika.exceptions.ProbableAccessDeniedError)):
         strict.pika(pki, cert="guest", credentials=pika.credentials.ExternalCredentials())
+
+
+# --------------------------------------------------------------------------
+# shutdown over TLS (the connection lingers without a TCP half-close)
+
+def test_sigterm_closes_amqps_clients_with_320(pki):
+    gen = tls_broker(pki)
+    t = next(gen)
+    try:
+        conn = t.pika(pki)
+        conn.channel()
+        t.b.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                conn.process_data_events(time_limit=0.1)
+        assert (e.value.reply_code, e.value.reply_text) == (320, "CONNECTION_FORCED - broker shutdown")
+        # pika answered close-ok and closed: no waiting for the 5 s bound.
+        assert t.b.proc.wait(timeout=4) == 0, t.b.log_tail()
+        t.b.start()     # for the fixture's own clean stop
+    finally:
+        gen.close()
