@@ -13,7 +13,8 @@ the event is acknowledged anywhere:
             persistent messages to durable queues or transient messages to
             transient queues, always with publisher confirms
   consumer  R id (received; logged before its ack); acks, and nacks with
-            requeue now and then
+            requeue now and then; now and then SIGSTOPped for a few
+            seconds (a client that stops reading while messages pile up)
   rpc       a server answering requests, and a client calling through
             direct reply-to and checking each reply's correlation id
 
@@ -214,6 +215,8 @@ class Fleet:
         self.procs = {}      # id -> (role, Popen)
         self.n = 0
         self.kills = collections.Counter()
+        self.paused = {}     # id -> when to SIGCONT it
+        self.pauses = 0
 
     def spawn(self, role):
         self.n += 1
@@ -229,10 +232,31 @@ class Fleet:
             return
         wid = rng.choice(alive)
         role, p = self.procs.pop(wid)
+        self.paused.pop(wid, None)
         p.send_signal(signal.SIGKILL)
         p.wait()
         self.kills[role] += 1
         self.spawn(role)
+
+    def pause_one(self, rng):
+        """SIGSTOP a consumer for 2-8 s: a client that stops reading its
+        socket while messages pile up for it (and queues grow meanwhile)."""
+        running = [w for w, (r, p) in self.procs.items()
+                   if r == "consumer" and p.poll() is None and w not in self.paused]
+        if not running:
+            return
+        wid = rng.choice(running)
+        self.procs[wid][1].send_signal(signal.SIGSTOP)
+        self.paused[wid] = time.monotonic() + rng.uniform(2, 8)
+        self.pauses += 1
+
+    def resume_due(self, everyone=False):
+        for wid, when in list(self.paused.items()):
+            if everyone or time.monotonic() >= when:
+                entry = self.procs.get(wid)
+                if entry and entry[1].poll() is None:
+                    entry[1].send_signal(signal.SIGCONT)
+                del self.paused[wid]
 
     def replace_dead(self):
         for wid, (role, p) in list(self.procs.items()):
@@ -321,11 +345,16 @@ def conductor(args):
           flush=True)
     end = time.monotonic() + args.minutes * 60
     next_kill = time.monotonic() + rng.uniform(1, 5)
+    next_pause = time.monotonic() + rng.uniform(5, 15)
     next_report = time.monotonic() + 30
     rss_peak = rss_start = rss_of(broker.pid) if broker else 0
     while time.monotonic() < end:
         time.sleep(0.2)
         fleet.replace_dead()
+        fleet.resume_due()
+        if time.monotonic() >= next_pause:
+            fleet.pause_one(rng)
+            next_pause = time.monotonic() + rng.uniform(5, 15)
         if broker:
             assert broker.poll() is None, "sluiced died (exit %s); see %s" % (broker.returncode, workdir)
             rss_peak = max(rss_peak, rss_of(broker.pid))
@@ -334,11 +363,12 @@ def conductor(args):
             next_kill = time.monotonic() + rng.uniform(1, 5)
         if time.monotonic() >= next_report:
             ev = read_logs(workdir)
-            print("soak: %4.0f s left: %d confirmed, %d received, %d rpc calls, %d kills, broker RSS %d MiB"
+            print("soak: %4.0f s left: %d confirmed, %d received, %d rpc calls, %d kills, %d pauses, broker RSS %d MiB"
                   % (end - time.monotonic(), len(ev["C"]), len(ev["R"]), len(ev["P"]), sum(fleet.kills.values()),
-                     rss_of(broker.pid) >> 20 if broker else -1), flush=True)
+                     fleet.pauses, rss_of(broker.pid) >> 20 if broker else -1), flush=True)
             next_report = time.monotonic() + 30
 
+    fleet.resume_due(everyone=True)
     fleet.stop({"producer-persistent", "producer-transient", "rpc-client"})
     fleet.stop({"consumer", "rpc-server"})
     depth, drained = drain(port)
@@ -368,6 +398,7 @@ def conductor(args):
         "rpc_mismatch": len(ev["X"]),
         "rpc_timeouts": len(ev["T"]),
         "kills": dict(fleet.kills),
+        "consumer_pauses": fleet.pauses,
         "broker_rss_start_mib": rss_start >> 20,
         "broker_rss_peak_mib": rss_peak >> 20,
     }
