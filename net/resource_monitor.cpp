@@ -1,5 +1,6 @@
 #include "net/resource_monitor.hpp"
 
+#include <malloc.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -43,6 +44,13 @@ void ResourceMonitor::check(broker::Broker& broker) {
     r.disk_free_limit = limits_.disk_free_limit;
 
     r.memory_used = resident_memory_bytes();
+    if (r.memory_used > limits_.memory_limit) {
+        // Over the watermark: hand what the allocator keeps of freed memory
+        // back to the system before judging, or a drained backlog would
+        // hold the alarm on (glibc keeps freed blocks for reuse).
+        malloc_trim(0);
+        r.memory_used = resident_memory_bytes();
+    }
     if (r.memory_used != 0) {
         const bool high = r.memory_used > limits_.memory_limit;
         if (high != broker.alarm_active(Alarm::memory))
