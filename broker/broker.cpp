@@ -146,6 +146,15 @@ bool Broker::delete_vhost(std::string_view name) {
     return true;
 }
 
+bool Broker::delete_user(std::string_view name) {
+    if (!access_.delete_user(name)) return false;
+    std::vector<Session*> sessions = sessions_;
+    for (Session* s : sessions)
+        if (std::find(sessions_.begin(), sessions_.end(), s) != sessions_.end() && !s->closed() && s->user() == name)
+            s->connection_error(amqp_error(reply::connection_forced, "user '" + std::string(name) + "' is deleted"));
+    return true;
+}
+
 void Broker::create_defaults() {
     put_vhost("/", "Default virtual host", {});
     User u;

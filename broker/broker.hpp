@@ -103,6 +103,9 @@ public:
     // RabbitMQ's vhost limits by name ("max-connections", "max-queues");
     // value < 0 removes the limit. False for an unknown vhost.
     bool set_vhost_limits(std::string_view name, const VHostLimits& limits);
+    // Deletes a user (and its permissions); its connections are closed
+    // (320 CONNECTION_FORCED), as RabbitMQ does. False if there was none.
+    bool delete_user(std::string_view name);
     AccessControl& access_control() { return access_; }
     const AccessControl& access_control() const { return access_; }
     BrokerStats& stats() { return stats_; }

@@ -280,7 +280,7 @@ void handle_users(State& s, const Request& r, const Reply& reply) {
         return reply_when_synced(s, true, created_or_updated(created), reply);
     }
     if (m == "DELETE") {
-        if (!ac.delete_user(name)) return reply(not_found("no user '" + name + "'"));
+        if (!s.broker.delete_user(name)) return reply(not_found("no user '" + name + "'"));
         return reply_when_synced(s, true, no_content(), reply);
     }
     if (!get) return reply(method_not_allowed("GET, HEAD, PUT, DELETE"));

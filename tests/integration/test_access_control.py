@@ -285,6 +285,22 @@ def test_api_users_vhosts_permissions_round_trip(api):
     assert api.get("/api/vhosts/" + q(vhost)).status == 404
 
 
+def test_deleting_a_user_closes_its_connections(broker, api, connect):
+    name = unique("gone")
+    add_user(api, name)
+    set_perms(api, "/", name)
+    c = login(broker, name)
+    bystander = connect()
+    assert api.delete("/api/users/" + q(name)).status == 204
+    with pytest.raises(ConnectionClosedByBroker) as ei:
+        for _ in range(50):
+            c.process_data_events(time_limit=0.1)
+    assert ei.value.reply_code == 320 and ei.value.reply_text == "CONNECTION_FORCED - user '%s' is deleted" % name
+    bystander.channel().queue_declare(queue="", exclusive=True)
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        login(broker, name)
+
+
 # --------------------------------------------------------------------------
 # vhosts: isolation, deletion, limits
 

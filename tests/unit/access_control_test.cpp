@@ -225,6 +225,20 @@ TEST_F(AccessTest, LoginChecksThePasswordHash) {
     EXPECT_TRUE(client(o).handshake());
 }
 
+TEST_F(AccessTest, DeletingAUserClosesItsConnections) {
+    add_alice();
+    TestClient& c = alice();
+    TestClient& g = connect();
+    EXPECT_TRUE(broker().delete_user("alice"));
+    ServerFrame f = c.expect_connection_close(320);
+    ASSERT_TRUE(f.is<m::ConnectionClose>());
+    EXPECT_EQ(std::string(f.get<m::ConnectionClose>().reply_text), "CONNECTION_FORCED - user 'alice' is deleted");
+    EXPECT_EQ(g.pending(), 0u) << g.describe_pending();
+    EXPECT_EQ(g.declare_queue(1, "still.here"), "still.here");
+    EXPECT_FALSE(broker().access_control().permissions("alice", "/"));
+    EXPECT_FALSE(broker().delete_user("alice"));
+}
+
 TEST_F(AccessTest, DefaultUserFromAfarUnlessConfigured) {
     ClientOptions o;
     o.loopback = false;
