@@ -222,11 +222,13 @@ def test_memory_alarm_sets_when_the_broker_really_grows(configured):
     blocked_at = sent[0]
     cons = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", c.b.port, heartbeat=0))
     cons.channel().queue_purge(q)
-    wait_for(lambda: ("unblocked",) in events or errors, 10, interval=0.05,
-             what="the alarm to clear once the backlog is gone (RSS %d MiB, limit %d MiB)"
-             % (rss_bytes(pid) >> 20, limit >> 20))
-    assert "memory alarm cleared" in c.log()
+    if not sanitized_build():   # ASan's quarantine keeps freed memory resident
+        wait_for(lambda: ("unblocked",) in events or errors, 10, interval=0.05,
+                 what="the alarm to clear once the backlog is gone (RSS %d MiB, limit %d MiB)"
+                 % (rss_bytes(pid) >> 20, limit >> 20))
+        assert "memory alarm cleared" in c.log()
     c.reload(**{"vm-memory-high-watermark-absolute": "64GiB"})
+    wait_for(lambda: ("unblocked",) in events or errors, 10, what="connection.unblocked")
     wait_for(lambda: sent[0] > blocked_at + 32 or errors, 20, what="the publisher to go on")
     stop.set()
     t.join(10)
