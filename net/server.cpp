@@ -6,6 +6,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdlib>
+#include <sched.h>
 #include <iostream>
 #include <ctime>
 #include <list>
@@ -16,6 +17,7 @@
 #include "net/http_server.hpp"
 #include "net/listener.hpp"
 #include "net/resource_monitor.hpp"
+#include "net/spin_window.hpp"
 
 namespace sluice::net {
 
@@ -172,6 +174,33 @@ struct Server::Impl {
     }
 };
 
+namespace {
+
+// The event loop with a busy-poll (see spin_window.hpp): once a pass over the
+// sockets finds nothing to do, keep polling — a non-blocking epoll_wait per
+// pass, then sched_yield so a task sharing this core runs first — for up to
+// the window before blocking in epoll_wait.
+void run_busy_polling(asio::io_context& io, SpinWindow window) {
+    using clock = std::chrono::steady_clock;
+    auto last_work = clock::now();
+    while (!io.stopped()) {
+        if (io.poll() > 0) {
+            last_work = clock::now();
+            continue;
+        }
+        if (io.stopped()) break;
+        if (clock::now() - last_work < window.current()) {
+            sched_yield();
+            continue;
+        }
+        io.run_one();  // sleep until the next event
+        window.on_slept(clock::now() - last_work);
+        last_work = clock::now();
+    }
+}
+
+}  // namespace
+
 Server::Server(broker::Broker& broker, ServerConfig config) : impl_(std::make_unique<Impl>(broker, std::move(config))) {}
 
 Server::~Server() = default;
@@ -215,7 +244,12 @@ void Server::run() {
     impl_->signals.async_wait([this](const boost::system::error_code& ec, int sig) {
         if (!ec) impl_->on_signal(sig);
     });
-    impl_->io.run();
+    const uint32_t spin_us = impl_->config.busy_poll_us;
+    if (spin_us == 0) {
+        impl_->io.run();
+        return;
+    }
+    run_busy_polling(impl_->io, SpinWindow(std::chrono::microseconds(spin_us)));
 }
 
 void Server::stop() {
