@@ -37,6 +37,7 @@ void Queue::publish(QueuedMessage qm) {
     ++counters.published;
     ready_bytes_ += qm.message->body_size();
     const uint64_t expires_ms = qm.expires_ms;
+    const uint64_t qm_seq = qm.seq;
     Durability& durability = vhost_.broker().durability();
     if (durability.enabled() && (paged_count_ > 0 || !has_memory_room())) {
         // The tail lives in the store: keep order, drop the message from memory.
@@ -50,7 +51,14 @@ void Queue::publish(QueuedMessage qm) {
         qm.enqueued_s = vhost_.broker().now_s();
         insert_ready(std::move(qm));
     }
-    if (!consumers_.empty()) dispatch();
+    if (!consumers_.empty()) {
+        // A message that a consumer can take as it arrives is delivered, not
+        // expired, however little TTL it has (RabbitMQ's rule for TTL 0):
+        // the dispatcher does not look at this one's expiry.
+        arriving_seq_ = expires_ms != 0 ? qm_seq : 0;
+        dispatch();
+        arriving_seq_ = 0;
+    }
     if (options_.features.has_length_limit()) enforce_length_limit();
     if (expires_ms != 0) {
         // A TTL of 0 means "now or never": what no consumer took is expired.
@@ -244,7 +252,8 @@ void Queue::dispatch() {
             refill();
             if (ready_.empty()) break;
         }
-        if (ready_.front().expires_ms != 0 && ready_.front().expires_ms < vhost_.broker().now_ms()) {
+        if (ready_.front().expires_ms != 0 && ready_.front().seq != arriving_seq_ &&
+            ready_.front().expires_ms < vhost_.broker().now_ms()) {
             expire_head(vhost_.broker().now_ms(), false);
             continue;
         }

@@ -202,6 +202,7 @@ private:
     uint64_t ready_bytes_ = 0;
     uint64_t page_from_ = 0;
     uint64_t wake_ms_ = 0;       // the deadline asked of the broker's timers (0 = none)
+    uint64_t arriving_seq_ = 0;  // the message Queue::publish is dispatching (its expiry not checked)
     uint64_t last_used_ms_ = 0;  // x-expires: last declare, get or consumer
     // (batch generation, first seq paged in it) for paged writes that may not
     // be synced yet: they cannot be read back before their batch is.
