@@ -145,10 +145,7 @@ void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_m
 std::optional<QueuedMessage> Queue::get(bool no_ack) {
     touch();
     refill();
-    if (!ready_.empty() && ready_.front().expires_ms != 0) {
-        expire_head(vhost_.broker().now_ms(), false);
-        if (ready_.empty()) refill();
-    }
+    if (!ready_.empty() && ready_.front().expires_ms != 0) expire_head(vhost_.broker().now_ms(), false);
     if (ready_.empty()) return std::nullopt;
     QueuedMessage qm = std::move(ready_.front());
     ready_.pop_front();

@@ -45,8 +45,7 @@ void Queue::discard(QueuedMessage qm, DeathReason reason) {
         ++counters.dropped;
         ++stats.messages_dropped_maxlen;
     }
-    const auto& dlx = options_.features.dead_letter_exchange;
-    if (dlx) vhost_.dead_letter(*this, qm.message, reason);
+    vhost_.dead_letter(*this, qm.message, reason);  // if the queue has a dead-letter exchange
     if (qm.stored) vhost_.broker().durability().remove_entry(*this, qm.seq, *qm.message);
 }
 

@@ -129,9 +129,8 @@ private:
     std::string name_;
     // publish() scratch, reused.
     std::vector<Queue*> publish_queues_;
-    std::vector<StoredEntry> publish_entries_;
-    std::vector<uint64_t> publish_seqs_;
-    std::vector<uint64_t> publish_expiries_;
+    std::vector<StoredEntry> publish_targets_;  // every queue it enters: seq, expiry
+    std::vector<StoredEntry> publish_entries_;  // those of them that store it
     int publish_depth_ = 0;
     bool draining_dead_letters_ = false;
     std::deque<PendingDeadLetter> dead_letters_;

@@ -44,43 +44,38 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     result.routed = !queues.empty();
     if (result.routed) {
         // Queues that refuse it (x-overflow reject-publish) are out first.
-        for (Queue* q : queues)
-            if (q->refuses(*msg)) {
-                result.rejected = true;
-                if (q->features().overflow == Overflow::reject_publish_dlx)
-                    dead_letter(*q, msg, DeathReason::maxlen);
-            }
-        if (result.rejected) std::erase_if(queues, [&](Queue* q) { return q->refuses(*msg); });
+        std::erase_if(queues, [&](Queue* q) {
+            if (!q->refuses(*msg)) return false;
+            result.rejected = true;
+            if (q->features().overflow == Overflow::reject_publish_dlx) dead_letter(*q, msg, DeathReason::maxlen);
+            return true;
+        });
 
         // Sequence numbers and expiries, then one write for the durable
         // queues, before any queue sees it (so an early ack finds it).
         Durability& durability = broker_.durability();
         const bool persist = msg->persistent() && durability.enabled();
         uint64_t now_ms = 0;
+        publish_targets_.clear();
         publish_entries_.clear();
-        publish_seqs_.clear();
-        publish_expiries_.clear();
         for (Queue* q : queues) {
-            uint64_t seq = q->allocate_seq();
-            uint64_t expires = 0;
+            StoredEntry e{q, q->allocate_seq(), 0};
             if (msg->expiration_ms() >= 0 || q->features().message_ttl_ms) {
                 if (now_ms == 0) now_ms = broker_.now_ms();
-                expires = q->expiry_for(*msg, now_ms);
+                e.expires_ms = q->expiry_for(*msg, now_ms);
             }
-            publish_seqs_.push_back(seq);
-            publish_expiries_.push_back(expires);
-            if (persist && q->durable()) publish_entries_.push_back(StoredEntry{q, seq, expires});
+            publish_targets_.push_back(e);
+            if (persist && q->durable()) publish_entries_.push_back(e);
         }
         durability.store_message(msg, publish_entries_);
         result.stored = !publish_entries_.empty();
         size_t next_stored = 0;
-        for (size_t i = 0; i < queues.size(); ++i) {
-            Queue* q = queues[i];
-            bool stored = next_stored < publish_entries_.size() && publish_entries_[next_stored].queue == q;
+        for (const StoredEntry& t : publish_targets_) {
+            bool stored = next_stored < publish_entries_.size() && publish_entries_[next_stored].queue == t.queue;
             if (stored) ++next_stored;
-            QueuedMessage qm{msg, publish_seqs_[i], false, stored};
-            qm.expires_ms = publish_expiries_[i];
-            q->publish(std::move(qm));
+            QueuedMessage qm{msg, t.seq, false, stored};
+            qm.expires_ms = t.expires_ms;
+            t.queue->publish(std::move(qm));
         }
     }
     --publish_depth_;
