@@ -227,7 +227,7 @@ void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
     const Message& msg = *qm.message;
     const uint64_t tag = write_delivery(consumer.tag, qm.redelivered, msg);
     if (consumer.no_ack) {
-        if (qm.stored) session_.broker().durability().remove_entry(*consumer.queue, qm.seq, msg);
+        if (qm.stored) session_.broker().durability().remove_entry(*consumer.queue, qm.seq);
     } else {  // the queue counted it as unacked too
         ++consumer.unacked;
         ++channel_unacked_;
@@ -273,7 +273,7 @@ void Channel::settle(Unacked& u, Settlement how) {
     }
     u.queue->settle(u.qm);
     if (u.qm.stored && !u.queue->deleted())
-        session_.broker().durability().remove_entry(*u.queue, u.qm.seq, *u.qm.message);
+        session_.broker().durability().remove_entry(*u.queue, u.qm.seq);
 }
 
 }  // namespace sluice::broker

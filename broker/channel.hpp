@@ -133,6 +133,9 @@ private:
     // mandatory; direct reply-to replies go straight to their channel.
     PublishResult route_message(const Exchange& exchange, const MessagePtr& message, bool mandatory);
     void on_synced(uint64_t seq, bool ok);
+    // The store synced (or failed) batch generation `gen`: everything this
+    // channel published into it is confirmable (one basic.ack multiple).
+    void on_generation_synced(uint64_t gen, bool ok);
     // Sends a reply once every durable write so far is synced.
     void reply_after_sync(std::function<void()> reply);
     // reply_after_sync for durable entities, at once for the others.
@@ -199,6 +202,9 @@ private:
     uint64_t confirmable_seq_ = 0;    // every publish up to here may be acked
     std::deque<uint64_t> unsynced_;   // publishes waiting for their batch's sync
     std::deque<uint64_t> nacks_;      // those of them to nack (a queue refused them)
+    // (batch generation, last publish seq in it): one sync callback per batch
+    // this channel published into, not one per message.
+    std::deque<std::pair<uint64_t, uint64_t>> sync_groups_;
     bool confirm_queued_ = false;
 
     // tx.select: publishes and settlements wait for tx.commit.

@@ -222,18 +222,35 @@ void Channel::confirm_publish(bool needs_sync, bool nack) {
     }
     if (nack) nacks_.push_back(publish_seq_);  // answered in order, after those before it
     if (needs_sync || nack) {
-        // Confirmed only once the batch holding it is synced.
+        // Confirmed only once the batch holding it is synced. Publishes into
+        // the same batch share one callback: the last one's seq moves up.
         unsynced_.push_back(publish_seq_);
-        session_.broker().durability().after_sync(
-            [this, alive = std::weak_ptr<char>(alive_), seq = publish_seq_](bool ok) {
-                if (!alive.expired()) on_synced(seq, ok);
-            });
+        Durability& durability = session_.broker().durability();
+        const uint64_t gen = durability.pending_generation();
+        if (gen != 0 && !sync_groups_.empty() && sync_groups_.back().first == gen) {
+            sync_groups_.back().second = publish_seq_;
+            return;
+        }
+        sync_groups_.emplace_back(gen, publish_seq_);
+        durability.after_sync([this, alive = std::weak_ptr<char>(alive_), gen](bool ok) {
+            if (!alive.expired()) on_generation_synced(gen, ok);
+        });
         return;
     }
     if (unsynced_.empty()) confirmable_seq_ = publish_seq_;  // else: when those before it sync
     if (confirm_queued_) return;
     confirm_queued_ = true;
     session_.mark_confirm_pending(this);
+}
+
+void Channel::on_generation_synced(uint64_t gen, bool ok) {
+    uint64_t seq = 0;
+    while (!sync_groups_.empty() && (sync_groups_.front().first <= gen || gen == 0)) {
+        seq = sync_groups_.front().second;
+        sync_groups_.pop_front();
+        if (gen == 0) break;
+    }
+    if (seq != 0) on_synced(seq, ok);
 }
 
 void Channel::on_synced(uint64_t seq, bool ok) {
@@ -298,7 +315,7 @@ Status Channel::basic_get(const m::BasicGet& g) {
     ++stats.messages_delivered;
     if (qm->redelivered) ++stats.messages_redelivered;
     if (!g.no_ack) unacked_.push_back(Unacked{ok.delivery_tag, q, nullptr, std::move(*qm), session_.broker().now_s()});
-    else if (qm->stored) session_.broker().durability().remove_entry(*q, qm->seq, msg);
+    else if (qm->stored) session_.broker().durability().remove_entry(*q, qm->seq);
     session_.wrote_output();
     return std::nullopt;
 }

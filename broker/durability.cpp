@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "broker/broker.hpp"
 #include "broker/executor.hpp"
+#include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/field_table.hpp"
 #include "net/amqp/wire.hpp"
@@ -16,43 +19,10 @@ using storage::Column;
 
 namespace {
 
-constexpr uint8_t kEntryInline = 1;
-constexpr uint8_t kEntryBodyRef = 2;
-constexpr uint8_t kEntryPage = 3;  // a transient message paged out of memory
-constexpr uint8_t kEntryExpires = 0x80;  // flag on the kind: a u64 expiry (Unix ms) follows it
-
-// An entry's value split up: kind, expiry, and what follows them.
-struct EntryView {
-    uint8_t kind = 0;
-    uint64_t expires_ms = 0;
-    std::string_view rest;  // inline/page: the encoded message; body ref: the u64 body id
-    bool ok = false;
-};
-
-EntryView parse_entry(std::string_view value) {
-    EntryView e;
-    if (value.empty()) return e;
-    uint8_t kind = static_cast<uint8_t>(value[0]);
-    size_t at = 1;
-    if (kind & kEntryExpires) {
-        if (value.size() < 9) return e;
-        e.expires_ms = storage::read_u64_key(value, 1);
-        at = 9;
-    }
-    e.kind = kind & ~kEntryExpires;
-    e.rest = value.substr(at);
-    e.ok = e.kind != kEntryBodyRef || e.rest.size() >= 8;
-    return e;
-}
-
-void put_entry_kind(std::string& out, uint8_t kind, uint64_t expires_ms) {
-    if (expires_ms == 0) {
-        amqp::put_u8(out, kind);
-        return;
-    }
-    amqp::put_u8(out, kind | kEntryExpires);
-    storage::append_u64_key(out, expires_ms);
-}
+// Record kinds in a queue's log (storage/queue_log.hpp).
+constexpr uint8_t kEntryInline = 1;   // payload: the encoded message
+constexpr uint8_t kEntryBodyRef = 2;  // payload: the u64 id of a body in `bodies`
+constexpr uint8_t kEntryPage = 3;     // an older version's paged transient message (dropped at start)
 
 void put_name(std::string& out, std::string_view s) { amqp::put_shortstr(out, s.substr(0, 255)); }
 
@@ -121,7 +91,13 @@ Durability::~Durability() { *alive_ = false; }
 void Durability::attach(storage::Store* store, Executor* executor) {
     store_ = store;
     executor_ = executor;
-    if (store_) batch_ = store_->new_batch();
+    spill_.reset();
+    if (!store_) return;
+    batch_ = store_->new_batch();
+    std::string error;
+    spill_ = storage::SpillFile::open(store_->path() + "/spill", error);
+    if (!spill_)
+        fprintf(stderr, "sluiced: spill: %s; transient messages of long queues stay in memory\n", error.c_str());
 }
 
 void Durability::shutdown() {
@@ -130,6 +106,7 @@ void Durability::shutdown() {
         // executor, which is still alive), then write the gathering batch
         // after it: one ordered stream of batches to the end.
         store_->wait_idle();
+        flush_logs();
         if (!batch_.empty()) {
             storage::Batch batch = std::move(batch_);
             batch_ = store_->new_batch();
@@ -147,29 +124,120 @@ void Durability::after_sync(std::function<void(bool)> fn) {
         fn(true);
         return;
     }
-    if (batch_.empty() && !commit_in_flight_) {
+    if (!gathering() && !commit_in_flight_) {
         fn(true);  // nothing unsynced is ahead of this
         return;
     }
-    if (batch_.empty()) in_flight_waiters_.push_back(std::move(fn));
+    if (!gathering()) in_flight_waiters_.push_back(std::move(fn));
     else waiters_.push_back(std::move(fn));
 }
 
+template <typename Op>
+void Durability::change_log(uint64_t queue_id, Op op, bool create) {
+    auto it = logs_.find(queue_id);
+    if (it == logs_.end()) {
+        if (!create) return;
+        it = logs_.emplace(queue_id, std::make_unique<storage::QueueLog>(queue_id)).first;
+    }
+    storage::QueueLog& log = *it->second;
+    const bool was_dirty = log.needs_flush();
+    const size_t open_before = log.open_bytes();
+    op(log);
+    open_bytes_ += log.open_bytes() - std::min(open_before, log.open_bytes());
+    if (!was_dirty && log.needs_flush()) dirty_logs_.push_back(queue_id);
+}
+
+// A queue whose log freed this much (deleted, or drained to empty) has its
+// key range compacted, so the space comes back by itself.
+constexpr uint64_t kReclaimBytes = 4u << 20;
+
+void Durability::flush_logs() {
+    for (uint64_t id : dirty_logs_) {
+        auto it = logs_.find(id);
+        if (it == logs_.end()) continue;
+        storage::QueueLog& log = *it->second;
+        if (log.flush(batch_)) in_flight_logs_.push_back(id);
+        if (log.live() == 0 && log.freed_bytes() >= kReclaimBytes) {
+            log.take_freed_bytes();
+            reclaims_.push_back(id);
+        }
+    }
+    dirty_logs_.clear();
+    open_bytes_ = 0;
+}
+
 void Durability::schedule_commit() {
-    if (commit_scheduled_ || commit_in_flight_) return;
+    if (commit_scheduled_) return;
     commit_scheduled_ = true;
     // At the end of this turn of the event loop: everything the current
-    // reads produce joins one batch.
+    // reads produce joins one batch, and the turn's spill runs one write.
     executor_->post([this, alive = std::weak_ptr<bool>(alive_)] {
         if (alive.expired()) return;
         commit_scheduled_ = false;
-        start_commit();
+        end_turn();
     });
 }
 
+void Durability::seal_at_turn_end(std::weak_ptr<Queue> queue) {
+    open_runs_.push_back(std::move(queue));
+    schedule_commit();
+}
+
+void Durability::end_turn() {
+    if (!open_runs_.empty()) {
+        std::vector<std::weak_ptr<Queue>> runs;
+        runs.swap(open_runs_);
+        for (auto& weak : runs)
+            if (auto q = weak.lock()) q->seal_runs(*spill_);
+        spill_->flush();
+    }
+    ++turn_;
+    start_commit();
+}
+
+void Durability::encode_spill_record(std::string& out, const QueuedMessage& qm) {
+    const Message& m = *qm.message;
+    amqp::put_u64(out, qm.seq);
+    amqp::put_u64(out, qm.expires_ms);
+    const size_t len_at = out.size();
+    amqp::put_u32(out, 0);
+    encode_message(out, m);
+    const uint32_t len = static_cast<uint32_t>(out.size() - len_at - 4);
+    for (int i = 0; i < 4; ++i) out[len_at + static_cast<size_t>(i)] = static_cast<char>(len >> (24 - 8 * i));
+}
+
+bool Durability::decode_spill_run(std::string_view run,
+                                  const std::function<void(uint64_t, MessagePtr, uint64_t)>& f) {
+    while (!run.empty()) {
+        if (run.size() < 20) return false;
+        const uint64_t seq = storage::read_u64_key(run, 0);
+        const uint64_t expires_ms = storage::read_u64_key(run, 8);
+        const uint32_t len = static_cast<uint32_t>(storage::read_u64_key(run.substr(16, 4)));
+        if (run.size() < 20 + size_t{len}) return false;
+        MessagePtr m = decode_message(run.substr(20, len));
+        if (!m) return false;
+        f(seq, std::move(m), expires_ms);
+        run.remove_prefix(20 + size_t{len});
+    }
+    return true;
+}
+
 void Durability::start_commit() {
-    if (commit_in_flight_ || batch_.empty()) return;
+    if (commit_in_flight_ || !gathering()) return;
+    flush_logs();
+    if (batch_.empty()) {
+        // Everything gathered was consumed before it was written (a consumer
+        // that keeps up): nothing to write, nothing unsynced ahead.
+        std::vector<std::function<void(bool)>> done;
+        done.swap(waiters_);
+        ++gathering_generation_;
+        synced_generation_ = gathering_generation_ - 1;
+        for (auto& fn : done) fn(true);
+        return;
+    }
     commit_in_flight_ = true;
+    in_flight_reclaims_.swap(reclaims_);
+    reclaims_.clear();
     in_flight_waiters_ = std::move(waiters_);
     waiters_.clear();
     storage::Batch batch = std::move(batch_);
@@ -188,6 +256,13 @@ void Durability::start_commit() {
 void Durability::on_committed(const std::string& error) {
     commit_in_flight_ = false;
     synced_generation_ = in_flight_generation_;
+    for (uint64_t id : in_flight_logs_)
+        if (auto* log = log_of(id)) log->release_pending();
+    in_flight_logs_.clear();
+    if (error.empty() && store_)
+        for (uint64_t id : in_flight_reclaims_)
+            store_->reclaim(storage::message_key_of(id, 0), storage::message_key_of(queue_upper(id), 0));
+    in_flight_reclaims_.clear();
     std::vector<std::function<void(bool)>> done;
     done.swap(in_flight_waiters_);
     bool ok = error.empty();
@@ -223,9 +298,19 @@ void Durability::put_queue(const VHost& v, const Queue& q) {
 }
 
 void Durability::remove_queue(const VHost& v, const Queue& q) {
-    if (!store_ || !q.durable() || q.exclusive()) return;
-    release_bodies_from(q, 0);
-    batch_.remove(Column::meta, queue_key(v, q.name()));
+    if (!store_) return;
+    drop_refs_from(q.id(), 0);
+    shared_refs_.erase(q.id());
+    bool had_log = false;
+    if (auto it = logs_.find(q.id()); it != logs_.end()) {
+        had_log = true;
+        if (it->second->stored_bytes() + it->second->freed_bytes() >= kReclaimBytes) reclaims_.push_back(q.id());
+        logs_.erase(it);
+    }
+    if (q.durable() && !q.exclusive()) batch_.remove(Column::meta, queue_key(v, q.name()));
+    else if (!had_log) return;
+    // Its entries (an exclusive durable queue stores them too) go now, not
+    // at the next start.
     batch_.remove_range(Column::msgs, storage::message_key_of(q.id(), 0), storage::message_key_of(queue_upper(q.id()), 0));
     schedule_commit();
 }
@@ -256,47 +341,70 @@ void Durability::remove_record(std::string_view key) {
 
 void Durability::store_message(const MessagePtr& message, const std::vector<StoredEntry>& entries) {
     if (!store_ || entries.empty()) return;
-    std::string& value = scratch_;
-    value.clear();
-    if (entries.size() == 1) {
-        // Inline: kind + header here; properties and body go in as parts.
-        const StoredEntry& e = entries.front();
-        put_entry_kind(value, kEntryInline, e.expires_ms);
-        encode_message_header(value, *message);
-        batch_.put(Column::msgs, storage::message_key_of(e.queue->id(), e.seq),
-                   {value, message->properties(), message->body()});
+    std::string& header = scratch_;
+    if (entries.size() == 1 || message->body_size() < kSharedBodyMin) {
+        // Inline in each queue's log: header here, properties and body as parts.
+        header.clear();
+        encode_message_header(header, *message);
+        for (const StoredEntry& e : entries)
+            change_log(e.queue->id(), [&](storage::QueueLog& log) {
+                log.append(e.seq, kEntryInline, e.expires_ms, {header, message->properties(), message->body()});
+            }, true);
         schedule_commit();
         return;
     }
     // One body, several entries that point at it; the body goes when the
-    // last entry does (body_refs_ counts them).
+    // last entry does (body_refs_ counts them, shared_refs_ knows them).
     message->body_id = next_body_id_++;
     body_refs_[message->body_id] = static_cast<uint32_t>(entries.size());
-    std::string body;
-    encode_message(body, *message);
+    header.clear();
+    encode_message(header, *message);
     std::string key;
     storage::append_u64_key(key, message->body_id);
-    batch_.put(Column::bodies, key, body);
+    batch_.put(Column::bodies, key, header);
     for (const StoredEntry& e : entries) {
-        value.clear();
-        put_entry_kind(value, kEntryBodyRef, e.expires_ms);
-        amqp::put_u64(value, message->body_id);
-        batch_.put(Column::msgs, storage::message_key_of(e.queue->id(), e.seq), value);
+        change_log(e.queue->id(), [&](storage::QueueLog& log) {
+            log.append(e.seq, kEntryBodyRef, e.expires_ms, {key});
+        }, true);
+        shared_refs_[e.queue->id()][e.seq] = message->body_id;
     }
     schedule_commit();
 }
 
-void Durability::remove_entry(const Queue& queue, uint64_t seq, const Message& message) {
+void Durability::remove_entry(const Queue& queue, uint64_t seq) {
     if (!store_) return;
-    batch_.remove(Column::msgs, storage::message_key_of(queue.id(), seq));
-    release_body(message.body_id);
+    change_log(queue.id(), [&](storage::QueueLog& log) { log.remove(seq); }, false);
+    drop_ref(queue.id(), seq);
     schedule_commit();
 }
 
-void Durability::release_body(uint64_t body_id) {
-    if (!store_ || body_id == 0) return;
+void Durability::drop_ref(uint64_t queue_id, uint64_t seq) {
+    if (shared_refs_.empty()) return;
+    auto q = shared_refs_.find(queue_id);
+    if (q == shared_refs_.end()) return;
+    auto it = q->second.find(seq);
+    if (it == q->second.end()) return;  // not shared, or dropped already
+    uint64_t body_id = it->second;
+    q->second.erase(it);
+    if (q->second.empty()) shared_refs_.erase(q);
+    unref_body(body_id);
+}
+
+void Durability::drop_refs_from(uint64_t queue_id, uint64_t seq) {
+    auto q = shared_refs_.find(queue_id);
+    if (q == shared_refs_.end()) return;
+    auto& refs = q->second;
+    for (auto it = refs.lower_bound(seq); it != refs.end();) {
+        unref_body(it->second);
+        it = refs.erase(it);
+    }
+    if (refs.empty()) shared_refs_.erase(q);
+}
+
+void Durability::unref_body(uint64_t body_id) {
     auto it = body_refs_.find(body_id);
-    if (it == body_refs_.end() || --it->second > 0) return;
+    if (it == body_refs_.end()) return;
+    if (--it->second > 0) return;
     body_refs_.erase(it);
     std::string key;
     storage::append_u64_key(key, body_id);
@@ -304,81 +412,40 @@ void Durability::release_body(uint64_t body_id) {
     schedule_commit();
 }
 
-void Durability::release_bodies_from(const Queue& queue, uint64_t seq) {
-    if (body_refs_.empty()) return;  // nothing is shared: no need to look
-    store_->scan(Column::msgs, storage::message_key_of(queue.id(), seq), storage::message_key_of(queue_upper(queue.id()), 0),
-                 [&](std::string_view, std::string_view value) {
-                     EntryView e = parse_entry(value);
-                     if (e.ok && e.kind == kEntryBodyRef) release_body(storage::read_u64_key(e.rest, 0));
-                     return true;
-                 });
-}
-
-void Durability::page_message(const Queue& queue, uint64_t seq, const Message& message, uint64_t expires_ms) {
-    if (!store_) return;
-    std::string& value = scratch_;
-    value.clear();
-    put_entry_kind(value, kEntryPage, expires_ms);
-    encode_message_header(value, message);
-    batch_.put(Column::msgs, storage::message_key_of(queue.id(), seq), {value, message.properties(), message.body()});
-    schedule_commit();
-}
-
 uint64_t Durability::read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
-                                  const std::function<void(uint64_t, MessagePtr, bool, uint64_t)>& f) {
-    if (!store_ || max_count == 0 || to < from) return 0;
-    uint64_t last = 0;
-    size_t n = 0;
-    std::string upper = to == UINT64_MAX ? storage::message_key(queue_upper(queue.id()), 0)
-                                         : storage::message_key(queue.id(), to + 1);
-    store_->scan(Column::msgs, storage::message_key(queue.id(), from), upper,
-                 [&](std::string_view key, std::string_view value) {
-                     uint64_t seq = storage::read_u64_key(key, 8);
-                     last = seq;
-                     EntryView e = parse_entry(value);
-                     if (!e.ok) return true;
-                     const uint8_t kind = e.kind;
-                     MessagePtr m;
-                     if (kind == kEntryInline || kind == kEntryPage) {
-                         m = decode_message(e.rest);
-                     } else if (kind == kEntryBodyRef) {
-                         uint64_t body_id = storage::read_u64_key(e.rest, 0);
-                         std::string body_key, body;
-                         storage::append_u64_key(body_key, body_id);
-                         if (store_->get(Column::bodies, body_key, body)) m = decode_message(body);
-                         if (m) m->body_id = body_id;
-                     }
-                     if (kind == kEntryPage) {
-                         batch_.remove(Column::msgs, key);
-                         schedule_commit();
-                     }
-                     if (m) f(seq, std::move(m), kind != kEntryPage, e.expires_ms);
-                     return ++n < max_count;
-                 });
-    return last;
+                                  const std::function<void(uint64_t, MessagePtr, uint64_t)>& f) {
+    const storage::QueueLog* log = store_ ? log_of(queue.id()) : nullptr;
+    if (!log || max_count == 0 || to < from) return 0;
+    return log->read(*store_, from, to, max_count, [&](const storage::LogRecord& r) {
+        MessagePtr m = decode_record(r);
+        if (m) f(r.seq, std::move(m), r.expires_ms);
+    });
+}
+
+MessagePtr Durability::decode_record(const storage::LogRecord& r) const {
+    if (r.kind == kEntryInline) return decode_message(r.payload);
+    if (r.kind != kEntryBodyRef || r.payload.size() < 8) return nullptr;
+    const uint64_t body_id = storage::read_u64_key(r.payload, 0);
+    std::string body;
+    if (!store_->get(Column::bodies, r.payload.substr(0, 8), body)) return nullptr;
+    MessagePtr m = decode_message(body);
+    if (m) m->body_id = body_id;
+    return m;
 }
 
 void Durability::remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs) {
     if (!store_ || seqs.empty()) return;
-    // Consecutive sequence numbers become one range delete.
-    size_t i = 0;
-    while (i < seqs.size()) {
-        size_t j = i;
-        while (j + 1 < seqs.size() && seqs[j + 1] == seqs[j] + 1) ++j;
-        if (j == i) batch_.remove(Column::msgs, storage::message_key(queue.id(), seqs[i]));
-        else
-            batch_.remove_range(Column::msgs, storage::message_key(queue.id(), seqs[i]),
-                                storage::message_key(queue.id(), seqs[j] + 1));
-        i = j + 1;
-    }
+    change_log(queue.id(), [&](storage::QueueLog& log) {
+        for (uint64_t seq : seqs) log.remove(seq);
+    }, false);
+    for (uint64_t seq : seqs) drop_ref(queue.id(), seq);
     schedule_commit();
 }
 
 void Durability::remove_entries_from(const Queue& queue, uint64_t seq) {
     if (!store_) return;
-    release_bodies_from(queue, seq);
-    batch_.remove_range(Column::msgs, storage::message_key(queue.id(), seq),
-                        storage::message_key(queue_upper(queue.id()), 0));
+    change_log(queue.id(), [&](storage::QueueLog& log) { log.remove_from(seq); }, false);
+    drop_refs_from(queue.id(), seq);
     schedule_commit();
 }
 
@@ -442,60 +509,81 @@ RecoveryStats Durability::recover(Broker& broker) {
         return true;
     });
 
-    // Messages: each durable queue's range in order. The head goes to
-    // memory, the rest stays paged (not even decoded). Bodies shared by
-    // several queues come back as one Message; their reference counts are
-    // rebuilt from the entries. Page entries (transient) are dropped.
+    // Shared bodies first: which exist (an entry pointing at one that does
+    // not is a lost message, and says so).
+    std::unordered_set<uint64_t> stored_bodies;
+    store_->scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {
+        uint64_t id = storage::read_u64_key(key);
+        stored_bodies.insert(id);
+        next_body_id_ = std::max(next_body_id_, id + 1);
+        return true;
+    });
+
+    // Messages: each durable queue's log in order. The head goes to memory
+    // (within the queue's and the broker's memory limits), the rest stays
+    // paged (not even decoded). Bodies shared by several queues come back as
+    // one Message; their reference counts are rebuilt from the entries.
+    // Page entries (transient, of an older version) are dropped.
     std::unordered_map<uint64_t, MessagePtr> bodies;
     std::vector<uint64_t> queue_ids;
     for (const auto& q : queues) {
         queue_ids.push_back(q->id());
-        store_->scan(Column::msgs, storage::message_key(q->id(), 0), storage::message_key(queue_upper(q->id()), 0),
-                     [&](std::string_view key, std::string_view value) {
-                         uint64_t seq = storage::read_u64_key(key, 8);
-                         EntryView e = parse_entry(value);
-                         if (!e.ok) return true;
-                         const uint8_t kind = e.kind;
-                         if (kind == kEntryPage) {
-                             batch_.remove(Column::msgs, key);
-                             return true;
-                         }
-                         uint64_t body_id = kind == kEntryBodyRef ? storage::read_u64_key(e.rest, 0) : 0;
-                         if (body_id) ++body_refs_[body_id];
-                         ++st.messages;
-                         if (!q->has_memory_room()) {
-                             // Left in the store; the size is close enough for
-                             // x-max-length-bytes (a shared body's is not known here).
-                             q->restore_paged(seq, kind == kEntryInline ? e.rest.size() : 0);
-                             return true;
-                         }
-                         MessagePtr m;
-                         if (kind == kEntryInline) {
-                             m = decode_message(e.rest);
-                         } else if (auto it = bodies.find(body_id); it != bodies.end()) {
-                             m = it->second;
-                         } else {
-                             std::string body_key, body;
-                             storage::append_u64_key(body_key, body_id);
-                             if (store_->get(Column::bodies, body_key, body)) m = decode_message(body);
-                             if (m) {
-                                 m->body_id = body_id;
-                                 bodies.emplace(body_id, m);
-                             }
-                         }
-                         if (m) q->restore_message(std::move(m), seq, e.expires_ms);
-                         return true;
-                     });
+        auto& log = logs_[q->id()];
+        log = std::make_unique<storage::QueueLog>(q->id());
+        storage::QueueLog* raw = log.get();
+        raw->recover(*store_, batch_, [&](const storage::LogRecord& r) {
+            const uint64_t seq = r.seq;
+            if (r.kind == kEntryPage || (r.kind != kEntryInline && r.kind != kEntryBodyRef)) {
+                raw->remove(seq);
+                return;
+            }
+            uint64_t body_id = 0;
+            if (r.kind == kEntryBodyRef) {
+                if (r.payload.size() >= 8) body_id = storage::read_u64_key(r.payload, 0);
+                if (!stored_bodies.count(body_id)) {
+                    ++st.missing_bodies;
+                    fprintf(stderr,
+                            "sluiced: recovery: ERROR: queue '%s' in vhost '%s': message %llu refers to stored body "
+                            "%llu, which is missing; the message is lost and its entry removed\n",
+                            q->name().c_str(), q->vhost().name().c_str(), static_cast<unsigned long long>(seq),
+                            static_cast<unsigned long long>(body_id));
+                    raw->remove(seq);
+                    return;
+                }
+                ++body_refs_[body_id];
+                shared_refs_[q->id()][seq] = body_id;
+            }
+            ++st.messages;
+            if (!q->has_memory_room()) {
+                // Left in the store; the size is close enough for
+                // x-max-length-bytes (a shared body's is not known here).
+                q->restore_paged(seq, r.kind == kEntryInline ? r.payload.size() : 0);
+                return;
+            }
+            MessagePtr m;
+            if (r.kind == kEntryInline) {
+                m = decode_message(r.payload);
+            } else if (auto it = bodies.find(body_id); it != bodies.end()) {
+                m = it->second;
+            } else if ((m = decode_record(r))) {
+                bodies.emplace(body_id, m);
+            }
+            if (m) q->restore_message(std::move(m), seq, r.expires_ms);
+        });
+        if (raw->needs_flush()) dirty_logs_.push_back(q->id());
     }
+    flush_logs();
+    in_flight_logs_.clear();  // recovered chunks hold no pending bytes
+    bodies.clear();
     for (const auto& q : queues) q->start();  // TTL and x-expires timers
     // Shared bodies no entry refers to any more (left by a crash between an
     // entry's removal and its body's, or by a path that missed a release).
-    store_->scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {
-        uint64_t id = storage::read_u64_key(key);
-        next_body_id_ = std::max(next_body_id_, id + 1);
-        if (!body_refs_.count(id)) batch_.remove(Column::bodies, key);
-        return true;
-    });
+    for (uint64_t id : stored_bodies) {
+        if (body_refs_.count(id)) continue;
+        std::string key;
+        storage::append_u64_key(key, id);
+        batch_.remove(Column::bodies, key);
+    }
     // Ranges of queues that are not durable (they paged before the restart).
     std::sort(queue_ids.begin(), queue_ids.end());
     uint64_t cursor = 0;

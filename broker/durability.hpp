@@ -15,9 +15,20 @@
 //   'v', 'u', 'p', 'i'  vhosts, users, permissions: see broker.hpp and
 //                       access_control.hpp (written through put_record)
 // Queue entries in `msgs`: queue id | seq → inline message, or a reference to
-// a body in `bodies` when one message went to several durable queues. An
-// entry whose kind octet has the high bit set carries its expiry (u64 Unix
-// ms) right after it, so TTLs survive a restart.
+// a body in `bodies` when one message of at least kSharedBodyMin bytes went to
+// several durable queues (smaller ones are written inline in each entry, as
+// RabbitMQ embeds small messages in its queue index). An entry whose kind
+// octet has the high bit set carries its expiry (u64 Unix ms) right after it,
+// so TTLs survive a restart.
+//
+// Shared bodies are counted per entry, not per call: `shared_refs_` knows,
+// for every queue, which of its live entries (seq) point at which body. An
+// entry's reference is dropped in the same batch that removes the entry, and
+// only once (a second removal of the same entry — an ack still gathering and
+// the queue's delete behind it — finds nothing to drop). The body goes in the
+// batch that drops its last reference. Nothing here reads the database to
+// decide what to release, so what the database has not seen yet (the
+// gathering or in-flight batch) cannot be counted twice.
 //
 // Thread-safety: broker thread only (the store's thread reports back through
 // the Executor).
@@ -25,12 +36,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "broker/message.hpp"
+#include "storage/queue_log.hpp"
+#include "storage/spill_file.hpp"
 #include "storage/store.hpp"
 
 namespace sluice::broker {
@@ -47,8 +61,15 @@ struct RecoveryStats {
     size_t queues = 0;
     size_t bindings = 0;
     size_t messages = 0;
+    // Entries whose shared body was not in the store: each is logged and
+    // removed (the message is lost; this is never silent).
+    size_t missing_bodies = 0;
     double seconds = 0;
 };
+
+// Messages of at least this many body bytes routed to several durable
+// queues are stored once and referenced by each entry.
+inline constexpr size_t kSharedBodyMin = 4096;
 
 class Durability {
 public:
@@ -62,12 +83,21 @@ public:
 
     // Runs fn(ok) once everything written so far is synced (or failed).
     void after_sync(std::function<void(bool ok)> fn);
+    // The batch generation a call to after_sync() now would wait for: the
+    // gathering one if it holds writes, else the one in flight, else 0 (it
+    // would run at once). Callers that wait for the same generation may
+    // share one callback.
+    uint64_t pending_generation() const {
+        if (!store_) return 0;
+        if (gathering()) return gathering_generation_;
+        return commit_in_flight_ ? in_flight_generation_ : 0;
+    }
 
     // Back-pressure: the batch gathering while a commit is in flight holds
     // at least `limit` bytes (the store is behind the publishers). Once a
     // commit takes that batch away, on_caught_up runs (the broker then
     // reads its publishers again).
-    bool backlogged() const { return store_ != nullptr && batch_.bytes() >= backlog_limit_; }
+    bool backlogged() const { return store_ != nullptr && batch_.bytes() + open_bytes_ >= backlog_limit_; }
     void set_backlog_limit(size_t limit, std::function<void()> on_caught_up) {
         backlog_limit_ = limit;
         on_caught_up_ = std::move(on_caught_up);
@@ -86,31 +116,44 @@ public:
     void remove_record(std::string_view key);
 
     // A persistent message entering durable queues: stores its entries and
-    // (when shared by several) its body once.
+    // (when shared by several and large) its body once.
     void store_message(const MessagePtr& message, const std::vector<StoredEntry>& entries);
-    // The entry is gone for good (acked, rejected, dropped).
-    void remove_entry(const Queue& queue, uint64_t seq, const Message& message);
+    // The entry is gone for good (acked, rejected, dropped). Idempotent for
+    // the entry's shared-body reference.
+    void remove_entry(const Queue& queue, uint64_t seq);
 
-    // Paging: a message that is not stored (transient, or in a non-durable
-    // queue) is written as a page entry so the queue can drop it from memory.
-    // Page entries never survive a restart.
-    void page_message(const Queue& queue, uint64_t seq, const Message& message, uint64_t expires_ms);
-    // Reads back up to max_count entries of a queue with seq in [from, to],
-    // in order. `stored` is false for page entries, which are removed as they
-    // are read (the message lives in memory again). Returns the last seq read
-    // (0 if none).
+    // Paging of messages that are not stored (transient, or in a non-durable
+    // queue): they go to the spill file (storage/spill_file.hpp), in runs —
+    // a queue's page-outs of one event-loop turn, encoded into one buffer
+    // and written with one append at the turn's end. Nothing is synced and
+    // nothing survives a restart. Null when paging has no spill file.
+    storage::SpillFile* spill() const { return spill_.get(); }
+    // The turn page-outs now belong to; a run is open for appends only
+    // during its turn.
+    uint64_t turn() const { return turn_; }
+    // Appends one message's spill record to a run's buffer.
+    static void encode_spill_record(std::string& out, const QueuedMessage& qm);
+    // Decodes a run's records, in order. False if the bytes are damaged.
+    static bool decode_spill_run(std::string_view run,
+                                 const std::function<void(uint64_t seq, MessagePtr message, uint64_t expires_ms)>& f);
+    // The queue has an open run: seal_runs(spill) is called on it at the end
+    // of this turn, then the spill file is flushed.
+    void seal_at_turn_end(std::weak_ptr<Queue> queue);
+
+    // Reads back up to max_count stored entries of a queue with seq in
+    // [from, to], in order. Returns the last seq read (0 if none).
     uint64_t read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
-                          const std::function<void(uint64_t seq, MessagePtr message, bool stored, uint64_t expires_ms)>& f);
+                          const std::function<void(uint64_t seq, MessagePtr message, uint64_t expires_ms)>& f);
     // Everything written from now on belongs to this batch generation; a
     // generation's writes are readable once synced_generation() reaches it.
     uint64_t gathering_generation() const { return gathering_generation_; }
     uint64_t synced_generation() const { return synced_generation_; }
-    // These entries of a queue are gone (purge).
+    // These entries of a queue are gone (purge; seqs ascending).
     void remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs);
     // Every entry of a queue from `seq` on is gone (purge of a paged tail).
     void remove_entries_from(const Queue& queue, uint64_t seq);
-    // One stored entry less refers to this shared body (0 = not shared).
-    void release_body(uint64_t body_id);
+    // Shared bodies alive, and references to them (for tests and metrics).
+    size_t shared_bodies() const { return body_refs_.size(); }
 
     // Writes what is still gathering (graceful stop) and detaches: later
     // changes (connections torn down at exit) are not written.
@@ -120,14 +163,37 @@ public:
     RecoveryStats recover(Broker& broker);
 
 private:
+    // Writes are gathering for the next commit (in the batch, or as queue
+    // log changes that the commit will write).
+    bool gathering() const { return !batch_.empty() || !dirty_logs_.empty(); }
+    storage::QueueLog* log_of(uint64_t queue_id) const {
+        auto it = logs_.find(queue_id);
+        return it == logs_.end() ? nullptr : it->second.get();
+    }
+    // Runs `op` on a queue's log (creating it), noting that it needs a flush.
+    template <typename Op>
+    void change_log(uint64_t queue_id, Op op, bool create);
+    // A stored record's message (a shared body is read from the store).
+    MessagePtr decode_record(const storage::LogRecord& r) const;
+    // Moves every queue log's changes into batch_.
+    void flush_logs();
     void schedule_commit();
+    // The end of this event-loop turn: open spill runs are sealed and
+    // written, then the gathering batch goes to the commit thread.
+    void end_turn();
     void start_commit();
     void on_committed(const std::string& error);
-    // Releases the shared bodies referred to by a queue's stored entries from
-    // `seq` on (before they are range-deleted).
-    void release_bodies_from(const Queue& queue, uint64_t seq);
+    // Drops the shared-body reference of one entry, if it holds one.
+    void drop_ref(uint64_t queue_id, uint64_t seq);
+    // Drops the references of a queue's entries from `seq` on.
+    void drop_refs_from(uint64_t queue_id, uint64_t seq);
+    // One reference less to a body; the last one removes it.
+    void unref_body(uint64_t body_id);
 
     storage::Store* store_ = nullptr;
+    std::unique_ptr<storage::SpillFile> spill_;
+    std::vector<std::weak_ptr<Queue>> open_runs_;  // queues with a run to seal this turn
+    uint64_t turn_ = 1;
     Executor* executor_ = nullptr;
     storage::Batch batch_;
     std::string scratch_;  // encoding buffer, reused
@@ -139,6 +205,16 @@ private:
     uint64_t next_body_id_ = 1;
     // Stored entries that point at each shared body; the body goes with the last.
     std::unordered_map<uint64_t, uint32_t> body_refs_;
+    // Per durable queue id: its stored messages (storage/queue_log.hpp).
+    std::unordered_map<uint64_t, std::unique_ptr<storage::QueueLog>> logs_;
+    std::vector<uint64_t> dirty_logs_;     // queue ids whose log has changes for the next batch
+    std::vector<uint64_t> in_flight_logs_; // queue ids whose chunks are in the batch being synced
+    size_t open_bytes_ = 0;                // chunk bytes not yet in a batch (back-pressure)
+    // Queue key ranges whose data the gathering (in-flight) batch deletes:
+    // once it is written, the store compacts them (Store::reclaim).
+    std::vector<uint64_t> reclaims_, in_flight_reclaims_;
+    // Per queue id: its live entries that refer to a shared body (seq → body id).
+    std::unordered_map<uint64_t, std::map<uint64_t, uint64_t>> shared_refs_;
     uint64_t gathering_generation_ = 1;
     uint64_t in_flight_generation_ = 0;
     uint64_t synced_generation_ = 0;

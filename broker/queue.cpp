@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 
 #include "broker/broker.hpp"
 #include "broker/channel.hpp"
@@ -39,13 +40,8 @@ void Queue::publish(QueuedMessage qm) {
     const uint64_t expires_ms = qm.expires_ms;
     const uint64_t qm_seq = qm.seq;
     Durability& durability = vhost_.broker().durability();
-    if (durability.enabled() && (paged_count_ > 0 || !has_memory_room())) {
-        // The tail lives in the store: keep order, drop the message from memory.
-        if (!qm.stored) durability.page_message(*this, qm.seq, *qm.message, qm.expires_ms);
-        if (paged_count_ == 0) page_from_ = qm.seq;
-        ++paged_count_;
-        uint64_t gen = durability.gathering_generation();
-        if (page_marks_.empty() || page_marks_.back().first != gen) page_marks_.emplace_back(gen, qm.seq);
+    if (durability.enabled() && (paged_count_ > 0 || !has_memory_room()) && (qm.stored || durability.spill())) {
+        page_out(std::move(qm));  // the tail lives on disk: keep order, drop the message from memory
     } else {
         add_memory(qm.message->body_size());
         qm.enqueued_s = vhost_.broker().now_s();
@@ -92,44 +88,137 @@ void Queue::insert_ready(QueuedMessage qm) {
     ready_.insert(pos, std::move(qm));
 }
 
+void Queue::page_out(QueuedMessage qm) {
+    Durability& durability = vhost_.broker().durability();
+    ++paged_count_;
+    if (qm.stored) {
+        // Already in the store (written by the publish's batch).
+        const uint64_t gen = durability.gathering_generation();
+        if (runs_.empty() || runs_.back().spilled || runs_.back().generation != gen) {
+            runs_.emplace_back();
+            runs_.back().next_seq = qm.seq;
+            runs_.back().generation = gen;
+        }
+        runs_.back().last_seq = qm.seq;
+        ++runs_.back().count;
+        return;
+    }
+    constexpr size_t kRunBytes = 256u << 10;  // a run is read back whole: bound it
+    const uint64_t turn = durability.turn();
+    if (runs_.empty() || !runs_.back().spilled || runs_.back().written || runs_.back().generation != turn ||
+        runs_.back().pending.size() >= kRunBytes) {
+        const bool registered = !runs_.empty() && runs_.back().spilled && !runs_.back().written &&
+                                runs_.back().generation == turn;
+        runs_.emplace_back();
+        runs_.back().spilled = true;
+        runs_.back().generation = turn;
+        runs_.back().next_seq = qm.seq;
+        if (!registered) durability.seal_at_turn_end(weak_from_this());
+    }
+    PagedRun& run = runs_.back();
+    run.last_seq = qm.seq;
+    ++run.count;
+    Durability::encode_spill_record(run.pending, qm);
+}
+
+void Queue::seal_runs(storage::SpillFile& spill) {
+    // The open runs are at the back (one turn's page-outs).
+    for (auto it = runs_.rbegin(); it != runs_.rend() && it->spilled && !it->written; ++it) {
+        it->extent = spill.append({it->pending});
+        it->written = true;
+        std::string().swap(it->pending);
+    }
+}
+
+bool Queue::read_front_run(size_t max_count) {
+    Durability& durability = vhost_.broker().durability();
+    PagedRun& run = runs_.front();
+    const uint32_t now_s = vhost_.broker().now_s();
+    size_t got = 0;
+    if (run.spilled) {
+        std::string bytes;
+        std::string_view view = run.pending;
+        if (run.written) {
+            if (!durability.spill()->read(run.extent, bytes)) {
+                // Unreadable (an I/O error): the run's messages are lost. Say so.
+                fprintf(stderr, "sluiced: spill: queue '%s': reading %zu paged transient messages failed; dropped\n",
+                        name_.c_str(), run.count);
+                bytes.clear();
+            }
+            view = bytes;
+        }
+        Durability::decode_spill_run(view, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
+            add_memory(m->body_size());
+            insert_ready(QueuedMessage{std::move(m), seq, false, false, now_s, 0, expires_ms});
+            ++got;
+        });
+        if (run.written) durability.spill()->release(run.extent);
+        paged_count_ -= std::min(paged_count_, run.count);
+        runs_.pop_front();
+        return true;
+    }
+    if (run.generation > durability.synced_generation()) return false;
+    uint64_t last = durability.read_entries(*this, run.next_seq, run.last_seq, max_count,
+                                            [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
+                                                add_memory(m->body_size());
+                                                // What was stored before a restart may have been delivered.
+                                                const bool redelivered = seq < recovered_below_;
+                                                insert_ready(QueuedMessage{std::move(m), seq, redelivered, true,
+                                                                               now_s, 0, expires_ms});
+                                                ++got;
+                                            });
+    const size_t taken = std::min(run.count, got);
+    run.count -= taken;
+    paged_count_ -= std::min(paged_count_, taken);
+    if (last == 0 || last >= run.last_seq || run.count == 0) {
+        paged_count_ -= std::min(paged_count_, run.count);  // entries that were not there (the count was off)
+        runs_.pop_front();
+    } else {
+        run.next_seq = last + 1;
+    }
+    return true;
+}
+
+void Queue::drop_runs() {
+    Durability& durability = vhost_.broker().durability();
+    for (const PagedRun& run : runs_)
+        if (run.spilled && run.written && durability.spill()) durability.spill()->release(run.extent);
+    runs_.clear();
+    paged_count_ = 0;
+}
+
 void Queue::restore_paged(uint64_t seq, uint64_t body_bytes) {
-    if (paged_count_ == 0) page_from_ = seq;
+    // A recovered entry left in the store: a stored run readable at once.
+    if (runs_.empty() || runs_.back().spilled) {
+        runs_.emplace_back();
+        runs_.back().next_seq = seq;
+    }
+    runs_.back().last_seq = seq;
+    ++runs_.back().count;
     ++paged_count_;
     ready_bytes_ += body_bytes;
     next_seq_ = std::max(next_seq_, seq + 1);
+    recovered_below_ = next_seq_;
 }
 
 void Queue::refill() {
-    if (paged_count_ == 0 || deleted_) return;
+    if (runs_.empty() || deleted_) return;
     const size_t chunk = std::max<size_t>(64, vhost_.broker().config().queue_memory_messages / 4);
-    if (ready_.size() >= chunk) return;
-    Durability& durability = vhost_.broker().durability();
-    const uint64_t synced = durability.synced_generation();
-    while (!page_marks_.empty() && page_marks_.front().first <= synced) page_marks_.pop_front();
-    const uint64_t readable_to = page_marks_.empty() ? UINT64_MAX : page_marks_.front().second - 1;
-    size_t got = 0;
-    uint64_t last = 0;
-    if (readable_to >= page_from_) {
-        last = durability.read_entries(*this, page_from_, readable_to, chunk,
-                                       [&](uint64_t seq, MessagePtr m, bool stored, uint64_t expires_ms) {
-                                           add_memory(m->body_size());
-                                           ready_.push_back(QueuedMessage{std::move(m), seq, false, stored,
-                                                                          vhost_.broker().now_s(), 0, expires_ms});
-                                           ++got;
-                                       });
-    }
-    if (last != 0) page_from_ = last + 1;
-    paged_count_ -= std::min(paged_count_, got);
-    if (got == 0 && readable_to == UINT64_MAX) paged_count_ = 0;  // nothing left to read: the count was off
-    if (got == 0 && paged_count_ > 0 && ready_.empty() && !refill_wake_pending_) {
-        // The next paged messages are still in a batch being synced: retry then.
-        refill_wake_pending_ = true;
-        durability.after_sync([weak = weak_from_this()](bool) {
-            if (auto self = weak.lock()) {
-                self->refill_wake_pending_ = false;
-                self->dispatch();
-            }
-        });
+    // Read a whole chunk at a time (not one message per delivery): each
+    // read of stored entries is a seek in the store.
+    while (ready_.size() < chunk && !runs_.empty()) {
+        if (read_front_run(chunk)) continue;
+        if (ready_.empty() && !refill_wake_pending_) {
+            // The next paged messages are still in a batch being synced: retry then.
+            refill_wake_pending_ = true;
+            vhost_.broker().durability().after_sync([weak = weak_from_this()](bool) {
+                if (auto self = weak.lock()) {
+                    self->refill_wake_pending_ = false;
+                    self->dispatch();
+                }
+            });
+        }
+        break;
     }
 }
 
@@ -138,8 +227,10 @@ void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_m
     // is flagged redelivered, which the flag's meaning ("may have been
     // delivered before") allows.
     ready_bytes_ += message->body_size();
+    add_memory(message->body_size());  // counted like any message in memory (limits, metrics)
     insert_ready(QueuedMessage{std::move(message), seq, true, true, vhost_.broker().now_s(), 0, expires_ms});
     next_seq_ = std::max(next_seq_, seq + 1);
+    recovered_below_ = next_seq_;
 }
 
 std::optional<QueuedMessage> Queue::get(bool no_ack) {
@@ -191,17 +282,19 @@ size_t Queue::purge() {
     std::vector<uint64_t> stored;
     Durability& durability = vhost_.broker().durability();
     for (const auto& qm : ready_)
-        if (qm.stored) {
-            stored.push_back(qm.seq);
-            durability.release_body(qm.message->body_id);
-        }
+        if (qm.stored) stored.push_back(qm.seq);
+    std::sort(stored.begin(), stored.end());  // a priority queue's order is not seq order
     durability.remove_entries(*this, stored);
-    if (paged_count_ > 0) durability.remove_entries_from(*this, page_from_);
+    // Every stored entry from the first paged one on is in the paged tail.
+    for (const PagedRun& run : runs_)
+        if (!run.spilled) {
+            durability.remove_entries_from(*this, run.next_seq);
+            break;
+        }
+    drop_runs();
     ready_.clear();
     sub_memory(memory_bytes_);
     ready_bytes_ = 0;
-    paged_count_ = 0;
-    page_marks_.clear();
     return n;
 }
 
@@ -283,7 +376,7 @@ std::vector<ConsumerPtr> Queue::mark_deleted() {
     deleted_ = true;
     ready_.clear();
     ready_bytes_ = 0;
-    paged_count_ = 0;
+    drop_runs();
     sub_memory(memory_bytes_);
     std::vector<ConsumerPtr> out;
     out.swap(consumers_);

@@ -31,6 +31,7 @@
 #include "broker/queue_arguments.hpp"
 #include "broker/queue_counters.hpp"
 #include "net/amqp/field_table.hpp"
+#include "storage/spill_file.hpp"
 
 namespace sluice::broker {
 
@@ -104,6 +105,8 @@ public:
     // (restore_paged) left in the store until consumers get to it.
     void restore_message(MessagePtr message, uint64_t seq, uint64_t expires_ms);
     void restore_paged(uint64_t seq, uint64_t body_bytes);
+    // The end of the turn: open spill runs are written to the spill file.
+    void seal_runs(storage::SpillFile& spill);
     // Starts the queue's timers (x-expires); once, right after construction.
     void start();
     // Whether a message of this size would stay in memory now.
@@ -191,22 +194,43 @@ private:
     void add_memory(size_t n);  // this queue's and the broker's account
     void sub_memory(size_t n);
 
-    // Ready messages: the in-memory head (ready_), then the paged tail — the
-    // paged_count_ messages from seq page_from_ on that live only in the
-    // store. Every seq in ready_ is below page_from_.
+    // A run of the paged tail: consecutive (in this queue's order) messages
+    // that left memory together. Stored runs are entries in the durable
+    // store, written by one batch generation (readable once it is synced);
+    // spilled runs are one extent of the spill file, or — during the turn
+    // that paged them — the bytes in `pending`.
+    struct PagedRun {
+        uint64_t next_seq = 0;    // stored: the first seq not read back yet
+        uint64_t last_seq = 0;
+        size_t count = 0;         // messages not read back yet
+        bool spilled = false;
+        bool written = false;     // spilled: `extent` holds the bytes
+        uint64_t generation = 0;  // stored: its batch generation; spilled: its turn
+        storage::SpillExtent extent;
+        std::string pending;
+    };
+    // Moves a message from the ready list's tail to the paged tail.
+    void page_out(QueuedMessage qm);
+    // Reads the front run (or part of a stored one) back into ready_.
+    // False when it cannot be read yet (its batch is not synced).
+    bool read_front_run(size_t max_count);
+    // Gives up the paged tail's spill extents (purge, delete).
+    void drop_runs();
+
+    // Ready messages: the in-memory head (ready_), then the paged tail
+    // (runs_, paged_count_ messages). Every seq in ready_ is below every seq
+    // in runs_.
     std::deque<QueuedMessage> ready_;
     uint64_t next_seq_ = 1;
     size_t unacked_ = 0;
     size_t memory_bytes_ = 0;
     size_t paged_count_ = 0;
     uint64_t ready_bytes_ = 0;
-    uint64_t page_from_ = 0;
+    std::deque<PagedRun> runs_;
     uint64_t wake_ms_ = 0;       // the deadline asked of the broker's timers (0 = none)
     uint64_t arriving_seq_ = 0;  // the message Queue::publish is dispatching (its expiry not checked)
     uint64_t last_used_ms_ = 0;  // x-expires: last declare, get or consumer
-    // (batch generation, first seq paged in it) for paged writes that may not
-    // be synced yet: they cannot be read back before their batch is.
-    std::deque<std::pair<uint64_t, uint64_t>> page_marks_;
+    uint64_t recovered_below_ = 0;  // seqs below this were recovered at start: redelivered when read back
     bool refill_wake_pending_ = false;
 
     // By priority, highest first; served ones rotate back. With a single

@@ -46,7 +46,7 @@ void Queue::discard(QueuedMessage qm, DeathReason reason) {
         ++stats.messages_dropped_maxlen;
     }
     vhost_.dead_letter(*this, qm.message, reason);  // if the queue has a dead-letter exchange
-    if (qm.stored) vhost_.broker().durability().remove_entry(*this, qm.seq, *qm.message);
+    if (qm.stored) vhost_.broker().durability().remove_entry(*this, qm.seq);
 }
 
 void Queue::expire_head(uint64_t now_ms, bool inclusive) {

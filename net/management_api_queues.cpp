@@ -128,7 +128,7 @@ void get_messages(State& s, const Request& r, broker::Queue& q, const Reply& rep
         for (const auto& qm : got) {
             q.settle(qm);
             if (qm.stored && !q.deleted()) {
-                s.broker.durability().remove_entry(q, qm.seq, *qm.message);
+                s.broker.durability().remove_entry(q, qm.seq);
                 removed_stored = true;
             }
         }

@@ -252,6 +252,9 @@ public:
         f.gauge("sluice_recovered_queues", "Durable queues recovered at start.", double(r.queues));
         f.gauge("sluice_recovered_exchanges", "Durable exchanges recovered at start.", double(r.exchanges));
         f.gauge("sluice_recovered_bindings", "Durable bindings recovered at start.", double(r.bindings));
+        f.gauge("sluice_recovery_missing_bodies",
+                "Stored messages found at start whose shared body was missing (each lost, and logged).",
+                double(r.missing_bodies));
 
         if (const storage::Store* store = broker_.durability().store()) {
             const storage::StoreStats st = store->stats();

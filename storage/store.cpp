@@ -5,6 +5,7 @@
 #include <rocksdb/transaction_log.h>
 #include <rocksdb/perf_level.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
 
 #include <condition_variable>
@@ -150,6 +151,13 @@ struct Store::Impl {
     std::condition_variable idle_cv;
     bool stopping = false;
     std::thread thread;
+    // Space reclamation (reclaim()): ranges whose data was deleted, compacted
+    // away on their own thread so the commit thread never waits for it.
+    std::deque<std::pair<std::string, std::string>> reclaims;  // guarded by mu
+    std::condition_variable reclaim_cv;
+    std::thread reclaim_thread;
+    uint64_t reclaimed = 0;  // ranges compacted; guarded by mu
+    bool reclaiming = false;  // the reclaim thread is using the database; guarded by mu
     StoreStats stats;  // guarded by mu
     bool unsynced = false;  // async mode: writes since the last SyncWAL
     bool needs_resume = false;  // a write failed; guarded by mu
@@ -163,6 +171,11 @@ struct Store::Impl {
     // owner thread while the commit thread is idle, so nothing else touches
     // the handles meanwhile (batches record column ids, not handles).
     std::string reopen() {
+        {
+            std::unique_lock lk(mu);
+            reclaims.clear();
+            reclaim_cv.wait(lk, [&] { return !reclaiming; });
+        }
         if (db) {
             for (auto* h : columns) db->DestroyColumnFamilyHandle(h);
             columns.clear();
@@ -180,12 +193,42 @@ struct Store::Impl {
         return "";
     }
 
+    void run_reclaims() {
+        std::unique_lock lk(mu);
+        for (;;) {
+            reclaim_cv.wait(lk, [&] { return stopping || (!reclaims.empty() && !reclaiming); });
+            if (stopping) return;
+            auto [begin, end] = std::move(reclaims.front());
+            reclaims.pop_front();
+            if (!db || needs_resume) continue;  // after a write error the store reopens; skip
+            reclaiming = true;
+            lk.unlock();
+            // The deletes may still be in the memtable, where a compaction of
+            // table files cannot see them: flush it, then compact the range
+            // (whose data is all deleted: the output is empty).
+            auto* cf = columns[static_cast<size_t>(Column::msgs)];
+            rocksdb::FlushOptions fo;
+            fo.allow_write_stall = true;
+            db->Flush(fo, cf);
+            rocksdb::CompactRangeOptions co;
+            co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+            rocksdb::Slice b(begin), e(end);
+            db->CompactRange(co, cf, &b, &e);
+            lk.lock();
+            reclaiming = false;
+            ++reclaimed;
+            reclaim_cv.notify_all();
+        }
+    }
+
     ~Impl() {
         {
             std::lock_guard lk(mu);
             stopping = true;
         }
         cv.notify_all();
+        reclaim_cv.notify_all();
+        if (reclaim_thread.joinable()) reclaim_thread.join();
         if (thread.joinable()) thread.join();
         if (db) {
             // In sync mode every write is synced already. In async mode sync
@@ -311,6 +354,9 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
     cf.write_buffer_size = options.write_buffer_bytes;
     cf.max_write_buffer_number = 2;
     cf.compression = rocksdb::kNoCompression;  // bodies are often already compressed; CPU matters more
+    // Table files that are mostly deletes (acknowledged chunks) are compacted
+    // soon, so their space comes back without waiting for level sizes.
+    cf.table_properties_collector_factories.push_back(rocksdb::NewCompactOnDeletionCollectorFactory(256, 128, 0.5));
 
     std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
         {"meta", cf}, {"msgs", cf}, {"bodies", cf}, {rocksdb::kDefaultColumnFamilyName, cf}};
@@ -327,6 +373,7 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
     impl->columns = handles;  // meta, msgs, bodies, default
     Impl* raw = impl.get();
     impl->thread = std::thread([raw] { raw->run(); });
+    impl->reclaim_thread = std::thread([raw] { raw->run_reclaims(); });
     return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 
@@ -392,6 +439,22 @@ bool Store::get(Column c, std::string_view key, std::string& value) const {
     rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->columns[static_cast<size_t>(c)],
                                        rocksdb::Slice(key.data(), key.size()), &value);
     return s.ok();
+}
+
+const std::string& Store::path() const { return impl_->options.path; }
+
+void Store::reclaim(std::string_view begin, std::string_view end) {
+    {
+        std::lock_guard lk(impl_->mu);
+        if (!impl_->db) return;
+        impl_->reclaims.emplace_back(std::string(begin), std::string(end));
+    }
+    impl_->reclaim_cv.notify_one();
+}
+
+uint64_t Store::reclaimed() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->reclaimed;
 }
 
 StoreStats Store::stats() const {

@@ -133,6 +133,16 @@ public:
               const std::function<bool(std::string_view key, std::string_view value)>& f) const;
     bool get(Column c, std::string_view key, std::string& value) const;
 
+    // The data in [begin, end) of `msgs` is deleted (a queue deleted or
+    // drained): a background thread flushes the memtable and compacts that
+    // range, so the disk space comes back without a restart. Returns at once.
+    void reclaim(std::string_view begin, std::string_view end);
+    // Ranges reclaim() has compacted (tests, metrics).
+    uint64_t reclaimed() const;
+
+    // The directory the store was opened in.
+    const std::string& path() const;
+
     StoreStats stats() const;
     // Bytes RocksDB holds on disk (SST + WAL), for metrics.
     uint64_t disk_bytes() const;

@@ -1,0 +1,297 @@
+#include "storage/queue_log.hpp"
+
+#include <algorithm>
+
+namespace sluice::storage {
+
+namespace {
+
+constexpr char kChunkMagic = 0x04;
+constexpr size_t kRecordHeader = 8 + 1 + 8 + 4;
+// A chunk is closed (the next record starts another) past these, so that a
+// read of one message never decodes an unbounded value and a sparse queue's
+// live bits stay small.
+constexpr uint32_t kMaxRecords = 4096;
+constexpr size_t kMaxChunkBytes = 4u << 20;
+constexpr uint64_t kMaxSeqSpan = 1u << 16;
+
+// The previous format's single-record entries: kind, with 0x80 = a u64
+// expiry follows.
+constexpr uint8_t kLegacyExpires = 0x80;
+
+void put_u64(std::string& out, uint64_t v) { append_u64_key(out, v); }
+void put_u32(std::string& out, uint32_t v) {
+    for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>(v >> (i * 8)));
+}
+uint32_t get_u32(std::string_view s, size_t at) {
+    uint32_t v = 0;
+    for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(s[at + i]);
+    return v;
+}
+
+std::string encode_bits(const std::vector<uint64_t>& bits) {
+    std::string out;
+    out.reserve(bits.size() * 8);
+    for (uint64_t w : bits)
+        for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(w >> (i * 8)));  // little-endian words
+    return out;
+}
+
+std::vector<uint64_t> decode_bits(std::string_view s) {
+    std::vector<uint64_t> bits(s.size() / 8);
+    for (size_t w = 0; w < bits.size(); ++w)
+        for (size_t i = 0; i < 8; ++i) bits[w] |= uint64_t{static_cast<uint8_t>(s[w * 8 + i])} << (i * 8);
+    return bits;
+}
+
+bool bit(const std::vector<uint64_t>& bits, uint64_t i) {
+    return i / 64 < bits.size() && (bits[i / 64] >> (i % 64)) & 1;
+}
+
+}  // namespace
+
+std::string chunk_key(uint64_t queue_id, uint64_t first_seq) { return message_key(queue_id, first_seq); }
+
+std::string ack_key(uint64_t queue_id, uint64_t first_seq) {
+    std::string k = message_key(queue_id, first_seq);
+    k.push_back('a');
+    return k;
+}
+
+void QueueLog::mark_dirty(uint64_t first, Chunk& c) {
+    if (c.dirty) return;
+    c.dirty = true;
+    dirty_.push_back(first);
+}
+
+void QueueLog::append(uint64_t seq, uint8_t kind, uint64_t expires_ms,
+                      std::initializer_list<std::string_view> payload) {
+    Chunk* c = nullptr;
+    if (open_first_ != 0) {
+        auto it = chunks_.find(open_first_);
+        if (it != chunks_.end() && it->second.records < kMaxRecords && it->second.pending.size() < kMaxChunkBytes &&
+            seq > it->second.last_seq && seq - open_first_ < kMaxSeqSpan)
+            c = &it->second;
+    }
+    if (!c) {
+        open_first_ = seq;
+        c = &chunks_[seq];
+        c->pending.push_back(kChunkMagic);
+        open_bytes_ += 1;
+        mark_dirty(seq, *c);
+    }
+    const uint64_t i = seq - open_first_;
+    if (c->bits.size() <= i / 64) c->bits.resize(i / 64 + 1, 0);
+    c->bits[i / 64] |= uint64_t{1} << (i % 64);
+    ++c->records;
+    ++c->live;
+    ++live_;
+    c->last_seq = seq;
+    size_t len = 0;
+    for (auto p : payload) len += p.size();
+    const size_t before = c->pending.size();
+    put_u64(c->pending, seq);
+    c->pending.push_back(static_cast<char>(kind));
+    put_u64(c->pending, expires_ms);
+    put_u32(c->pending, static_cast<uint32_t>(len));
+    for (auto p : payload) c->pending.append(p);
+    open_bytes_ += c->pending.size() - before;
+}
+
+void QueueLog::clear_bit(uint64_t first, Chunk& c, uint64_t seq) {
+    const uint64_t i = seq - first;
+    c.bits[i / 64] &= ~(uint64_t{1} << (i % 64));
+    --c.live;
+    --live_;
+    mark_dirty(first, c);
+}
+
+bool QueueLog::remove(uint64_t seq) {
+    auto it = chunks_.upper_bound(seq);
+    if (it == chunks_.begin()) return false;
+    --it;
+    Chunk& c = it->second;
+    if (seq > c.last_seq || !bit(c.bits, seq - it->first)) return false;
+    clear_bit(it->first, c, seq);
+    return true;
+}
+
+size_t QueueLog::remove_from(uint64_t seq) {
+    size_t n = 0;
+    auto it = chunks_.upper_bound(seq);
+    if (it != chunks_.begin()) --it;
+    for (; it != chunks_.end(); ++it) {
+        Chunk& c = it->second;
+        if (c.last_seq < seq || c.live == 0) continue;
+        const uint64_t first = it->first;
+        for (uint64_t s = std::max(seq, first); s <= c.last_seq && c.live > 0; ++s) {
+            if (!bit(c.bits, s - first)) continue;
+            clear_bit(first, c, s);
+            ++n;
+        }
+    }
+    return n;
+}
+
+bool QueueLog::flush(Batch& batch) {
+    bool put = false;
+    for (uint64_t first : dirty_) {
+        auto it = chunks_.find(first);
+        if (it == chunks_.end()) continue;
+        Chunk& c = it->second;
+        c.dirty = false;
+        if (!c.written) {
+            open_bytes_ -= std::min(open_bytes_, c.pending.size());
+            if (c.live == 0) {  // consumed before it was ever written: nothing to write
+                chunks_.erase(it);
+                continue;
+            }
+            batch.put(Column::msgs, chunk_key(queue_id_, first), c.pending);
+            c.written = true;
+            c.size = static_cast<uint32_t>(c.pending.size());
+            stored_bytes_ += c.size;
+            in_flight_.push_back(first);
+            put = true;
+            if (c.live != c.records) {
+                batch.put(Column::msgs, ack_key(queue_id_, first), encode_bits(c.bits));
+                c.ack_record = true;
+            }
+            continue;
+        }
+        if (c.live == 0) {
+            batch.remove(Column::msgs, chunk_key(queue_id_, first));
+            if (c.ack_record) batch.remove(Column::msgs, ack_key(queue_id_, first));
+            stored_bytes_ -= std::min<uint64_t>(stored_bytes_, c.size);
+            freed_bytes_ += c.size;
+            chunks_.erase(it);
+            continue;
+        }
+        batch.put(Column::msgs, ack_key(queue_id_, first), encode_bits(c.bits));
+        c.ack_record = true;
+    }
+    dirty_.clear();
+    open_first_ = 0;
+    return put;
+}
+
+void QueueLog::release_pending() {
+    for (uint64_t first : in_flight_) {
+        auto it = chunks_.find(first);
+        if (it != chunks_.end() && it->second.written) std::string().swap(it->second.pending);
+    }
+    in_flight_.clear();
+}
+
+void QueueLog::for_each_record(std::string_view value, uint64_t key_seq,
+                               const std::function<void(const LogRecord&)>& f) {
+    if (value.empty()) return;
+    if (value[0] != kChunkMagic) {
+        // A single entry of the previous format.
+        LogRecord r;
+        r.seq = key_seq;
+        uint8_t kind = static_cast<uint8_t>(value[0]);
+        size_t at = 1;
+        if (kind & kLegacyExpires) {
+            if (value.size() < 9) return;
+            r.expires_ms = read_u64_key(value, 1);
+            at = 9;
+        }
+        r.kind = kind & ~kLegacyExpires;
+        r.payload = value.substr(at);
+        f(r);
+        return;
+    }
+    size_t at = 1;
+    while (at + kRecordHeader <= value.size()) {
+        LogRecord r;
+        r.seq = read_u64_key(value, at);
+        r.kind = static_cast<uint8_t>(value[at + 8]);
+        r.expires_ms = read_u64_key(value, at + 9);
+        const uint32_t len = get_u32(value, at + 17);
+        at += kRecordHeader;
+        if (at + len > value.size()) return;  // damaged: stop here
+        r.payload = value.substr(at, len);
+        at += len;
+        f(r);
+    }
+}
+
+uint64_t QueueLog::read(const Store& store, uint64_t from, uint64_t to, size_t max,
+                        const std::function<void(const LogRecord&)>& f) const {
+    uint64_t last = 0;
+    size_t n = 0;
+    auto it = chunks_.upper_bound(from);
+    if (it != chunks_.begin()) --it;
+    std::string value;
+    for (; it != chunks_.end() && it->first <= to && n < max; ++it) {
+        const uint64_t first = it->first;
+        const Chunk& c = it->second;
+        if (c.live == 0 || c.last_seq < from) continue;
+        std::string_view v = c.pending;
+        if (v.empty()) {
+            if (!store.get(Column::msgs, chunk_key(queue_id_, first), value)) continue;
+            v = value;
+        }
+        for_each_record(v, first, [&](const LogRecord& r) {
+            if (n >= max || r.seq < from || r.seq > to || !bit(c.bits, r.seq - first)) return;
+            f(r);
+            last = r.seq;
+            ++n;
+        });
+    }
+    return last;
+}
+
+size_t QueueLog::recover(Store& store, Batch& cleanup, const std::function<void(const LogRecord&)>& f) {
+    size_t visited = 0;
+    std::string value;
+    uint64_t first = 0;
+    bool have = false;
+    std::vector<uint64_t> acked_bits;
+    bool have_ack = false;
+    auto finish = [&] {
+        if (!have) return;
+        have = false;
+        Chunk& c = chunks_[first];
+        c.written = true;
+        c.size = static_cast<uint32_t>(value.size());
+        stored_bytes_ += c.size;
+        c.ack_record = have_ack;
+        for_each_record(value, first, [&](const LogRecord& r) {
+            if (r.seq < first || r.seq - first >= kMaxSeqSpan) return;  // damaged
+            c.last_seq = std::max(c.last_seq, r.seq);
+            ++c.records;
+            const uint64_t i = r.seq - first;
+            if (have_ack && !bit(acked_bits, i)) return;
+            if (c.bits.size() <= i / 64) c.bits.resize(i / 64 + 1, 0);
+            c.bits[i / 64] |= uint64_t{1} << (i % 64);
+            ++c.live;
+            ++live_;
+            ++visited;
+            f(r);
+        });
+        if (c.live == 0) mark_dirty(first, c);  // every record acked: the next flush deletes it
+    };
+    store.scan(Column::msgs, message_key(queue_id_, 0), message_key(queue_id_ + 1, 0),
+               [&](std::string_view key, std::string_view v) {
+                   if (key.size() == 16) {
+                       finish();
+                       first = read_u64_key(key, 8);
+                       value.assign(v);
+                       have = true;
+                       have_ack = false;
+                   } else if (key.size() == 17 && key[16] == 'a') {
+                       if (have && read_u64_key(key, 8) == first) {
+                           acked_bits = decode_bits(v);
+                           have_ack = true;
+                       } else {
+                           cleanup.remove(Column::msgs, key);  // its chunk is gone
+                       }
+                   }
+                   return true;
+               });
+    finish();
+    return visited;
+}
+
+}  // namespace sluice::storage

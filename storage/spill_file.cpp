@@ -1,0 +1,182 @@
+#include "storage/spill_file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+namespace sluice::storage {
+
+namespace {
+
+// Past this many buffered bytes an append writes them out at once, so the
+// buffer stays small however much one turn spills.
+constexpr size_t kFlushAt = 1u << 20;
+
+bool write_all(int fd, const char* data, size_t n, uint64_t offset) {
+    while (n > 0) {
+        ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(offset));
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        data += w;
+        n -= static_cast<size_t>(w);
+        offset += static_cast<uint64_t>(w);
+    }
+    return true;
+}
+
+}  // namespace
+
+std::unique_ptr<SpillFile> SpillFile::open(const std::string& dir, std::string& error, uint64_t segment_bytes) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+        error = "creating " + dir + ": " + ec.message();
+        return nullptr;
+    }
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        if (entry.path().extension() == ".spill") std::filesystem::remove(entry.path(), ec);
+    }
+    if (ec) {
+        error = "emptying " + dir + ": " + ec.message();
+        return nullptr;
+    }
+    return std::unique_ptr<SpillFile>(new SpillFile(dir, segment_bytes));
+}
+
+SpillFile::~SpillFile() {
+    for (auto& [id, s] : segments_) {
+        if (s.fd >= 0) ::close(s.fd);
+        ::unlink(path_of(id).c_str());
+    }
+}
+
+std::string SpillFile::path_of(uint32_t id) const {
+    char name[32];
+    snprintf(name, sizeof name, "/%08u.spill", id);
+    return dir_ + name;
+}
+
+SpillFile::Segment* SpillFile::open_segment(uint32_t id) {
+    int fd = ::open(path_of(id).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ++stats_.errors;
+        fprintf(stderr, "sluiced: spill: cannot create %s: %s\n", path_of(id).c_str(), strerror(errno));
+        return nullptr;
+    }
+    Segment& s = segments_[id];
+    s.fd = fd;
+    return &s;
+}
+
+void SpillFile::retire(uint32_t id, Segment& s) {
+    if (s.fd >= 0) ::close(s.fd);
+    ::unlink(path_of(id).c_str());
+    segments_.erase(id);
+}
+
+SpillExtent SpillFile::append(std::initializer_list<std::string_view> parts) {
+    uint64_t n = 0;
+    for (auto p : parts) n += p.size();
+    Segment* cur = have_current_ ? &segments_[current_] : nullptr;
+    if (cur && cur->size > 0 && cur->size + n > segment_bytes_) {
+        // The current segment is full: write it out and start the next one.
+        flush();
+        const uint32_t old = current_;
+        ++current_;
+        if (cur->live == 0) retire(old, *cur);
+        cur = nullptr;
+        have_current_ = false;
+    }
+    if (!cur) {
+        cur = open_segment(current_);
+        if (!cur) {
+            // No file: keep the bytes in the buffer of a segment with no fd;
+            // reads are served from memory, flush() reports the failure.
+            cur = &segments_[current_];
+        }
+        have_current_ = true;
+    }
+    if (buffer_.empty()) buffer_offset_ = cur->size;
+    SpillExtent e{current_, static_cast<uint32_t>(n), cur->size};
+    for (auto p : parts) buffer_.append(p);
+    cur->size += n;
+    cur->live += n;
+    stats_.bytes_appended += n;
+    stats_.live_bytes += n;
+    if (buffer_.size() >= kFlushAt) flush();
+    return e;
+}
+
+bool SpillFile::flush() {
+    if (buffer_.empty() || !have_current_) return true;
+    Segment& cur = segments_[current_];
+    if (cur.fd < 0 || !write_all(cur.fd, buffer_.data(), buffer_.size(), buffer_offset_)) {
+        ++stats_.errors;
+        return false;  // the bytes stay readable from the buffer
+    }
+    ++stats_.writes;
+    cur.flushed = buffer_offset_ + buffer_.size();
+    buffer_.clear();
+    if (buffer_.capacity() > 4 * kFlushAt) std::string().swap(buffer_);
+    return true;
+}
+
+bool SpillFile::read(const SpillExtent& e, std::string& out) {
+    out.clear();
+    if (e.segment == current_ && have_current_ && !buffer_.empty() && e.offset >= buffer_offset_) {
+        out.assign(buffer_, static_cast<size_t>(e.offset - buffer_offset_), e.length);
+        return out.size() == e.length;
+    }
+    auto it = segments_.find(e.segment);
+    if (it == segments_.end() || it->second.fd < 0) return false;
+    out.resize(e.length);
+    size_t got = 0;
+    while (got < e.length) {
+        ssize_t r = ::pread(it->second.fd, out.data() + got, e.length - got, static_cast<off_t>(e.offset + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            ++stats_.errors;
+            return false;
+        }
+        got += static_cast<size_t>(r);
+    }
+    stats_.bytes_read += e.length;
+    return true;
+}
+
+void SpillFile::release(const SpillExtent& e) {
+    auto it = segments_.find(e.segment);
+    if (it == segments_.end()) return;
+    Segment& s = it->second;
+    const uint64_t n = std::min<uint64_t>(e.length, s.live);
+    s.live -= n;
+    stats_.live_bytes -= std::min(stats_.live_bytes, n);
+    if (s.live > 0) return;
+    if (e.segment != current_ || !have_current_) {
+        retire(e.segment, s);
+        return;
+    }
+    // Everything in the current segment is consumed: start it over, and
+    // give its pages back (a truncated page is never written back).
+    buffer_.clear();
+    buffer_offset_ = 0;
+    if (s.flushed > 0 && s.fd >= 0 && ::ftruncate(s.fd, 0) != 0) ++stats_.errors;
+    s.size = s.flushed = 0;
+}
+
+SpillStats SpillFile::stats() const {
+    SpillStats st = stats_;
+    st.segments = segments_.size();
+    st.disk_bytes = 0;
+    for (const auto& [id, s] : segments_) st.disk_bytes += s.flushed;
+    return st;
+}
+
+}  // namespace sluice::storage

@@ -1,0 +1,95 @@
+// Where messages that need no durability go when their queue's memory is
+// full: append-only segment files, written without fsync, read back with
+// pread, deleted (or truncated) whole once nothing in them is live.
+//
+// This is the transient half of paging. A transient message (or any message
+// of a non-durable queue) dies with the broker anyway, so sending it through
+// RocksDB — a WAL record, a sync, a memtable insert, a flush and a tombstone
+// per message — buys nothing. Here a page-out is a memcpy into a buffer that
+// goes to the file in one write() per event-loop turn (and usually stays in
+// the page cache: a consumer that catches up reads it back before writeback,
+// and a drained segment is truncated so its pages are dropped, never written).
+//
+// When bytes are safe: never. Appended bytes are in this object's buffer
+// until flush(), then in the page cache; nothing is synced. open() empties
+// the directory: what a previous process spilled is gone with it.
+//
+// Layout: DIR/NNNNNNNN.spill, each up to segment_bytes. An extent (segment,
+// offset, length) names appended bytes. A segment's live bytes count the
+// extents not yet released; a full segment whose live bytes reach 0 is
+// unlinked, the current one is truncated and reused from offset 0.
+//
+// Threads: one owner thread (the broker thread) calls everything.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace sluice::storage {
+
+struct SpillExtent {
+    uint32_t segment = 0;
+    uint32_t length = 0;
+    uint64_t offset = 0;
+};
+
+struct SpillStats {
+    uint64_t bytes_appended = 0;
+    uint64_t bytes_read = 0;     // from files (not from the unflushed buffer)
+    uint64_t writes = 0;         // write() calls
+    uint64_t live_bytes = 0;     // appended and not released
+    uint64_t disk_bytes = 0;     // the files' sizes
+    uint64_t segments = 0;
+    uint64_t errors = 0;
+};
+
+class SpillFile {
+public:
+    // Creates DIR if needed and removes every segment in it. Null (and
+    // `error`) when the directory cannot be used.
+    static std::unique_ptr<SpillFile> open(const std::string& dir, std::string& error,
+                                           uint64_t segment_bytes = 64u << 20);
+    ~SpillFile();
+
+    // Appends the concatenation of `parts`; the bytes are readable at once
+    // (from the buffer until flush()).
+    SpillExtent append(std::initializer_list<std::string_view> parts);
+    // Writes the buffered bytes to their segments (one write per segment).
+    // False on an I/O error (the bytes stay readable from memory).
+    bool flush();
+    // Reads an extent's bytes into `out`. False on an I/O error.
+    bool read(const SpillExtent& extent, std::string& out);
+    // The extent's bytes are no longer needed.
+    void release(const SpillExtent& extent);
+
+    size_t buffered_bytes() const { return buffer_.size(); }
+    SpillStats stats() const;
+
+private:
+    struct Segment {
+        int fd = -1;
+        uint64_t size = 0;     // bytes appended (flushed or buffered)
+        uint64_t flushed = 0;  // bytes written to the file
+        uint64_t live = 0;     // bytes appended and not released
+    };
+    SpillFile(std::string dir, uint64_t segment_bytes) : dir_(std::move(dir)), segment_bytes_(segment_bytes) {}
+    std::string path_of(uint32_t id) const;
+    Segment* open_segment(uint32_t id);
+    void retire(uint32_t id, Segment& s);
+
+    std::string dir_;
+    uint64_t segment_bytes_;
+    std::map<uint32_t, Segment> segments_;
+    uint32_t current_ = 0;
+    bool have_current_ = false;
+    // Bytes appended to the current segment from offset buffer_offset_ on,
+    // not yet written.
+    std::string buffer_;
+    uint64_t buffer_offset_ = 0;
+    SpillStats stats_;
+};
+
+}  // namespace sluice::storage
