@@ -44,6 +44,7 @@ struct PerfOptions {
     bool rpc = false;
     bool rpc_direct = false;
     uint64_t backlog = 0;         // 0 = off
+    double consumer_delay_s = 0;  // consumers start this long after the producers (the queue grows meanwhile)
     int threads = 1;
     bool json = false;
     bool quiet = false;

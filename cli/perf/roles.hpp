@@ -135,10 +135,14 @@ private:
 
 class TopologySetup : public AmqpClient {
 public:
-    enum class Mode { declare, remove };
+    // declare: (re)create the exchange, queues and bindings; remove: delete them;
+    // inspect: passive queue.declare of every queue, summing their message counts.
+    enum class Mode { declare, remove, inspect };
     TopologySetup(asio::io_context& ioc, const BrokerAddress& addr, asio::ip::tcp::endpoint ep, ThreadStats& stats,
                   RunControl& ctl, const PerfOptions& o, Mode mode);
     bool done() const { return done_; }
+    // Mode::inspect: messages ready in the queues, as the broker counts them.
+    uint64_t queue_depth() const { return depth_; }
 
 protected:
     void on_channel_open() override;
@@ -149,6 +153,7 @@ private:
     Mode mode_;
     std::vector<std::string> queues_;
     bool done_ = false;
+    uint64_t depth_ = 0;
 };
 
 }  // namespace sluice::perf
