@@ -154,6 +154,9 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         ("time,z", po::value(&o.time_s), "run for this many seconds (default 10 unless --pmessages or --backlog)")
         ("pmessages,C", po::value(&o.pmessages), "messages (RPC: calls) per producer, then stop")
         ("rate,r", po::value(&o.rate)->default_value(0), "publish rate limit per producer, msg/s (0 = unlimited)")
+        ("consumer-rate,R", po::value(&o.consumer_rate)->default_value(0),
+         "consume rate limit per consumer, msg/s (0 = unlimited): it reads no faster, so a faster producer's "
+         "queue grows")
         ("confirm,c", po::value(&o.confirm)->default_value(0), "publisher confirms with at most this many outstanding (0 = off)")
         ("persistent", po::bool_switch(&o.persistent), "durable queues and exchange, delivery_mode 2")
         ("prefetch,q", po::value(&o.prefetch)->default_value(0), "consumer prefetch (basic.qos), 0 = unlimited")
@@ -220,6 +223,8 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         return fail("--size must be at least " + std::to_string(kBodyStampSize) +
                     " (the body carries a send timestamp, producer id and sequence)");
     if (o.rate < 0) return fail("--rate must be >= 0");
+    if (o.consumer_rate < 0) return fail("--consumer-rate must be >= 0");
+    if (o.consumer_rate > 0 && o.rpc) return fail("--consumer-rate is not for --rpc");
     if (o.time_s < 0) return fail("--time must be >= 0");
     if (!valid_queue_pattern(o.queue_pattern)) return fail("--queue-pattern may hold one %d and no other conversion");
     if (o.exchange.empty() && o.exchange_type != ExchangeType::direct)

@@ -128,8 +128,8 @@ void print_summary(const PerfOptions& o, const Summary& s) {
                 micros(s.latency.p95_us).c_str(), micros(s.latency.p99_us).c_str(), micros(s.latency.max_us).c_str(),
                 o.rpc ? " (round trip)" : (s.backlog ? " (includes time queued in the backlog)" : " (end to end)"));
     if (s.queue_depth)
-        std::printf("  queue depth  %s msgs left at the end%s\n", grouped(static_cast<double>(*s.queue_depth)).c_str(),
-                    *s.queue_depth && !s.backlog && !o.pmessages ? " (the queues grew: producers outran consumers)" : "");
+        std::printf("  queue depth  %s msgs left at the end (the broker's count once every client had closed)\n",
+                    grouped(static_cast<double>(*s.queue_depth)).c_str());
     if (s.missing) std::printf("  WARNING: %s messages were never consumed\n", grouped(static_cast<double>(s.missing)).c_str());
     if (s.broker_cpu_us_per_msg)
         std::printf("  broker CPU µs/msg: %.3f (%sbroker at %.0f%% of one core%s)\n", *s.broker_cpu_us_per_msg,
@@ -161,14 +161,14 @@ std::string summary_json(const PerfOptions& o, const Summary& s) {
                   "\"tool_cpu_percent\":%.1f,"
                   "\"config\":{\"producers\":%d,\"consumers\":%d,\"queues\":%d,\"size\":%u,\"persistent\":%s,"
                   "\"confirm\":%u,\"prefetch\":%u,\"autoack\":%s,\"exchange_type\":\"%s\",\"rpc\":%s,"
-                  "\"rpc_direct\":%s,\"backlog\":%" PRIu64 ",\"threads\":%d,\"consumer_delay_s\":%.3g}}",
+                  "\"rpc_direct\":%s,\"backlog\":%" PRIu64 ",\"threads\":%d,\"consumer_delay_s\":%.3g,\"consumer_rate\":%.1f}}",
                   s.publish_rate, s.consume_rate, s.latency.p50_us, s.latency.p95_us, s.latency.p99_us,
                   s.latency.max_us, s.sent, s.received, s.confirmed, s.nacked, s.returned, s.rpc_calls,
                   s.rpc_calls_per_s, s.duration_s, s.fill_rate, s.drain_rate, s.missing, depth.c_str(), broker.c_str(),
                   broker_pct.c_str(), rss.c_str(), s.tool_cpu_percent, o.producers, o.consumers, o.queues, o.size,
                   o.persistent ? "true" : "false", o.confirm, static_cast<unsigned>(o.prefetch),
                   o.autoack ? "true" : "false", o.exchange_type_name(), o.rpc ? "true" : "false",
-                  o.rpc_direct ? "true" : "false", o.backlog, o.threads, o.consumer_delay_s);
+                  o.rpc_direct ? "true" : "false", o.backlog, o.threads, o.consumer_delay_s, o.consumer_rate);
     return buf;
 }
 

@@ -81,10 +81,13 @@ protected:
     void on_deliver(uint64_t delivery_tag) override;
     void on_content_body(std::string_view chunk, bool complete) override;
     void on_reads_handled() override;
+    uint64_t read_hold_until_ns() const override;  // --consumer-rate
     void ack_delivered();
 
     const PerfOptions& o_;
     std::vector<std::string> queues_;
+    uint64_t start_ns_ = 0;   // when start() ran
+    uint64_t consumed_ = 0;   // deliveries so far (for --consumer-rate)
     uint64_t tag_ = 0;
     uint32_t unacked_ = 0;
     bool first_chunk_ = false;

@@ -360,10 +360,12 @@ int Runner::run() {
     sum.tool_cpu_percent = wall_us > 0 ? 100.0 * static_cast<double>(self1 - self0) / wall_us : 0;
     if (broker_cpu0 && broker_cpu1) {
         const double cpu = static_cast<double>(*broker_cpu1 - *broker_cpu0);
-        // messages through the broker: RPC requests and replies are two each;
-        // otherwise whichever is more of published and delivered (fanout)
+        // messages through the broker: RPC requests and replies are two each; otherwise
+        // whichever is more of enqueued (published x queues each reaches: fanout) and delivered,
+        // so that a growing fanout is counted as a keeping-up one is
         const uint64_t msgs = o_.rpc ? sum.sent + (end.rpc_served - begin.rpc_served)
-                                     : std::max(sum.sent, sum.received);
+                                     : std::max(sum.sent * static_cast<uint64_t>(o_.deliveries_per_message()),
+                                                sum.received);
         if (msgs) sum.broker_cpu_us_per_msg = cpu / static_cast<double>(msgs);
         sum.broker_cpu_percent = wall_us > 0 ? 100.0 * cpu / wall_us : 0;
         sum.broker_peak_rss_kib = peak_rss_;

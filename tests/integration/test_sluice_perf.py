@@ -98,14 +98,25 @@ def test_consumer_delay_gives_the_producer_a_head_start(broker):
     assert s["consume_rate"] > 500 / 1.5
 
 
+@pytest.mark.deadline(60)
+def test_consumer_rate_limit_lets_the_queue_grow(broker):
+    # the producer publishes 5x faster than the consumer may read: the queue grows
+    s, _ = run_perf(broker, "--time", "2", "--rate", "5000", "--consumer-rate", "1000")
+    assert s["sent"] > 5000
+    assert 500 < s["consume_rate"] < 1600, s["consume_rate"]   # a read may run one buffer ahead
+    assert s["received"] < s["sent"] / 2
+    assert s["queue_depth"] >= s["sent"] - s["received"] - 1000   # unacked come back at close
+    assert s["config"]["consumer_rate"] == 1000
+
+
 @pytest.mark.deadline(30)
 def test_consumer_delay_must_fit_in_the_run(broker):
     for bad in (["--time", "1", "--consumer-delay", "2"], ["--rpc", "--consumer-delay", "1"],
-                ["--consumer-delay", "-1"]):
+                ["--consumer-delay", "-1"], ["--consumer-rate", "-5"]):
         p = subprocess.run([_perf_path(), "--port", str(broker.port)] + bad,
                            capture_output=True, text=True, timeout=20)
         assert p.returncode == 2, (bad, p.stderr)
-        assert "--consumer-delay" in p.stderr
+        assert "--consumer-" in p.stderr
 
 
 @pytest.mark.deadline(30)
