@@ -118,6 +118,7 @@ class Sluice:
         os.makedirs(self.dir)
         self.port = free_port()
         self.proc = subprocess.Popen([self.exe, "--amqp-port", str(self.port), "--http-port", "0",
+                                      "--amqp-bind", "127.0.0.1", "--http-bind", "127.0.0.1",
                                       "--data-dir", os.path.join(self.dir, "data")],
                                      stdout=open(os.path.join(self.dir, "log"), "w"), stderr=subprocess.STDOUT)
         wait_port(self.port, 20, self.proc)
@@ -183,6 +184,8 @@ class RabbitMQ:
     def env(self):
         e = dict(os.environ)
         e.update(RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(self.dist_port),
+                 RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",  # benchmark traffic stays on loopback
+                 RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
                  RABBITMQ_NODENAME="sluicebench@localhost", RABBITMQ_MNESIA_BASE=os.path.join(self.dir, "mnesia"),
                  RABBITMQ_LOG_BASE=os.path.join(self.dir, "log"),
                  RABBITMQ_CONFIG_FILE=os.path.join(self.dir, "rabbitmq"),
