@@ -167,7 +167,10 @@ class LavinMQ:
 
     def stop(self):
         if self.port:
-            subprocess.run([os.path.join(PEERS, "stop-lavinmq.sh"), str(self.port)], capture_output=True, timeout=60)
+            out = subprocess.run([os.path.join(PEERS, "stop-lavinmq.sh"), str(self.port)], capture_output=True,
+                                 timeout=60)
+            if out.returncode == 0:  # its data and logs: start-lavinmq.sh's /tmp/lavinmq-PORT
+                shutil.rmtree("/tmp/lavinmq-%d" % self.port, ignore_errors=True)
             self.port = None
 
     def version(self):
