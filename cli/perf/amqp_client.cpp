@@ -25,7 +25,7 @@ constexpr auto kCloseDeadline = std::chrono::seconds(2);
 AmqpClient::AmqpClient(asio::io_context& ioc, const BrokerAddress& addr, asio::ip::tcp::endpoint endpoint,
                        std::string name, ThreadStats& stats, RunControl& ctl)
     : ioc_(ioc), stats_(stats), ctl_(ctl), addr_(addr), endpoint_(endpoint), name_(std::move(name)),
-      sock_(ioc), close_timer_(ioc) {
+      sock_(ioc), close_timer_(ioc), read_timer_(ioc) {
     grow_read_buffer(kReadBufferInitial);
 }
 
@@ -56,6 +56,7 @@ void AmqpClient::shutdown() {
         return;
     }
     state_ = State::closing;
+    if (read_held_) read_timer_.cancel();  // read again: the close-ok must come through
     // Anything already queued (counted as sent) still goes out, then the close.
     amqp::write_method(out_, 0, m::ConnectionClose{200, "sluice-perf done", 0, 0});
     flush();
@@ -75,6 +76,7 @@ void AmqpClient::finish() {
     if (state_ == State::closed) return;
     state_ = State::closed;
     close_timer_.cancel();
+    read_timer_.cancel();
     error_code ignored;
     sock_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     sock_.close(ignored);
@@ -126,7 +128,13 @@ void AmqpClient::flush() {
 // extra recv() that fails with EAGAIN after each batch: with request/reply
 // traffic that was one syscall in four.
 void AmqpClient::read_more() {
-    if (state_ == State::closed || reading_) return;
+    if (state_ == State::closed || reading_ || read_held_) return;
+    if (state_ == State::running) {
+        if (const uint64_t until = read_hold_until_ns(); until && until > now_ns()) {
+            hold_reads(until);
+            return;
+        }
+    }
     reading_ = true;
     sock_.async_wait(asio::ip::tcp::socket::wait_read, [this](const error_code& wait_ec) {
         reading_ = false;
@@ -155,10 +163,22 @@ void AmqpClient::read_more() {
             handle_reads();
             if (state_ == State::closed) return;
             if (n < space) break;
+            if (state_ == State::running && read_hold_until_ns() > read_time_ns_) break;  // over its rate
             if (rbuf_size_ < kReadBufferMax) grow_read_buffer(rbuf_size_ * 2);  // a busy connection
         }
         on_reads_handled();
         flush();
+        read_more();
+    });
+}
+
+void AmqpClient::hold_reads(uint64_t until_ns) {
+    read_held_ = true;
+    const uint64_t now = now_ns();
+    read_timer_.expires_after(std::chrono::nanoseconds(until_ns > now ? until_ns - now : 0));
+    read_timer_.async_wait([this](const error_code&) {  // expired, or cancelled by shutdown()
+        read_held_ = false;
+        if (state_ == State::closed) return;
         read_more();
     });
 }

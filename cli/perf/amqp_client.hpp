@@ -84,6 +84,9 @@ protected:
     virtual void on_confirm(uint64_t /*tag*/, bool /*multiple*/, bool /*nack*/) {}
     virtual void on_written() {}          // a write finished: the out buffer has room again
     virtual void on_reads_handled() {}    // every frame of one read has been handled
+    // A rate-limited consumer: while running, do not read before this steady ns (0 = read
+    // now). Unread bytes back up into the broker, as a slow consumer's do.
+    virtual uint64_t read_hold_until_ns() const { return 0; }
 
     using ReplyHandler = std::function<void(std::string_view payload)>;
     // Queues a synchronous method; it is sent once every earlier step has its
@@ -123,6 +126,7 @@ private:
     };
 
     void read_more();
+    void hold_reads(uint64_t until_ns);
     void handle_reads();
     void handle_frame(const amqp::Frame& f);
     void handle_connection_method(std::string_view payload);
@@ -135,6 +139,8 @@ private:
     std::string name_;
     asio::ip::tcp::socket sock_;
     asio::steady_timer close_timer_;
+    asio::steady_timer read_timer_;  // a held read (read_hold_until_ns)
+    bool read_held_ = false;
     State state_ = State::connecting;
 
     void grow_read_buffer(size_t at_least);

@@ -17,6 +17,7 @@ void Consumer::on_channel_open() {
 
 void Consumer::start() {
     if (closing()) return;
+    start_ns_ = now_ns();
     for (const auto& q : queues_) {
         m::BasicConsume c;
         c.queue = q;
@@ -41,6 +42,7 @@ void Consumer::on_content_body(std::string_view chunk, bool complete) {
     if (!complete) return;
     if (stamp_ns_) stats_.latency.record(read_time_ns() > stamp_ns_ ? read_time_ns() - stamp_ns_ : 0);
     stats_.received.add();
+    ++consumed_;
     received_any_ = true;
     ack_delivered();
 }
@@ -54,6 +56,13 @@ void Consumer::ack_delivered() {
     } else {
         amqp::write_method(out(), 1, m::BasicAck{tag_, false});
     }
+}
+
+// With --consumer-rate R: the n-th delivery is due n/R seconds after the start; reading
+// waits until what has been consumed so far is due.
+uint64_t Consumer::read_hold_until_ns() const {
+    if (o_.consumer_rate <= 0 || start_ns_ == 0) return 0;
+    return start_ns_ + static_cast<uint64_t>(static_cast<double>(consumed_) * 1e9 / o_.consumer_rate);
 }
 
 void Consumer::on_reads_handled() {

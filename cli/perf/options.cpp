@@ -154,6 +154,9 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         ("time,z", po::value(&o.time_s), "run for this many seconds (default 10 unless --pmessages or --backlog)")
         ("pmessages,C", po::value(&o.pmessages), "messages (RPC: calls) per producer, then stop")
         ("rate,r", po::value(&o.rate)->default_value(0), "publish rate limit per producer, msg/s (0 = unlimited)")
+        ("consumer-rate,R", po::value(&o.consumer_rate)->default_value(0),
+         "consume rate limit per consumer, msg/s (0 = unlimited): it reads no faster, so a faster producer's "
+         "queue grows")
         ("confirm,c", po::value(&o.confirm)->default_value(0), "publisher confirms with at most this many outstanding (0 = off)")
         ("persistent", po::bool_switch(&o.persistent), "durable queues and exchange, delivery_mode 2")
         ("prefetch,q", po::value(&o.prefetch)->default_value(0), "consumer prefetch (basic.qos), 0 = unlimited")
@@ -166,6 +169,9 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         ("rpc", po::bool_switch(&o.rpc), "request/reply: producers are clients waiting for each reply, consumers are servers")
         ("rpc-direct", po::bool_switch(&o.rpc_direct), "RPC with direct reply-to (amq.rabbitmq.reply-to); implies --rpc")
         ("backlog", po::value(&o.backlog)->default_value(0), "fill this many messages (with confirms, no consumer), then drain them")
+        ("consumer-delay", po::value(&o.consumer_delay_s)->default_value(0),
+         "consumers start this many seconds after the producers: a head start that makes the queues deep "
+         "(consume rate counts from their start)")
         ("threads", po::value(&o.threads)->default_value(1), "event-loop threads (one io_context each)")
         ("broker-pid", po::value(&o.broker_pid)->default_value(0), "broker process id: report its CPU per message and memory")
         ("no-cleanup", "keep the queues and exchange at the end")
@@ -217,6 +223,8 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         return fail("--size must be at least " + std::to_string(kBodyStampSize) +
                     " (the body carries a send timestamp, producer id and sequence)");
     if (o.rate < 0) return fail("--rate must be >= 0");
+    if (o.consumer_rate < 0) return fail("--consumer-rate must be >= 0");
+    if (o.consumer_rate > 0 && o.rpc) return fail("--consumer-rate is not for --rpc");
     if (o.time_s < 0) return fail("--time must be >= 0");
     if (!valid_queue_pattern(o.queue_pattern)) return fail("--queue-pattern may hold one %d and no other conversion");
     if (o.exchange.empty() && o.exchange_type != ExchangeType::direct)
@@ -224,6 +232,9 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
     if (o.exchange.rfind("amq.", 0) == 0)
         return fail("--exchange: amq.* names are reserved by the broker");
     if (o.rpc && o.backlog) return fail("--rpc and --backlog are different modes");
+    if (o.consumer_delay_s < 0) return fail("--consumer-delay must be >= 0");
+    if (o.consumer_delay_s > 0 && (o.rpc || o.backlog))
+        return fail("--consumer-delay is for producer/consumer runs (not --rpc or --backlog)");
     if (o.rpc && (o.producers < 1 || o.consumers < 1))
         return fail("--rpc needs at least one producer (client) and one consumer (server)");
     if (o.backlog) {
@@ -231,6 +242,8 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         if (o.confirm == 0) o.confirm = 1000;
     }
     if (o.time_s == 0 && o.pmessages == 0 && o.backlog == 0) o.time_s = 10;
+    if (o.consumer_delay_s > 0 && o.time_s > 0 && o.consumer_delay_s >= o.time_s)
+        return fail("--consumer-delay must be shorter than --time");
     if (!o.autoack && o.prefetch > 0 && o.multi_ack_every > o.prefetch) {
         std::cerr << "sluice-perf: --multi-ack-every " << o.multi_ack_every << " > --prefetch " << o.prefetch
                   << " would stall; using " << o.prefetch << "\n";

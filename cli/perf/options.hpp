@@ -33,6 +33,7 @@ struct PerfOptions {
     double time_s = 0;            // 0 = not time-bound
     uint64_t pmessages = 0;       // per producer; 0 = unlimited
     double rate = 0;              // msg/s per producer; 0 = unlimited
+    double consumer_rate = 0;     // msg/s per consumer; 0 = unlimited
     uint32_t confirm = 0;         // outstanding-confirm window; 0 = no confirms
     bool persistent = false;
     uint16_t prefetch = 0;
@@ -44,6 +45,7 @@ struct PerfOptions {
     bool rpc = false;
     bool rpc_direct = false;
     uint64_t backlog = 0;         // 0 = off
+    double consumer_delay_s = 0;  // consumers start this long after the producers (the queue grows meanwhile)
     int threads = 1;
     bool json = false;
     bool quiet = false;

@@ -127,6 +127,9 @@ void print_summary(const PerfOptions& o, const Summary& s) {
     std::printf("  latency      p50 %s µs, p95 %s µs, p99 %s µs, max %s µs%s\n", micros(s.latency.p50_us).c_str(),
                 micros(s.latency.p95_us).c_str(), micros(s.latency.p99_us).c_str(), micros(s.latency.max_us).c_str(),
                 o.rpc ? " (round trip)" : (s.backlog ? " (includes time queued in the backlog)" : " (end to end)"));
+    if (s.queue_depth)
+        std::printf("  queue depth  %s msgs left at the end (the broker's count once every client had closed)\n",
+                    grouped(static_cast<double>(*s.queue_depth)).c_str());
     if (s.missing) std::printf("  WARNING: %s messages were never consumed\n", grouped(static_cast<double>(s.missing)).c_str());
     if (s.broker_cpu_us_per_msg)
         std::printf("  broker CPU µs/msg: %.3f (%sbroker at %.0f%% of one core%s)\n", *s.broker_cpu_us_per_msg,
@@ -138,7 +141,8 @@ void print_summary(const PerfOptions& o, const Summary& s) {
 
 std::string summary_json(const PerfOptions& o, const Summary& s) {
     char buf[2048];
-    std::string broker = "null", broker_pct = "null", rss = "null";
+    std::string broker = "null", broker_pct = "null", rss = "null", depth = "null";
+    if (s.queue_depth) depth = std::to_string(*s.queue_depth);
     if (s.broker_cpu_us_per_msg) {
         char b[64];
         std::snprintf(b, sizeof b, "%.4f", *s.broker_cpu_us_per_msg);
@@ -152,19 +156,19 @@ std::string summary_json(const PerfOptions& o, const Summary& s) {
                   "\"latency_us\":{\"p50\":%.1f,\"p95\":%.1f,\"p99\":%.1f,\"max\":%.1f},"
                   "\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"confirmed\":%" PRIu64 ",\"nacked\":%" PRIu64
                   ",\"returned\":%" PRIu64 ",\"rpc_calls\":%" PRIu64 ",\"rpc_calls_per_s\":%.1f,"
-                  "\"duration_s\":%.3f,\"fill_rate\":%.1f,\"drain_rate\":%.1f,\"missing\":%" PRIu64 ","
+                  "\"duration_s\":%.3f,\"fill_rate\":%.1f,\"drain_rate\":%.1f,\"missing\":%" PRIu64 ",\"queue_depth\":%s,"
                   "\"broker_cpu_us_per_msg\":%s,\"broker_cpu_percent\":%s,\"broker_peak_rss_kib\":%s,"
                   "\"tool_cpu_percent\":%.1f,"
                   "\"config\":{\"producers\":%d,\"consumers\":%d,\"queues\":%d,\"size\":%u,\"persistent\":%s,"
                   "\"confirm\":%u,\"prefetch\":%u,\"autoack\":%s,\"exchange_type\":\"%s\",\"rpc\":%s,"
-                  "\"rpc_direct\":%s,\"backlog\":%" PRIu64 ",\"threads\":%d}}",
+                  "\"rpc_direct\":%s,\"backlog\":%" PRIu64 ",\"threads\":%d,\"consumer_delay_s\":%.3g,\"consumer_rate\":%.1f}}",
                   s.publish_rate, s.consume_rate, s.latency.p50_us, s.latency.p95_us, s.latency.p99_us,
                   s.latency.max_us, s.sent, s.received, s.confirmed, s.nacked, s.returned, s.rpc_calls,
-                  s.rpc_calls_per_s, s.duration_s, s.fill_rate, s.drain_rate, s.missing, broker.c_str(),
+                  s.rpc_calls_per_s, s.duration_s, s.fill_rate, s.drain_rate, s.missing, depth.c_str(), broker.c_str(),
                   broker_pct.c_str(), rss.c_str(), s.tool_cpu_percent, o.producers, o.consumers, o.queues, o.size,
                   o.persistent ? "true" : "false", o.confirm, static_cast<unsigned>(o.prefetch),
                   o.autoack ? "true" : "false", o.exchange_type_name(), o.rpc ? "true" : "false",
-                  o.rpc_direct ? "true" : "false", o.backlog, o.threads);
+                  o.rpc_direct ? "true" : "false", o.backlog, o.threads, o.consumer_delay_s, o.consumer_rate);
     return buf;
 }
 

@@ -40,6 +40,7 @@ struct Summary {
     std::optional<uint64_t> broker_peak_rss_kib;  // sampled while running
     double tool_cpu_percent = 0;
     uint64_t missing = 0;  // messages expected but never consumed (--pmessages)
+    std::optional<uint64_t> queue_depth;  // messages left in the queues at the end (passive declares)
 };
 
 // "[  3.0s] sent 123,456 msg/s | ..." for one interval.

@@ -81,10 +81,13 @@ protected:
     void on_deliver(uint64_t delivery_tag) override;
     void on_content_body(std::string_view chunk, bool complete) override;
     void on_reads_handled() override;
+    uint64_t read_hold_until_ns() const override;  // --consumer-rate
     void ack_delivered();
 
     const PerfOptions& o_;
     std::vector<std::string> queues_;
+    uint64_t start_ns_ = 0;   // when start() ran
+    uint64_t consumed_ = 0;   // deliveries so far (for --consumer-rate)
     uint64_t tag_ = 0;
     uint32_t unacked_ = 0;
     bool first_chunk_ = false;
@@ -135,10 +138,14 @@ private:
 
 class TopologySetup : public AmqpClient {
 public:
-    enum class Mode { declare, remove };
+    // declare: (re)create the exchange, queues and bindings; remove: delete them;
+    // inspect: passive queue.declare of every queue, summing their message counts.
+    enum class Mode { declare, remove, inspect };
     TopologySetup(asio::io_context& ioc, const BrokerAddress& addr, asio::ip::tcp::endpoint ep, ThreadStats& stats,
                   RunControl& ctl, const PerfOptions& o, Mode mode);
     bool done() const { return done_; }
+    // Mode::inspect: messages ready in the queues, as the broker counts them.
+    uint64_t queue_depth() const { return depth_; }
 
 protected:
     void on_channel_open() override;
@@ -149,6 +156,7 @@ private:
     Mode mode_;
     std::vector<std::string> queues_;
     bool done_ = false;
+    uint64_t depth_ = 0;
 };
 
 }  // namespace sluice::perf

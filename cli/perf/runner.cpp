@@ -3,6 +3,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -35,7 +36,7 @@ public:
 
 private:
     bool resolve();
-    bool topology(TopologySetup::Mode mode);
+    bool topology(TopologySetup::Mode mode, uint64_t* depth = nullptr);
     template <typename T, typename... Args>
     T* add_client(Args&&... args);
     void add_producers(uint64_t total_or_zero);
@@ -77,7 +78,7 @@ bool Runner::resolve() {
 }
 
 // Declares (or removes) the topology on a connection of its own, on this thread.
-bool Runner::topology(TopologySetup::Mode mode) {
+bool Runner::topology(TopologySetup::Mode mode, uint64_t* depth) {
     asio::io_context ioc{1};
     ThreadStats stats;
     RunControl ctl;
@@ -85,10 +86,12 @@ bool Runner::topology(TopologySetup::Mode mode) {
     setup.connect();
     ioc.run_for(std::chrono::seconds(30));
     if (ctl.failed || !setup.done()) {
-        std::cerr << "sluice-perf: " << (mode == TopologySetup::Mode::declare ? "setup" : "cleanup") << " failed: "
-                  << (ctl.failed ? ctl.first_error() : "timed out") << "\n";
+        const char* what = mode == TopologySetup::Mode::declare ? "setup"
+                         : mode == TopologySetup::Mode::remove ? "cleanup" : "queue depth";
+        std::cerr << "sluice-perf: " << what << " failed: " << (ctl.failed ? ctl.first_error() : "timed out") << "\n";
         return false;
     }
+    if (depth) *depth = setup.queue_depth();
     return true;
 }
 
@@ -233,7 +236,10 @@ int Runner::run() {
     const uint64_t t0_ns = now_ns();
     sample_broker_rss();
 
-    start(consumers_);
+    // With --consumer-delay the producers get a head start and the consumers start later (below).
+    bool consumers_started = o_.consumer_delay_s <= 0;
+    double consumers_started_at = 0;
+    if (consumers_started) start(consumers_);
     start(producers_);
 
     Summary sum;
@@ -257,6 +263,11 @@ int Runner::run() {
             next_progress += 1.0;
         }
         if (limit_s > 0 && at >= limit_s) break;
+        if (!consumers_started && at >= o_.consumer_delay_s) {
+            consumers_started = true;
+            consumers_started_at = at;
+            start(consumers_);
+        }
         const StatsSnapshot s = snapshot();
         if (s.received != last_received) {
             last_received = s.received;
@@ -286,9 +297,10 @@ int Runner::run() {
         if (o_.pmessages && ctl_.finished.load() >= n_producers) {
             if (producers_done_at < 0) producers_done_at = at;
             if (o_.rpc || consumers_.empty()) break;
+            if (!consumers_started) continue;
             const uint64_t expected = s.sent * static_cast<uint64_t>(o_.deliveries_per_message());
             if (s.received >= expected) break;
-            if (at - std::max(last_received_change, producers_done_at) > kStallSeconds) {
+            if (at - std::max({last_received_change, producers_done_at, consumers_started_at}) > kStallSeconds) {
                 sum.missing = expected - s.received;
                 break;
             }
@@ -307,6 +319,12 @@ int Runner::run() {
         std::cerr << "sluice-perf: " << ctl_.first_error() << "\n";
         return 1;
     }
+    // What the producers left behind (with every client gone, unacked messages are back in the
+    // queues): a growing queue shows here, as the broker counts it.
+    if (!o_.rpc) {
+        uint64_t depth = 0;
+        if (topology(TopologySetup::Mode::inspect, &depth)) sum.queue_depth = depth;
+    }
     if (o_.cleanup && !topology(TopologySetup::Mode::remove)) return 1;
 
     sum.duration_s = duration;
@@ -323,7 +341,8 @@ int Runner::run() {
         return s > 0 ? s : duration;
     };
     const double pub_s = span(ctl_.last_publish_ns.load());
-    const double recv_s = span(end.last_receive_ns);
+    // consumers that started late (--consumer-delay) are rated over their own time
+    const double recv_s = std::max(span(end.last_receive_ns) - consumers_started_at, 1e-9);
     sum.publish_rate = static_cast<double>(sum.sent) / pub_s;
     sum.confirm_rate = static_cast<double>(sum.confirmed) / pub_s;
     sum.consume_rate = static_cast<double>(sum.received) / recv_s;
@@ -341,10 +360,12 @@ int Runner::run() {
     sum.tool_cpu_percent = wall_us > 0 ? 100.0 * static_cast<double>(self1 - self0) / wall_us : 0;
     if (broker_cpu0 && broker_cpu1) {
         const double cpu = static_cast<double>(*broker_cpu1 - *broker_cpu0);
-        // messages through the broker: RPC requests and replies are two each;
-        // otherwise whichever is more of published and delivered (fanout)
+        // messages through the broker: RPC requests and replies are two each; otherwise
+        // whichever is more of enqueued (published x queues each reaches: fanout) and delivered,
+        // so that a growing fanout is counted as a keeping-up one is
         const uint64_t msgs = o_.rpc ? sum.sent + (end.rpc_served - begin.rpc_served)
-                                     : std::max(sum.sent, sum.received);
+                                     : std::max(sum.sent * static_cast<uint64_t>(o_.deliveries_per_message()),
+                                                sum.received);
         if (msgs) sum.broker_cpu_us_per_msg = cpu / static_cast<double>(msgs);
         sum.broker_cpu_percent = wall_us > 0 ? 100.0 * cpu / wall_us : 0;
         sum.broker_peak_rss_kib = peak_rss_;

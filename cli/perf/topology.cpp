@@ -6,10 +6,24 @@ namespace m = amqp::method;
 
 TopologySetup::TopologySetup(asio::io_context& ioc, const BrokerAddress& addr, asio::ip::tcp::endpoint ep,
                              ThreadStats& stats, RunControl& ctl, const PerfOptions& o, Mode mode)
-    : AmqpClient(ioc, addr, ep, mode == Mode::declare ? "setup" : "cleanup", stats, ctl),
+    : AmqpClient(ioc, addr, ep,
+                 mode == Mode::declare ? "setup" : (mode == Mode::remove ? "cleanup" : "inspect"), stats, ctl),
       o_(o), mode_(mode), queues_(o.queue_names()) {}
 
 void TopologySetup::on_channel_open() {
+    if (mode_ == Mode::inspect) {
+        for (const auto& q : queues_) {
+            m::QueueDeclare d;
+            d.queue = q;
+            d.passive = true;
+            add_step(d, [this](std::string_view payload) {
+                m::QueueDeclareOk ok;
+                if (amqp::decode_arguments(payload.substr(4), ok) == amqp::DecodeError::none)
+                    depth_ += ok.message_count;
+            });
+        }
+        return;
+    }
     // RPC requests go through the default exchange straight to the queues.
     const bool use_exchange = !o_.exchange.empty() && !o_.rpc;
     // Deleting first makes a rerun with other settings (durability, type) work;

@@ -1,27 +1,49 @@
 #!/usr/bin/python3
-"""Sluice vs RabbitMQ on this machine, in one run.
+"""Sluice vs LavinMQ and RabbitMQ on this machine, in one run.
 
-Starts a private RabbitMQ node (Debian's rabbitmq-server; installed if absent)
-and a sluiced, each on loopback with its own data dir, then runs every
-scenario against both — interleaved, Sluice then RabbitMQ, scenario by
-scenario — with the same load tool (sluice-perf), and prints a table of
-absolute figures and Sluice/RabbitMQ ratios (plus one JSON line).
+Starts a sluiced, a LavinMQ (when its binary exists: ../shared/peers/ builds
+v1.1.5 from source and starts it) and a private RabbitMQ node (Debian's
+rabbitmq-server; installed if absent), each on loopback with its own data dir,
+then runs every scenario against every broker — interleaved: one scenario
+against each broker in turn before the next scenario — with the same load tool
+(sluice-perf), and prints a table of absolute figures and Sluice/LavinMQ and
+Sluice/RabbitMQ ratios (plus one JSON line).
 
-  tests/bench/side_by_side.py [--sluiced PATH] [--perf PATH] [--seconds 10]
+  tests/bench/side_by_side.py [--sluiced PATH] [--perf PATH] [--lavinmq PATH]
+                              [--brokers sluice,lavinmq,rabbitmq] [--seconds 10]
                               [--backlog 1000000] [--queues 10000] [--only 1,4]
+                              [--growing] [--repeat N]
 
-Scenarios (issue 7):
+Scenarios. A consumer that keeps up (issue 7):
   1 transient 16 B, 1 producer 1 consumer, autoack          consume rate
   2 persistent 1 KiB, confirms (1000), manual ack, prefetch 500   consume rate
   3 fanout to 4 queues, 4 consumers, 256 B                   delivery rate
   4 RPC, 1 client 1 server                                   calls/s, p50/p99
   5 50 producers + 50 consumers on 50 queues, 128 B, confirms     rate
-  6 backlog of N persistent 512 B messages: fill (confirms), drain; peak RSS
   7 10,000 durable queues with one persistent message each: declare rate, RSS/queue
+A producer that outruns its consumer, so queues grow (issue 12; --growing = 8-11, 6):
+  8 transient 16 B, 1 producer 1 consumer reading 100k msg/s     publish rate, final depth
+  9 fanout to 4 queues, 256 B, 4 consumers reading 25k msg/s each publish rate, final depth
+ 10 transient 16 B, 1p/1c, 2 s head start, then consumer unthrottled   consume rate, final depth
+ 11 fanout to 4 queues, 256 B, 2 s head start, consumers unthrottled  delivery rate, final depth
+  6 backlog of N persistent 512 B messages: fill (confirms), drain; peak RSS
+
+The producer always publishes unthrottled. In 8 and 9 the consumers read no
+faster than --consumer-rate in all (sluice-perf --consumer-rate, as PerfTest's
+-R), so the queues grow the whole run and the figure is how fast the broker
+takes messages in meanwhile. In 10 and 11 they start after --head-start
+seconds and then read unthrottled: a deep queue drains while the producer goes
+on. Consumers ack each delivery, no prefetch limit (PerfTest's defaults). The
+final depth is the broker's own count (passive queue.declare) after the run.
+Each broker is restarted (fresh data dir) before each of these scenarios, so
+its peak RSS belongs to that scenario alone.
+With sluice-perf's consumer unthrottled from the start, every broker measured
+balances the two and the queue stays near empty (scenario 1).
 
 Not a test: it prints numbers. Each broker's CPU per message comes from
-/proc/PID/stat (sluice-perf --broker-pid); on this 2-core machine the load
-tool shares the CPU, so compare CPU per message where rates saturate.
+/proc/PID/stat (sluice-perf --broker-pid; for LavinMQ the PID start-lavinmq.sh
+prints); on this 2-core machine the load tool shares the CPU, so compare CPU per
+message where rates saturate.
 """
 import argparse
 import json
@@ -48,6 +70,17 @@ def free_port():
     return p
 
 
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def wait_port(port, timeout, proc=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -69,8 +102,12 @@ def rss_kib(pid):
     return 0
 
 
+PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")  # <repo>/../shared/peers
+LAVINMQ_BIN = "/tmp/lavinmq-build/bin/lavinmq"
+
+
 class Sluice:
-    name = "Sluice"
+    key, name = "sluice", "Sluice"
 
     def __init__(self, exe, workdir):
         self.exe, self.dir = exe, os.path.join(workdir, "sluice")
@@ -81,6 +118,7 @@ class Sluice:
         os.makedirs(self.dir)
         self.port = free_port()
         self.proc = subprocess.Popen([self.exe, "--amqp-port", str(self.port), "--http-port", "0",
+                                      "--amqp-bind", "127.0.0.1", "--http-bind", "127.0.0.1",
                                       "--data-dir", os.path.join(self.dir, "data")],
                                      stdout=open(os.path.join(self.dir, "log"), "w"), stderr=subprocess.STDOUT)
         wait_port(self.port, 20, self.proc)
@@ -92,11 +130,56 @@ class Sluice:
             self.proc.wait(30)
 
     def version(self):
-        return "sluiced (this tree)"
+        out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        return "sluiced (this tree, %s)" % (out.stdout.strip() or "?")
+
+
+class LavinMQ:
+    """LavinMQ as ../shared/peers/ builds (v1.1.5) and starts it: fresh data dir, defaults."""
+    key, name = "lavinmq", "LavinMQ"
+
+    def __init__(self, exe):
+        self.exe, self.port, self.pid = exe, None, None
+
+    def missing(self):
+        """Why it cannot run here, or None."""
+        for script in ("start-lavinmq.sh", "stop-lavinmq.sh"):
+            if not os.access(os.path.join(PEERS, script), os.X_OK):
+                return "no %s in %s (the shared folder beside the checkout)" % (script, PEERS)
+        if not os.access(self.exe, os.X_OK):
+            return ("no LavinMQ binary at %s: build it with MIRROR=<snapshots> %s/build-lavinmq.sh "
+                    "(see %s/README.md) or pass --lavinmq PATH" % (self.exe, PEERS, PEERS))
+        return None
+
+    def start(self):
+        # start-lavinmq.sh PORT also takes PORT+10000 (management)
+        for _ in range(50):
+            p = free_port()
+            if p + 10000 < 65536 and port_free(p + 10000):
+                break
+        self.port = p
+        out = subprocess.run([os.path.join(PEERS, "start-lavinmq.sh"), str(p)], capture_output=True, text=True,
+                             timeout=60, env=dict(os.environ, BIN=self.exe))
+        if out.returncode != 0:
+            raise RuntimeError("start-lavinmq.sh %d failed: %s" % (p, out.stderr.strip()[-500:]))
+        self.pid = int(out.stdout.split()[-1])
+        wait_port(self.port, 20)
+
+    def stop(self):
+        if self.port:
+            out = subprocess.run([os.path.join(PEERS, "stop-lavinmq.sh"), str(self.port)], capture_output=True,
+                                 timeout=60)
+            if out.returncode == 0:  # its data and logs: start-lavinmq.sh's /tmp/lavinmq-PORT
+                shutil.rmtree("/tmp/lavinmq-%d" % self.port, ignore_errors=True)
+            self.port = None
+
+    def version(self):
+        out = subprocess.run([self.exe, "--version"], capture_output=True, text=True)
+        return "LavinMQ " + (out.stdout.strip().splitlines() or ["?"])[0].replace("LavinMQ ", "")
 
 
 class RabbitMQ:
-    name = "RabbitMQ"
+    key, name = "rabbitmq", "RabbitMQ"
 
     def __init__(self, workdir):
         self.dir = os.path.join(workdir, "rabbitmq")
@@ -104,6 +187,8 @@ class RabbitMQ:
     def env(self):
         e = dict(os.environ)
         e.update(RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(self.dist_port),
+                 RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",  # benchmark traffic stays on loopback
+                 RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
                  RABBITMQ_NODENAME="sluicebench@localhost", RABBITMQ_MNESIA_BASE=os.path.join(self.dir, "mnesia"),
                  RABBITMQ_LOG_BASE=os.path.join(self.dir, "log"),
                  RABBITMQ_CONFIG_FILE=os.path.join(self.dir, "rabbitmq"),
@@ -151,12 +236,18 @@ class RabbitMQ:
 
 
 def perf(args, broker, extra):
+    """One sluice-perf run; its JSON summary, or None (said why) when it failed."""
     cmd = [args.perf, "--port", str(broker.port), "--broker-pid", str(broker.pid), "--json", "--quiet"] + extra
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        print("  %s: sluice-perf did not finish within %d s" % (broker.name, args.timeout), flush=True)
+        return None
     for line in reversed(out.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    raise RuntimeError("sluice-perf gave no JSON against %s: %s %s" % (broker.name, out.stdout[-500:], out.stderr[-500:]))
+    print("  %s: sluice-perf gave no JSON: %s %s" % (broker.name, out.stdout[-300:], out.stderr[-300:]), flush=True)
+    return None
 
 
 def many_queues(args, broker):
@@ -188,21 +279,66 @@ def many_queues(args, broker):
     return {"declare_rate": n / declare_s, "kib_per_queue": max(0, after - before) / n, "rss_mib": after / 1024}
 
 
+def _get(k):
+    return lambda r: r.get(k)
+
+
+def _lat(p):
+    return lambda r: r.get("latency_us", {}).get(p)
+
+
+CPU = ("broker CPU µs/msg", _get("broker_cpu_us_per_msg"))
+RSS = ("peak RSS MiB", lambda r: (r.get("broker_peak_rss_kib") or 0) / 1024 or None)
+
+
+def growing(first, second):
+    """The figures of a scenario whose queues grow: the main rate first."""
+    keys = {"publish msg/s": "publish_rate", "consume msg/s": "consume_rate", "deliveries/s": "consume_rate"}
+    return [(first, _get(keys[first])), (second, _get(keys[second])),
+            ("queue depth at the end", _get("queue_depth")), RSS, CPU]
+
+
+# (number, title, sluice-perf arguments, [(figure, how to read it from the JSON)])
 SCENARIOS = [
-    (1, "transient 16 B, 1p/1c, autoack", "consume msg/s",
-     lambda a: ["-z", str(a.seconds), "-a"], "consume_rate"),
-    (2, "persistent 1 KiB, confirms 1000, ack, prefetch 500", "consume msg/s",
-     lambda a: ["-z", str(a.seconds), "-s", "1024", "--persistent", "-c", "1000", "-q", "500"], "consume_rate"),
-    (3, "fanout to 4 queues, 4 consumers, 256 B", "deliveries/s",
-     lambda a: ["-z", str(a.seconds), "-s", "256", "--fanout-queues", "4", "-y", "4", "-a"], "consume_rate"),
-    (4, "RPC, 1 client 1 server", "calls/s",
-     lambda a: ["-z", str(a.seconds), "--rpc"], "rpc_calls_per_s"),
-    (5, "50 producers + 50 consumers, 50 queues, 128 B, confirms", "consume msg/s",
+    (1, "transient 16 B, 1p/1c, autoack",
+     lambda a: ["-z", str(a.seconds), "-a"], [("consume msg/s", _get("consume_rate")), CPU]),
+    (2, "persistent 1 KiB, confirms 1000, ack, prefetch 500",
+     lambda a: ["-z", str(a.seconds), "-s", "1024", "--persistent", "-c", "1000", "-q", "500"],
+     [("consume msg/s", _get("consume_rate")), CPU]),
+    (3, "fanout to 4 queues, 4 consumers, 256 B",
+     lambda a: ["-z", str(a.seconds), "-s", "256", "--fanout-queues", "4", "-y", "4", "-a"],
+     [("deliveries/s", _get("consume_rate")), CPU]),
+    (4, "RPC, 1 client 1 server",
+     lambda a: ["-z", str(a.seconds), "--rpc"],
+     [("calls/s", _get("rpc_calls_per_s")), ("latency p50 µs", _lat("p50")), ("latency p99 µs", _lat("p99")), CPU]),
+    (5, "50 producers + 50 consumers, 50 queues, 128 B, confirms",
      lambda a: ["-z", str(a.seconds), "-x", "50", "-y", "50", "--queues", "50", "-s", "128", "-c", "1000", "-q", "100"],
-     "consume_rate"),
-    (6, "backlog of N persistent 512 B: fill, drain", "fill / drain msg/s",
-     lambda a: ["--backlog", str(a.backlog), "-s", "512", "--persistent", "-c", "1000", "-q", "500"], None),
+     [("consume msg/s", _get("consume_rate")), CPU]),
+    # A producer that outruns its consumer (issue 12): unthrottled publishing, and consumers that
+    # either read at a fixed rate (8, 9: the queues grow all along; the publish rate is the figure)
+    # or start after a head start and then read unthrottled (10, 11: a deep queue drains while the
+    # producer goes on; the consume rate is the figure). Manual ack of each delivery and no
+    # prefetch limit, as PerfTest's defaults.
+    (8, "transient 16 B, 1p/1c, consumer at a fixed rate, queue grows",
+     lambda a: ["-z", str(a.seconds), "--consumer-rate", str(a.consumer_rate)],
+     growing("publish msg/s", "consume msg/s")),
+    (9, "fanout to 4 queues, 256 B, 4 consumers at a fixed rate, queues grow",
+     lambda a: ["-z", str(a.seconds), "-s", "256", "--fanout-queues", "4", "-y", "4",
+                "--consumer-rate", str(a.consumer_rate / 4)],
+     growing("publish msg/s", "deliveries/s")),
+    (10, "transient 16 B, 1p/1c, head start then unthrottled consumer",
+     lambda a: ["-z", str(a.seconds + a.head_start), "--consumer-delay", str(a.head_start)],
+     growing("consume msg/s", "publish msg/s")),
+    (11, "fanout to 4 queues, 256 B, head start then 4 unthrottled consumers",
+     lambda a: ["-z", str(a.seconds + a.head_start), "--consumer-delay", str(a.head_start), "-s", "256",
+                "--fanout-queues", "4", "-y", "4"],
+     growing("deliveries/s", "publish msg/s")),
+    (6, "backlog of N persistent 512 B: fill (confirms), drain",
+     lambda a: ["--backlog", str(a.backlog), "-s", "512", "--persistent", "-c", "1000", "-q", "500"],
+     [("fill msg/s", _get("fill_rate")), ("drain msg/s", _get("drain_rate")),
+      RSS, CPU]),
 ]
+GROWING = (8, 9, 10, 11, 6)
 
 
 def fmt(v):
@@ -213,47 +349,94 @@ def fmt(v):
     return "{:.2f}".format(v)
 
 
+def median(values):
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def one_line(figures, r):
+    return ", ".join("%s %s" % (label, fmt(get(r))) for label, get in figures)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sluiced", default=os.path.join(ROOT, "build/release/cli/sluiced"))
     ap.add_argument("--perf", default=os.path.join(ROOT, "build/release/cli/sluice-perf"))
-    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--lavinmq", default=LAVINMQ_BIN, help="LavinMQ binary (../shared/peers/build-lavinmq.sh)")
+    ap.add_argument("--brokers", default="sluice,lavinmq,rabbitmq",
+                    help="comma-separated, in the order each scenario runs them: sluice, lavinmq, rabbitmq")
+    ap.add_argument("--seconds", type=int, default=10, help="measured seconds per run")
+    ap.add_argument("--consumer-rate", type=int, default=100000,
+                    help="scenarios 8, 9: deliveries/s the consumers read in all (split between them)")
+    ap.add_argument("--head-start", type=float, default=2,
+                    help="scenarios 10, 11: seconds of publishing before the consumers start")
     ap.add_argument("--backlog", type=int, default=1000000)
     ap.add_argument("--queues", type=int, default=10000)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of every scenario (the table gives the median)")
     ap.add_argument("--timeout", type=int, default=900, help="per sluice-perf run, seconds")
     ap.add_argument("--only", default="", help="comma-separated scenario numbers")
+    ap.add_argument("--growing", action="store_true", help="only the scenarios where queues grow (8-11, 6)")
     args = ap.parse_args()
     only = {int(x) for x in args.only.split(",") if x}
+    if args.growing:
+        only |= set(GROWING)
     work = tempfile.mkdtemp(prefix="sluice-bench-")
-    brokers = [Sluice(args.sluiced, work), RabbitMQ(work)]
-    rows, results = [], {}
+    known = {"sluice": lambda: Sluice(args.sluiced, work), "lavinmq": lambda: LavinMQ(args.lavinmq),
+             "rabbitmq": lambda: RabbitMQ(work)}
+    brokers = []
+    for k in [x.strip().lower() for x in args.brokers.split(",") if x.strip()]:
+        if k not in known:
+            ap.error("--brokers: unknown broker %r (sluice, lavinmq, rabbitmq)" % k)
+        b = known[k]()
+        why = b.missing() if hasattr(b, "missing") else None
+        if why:
+            print("%s: skipped — %s" % (b.name, why), flush=True)
+            continue
+        brokers.append(b)
+    if not brokers:
+        sys.exit("no broker to run")
+    names = [b.name for b in brokers]
+    results = {}   # scenario -> broker name -> [JSON per round]
+    rows = []      # (scenario, label, {broker name: value})
+
+    def stop_all():
+        for b in brokers:
+            try:
+                b.stop()
+            except Exception as e:  # report, keep stopping the others
+                print("stopping %s: %s" % (b.name, e))
+
+    # SIGTERM (e.g. timeout(1)) stops the brokers as ^C does
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         for b in brokers:
             b.start()
-        print("machine: %d cores, %s; %s vs %s; %s" % (os.cpu_count(), os.uname().release,
-              brokers[0].version(), brokers[1].version(), time.strftime("%Y-%m-%d %H:%M")), flush=True)
-        for num, title, unit, extra, key in SCENARIOS:
-            if only and num not in only:
+        print("machine: %d cores, %s; %s; %s" % (os.cpu_count(), os.uname().release,
+              " vs ".join(b.version() for b in brokers), time.strftime("%Y-%m-%d %H:%M %Z")), flush=True)
+        for rnd in range(args.repeat):
+            for num, title, extra, figures in SCENARIOS:
+                if only and num not in only:
+                    continue
+                r = results.setdefault(num, {})
+                for b in brokers:  # interleaved: every broker, one scenario at a time
+                    print("scenario %d on %s%s ..." % (num, b.name, " (round %d)" % (rnd + 1) if args.repeat > 1 else ""),
+                          flush=True)
+                    if num in GROWING:  # a fresh broker: its peak RSS is this scenario's alone
+                        b.stop()
+                        b.start()
+                    res = perf(args, b, extra(args))
+                    r.setdefault(b.name, []).append(res)
+                    if res is not None:
+                        print("  " + one_line(figures, res), flush=True)
+        for num, title, extra, figures in SCENARIOS:
+            if num not in results:
                 continue
-            r = {}
-            for b in brokers:  # interleaved: both brokers, one scenario at a time
-                print("scenario %d on %s ..." % (num, b.name), flush=True)
-                r[b.name] = perf(args, b, extra(args))
-            results[num] = r
-            s, q = r["Sluice"], r["RabbitMQ"]
-            if num == 6:
-                for label, k in (("fill msg/s", "fill_rate"), ("drain msg/s", "drain_rate")):
-                    rows.append((num, "%s — %s" % (title, label), s.get(k), q.get(k)))
-                rows.append((num, "%s — peak RSS MiB" % title, s.get("broker_peak_rss_kib", 0) / 1024,
-                             q.get("broker_peak_rss_kib", 0) / 1024))
-            else:
-                rows.append((num, "%s — %s" % (title, unit), s.get(key), q.get(key)))
-                if num == 4:
-                    for p in ("p50", "p99"):
-                        rows.append((num, "%s — latency %s µs" % (title, p),
-                                     s.get("latency_us", {}).get(p), q.get("latency_us", {}).get(p)))
-            rows.append((num, "%s — broker CPU µs/msg" % title, s.get("broker_cpu_us_per_msg"),
-                         q.get("broker_cpu_us_per_msg")))
+            for label, get in figures:
+                rows.append((num, "%d. %s — %s" % (num, title, label),
+                             {n: median(get(x) for x in results[num].get(n, []) if x is not None) for n in names}))
         if not only or 7 in only:
             r = {}
             for b in brokers:
@@ -261,26 +444,32 @@ def main():
                       % b.name, flush=True)
                 b.stop()
                 b.start()
-                r[b.name] = many_queues(args, b)
+                try:
+                    r[b.name] = many_queues(args, b)
+                except Exception as e:
+                    print("  %s: %s" % (b.name, e), flush=True)
             results[7] = r
-            title = "%d durable queues, 1 persistent msg each" % args.queues
-            rows.append((7, title + " — declares/s", r["Sluice"]["declare_rate"], r["RabbitMQ"]["declare_rate"]))
-            rows.append((7, title + " — KiB per queue", r["Sluice"]["kib_per_queue"], r["RabbitMQ"]["kib_per_queue"]))
+            title = "7. %d durable queues, 1 persistent msg each" % args.queues
+            rows.append((7, title + " — declares/s", {n: r.get(n, {}).get("declare_rate") for n in names}))
+            rows.append((7, title + " — KiB per queue", {n: r.get(n, {}).get("kib_per_queue") for n in names}))
+    except KeyboardInterrupt:
+        print("interrupted: stopping the brokers", flush=True)
     finally:
-        for b in brokers:
-            try:
-                b.stop()
-            except Exception as e:  # report, keep stopping the others
-                print("stopping %s: %s" % (b.name, e))
+        stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
-    width = max(len(r[1]) for r in rows) if rows else 20
+    others = [n for n in names if n != "Sluice"] if "Sluice" in names else []
+    width = max([len(r[1]) for r in rows] + [20])
     print()
-    print("%-*s %14s %14s %9s" % (width, "scenario", "Sluice", "RabbitMQ", "ratio"))
-    for num, label, s, q in rows:
-        ratio = (s / q) if (s is not None and q) else None
-        print("%-*s %14s %14s %9s" % (width, label, fmt(s), fmt(q), ("%.2fx" % ratio) if ratio else "-"))
-    print(json.dumps({"results": {str(k): v for k, v in results.items()}}))
+    print("%-*s " % (width, "scenario") + " ".join("%14s" % n for n in names) +
+          "".join(" %16s" % ("Sluice/" + o) for o in others))
+    for num, label, v in rows:
+        line = "%-*s " % (width, label) + " ".join("%14s" % fmt(v.get(n)) for n in names)
+        for o in others:
+            s, q = v.get("Sluice"), v.get(o)
+            line += " %16s" % (("%.2fx" % (s / q)) if (s is not None and q) else "-")
+        print(line)
+    print(json.dumps({"brokers": names, "results": {str(k): v for k, v in results.items()}}))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,52 @@ def test_counted_confirmed_persistent_run_delivers_everything(broker):
     assert s["received"] == 2000 and s["missing"] == 0
 
 
+@pytest.mark.deadline(60)
+def test_queue_depth_at_the_end_is_what_the_producer_left(broker):
+    # no consumer: every message published stays queued, and the broker's count is reported
+    s, out = run_perf(broker, "--time", "1", "--rate", "2000", "--consumers", "0")
+    assert s["sent"] > 0 and s["received"] == 0
+    assert s["queue_depth"] == s["sent"]
+    assert "queue depth" in out
+    # fanout: one copy per queue
+    s, _ = run_perf(broker, "--time", "1", "--rate", "1000", "--consumers", "0", "--fanout-queues", "3")
+    assert s["sent"] > 0 and s["queue_depth"] == 3 * s["sent"]
+
+
+@pytest.mark.deadline(60)
+def test_consumer_delay_gives_the_producer_a_head_start(broker):
+    # 500 messages go out at once; the consumer starts a second later, so each waited
+    # about that long in the queue, and then all of them are consumed
+    s, _ = run_perf(broker, "--pmessages", "500", "--consumer-delay", "1", "--size", "32")
+    assert s["sent"] == 500 and s["received"] == 500 and s["missing"] == 0
+    assert s["queue_depth"] == 0
+    assert s["latency_us"]["p50"] > 500_000, s["latency_us"]
+    assert s["config"]["consumer_delay_s"] == 1
+    # the consume rate counts from the consumers' start, not from the producers'
+    assert s["consume_rate"] > 500 / 1.5
+
+
+@pytest.mark.deadline(60)
+def test_consumer_rate_limit_lets_the_queue_grow(broker):
+    # the producer publishes 5x faster than the consumer may read: the queue grows
+    s, _ = run_perf(broker, "--time", "2", "--rate", "5000", "--consumer-rate", "1000")
+    assert s["sent"] > 5000
+    assert 500 < s["consume_rate"] < 1600, s["consume_rate"]   # a read may run one buffer ahead
+    assert s["received"] < s["sent"] / 2
+    assert s["queue_depth"] >= s["sent"] - s["received"] - 1000   # unacked come back at close
+    assert s["config"]["consumer_rate"] == 1000
+
+
+@pytest.mark.deadline(30)
+def test_consumer_delay_must_fit_in_the_run(broker):
+    for bad in (["--time", "1", "--consumer-delay", "2"], ["--rpc", "--consumer-delay", "1"],
+                ["--consumer-delay", "-1"], ["--consumer-rate", "-5"]):
+        p = subprocess.run([_perf_path(), "--port", str(broker.port)] + bad,
+                           capture_output=True, text=True, timeout=20)
+        assert p.returncode == 2, (bad, p.stderr)
+        assert "--consumer-" in p.stderr
+
+
 @pytest.mark.deadline(30)
 def test_unreachable_broker_is_an_error(broker):
     from conftest import free_port
