@@ -229,7 +229,7 @@ uint64_t QueueLog::read(const Store& store, uint64_t from, uint64_t to, size_t m
         if (c.live == 0 || c.last_seq < from) continue;
         std::string_view v = c.pending;
         if (v.empty()) {
-            if (!store.get(Column::msgs, chunk_key(queue_id_, first), value)) continue;
+            if (!store.get(Column::msgs, chunk_key(queue_id_, first), value, false)) continue;
             v = value;
         }
         for_each_record(v, first, [&](const LogRecord& r) {

@@ -159,6 +159,7 @@ struct Store::Impl {
     uint64_t reclaimed = 0;  // ranges compacted; guarded by mu
     bool reclaiming = false;  // the reclaim thread is using the database; guarded by mu
     StoreStats stats;  // guarded by mu
+    Store::BatchListener listener;  // set before the first commit; called under mu
     bool unsynced = false;  // async mode: writes since the last SyncWAL
     bool needs_resume = false;  // a write failed; guarded by mu
     rocksdb::DBOptions db_options;                          // kept for reopen()
@@ -278,6 +279,11 @@ struct Store::Impl {
             stats.total_sync_micros += micros;
             stats.sync_micros.record(kLatencyBucketMicros, micros);
         }
+        if (listener && b.impl_->wb.Count() > 0) {
+            const uint64_t last = db->GetLatestSequenceNumber();
+            const auto& rep = b.impl_->wb.Data();
+            listener(last + 1 - b.impl_->wb.Count(), std::string_view(rep.data(), rep.size()));
+        }
         return "";
     }
 
@@ -341,6 +347,9 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
     db_opts.max_open_files = 512;
     db_opts.keep_log_file_num = 4;
     db_opts.max_total_wal_size = 64u << 20;  // flush memtables rather than keep old WALs
+    // Memtables of every column family together stay within this (bounded
+    // memory: a growing queue's chunks go to table files, not RAM).
+    db_opts.db_write_buffer_size = 2 * options.write_buffer_bytes;
     db_opts.avoid_unnecessary_blocking_io = true;
     db_opts.info_log = std::make_shared<StderrLogger>();
     if (options.env) db_opts.env = options.env;
@@ -434,14 +443,32 @@ void Store::scan(Column c, std::string_view lower, std::string_view upper,
     }
 }
 
-bool Store::get(Column c, std::string_view key, std::string& value) const {
+bool Store::get(Column c, std::string_view key, std::string& value, bool fill_cache) const {
     if (!impl_->db) return false;
-    rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->columns[static_cast<size_t>(c)],
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = fill_cache;
+    rocksdb::Status s = impl_->db->Get(ro, impl_->columns[static_cast<size_t>(c)],
                                        rocksdb::Slice(key.data(), key.size()), &value);
     return s.ok();
 }
 
 const std::string& Store::path() const { return impl_->options.path; }
+
+void Store::set_batch_listener(BatchListener listener) {
+    std::lock_guard lk(impl_->mu);
+    impl_->listener = std::move(listener);
+}
+
+std::string Store::apply(std::string_view data) {
+    if (!impl_->db) return "the store is closed";
+    rocksdb::WriteBatch wb{std::string(data)};
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    rocksdb::Status s = impl_->db->Write(wo, &wb);
+    return s.ok() ? "" : s.ToString();
+}
+
+uint64_t Store::last_sequence() const { return impl_->db ? impl_->db->GetLatestSequenceNumber() : 0; }
 
 void Store::reclaim(std::string_view begin, std::string_view end) {
     {

@@ -43,7 +43,7 @@ struct StoreOptions {
     std::string path;
     Durability durability = Durability::sync;
     std::chrono::milliseconds sync_interval{200};  // async mode
-    size_t write_buffer_bytes = 16u << 20;          // per memtable
+    size_t write_buffer_bytes = 8u << 20;           // per memtable; all memtables together: twice this
     size_t block_cache_bytes = 16u << 20;
     // Tests only: the rocksdb::Env to open the database with (e.g. one over a
     // FileSystem that simulates power loss); null = the default. Not owned.
@@ -128,10 +128,26 @@ public:
     // callback has returned.
     void wait_idle();
 
+    // The ordered stream of committed batches — the unit a replica applies.
+    // After each batch is written (and, in sync mode, synced), the listener
+    // gets its sequence (RocksDB's sequence number of its first write:
+    // monotonic, kept across restarts) and its bytes (RocksDB's WriteBatch
+    // format), on the thread that committed it, before the commit's
+    // callback runs. Set it before the first commit.
+    using BatchListener = std::function<void(uint64_t sequence, std::string_view data)>;
+    void set_batch_listener(BatchListener listener);
+    // A replica's side: writes (and syncs) a batch from another store's
+    // stream. Returns "" or an error.
+    std::string apply(std::string_view data);
+    // The sequence of the last write (0 for an empty store).
+    uint64_t last_sequence() const;
+
     // Visits keys in [lower, upper) in order until f returns false.
     void scan(Column c, std::string_view lower, std::string_view upper,
               const std::function<bool(std::string_view key, std::string_view value)>& f) const;
-    bool get(Column c, std::string_view key, std::string& value) const;
+    // `fill_cache` false: a value read once (a message going back to
+    // memory) does not push what is read often out of the block cache.
+    bool get(Column c, std::string_view key, std::string& value, bool fill_cache = true) const;
 
     // The data in [begin, end) of `msgs` is deleted (a queue deleted or
     // drained): a background thread flushes the memtable and compacts that
