@@ -30,6 +30,7 @@ Status Channel::on_method(std::string_view payload) {
         return AmqpError{reply::not_implemented,
                          "unknown method " + std::to_string(key >> 16) + "/" + std::to_string(key & 0xffff),
                          key};
+    if (err == amqp::DecodeError::truncated || err == amqp::DecodeError::trailing_bytes) return cannot_decode(payload);
     if (err != amqp::DecodeError::none)
         return AmqpError{reply::syntax_error, "malformed '" + std::string(amqp::method_name(key)) + "'", key};
     if (publish_.active)

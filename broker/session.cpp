@@ -341,10 +341,21 @@ void Session::handle_connection_method(std::string_view payload) {
     }
 }
 
+namespace {
+
+// Arguments cut short or followed by stray bytes are RabbitMQ's 501; a
+// malformed table inside them stays the spec's 502.
+Status decode_error(amqp::DecodeError e, std::string_view payload, std::string_view method) {
+    if (e == amqp::DecodeError::none) return std::nullopt;
+    if (e == amqp::DecodeError::truncated || e == amqp::DecodeError::trailing_bytes) return cannot_decode(payload);
+    return amqp_error(reply::syntax_error, "malformed " + std::string(method));
+}
+
+}  // namespace
+
 Status Session::handle_start_ok(std::string_view payload) {
     amqp::Method method;
-    if (amqp::decode_method(payload, method) != amqp::DecodeError::none)
-        return amqp_error(reply::syntax_error, "malformed connection.start-ok");
+    if (Status st = decode_error(amqp::decode_method(payload, method), payload, "connection.start-ok")) return st;
     auto& ok = std::get<m::ConnectionStartOk>(method);
     client_properties_ = ok.client_properties;
     std::string user, password;
@@ -385,8 +396,7 @@ Status Session::handle_start_ok(std::string_view payload) {
 
 Status Session::handle_tune_ok(std::string_view payload) {
     amqp::Method method;
-    if (amqp::decode_method(payload, method) != amqp::DecodeError::none)
-        return amqp_error(reply::syntax_error, "malformed connection.tune-ok");
+    if (Status st = decode_error(amqp::decode_method(payload, method), payload, "connection.tune-ok")) return st;
     auto& ok = std::get<m::ConnectionTuneOk>(method);
     const BrokerConfig& cfg = broker_.config();
     if (ok.frame_max != 0 && ok.frame_max < amqp::kFrameMinSize)
@@ -408,8 +418,7 @@ Status Session::handle_tune_ok(std::string_view payload) {
 
 Status Session::handle_open(std::string_view payload) {
     amqp::Method method;
-    if (amqp::decode_method(payload, method) != amqp::DecodeError::none)
-        return amqp_error(reply::syntax_error, "malformed connection.open");
+    if (Status st = decode_error(amqp::decode_method(payload, method), payload, "connection.open")) return st;
     auto& open = std::get<m::ConnectionOpen>(method);
     // RabbitMQ's connection_max: checked first, as RabbitMQ does, so the
     // client hears why.
