@@ -17,6 +17,40 @@ namespace sluice::broker {
 
 namespace m = amqp::method;
 
+namespace {
+
+// RabbitMQ strips CR and LF from the queue and exchange names of declare,
+// delete, bind and unbind (rabbit_channel's strip_cr_lf); so does Sluice,
+// pointing the name at a cleaned copy in `store` only when it has any.
+void strip_cr_lf(std::string_view& name, std::string& store) {
+    if (name.find_first_of("\r\n") == std::string_view::npos) return;
+    store.clear();
+    for (char c : name)
+        if (c != '\r' && c != '\n') store.push_back(c);
+    name = store;
+}
+
+void strip_names(amqp::Method& method, std::string (&store)[2]) {
+    std::visit(
+        [&](auto& x) {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, m::ExchangeDeclare> || std::is_same_v<T, m::ExchangeDelete>) {
+                strip_cr_lf(x.exchange, store[0]);
+            } else if constexpr (std::is_same_v<T, m::ExchangeBind> || std::is_same_v<T, m::ExchangeUnbind>) {
+                strip_cr_lf(x.destination, store[0]);
+                strip_cr_lf(x.source, store[1]);
+            } else if constexpr (std::is_same_v<T, m::QueueDeclare> || std::is_same_v<T, m::QueueDelete>) {
+                strip_cr_lf(x.queue, store[0]);
+            } else if constexpr (std::is_same_v<T, m::QueueBind> || std::is_same_v<T, m::QueueUnbind>) {
+                strip_cr_lf(x.queue, store[0]);
+                strip_cr_lf(x.exchange, store[1]);
+            }
+        },
+        method);
+}
+
+}  // namespace
+
 Channel::Channel(Session& session, VHost& vhost, uint16_t id) : session_(session), vhost_(vhost), id_(id) {}
 
 Channel::~Channel() { release(); }
@@ -38,6 +72,8 @@ Status Channel::on_method(std::string_view payload) {
                          "expected a content header for basic.publish, got '" +
                              std::string(amqp::method_name(key)) + "'",
                          key};
+    std::string stripped[2];
+    strip_names(method, stripped);
     Status st;
     switch (key) {
         case m::BasicPublish::key: st = basic_publish(std::get<m::BasicPublish>(method)); break;
