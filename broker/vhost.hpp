@@ -109,7 +109,11 @@ public:
     std::string not_found_exchange(std::string_view name) const;
 
 private:
-    void declare_builtin(std::string name, ExchangeType type);
+    void declare_builtin(std::string name, ExchangeType type, bool internal = false);
+    // 406 when `arguments` names another alternate exchange than `ex` has.
+    Status alternate_exchange_inequivalence(const Exchange& ex, const amqp::FieldTable& arguments) const;
+    // A headers exchange refuses a binding whose x-match it does not know (406).
+    static Status check_binding_arguments(const Exchange& source, const amqp::FieldTable& args);
     // Deletes an auto-delete exchange once its last binding is gone.
     void maybe_auto_delete(Exchange* exchange);
     void remove_exchange_bindings(Exchange* exchange);
