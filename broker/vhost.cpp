@@ -312,11 +312,18 @@ Status VHost::unbind_exchange(std::string_view destination, std::string_view sou
 }
 
 void VHost::route(const Exchange& exchange, std::string_view routing_key,
-                  const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out) {
+                  const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out,
+                  const std::vector<std::string>& extra_keys) {
     ++route_epoch_;
-    if (exchange.name().empty()) {  // the default exchange: the queue named by the key
-        auto it = queues_.find(routing_key);
-        if (it != queues_.end()) out.push_back(it->second.get());
+    if (exchange.name().empty()) {  // the default exchange: the queue named by each key
+        auto add = [&](std::string_view key) {
+            auto it = queues_.find(key);
+            if (it == queues_.end() || it->second->route_mark == route_epoch_) return;
+            it->second->route_mark = route_epoch_;
+            out.push_back(it->second.get());
+        };
+        add(routing_key);
+        for (const std::string& key : extra_keys) add(key);
         return;
     }
     // Breadth-first through exchange-to-exchange bindings; each exchange is
@@ -328,7 +335,10 @@ void VHost::route(const Exchange& exchange, std::string_view routing_key,
     for (size_t i = 0; i < route_exchanges_.size(); ++i) {
         const Exchange* ex = route_exchanges_[i];
         route_scratch_.clear();
-        ex->route(routing_key, ex->needs_headers() ? headers(headers_ctx) : nullptr, route_scratch_);
+        const amqp::FieldTable* hs = ex->needs_headers() ? headers(headers_ctx) : nullptr;
+        ex->route(routing_key, hs, route_scratch_);
+        if (ex->uses_routing_key())
+            for (const std::string& key : extra_keys) ex->route(key, hs, route_scratch_);
         if (route_scratch_.empty() && !ex->alternate_exchange().empty())
             if (Exchange* ae = find_exchange(ex->alternate_exchange())) route_scratch_.push_back(Destination{nullptr, ae});
         for (Destination d : route_scratch_) {

@@ -87,9 +87,13 @@ public:
     // Appends to `out` each queue that `message`, published to `exchange`,
     // reaches (through exchange-to-exchange bindings too), each once.
     // `headers` is decoded lazily by the caller's callback only when a
-    // headers exchange is on the path.
+    // headers exchange is on the path. `extra_keys` (CC and BCC,
+    // sender_selected.hpp) are routed with at every exchange besides
+    // `routing_key`; an exchange hands the message to its alternate only
+    // when no key selects anything.
     void route(const Exchange& exchange, std::string_view routing_key,
-               const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out);
+               const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out,
+               const std::vector<std::string>& extra_keys = {});
 
     // The one publish path (AMQP channels, the HTTP API, dead-lettering):
     // routes `message` from `exchange`, writes it once for the durable
