@@ -241,7 +241,7 @@ bool Channel::can_deliver(const Consumer& c) const {
     if (!flow_active_ || closing_ || session_.output_full()) return false;
     if (c.no_ack) return true;
     if (c.prefetch != 0 && c.unacked >= c.prefetch) return false;
-    if (channel_prefetch_ != 0 && channel_unacked_ >= channel_prefetch_) return false;
+    if (channel_prefetch_ != 0 && channel_unacked_ >= channel_prefetch_ && under_global_limit(c)) return false;
     return true;
 }
 
@@ -267,7 +267,7 @@ void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
         if (qm.stored) session_.broker().durability().remove_entry(*consumer.queue, qm.seq);
     } else {  // the queue counted it as unacked too
         ++consumer.unacked;
-        ++channel_unacked_;
+        if (under_global_limit(consumer)) ++channel_unacked_;
         unacked_.push_back(Unacked{tag, consumer.queue, consumer_ptr, std::move(qm), session_.broker().now_s()});
     }
     session_.wrote_output();
@@ -298,7 +298,7 @@ uint64_t Channel::write_delivery(std::string_view consumer_tag, bool redelivered
 void Channel::settle(Unacked& u, Settlement how) {
     if (u.consumer) {  // basic.get deliveries count against no prefetch window
         if (u.consumer->unacked > 0) --u.consumer->unacked;
-        if (channel_unacked_ > 0) --channel_unacked_;
+        if (channel_unacked_ > 0 && under_global_limit(*u.consumer)) --channel_unacked_;
     }
     if (how == Settlement::requeue) {
         u.queue->requeue(std::move(u.qm));

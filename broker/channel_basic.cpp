@@ -72,6 +72,12 @@ Status Channel::basic_consume(const m::BasicConsume& c) {
     QueuePtr q = resolve_queue(c.queue, error);
     if (!q) return error;
     if (Status st = q->check_can_consume(c.exclusive)) return st;
+    // RabbitMQ 3.10: a quorum queue refuses a consumer on a channel with a
+    // global prefetch limit (a global basic.qos set after the consume is
+    // accepted, and does not limit the quorum queue's deliveries).
+    if (q->features().type == QueueType::quorum && channel_prefetch_ != 0)
+        return amqp_error(reply::not_implemented,
+                          "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' does not support global qos");
     consumer->queue = q;
     consumers_.push_back(consumer);
     q->add_consumer(consumer);
