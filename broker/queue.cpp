@@ -243,6 +243,9 @@ std::optional<QueuedMessage> Queue::get(bool no_ack) {
     take(qm);
     counters.note_delivery(qm.redelivered);
     if (!no_ack) ++unacked_;
+    // As RabbitMQ, what expired behind the head goes now, so get-ok's
+    // message count does not include it.
+    if (!ready_.empty() && ready_.front().expires_ms != 0) expire_head(vhost_.broker().now_ms(), false);
     stamp_delivery(qm);
     return qm;
 }
