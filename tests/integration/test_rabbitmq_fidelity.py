@@ -12,7 +12,7 @@ import pytest
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
 from amqp_raw import QUEUE_DECLARE_OK, RawConnection, queue_declare
-from conftest import unique, wait_for
+from conftest import started_broker, unique, wait_for
 
 
 def expect_close(code, fn, *a, **kw):
@@ -163,6 +163,49 @@ def test_quorum_queue_requeues_at_the_back(connect):
         assert [b for _, b in get_all(ch, q)] == [b"2", b"3", b"1"]
     finally:
         ch.queue_delete(queue=q)
+
+
+@pytest.mark.deadline(60)
+def test_quorum_requeue_position_survives_a_restart(fresh_broker):
+    # The requeued message moved to a new place in the store: after kill -9
+    # it is there once, behind the others, and nothing else is lost.
+    c = fresh_broker.pika()
+    ch = c.channel()
+    ch.confirm_delivery()
+    q = "qq.durable"
+    ch.queue_declare(queue=q, durable=True, arguments={"x-queue-type": "quorum"})
+    for body in (b"1", b"2", b"3"):
+        ch.basic_publish(exchange="", routing_key=q, body=body,
+                         properties=pika.BasicProperties(delivery_mode=2))
+    method, _, body = ch.basic_get(queue=q, auto_ack=False)
+    assert body == b"1"
+    ch.basic_nack(method.delivery_tag, requeue=True)
+    ch.queue_declare(queue=q, durable=True, arguments={"x-queue-type": "quorum"})  # answered once synced
+    fresh_broker.kill9()
+    fresh_broker.start()
+    ch = fresh_broker.pika().channel()
+    assert [b for _, b in get_all(ch, q)] == [b"2", b"3", b"1"]
+
+
+@pytest.mark.deadline(60)
+def test_quorum_requeue_joins_a_paged_tail(broker):
+    if broker.external:
+        pytest.skip("needs a sluiced started with a small in-memory head")
+    # Only 4 messages in memory: the rest of the queue is in the store, and
+    # the requeued message must come after all of it.
+    with started_broker(["--queue-memory-messages", "4"]) as b:
+        ch = b.pika().channel()
+        ch.confirm_delivery()
+        q = "qq.paged"
+        ch.queue_declare(queue=q, durable=True, arguments={"x-queue-type": "quorum"})
+        sent = [b"%d" % i for i in range(50)]
+        for body in sent:
+            ch.basic_publish(exchange="", routing_key=q, body=body,
+                             properties=pika.BasicProperties(delivery_mode=2 if int(body) % 2 else 1))
+        method, _, body = ch.basic_get(queue=q, auto_ack=False)
+        assert body == b"0"
+        ch.basic_nack(method.delivery_tag, requeue=True)
+        assert [m for _, m in get_all(ch, q)] == sent[1:] + [b"0"]
 
 
 def test_classic_queue_requeues_in_place(connect):
