@@ -347,6 +347,22 @@ TEST_F(SessionTest, MethodWithBytesAfterItsArgumentsIs501) {
     EXPECT_FALSE(queue("q"));
 }
 
+TEST_F(SessionTest, ChannelAndConnectionMethodsWithStrayBytesAre501) {
+    // channel.open, channel.close and connection.close are acted on by
+    // their ids; their arguments are held to the same rule.
+    for (int which = 0; which < 3; ++which) {
+        TestClient& c = connect();
+        std::string payload;
+        if (which == 0) amqp::encode(payload, m::ChannelOpen{});
+        if (which == 1) amqp::encode(payload, m::ChannelClose{});
+        if (which == 2) amqp::encode(payload, m::ConnectionClose{});
+        payload.push_back('\x01');
+        c.send_frame(amqp::kFrameMethod, which == 2 ? 0 : static_cast<uint16_t>(2 - which), payload);
+        ServerFrame f = c.expect_connection_close(501);
+        EXPECT_EQ(close_text(f).substr(0, 30), "FRAME_ERROR - cannot decode <<") << which;
+    }
+}
+
 TEST_F(SessionTest, ShortStringOf256BytesIs501) {
     // A client that writes a 256-byte short string sends a length octet of 0
     // and then all 256 bytes: the rest no longer lines up with the fields.
