@@ -42,6 +42,19 @@ bool is_hard_error(uint16_t code) {
     }
 }
 
+AmqpError cannot_decode(std::string_view payload) {
+    uint32_t key = 0;
+    for (size_t i = 0; i < 4 && i < payload.size(); ++i) key = (key << 8) | static_cast<uint8_t>(payload[i]);
+    std::string_view args = payload.size() > 4 ? payload.substr(4) : std::string_view{};
+    std::string text = "cannot decode <<";
+    for (size_t i = 0; i < args.size() && text.size() < 255; ++i) {  // the reply text stops at 255 anyway
+        if (i > 0) text += ',';
+        text += std::to_string(static_cast<uint8_t>(args[i]));
+    }
+    text += ">>";
+    return AmqpError{reply::frame_error, std::move(text), payload.size() >= 4 ? key : 0};
+}
+
 std::string AmqpError::reply_text() const {
     std::string s = reply_name(code);
     s += " - ";

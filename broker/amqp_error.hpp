@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace sluice::broker {
 
@@ -48,5 +49,10 @@ struct AmqpError {
 using Status = std::optional<AmqpError>;
 
 inline AmqpError amqp_error(uint16_t code, std::string text) { return AmqpError{code, std::move(text), 0}; }
+
+// A method frame whose arguments do not decode (too short, or bytes left
+// over): RabbitMQ's 501 "cannot decode <<0,0,80,...>>" (the argument bytes
+// as Erlang prints a binary). `payload` is the whole method payload.
+AmqpError cannot_decode(std::string_view payload);
 
 }  // namespace sluice::broker

@@ -17,6 +17,40 @@ namespace sluice::broker {
 
 namespace m = amqp::method;
 
+namespace {
+
+// RabbitMQ strips CR and LF from the queue and exchange names of declare,
+// delete, bind and unbind (rabbit_channel's strip_cr_lf); so does Sluice,
+// pointing the name at a cleaned copy in `store` only when it has any.
+void strip_cr_lf(std::string_view& name, std::string& store) {
+    if (name.find_first_of("\r\n") == std::string_view::npos) return;
+    store.clear();
+    for (char c : name)
+        if (c != '\r' && c != '\n') store.push_back(c);
+    name = store;
+}
+
+void strip_names(amqp::Method& method, std::string (&store)[2]) {
+    std::visit(
+        [&](auto& x) {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, m::ExchangeDeclare> || std::is_same_v<T, m::ExchangeDelete>) {
+                strip_cr_lf(x.exchange, store[0]);
+            } else if constexpr (std::is_same_v<T, m::ExchangeBind> || std::is_same_v<T, m::ExchangeUnbind>) {
+                strip_cr_lf(x.destination, store[0]);
+                strip_cr_lf(x.source, store[1]);
+            } else if constexpr (std::is_same_v<T, m::QueueDeclare> || std::is_same_v<T, m::QueueDelete>) {
+                strip_cr_lf(x.queue, store[0]);
+            } else if constexpr (std::is_same_v<T, m::QueueBind> || std::is_same_v<T, m::QueueUnbind>) {
+                strip_cr_lf(x.queue, store[0]);
+                strip_cr_lf(x.exchange, store[1]);
+            }
+        },
+        method);
+}
+
+}  // namespace
+
 Channel::Channel(Session& session, VHost& vhost, uint16_t id) : session_(session), vhost_(vhost), id_(id) {}
 
 Channel::~Channel() { release(); }
@@ -30,6 +64,7 @@ Status Channel::on_method(std::string_view payload) {
         return AmqpError{reply::not_implemented,
                          "unknown method " + std::to_string(key >> 16) + "/" + std::to_string(key & 0xffff),
                          key};
+    if (err == amqp::DecodeError::truncated || err == amqp::DecodeError::trailing_bytes) return cannot_decode(payload);
     if (err != amqp::DecodeError::none)
         return AmqpError{reply::syntax_error, "malformed '" + std::string(amqp::method_name(key)) + "'", key};
     if (publish_.active)
@@ -37,6 +72,8 @@ Status Channel::on_method(std::string_view payload) {
                          "expected a content header for basic.publish, got '" +
                              std::string(amqp::method_name(key)) + "'",
                          key};
+    std::string stripped[2];
+    strip_names(method, stripped);
     Status st;
     switch (key) {
         case m::BasicPublish::key: st = basic_publish(std::get<m::BasicPublish>(method)); break;
@@ -204,7 +241,7 @@ bool Channel::can_deliver(const Consumer& c) const {
     if (!flow_active_ || closing_ || session_.output_full()) return false;
     if (c.no_ack) return true;
     if (c.prefetch != 0 && c.unacked >= c.prefetch) return false;
-    if (channel_prefetch_ != 0 && channel_unacked_ >= channel_prefetch_) return false;
+    if (channel_prefetch_ != 0 && channel_unacked_ >= channel_prefetch_ && under_global_limit(c)) return false;
     return true;
 }
 
@@ -230,7 +267,7 @@ void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
         if (qm.stored) session_.broker().durability().remove_entry(*consumer.queue, qm.seq);
     } else {  // the queue counted it as unacked too
         ++consumer.unacked;
-        ++channel_unacked_;
+        if (under_global_limit(consumer)) ++channel_unacked_;
         unacked_.push_back(Unacked{tag, consumer.queue, consumer_ptr, std::move(qm), session_.broker().now_s()});
     }
     session_.wrote_output();
@@ -261,7 +298,7 @@ uint64_t Channel::write_delivery(std::string_view consumer_tag, bool redelivered
 void Channel::settle(Unacked& u, Settlement how) {
     if (u.consumer) {  // basic.get deliveries count against no prefetch window
         if (u.consumer->unacked > 0) --u.consumer->unacked;
-        if (channel_unacked_ > 0) --channel_unacked_;
+        if (channel_unacked_ > 0 && under_global_limit(*u.consumer)) --channel_unacked_;
     }
     if (how == Settlement::requeue) {
         u.queue->requeue(std::move(u.qm));

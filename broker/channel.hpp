@@ -195,6 +195,11 @@ private:
     uint32_t consumer_prefetch_ = 0;  // basic.qos global=false: for new consumers
     uint32_t channel_prefetch_ = 0;   // basic.qos global=true
     uint32_t channel_unacked_ = 0;    // deliveries counted against channel_prefetch_
+    // Global qos limits classic queues' consumers only (RabbitMQ's limiter
+    // does not see quorum queues).
+    static bool under_global_limit(const Consumer& c) {
+        return !c.queue || c.queue->features().type != QueueType::quorum;
+    }
 
     bool confirm_mode_ = false;
     uint64_t publish_seq_ = 0;        // last publish sequence number

@@ -4,6 +4,7 @@
 
 #include "broker/broker.hpp"
 #include "broker/channel_send.hpp"
+#include "broker/sender_selected.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/properties.hpp"
 
@@ -71,6 +72,12 @@ Status Channel::basic_consume(const m::BasicConsume& c) {
     QueuePtr q = resolve_queue(c.queue, error);
     if (!q) return error;
     if (Status st = q->check_can_consume(c.exclusive)) return st;
+    // RabbitMQ 3.10: a quorum queue refuses a consumer on a channel with a
+    // global prefetch limit (a global basic.qos set after the consume is
+    // accepted, and does not limit the quorum queue's deliveries).
+    if (q->features().type == QueueType::quorum && channel_prefetch_ != 0)
+        return amqp_error(reply::not_implemented,
+                          "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' does not support global qos");
     consumer->queue = q;
     consumers_.push_back(consumer);
     q->add_consumer(consumer);
@@ -133,22 +140,26 @@ Status Channel::publish_complete() {
     if (!ex)  // deleted while the content was arriving
         return AmqpError{reply::not_found, vhost_.not_found_exchange(built->exchange()), m::BasicPublish::key};
 
-    MessagePtr msg = std::move(built);
-    const uint16_t flags = property_flags(msg->properties());
+    const uint16_t flags = property_flags(built->properties());
     if (flags & kUserIdFlag) {  // as RabbitMQ: user_id must be the connection's user
         amqp::BasicProperties props;
-        if (amqp::decode_properties(msg->properties(), props) && props.user_id &&
+        if (amqp::decode_properties(built->properties(), props) && props.user_id &&
             *props.user_id != session_.user())
             return AmqpError{reply::precondition_failed,
                              "user_id property set to '" + *props.user_id + "' but authenticated user was '" +
                                  session_.user() + "'",
                              m::BasicPublish::key};
     }
-    if (msg->expiration_ms() == Message::kInvalidExpiration)
+    if (built->expiration_ms() == Message::kInvalidExpiration)
         return AmqpError{reply::precondition_failed,
-                         "invalid expiration '" + std::string(amqp::peek_expiration(msg->properties()).value_or("")) +
+                         "invalid expiration '" + std::string(amqp::peek_expiration(built->properties()).value_or("")) +
                              "': not a number of milliseconds between 0 and 4294967295",
                          m::BasicPublish::key};
+    if (Status st = apply_sender_selected(built)) {  // CC and BCC headers
+        st->method = m::BasicPublish::key;
+        return st;
+    }
+    MessagePtr msg = std::move(built);
     if (flags & kReplyToFlag) {
         amqp::BasicProperties props;
         if (amqp::decode_properties(msg->properties(), props) && props.reply_to == kReplyQueue) {
@@ -160,6 +171,7 @@ Status Channel::publish_complete() {
             amqp::encode_properties(raw, props);
             auto rewritten = std::make_shared<Message>(msg->exchange(), msg->routing_key(), raw, msg->body_size());
             rewritten->append_body(msg->body());
+            rewritten->set_extra_routing_keys(msg->extra_routing_keys());
             msg = std::move(rewritten);
         }
     }

@@ -50,7 +50,9 @@ void Channel::reply_when_durable(bool durable, std::function<void()> reply) {
 Status Channel::exchange_declare(const m::ExchangeDeclare& d) {
     if (Status st = check_exchange_declare(d)) return st;
     if (d.passive) {
-        if (!d.exchange.empty() && !vhost_.find_exchange(d.exchange))
+        if (d.exchange.empty())  // as RabbitMQ, the passive form too
+            return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
+        if (!vhost_.find_exchange(d.exchange))
             return amqp_error(reply::not_found, vhost_.not_found_exchange(d.exchange));
         if (!d.no_wait) send(m::ExchangeDeclareOk{});
         return std::nullopt;
@@ -151,9 +153,12 @@ Status Channel::queue_unbind(const m::QueueUnbind& d) {
     if (Status st = check_queue_bind(d.queue, d.exchange)) return st;
     Status error;
     QueuePtr q = resolve_queue(d.queue, error);
-    if (!q) return error;
-    if (Status st = vhost_.unbind_queue(q->name(), d.exchange, d.routing_key, d.arguments)) return st;
-    reply_when_durable(q->durable(), [this] { send(m::QueueUnbindOk{}); });
+    // A missing queue (like a missing exchange) has no binding to remove:
+    // unbind-ok, as RabbitMQ answers.
+    if (!q && (resolve_queue_name(d.queue).empty() || vhost_.find_queue(resolve_queue_name(d.queue)))) return error;
+    if (Status st = vhost_.unbind_queue(resolve_queue_name(d.queue), d.exchange, d.routing_key, d.arguments))
+        return st;
+    reply_when_durable(q && q->durable(), [this] { send(m::QueueUnbindOk{}); });
     return std::nullopt;
 }
 

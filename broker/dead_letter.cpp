@@ -70,12 +70,23 @@ DeadLetter make_dead_letter(const Message& m, DeathReason reason, std::string_vi
     }
     headers.set("x-death", deaths);
     props.expiration.reset();
+    // As RabbitMQ: a dead-letter routing key replaces every key the message
+    // was routed with, so its CC header goes too.
+    if (routing_key) headers.erase("CC");
 
     std::string raw;
     amqp::encode_properties(raw, props);
     std::string_view key = routing_key ? std::string_view(*routing_key) : m.routing_key();
     auto copy = std::make_shared<Message>(dlx, key, raw, m.body_size());
     copy->append_body(m.body());
+    if (!routing_key) {
+        // The CC and BCC keys route it again. A message read back from the
+        // store has lost them: its CC header still names those.
+        std::vector<std::string> again = m.extra_routing_keys();
+        if (again.empty())
+            for (size_t i = 1; i < keys.size(); ++i) again.emplace_back(*keys[i].as_string());
+        copy->set_extra_routing_keys(std::move(again));
+    }
     DeadLetter out;
     out.message = std::move(copy);
     out.x_death.set("x-death", std::move(deaths));
@@ -104,6 +115,7 @@ MessagePtr with_delivery_count(const Message& m, uint32_t count) {
     amqp::encode_properties(raw, props);
     auto copy = std::make_shared<Message>(m.exchange(), m.routing_key(), raw, m.body_size());
     copy->append_body(m.body());
+    copy->set_extra_routing_keys(m.extra_routing_keys());
     copy->body_id = m.body_id;  // the stored entry still refers to the original
     return copy;
 }

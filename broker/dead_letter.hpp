@@ -32,7 +32,8 @@ struct DeadLetter {
 };
 
 // The copy of `m` that queue `queue` dead-letters to `dlx`, routed with
-// `routing_key` when set (else with the message's own routing key).
+// `routing_key` when set (and then without its CC header), else with the
+// message's own routing key and its CC and BCC keys.
 DeadLetter make_dead_letter(const Message& m, DeathReason reason, std::string_view queue, std::string_view dlx,
                             const std::optional<std::string>& routing_key, uint64_t now_s);
 

@@ -75,6 +75,8 @@ public:
     void route(std::string_view routing_key, const amqp::FieldTable* headers,
                std::vector<Destination>& out) const;
     bool needs_headers() const { return type_ == ExchangeType::headers; }
+    // Whether the routing key takes part in routing (not fanout, not headers).
+    bool uses_routing_key() const { return type_ == ExchangeType::direct || type_ == ExchangeType::topic; }
 
 private:
     void index_add(const Binding& b);

@@ -173,15 +173,6 @@ Outcome match_one(const std::string& key, const FieldValue& value, const FieldTa
 
 // --- rendering values the way Erlang's ~tp would, for error texts ---
 
-const char* erlang_type_name(const FieldValue& v) {
-    static constexpr const char* names[] = {"bool",     "byte",        "unsignedbyte", "short",   "unsignedshort",
-                                            "signedint", "unsignedint", "long",        "float",   "double",
-                                            "decimal",  "longstr",     "array",        "timestamp", "table",
-                                            "void",     "binary"};
-    static_assert(std::variant_size_v<FieldValue::Variant> == sizeof(names) / sizeof(names[0]));
-    return names[v.v.index()];
-}
-
 void render_binary(std::string& out, std::string_view s) {
     bool printable = true;
     for (unsigned char c : s)
@@ -285,6 +276,15 @@ void render(std::string& out, const FieldValue& v, bool typed) {
 }
 
 }  // namespace
+
+const char* erlang_type_name(const amqp::FieldValue& v) {
+    static constexpr const char* names[] = {"bool",     "byte",        "unsignedbyte", "short",   "unsignedshort",
+                                            "signedint", "unsignedint", "long",        "float",   "double",
+                                            "decimal",  "longstr",     "array",        "timestamp", "table",
+                                            "void",     "binary"};
+    static_assert(std::variant_size_v<amqp::FieldValue::Variant> == sizeof(names) / sizeof(names[0]));
+    return names[v.v.index()];
+}
 
 bool headers_match(const amqp::FieldTable& binding_args, const amqp::FieldTable* message_headers) {
     const Mode mode = parse_mode(binding_args);

@@ -48,4 +48,8 @@ bool headers_match(const amqp::FieldTable& binding_args, const amqp::FieldTable*
 // else "". Absent x-match is valid (it means "all").
 std::string validate_headers_binding(const amqp::FieldTable& binding_args);
 
+// The name RabbitMQ's error texts give a field value's type: "longstr",
+// "signedint", "table", ...
+const char* erlang_type_name(const amqp::FieldValue& v);
+
 }  // namespace sluice::broker

@@ -37,6 +37,16 @@ int64_t Message::parse_expiration(std::string_view text) {
     return v > 4294967295 ? kInvalidExpiration : v;
 }
 
+const std::vector<std::string>& Message::extra_routing_keys() const {
+    static const std::vector<std::string> none;
+    return extra_routing_keys_ ? *extra_routing_keys_ : none;
+}
+
+void Message::set_extra_routing_keys(std::vector<std::string> keys) {
+    if (keys.empty()) extra_routing_keys_.reset();
+    else extra_routing_keys_ = std::make_unique<const std::vector<std::string>>(std::move(keys));
+}
+
 void Message::append_body(std::string_view chunk) {
     const size_t need = data_.size() + chunk.size();
     if (need > data_.capacity()) {

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sluice::broker {
 
@@ -47,6 +48,13 @@ public:
     // Only while the message is being assembled (before it is shared).
     void append_body(std::string_view chunk);
 
+    // Sender-selected distribution (sender_selected.hpp): the routing keys
+    // its CC and BCC headers named when it was published, routed with
+    // besides routing_key(). Empty for nearly every message, and then free.
+    const std::vector<std::string>& extra_routing_keys() const;
+    // Only while the message is being built (before it is shared).
+    void set_extra_routing_keys(std::vector<std::string> keys);
+
     // Durable bookkeeping (broker thread only): the id of its shared stored
     // body (0 = each stored entry holds the message inline).
     mutable uint64_t body_id = 0;
@@ -55,6 +63,7 @@ private:
     size_t body_offset() const { return size_t{exchange_len_} + routing_key_len_ + properties_len_; }
 
     std::string data_;
+    std::unique_ptr<const std::vector<std::string>> extra_routing_keys_;  // null = none
     uint64_t body_size_;
     uint32_t properties_len_;
     uint8_t exchange_len_;

@@ -243,6 +243,9 @@ std::optional<QueuedMessage> Queue::get(bool no_ack) {
     take(qm);
     counters.note_delivery(qm.redelivered);
     if (!no_ack) ++unacked_;
+    // As RabbitMQ, what expired behind the head goes now, so get-ok's
+    // message count does not include it.
+    if (!ready_.empty() && ready_.front().expires_ms != 0) expire_head(vhost_.broker().now_ms(), false);
     stamp_delivery(qm);
     return qm;
 }
@@ -259,12 +262,35 @@ void Queue::requeue(QueuedMessage qm) {
             return;
         }
     }
-    add_memory(qm.message->body_size());
     ready_bytes_ += qm.message->body_size();
     const bool expiring = qm.expires_ms != 0;
-    insert_ready(std::move(qm));
+    if (options_.features.type == QueueType::quorum) {
+        requeue_at_back(std::move(qm));
+    } else {
+        add_memory(qm.message->body_size());
+        insert_ready(std::move(qm));
+    }
     if (options_.features.has_length_limit()) enforce_length_limit();
     if (expiring) schedule_head_expiry();
+}
+
+void Queue::requeue_at_back(QueuedMessage qm) {
+    // RabbitMQ 3.10's quorum queues return a message behind the others: it
+    // gets a new place, and a stored one moves to the entry of that place.
+    const uint64_t old_seq = qm.seq;
+    qm.seq = allocate_seq();
+    Durability& durability = vhost_.broker().durability();
+    if (qm.stored) {
+        durability.store_message(qm.message, {StoredEntry{this, qm.seq, qm.expires_ms}});  // one entry: inline
+        durability.remove_entry(*this, old_seq);
+    }
+    if (durability.enabled() && paged_count_ > 0 && (qm.stored || durability.spill())) {
+        page_out(std::move(qm));  // the tail lives on disk: the message joins it, as Queue::publish does
+        return;
+    }
+    add_memory(qm.message->body_size());
+    qm.enqueued_s = vhost_.broker().now_s();
+    insert_ready(std::move(qm));
 }
 
 void Queue::settle(const QueuedMessage&) {

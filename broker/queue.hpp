@@ -3,7 +3,8 @@
 //
 // Order: every message gets a sequence number when it enters the queue; a
 // requeued message goes back to its own place (RabbitMQ's classic-queue
-// behaviour), so ready messages are always sorted by sequence number — or,
+// behaviour; a quorum queue's gets a new number and goes to the back, as in
+// RabbitMQ 3.10), so ready messages are always sorted by sequence number — or,
 // in a priority queue (x-max-priority), by priority, highest first, then by
 // sequence number.
 //
@@ -172,6 +173,8 @@ private:
     void stamp_delivery(QueuedMessage& qm) const {
         if (options_.features.type == QueueType::quorum) qm.message = with_delivery_count(*qm.message, qm.returns);
     }
+    // A quorum queue's requeue: the message goes behind every ready one.
+    void requeue_at_back(QueuedMessage qm);
     // Puts a message in the ready list at its place (seq, or priority then seq).
     void insert_ready(QueuedMessage qm);
     uint8_t priority_of(const Message& m) const {

@@ -14,6 +14,21 @@ namespace m = amqp::method;
 
 namespace {
 
+// Arguments cut short or followed by stray bytes are RabbitMQ's 501; a
+// malformed table inside them stays the spec's 502.
+Status decode_error(amqp::DecodeError e, std::string_view payload, std::string_view method) {
+    if (e == amqp::DecodeError::none) return std::nullopt;
+    if (e == amqp::DecodeError::truncated || e == amqp::DecodeError::trailing_bytes) return cannot_decode(payload);
+    return amqp_error(reply::syntax_error, "malformed " + std::string(method));
+}
+
+// The methods the session acts on by their ids alone (channel.open and
+// .close, connection.close): their arguments must still decode, exactly.
+Status check_peeked(std::string_view payload, std::string_view method) {
+    amqp::Method decoded;
+    return decode_error(amqp::decode_method(payload, decoded), payload, method);
+}
+
 amqp::FieldTable server_properties() {
     amqp::FieldTable caps;
     // Only what works; names exactly as RabbitMQ advertises them.
@@ -243,6 +258,12 @@ void Session::handle_frame(uint8_t type, uint16_t channel, std::string_view payl
     }
     Channel* ch = find_channel(channel);
     uint32_t key = type == amqp::kFrameMethod ? amqp::peek_method_key(payload) : 0;
+    if (key == m::ChannelOpen::key || key == m::ChannelClose::key || key == m::ChannelCloseOk::key) {
+        if (Status st = check_peeked(payload, amqp::method_name(key))) {
+            connection_error(*st);
+            return;
+        }
+    }
     if (!ch) {
         if (key == m::ChannelOpen::key) {
             open_channel(channel);
@@ -307,6 +328,10 @@ void Session::handle_connection_method(std::string_view payload) {
         return;
     }
     if (key == m::ConnectionClose::key) {
+        if (Status st = check_peeked(payload, "connection.close")) {
+            connection_error(*st);
+            return;
+        }
         teardown();
         amqp::write_method(out_, 0, m::ConnectionCloseOk{});
         state_ = State::closed;
@@ -343,8 +368,7 @@ void Session::handle_connection_method(std::string_view payload) {
 
 Status Session::handle_start_ok(std::string_view payload) {
     amqp::Method method;
-    if (amqp::decode_method(payload, method) != amqp::DecodeError::none)
-        return amqp_error(reply::syntax_error, "malformed connection.start-ok");
+    if (Status st = decode_error(amqp::decode_method(payload, method), payload, "connection.start-ok")) return st;
     auto& ok = std::get<m::ConnectionStartOk>(method);
     client_properties_ = ok.client_properties;
     std::string user, password;
@@ -385,8 +409,7 @@ Status Session::handle_start_ok(std::string_view payload) {
 
 Status Session::handle_tune_ok(std::string_view payload) {
     amqp::Method method;
-    if (amqp::decode_method(payload, method) != amqp::DecodeError::none)
-        return amqp_error(reply::syntax_error, "malformed connection.tune-ok");
+    if (Status st = decode_error(amqp::decode_method(payload, method), payload, "connection.tune-ok")) return st;
     auto& ok = std::get<m::ConnectionTuneOk>(method);
     const BrokerConfig& cfg = broker_.config();
     if (ok.frame_max != 0 && ok.frame_max < amqp::kFrameMinSize)
@@ -408,8 +431,7 @@ Status Session::handle_tune_ok(std::string_view payload) {
 
 Status Session::handle_open(std::string_view payload) {
     amqp::Method method;
-    if (amqp::decode_method(payload, method) != amqp::DecodeError::none)
-        return amqp_error(reply::syntax_error, "malformed connection.open");
+    if (Status st = decode_error(amqp::decode_method(payload, method), payload, "connection.open")) return st;
     auto& open = std::get<m::ConnectionOpen>(method);
     // RabbitMQ's connection_max: checked first, as RabbitMQ does, so the
     // client hears why.

@@ -4,6 +4,7 @@
 
 #include "broker/broker.hpp"
 #include "broker/channel.hpp"
+#include "broker/headers_match.hpp"
 
 namespace sluice::broker {
 
@@ -37,14 +38,17 @@ VHost::VHost(Broker& broker, std::string name) : broker_(broker), name_(std::mov
     declare_builtin("amq.topic", ExchangeType::topic);
     declare_builtin("amq.headers", ExchangeType::headers);
     declare_builtin("amq.match", ExchangeType::headers);
+    // RabbitMQ's firehose tracer publishes here; clients may bind to it but
+    // not publish to it (internal).
+    declare_builtin("amq.rabbitmq.trace", ExchangeType::topic, true);
 }
 
 VHost::~VHost() {
     for (auto& [name, queue] : queues_) queue->mark_deleted();
 }
 
-void VHost::declare_builtin(std::string name, ExchangeType type) {
-    auto ex = std::make_unique<Exchange>(name, type, true, false, false, amqp::FieldTable{});
+void VHost::declare_builtin(std::string name, ExchangeType type, bool internal) {
+    auto ex = std::make_unique<Exchange>(name, type, true, false, internal, amqp::FieldTable{});
     exchanges_.emplace(std::move(name), std::move(ex));
 }
 
@@ -68,9 +72,8 @@ std::string VHost::not_found_exchange(std::string_view name) const {
 Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeOptions& o) {
     if (name.empty())
         return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
-    if (reserved_name(name))
-        return amqp_error(reply::access_refused,
-                          "exchange name '" + std::string(name) + "' contains reserved prefix 'amq.*'");
+    // As RabbitMQ: an existing exchange, built-in ones included, is checked
+    // for equivalence; the reserved prefix only stops creating one.
     if (Exchange* ex = find_exchange(name)) {
         auto inequivalent = [&](const char* arg, std::string got, std::string have) {
             return amqp_error(reply::precondition_failed,
@@ -86,14 +89,39 @@ Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeO
             return inequivalent("auto_delete", yes_no(o.auto_delete), yes_no(ex->auto_delete()));
         if (ex->internal() != o.internal)
             return inequivalent("internal", yes_no(o.internal), yes_no(ex->internal()));
+        if (auto error = alternate_exchange_inequivalence(*ex, o.arguments)) return *error;
         return ex;
     }
+    if (reserved_name(name))
+        return amqp_error(reply::access_refused,
+                          "exchange name '" + std::string(name) + "' contains reserved prefix 'amq.*'");
     auto ex = std::make_unique<Exchange>(std::string(name), o.type, o.durable, o.auto_delete, o.internal,
                                          o.arguments);
     Exchange* raw = ex.get();
     exchanges_.emplace(std::string(name), std::move(ex));
     broker_.durability().put_exchange(*this, *raw);
     return raw;
+}
+
+Status VHost::alternate_exchange_inequivalence(const Exchange& ex, const amqp::FieldTable& arguments) const {
+    // RabbitMQ compares only `alternate-exchange` among an exchange's
+    // arguments (rabbit_misc:assert_args_equivalence), with its texts: a
+    // value alone is "'name'", a value against none "the value 'name' of
+    // type 'longstr'".
+    const amqp::FieldValue* got = arguments.find("alternate-exchange");
+    const amqp::FieldValue* have = ex.arguments().find("alternate-exchange");
+    if (!got && !have) return std::nullopt;
+    if (got && have && *got == *have) return std::nullopt;
+    auto render = [&](const amqp::FieldValue* v, bool alone) -> std::string {
+        if (!v) return "none";
+        std::string text = v->as_string() ? std::string(*v->as_string()) : describe(v);
+        if (alone) return "'" + text + "'";
+        return "the value '" + text + "' of type '" + std::string(erlang_type_name(*v)) + "'";
+    };
+    const bool both = got && have;
+    return amqp_error(reply::precondition_failed, "inequivalent arg 'alternate-exchange' for exchange '" + ex.name() +
+                                                      "' in vhost '" + name_ + "': received " + render(got, both) +
+                                                      " but current is " + render(have, both));
 }
 
 void VHost::persist_binding(const Exchange& source, const Binding& b, bool add) {
@@ -221,18 +249,27 @@ Status VHost::bind_queue(std::string_view queue, std::string_view exchange, std:
         return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
     Exchange* ex = find_exchange(exchange);
     if (!ex) return amqp_error(reply::not_found, not_found_exchange(exchange));
+    if (Status st = check_binding_arguments(*ex, args)) return st;
     if (ex->bind(Destination{q.get(), nullptr}, key, args)) persist_binding(*ex, ex->bindings().back(), true);
     return std::nullopt;
 }
 
+Status VHost::check_binding_arguments(const Exchange& source, const amqp::FieldTable& args) {
+    if (source.type() != ExchangeType::headers) return std::nullopt;
+    std::string error = validate_headers_binding(args);
+    if (error.empty()) return std::nullopt;
+    return amqp_error(reply::precondition_failed, std::move(error));
+}
+
 Status VHost::unbind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
                            const amqp::FieldTable& args) {
-    QueuePtr q = find_queue(queue);
-    if (!q) return amqp_error(reply::not_found, not_found_queue(queue));
     if (exchange.empty())
         return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
+    // Removing a binding that does not exist is ok, even when its queue or
+    // exchange does not exist either (RabbitMQ: teardown may repeat itself).
+    QueuePtr q = find_queue(queue);
     Exchange* ex = find_exchange(exchange);
-    if (!ex) return amqp_error(reply::not_found, not_found_exchange(exchange));
+    if (!q || !ex) return std::nullopt;
     if (ex->unbind(Destination{q.get(), nullptr}, key, args)) {
         persist_binding(*ex, Binding{Destination{q.get(), nullptr}, std::string(key), args}, false);
         maybe_auto_delete(ex);
@@ -255,14 +292,18 @@ Status VHost::bind_exchange(std::string_view destination, std::string_view sourc
                             const amqp::FieldTable& args) {
     Exchange *dst = nullptr, *src = nullptr;
     if (Status st = exchange_pair(destination, source, dst, src)) return st;
+    if (Status st = check_binding_arguments(*src, args)) return st;
     if (src->bind(Destination{nullptr, dst}, key, args)) persist_binding(*src, src->bindings().back(), true);
     return std::nullopt;
 }
 
 Status VHost::unbind_exchange(std::string_view destination, std::string_view source, std::string_view key,
                               const amqp::FieldTable& args) {
-    Exchange *dst = nullptr, *src = nullptr;
-    if (Status st = exchange_pair(destination, source, dst, src)) return st;
+    if (destination.empty() || source.empty())
+        return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
+    Exchange* dst = find_exchange(destination);
+    Exchange* src = find_exchange(source);
+    if (!dst || !src) return std::nullopt;  // as queue.unbind: nothing to remove is ok
     if (src->unbind(Destination{nullptr, dst}, key, args)) {
         persist_binding(*src, Binding{Destination{nullptr, dst}, std::string(key), args}, false);
         maybe_auto_delete(src);
@@ -271,11 +312,18 @@ Status VHost::unbind_exchange(std::string_view destination, std::string_view sou
 }
 
 void VHost::route(const Exchange& exchange, std::string_view routing_key,
-                  const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out) {
+                  const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out,
+                  const std::vector<std::string>& extra_keys) {
     ++route_epoch_;
-    if (exchange.name().empty()) {  // the default exchange: the queue named by the key
-        auto it = queues_.find(routing_key);
-        if (it != queues_.end()) out.push_back(it->second.get());
+    if (exchange.name().empty()) {  // the default exchange: the queue named by each key
+        auto add = [&](std::string_view key) {
+            auto it = queues_.find(key);
+            if (it == queues_.end() || it->second->route_mark == route_epoch_) return;
+            it->second->route_mark = route_epoch_;
+            out.push_back(it->second.get());
+        };
+        add(routing_key);
+        for (const std::string& key : extra_keys) add(key);
         return;
     }
     // Breadth-first through exchange-to-exchange bindings; each exchange is
@@ -287,7 +335,10 @@ void VHost::route(const Exchange& exchange, std::string_view routing_key,
     for (size_t i = 0; i < route_exchanges_.size(); ++i) {
         const Exchange* ex = route_exchanges_[i];
         route_scratch_.clear();
-        ex->route(routing_key, ex->needs_headers() ? headers(headers_ctx) : nullptr, route_scratch_);
+        const amqp::FieldTable* hs = ex->needs_headers() ? headers(headers_ctx) : nullptr;
+        ex->route(routing_key, hs, route_scratch_);
+        if (ex->uses_routing_key())
+            for (const std::string& key : extra_keys) ex->route(key, hs, route_scratch_);
         if (route_scratch_.empty() && !ex->alternate_exchange().empty())
             if (Exchange* ae = find_exchange(ex->alternate_exchange())) route_scratch_.push_back(Destination{nullptr, ae});
         for (Destination d : route_scratch_) {

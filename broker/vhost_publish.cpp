@@ -38,7 +38,7 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     std::vector<Queue*>& queues = publish_queues_;
     queues.clear();
     LazyHeaders headers{msg.get(), {}, false};
-    route(exchange, msg->routing_key(), &LazyHeaders::get, &headers, queues);
+    route(exchange, msg->routing_key(), &LazyHeaders::get, &headers, queues, msg->extra_routing_keys());
     if (dead)
         std::erase_if(queues, [&](Queue* q) { return dead_letter_cycles(dead->letter.x_death, q->name(), dead->reason); });
     result.routed = !queues.empty();

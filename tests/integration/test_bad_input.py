@@ -224,6 +224,33 @@ def test_truncated_method_arguments(broker, bystander):
     bystander.check()
 
 
+def test_method_with_bytes_after_its_arguments(broker, bystander):
+    # queue.declare and one byte more.
+    # RabbitMQ: 501 "FRAME_ERROR - cannot decode <<0,0,1,113,0,0,0,0,0,7>>".
+    with opened(broker) as c:
+        c.send(frame(FRAME_METHOD, 1, struct.pack(">HH", *QUEUE_DECLARE) + short(0) + shortstr("q")
+                     + bits() + table() + b"\x07"))
+        close = c.expect_close()
+        assert close.kind == "connection" and close.code == 501, close
+        assert close.text == "FRAME_ERROR - cannot decode <<0,0,1,113,0,0,0,0,0,7>>", close
+        c.finish_close()
+    bystander.check()
+
+
+def test_short_string_of_256_bytes(broker, bystander):
+    # basic.publish whose exchange name is 256 bytes: the length octet wraps
+    # to 0 and the name's bytes run into the fields after it (here they set
+    # immediate, which would be 540). RabbitMQ: 501 "FRAME_ERROR - cannot decode <<...>>".
+    with opened(broker) as c:
+        c.send(frame(FRAME_METHOD, 1, struct.pack(">HH", 60, 40) + short(0) + b"\x00" + b"b" * 256
+                     + shortstr("k") + bits(False, False)))
+        close = c.expect_close()
+        assert close.kind == "connection" and close.code == 501, close
+        assert close.text.startswith("FRAME_ERROR - cannot decode <<"), close
+        c.finish_close()
+    bystander.check()
+
+
 # --------------------------------------------------------------------------
 # unknown methods: 540 NOT_IMPLEMENTED
 

@@ -239,12 +239,19 @@ TEST_P(MethodCodec, EveryStrictPrefixIsTruncated) {
     }
 }
 
-TEST_P(MethodCodec, TrailingBytesAreIgnored) {
+// RabbitMQ's decoder matches the whole payload: a method frame with bytes
+// left after its arguments is refused (501), and so is one byte more.
+TEST_P(MethodCodec, TrailingBytesAreRefused) {
     const Method m = make(-1, 1);
-    const std::string bytes = encoded(m) + std::string("\xCE\x01\x02junk", 7);
-    Method out;
-    ASSERT_EQ(decode_method(bytes, out), DecodeError::none);
-    EXPECT_EQ(describe(out), describe(m));
+    for (std::string_view extra : {std::string_view("\xCE\x01\x02junk", 7), std::string_view("\0", 1)}) {
+        const std::string bytes = encoded(m) + std::string(extra);
+        Method out = method::ConnectionCloseOk{};
+        EXPECT_EQ(decode_method(bytes, out), DecodeError::trailing_bytes) << extra.size();
+        EXPECT_TRUE(std::holds_alternative<std::monostate>(out));
+        bool called = false;
+        EXPECT_EQ(dispatch_method(bytes, [&](const auto&) { called = true; }), DecodeError::trailing_bytes);
+        EXPECT_FALSE(called);
+    }
 }
 
 TEST_P(MethodCodec, DecodedStringsPointIntoThePayload) {

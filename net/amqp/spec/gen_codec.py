@@ -216,13 +216,15 @@ def gen_header(methods):
     w("")
     w(f"inline constexpr size_t kMethodCount = {len(methods)};")
     w("")
-    w("enum class DecodeError { none, truncated, unknown_method, bad_table };")
+    w("enum class DecodeError { none, truncated, unknown_method, bad_table, trailing_bytes };")
     w("")
     w("// payload = the whole method frame payload (class-id, method-id, arguments).")
     w("// On success `out` holds the method and its string_views point INTO `payload`;")
-    w("// on error `out` is std::monostate. Trailing bytes after the last argument are")
-    w("// ignored (lenient like RabbitMQ). A table whose length prefix overruns the")
-    w("// payload is `truncated`; a table that is malformed inside is `bad_table`.")
+    w("// on error `out` is std::monostate. Bytes left after the last argument are")
+    w("// `trailing_bytes` (RabbitMQ refuses them too: its decoder matches the whole")
+    w("// payload); so is a shortstr whose length octet wrapped (256 bytes sent as 0).")
+    w("// A table whose length prefix overruns the payload is `truncated`; a table")
+    w("// that is malformed inside is `bad_table`.")
     w("DecodeError decode_method(std::string_view payload, Method& out);")
     w("// (class-id, method-id) of a method payload without decoding; 0 if shorter than 4 bytes.")
     w("uint32_t peek_method_key(std::string_view payload);")
@@ -281,8 +283,8 @@ def gen_decoder(m):
     o = []
     w = o.append
     if not m.fields:
-        w(f"DecodeError decode_arguments(std::string_view, method::{m.struct}&) {{")
-        w("    return DecodeError::none;")
+        w(f"DecodeError decode_arguments(std::string_view args, method::{m.struct}&) {{")
+        w("    return args.empty() ? DecodeError::none : DecodeError::trailing_bytes;")
         w("}")
         return o
     w(f"DecodeError decode_arguments(std::string_view args, method::{m.struct}& out) {{")
@@ -314,7 +316,8 @@ def gen_decoder(m):
             w(f"    out.{f.ident} = r.longstr();")
         elif t == "table":
             w(f"    if (!read_table(r, args, out.{f.ident}, err)) return err;")
-    w("    return r.ok() ? DecodeError::none : DecodeError::truncated;")
+    w("    if (!r.ok()) return DecodeError::truncated;")
+    w("    return r.at_end() ? DecodeError::none : DecodeError::trailing_bytes;")
     w("}")
     return o
 
