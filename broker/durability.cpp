@@ -256,8 +256,10 @@ void Durability::start_commit() {
 void Durability::on_committed(const std::string& error) {
     commit_in_flight_ = false;
     synced_generation_ = in_flight_generation_;
+    // After a failed write the chunks' bytes stay in memory: the messages
+    // are still queued (their publishers were nacked) and are read from there.
     for (uint64_t id : in_flight_logs_)
-        if (auto* log = log_of(id)) log->release_pending();
+        if (auto* log = log_of(id)) log->release_pending(error.empty());
     in_flight_logs_.clear();
     if (error.empty() && store_)
         for (uint64_t id : in_flight_reclaims_)

@@ -92,12 +92,11 @@ void Queue::page_out(QueuedMessage qm) {
     Durability& durability = vhost_.broker().durability();
     ++paged_count_;
     if (qm.stored) {
-        // Already in the store (written by the publish's batch).
-        const uint64_t gen = durability.gathering_generation();
-        if (runs_.empty() || runs_.back().spilled || runs_.back().generation != gen) {
+        // Already in the queue's log (the publish's batch, or still
+        // gathering: the log reads it from memory until it is synced).
+        if (runs_.empty() || runs_.back().spilled) {
             runs_.emplace_back();
             runs_.back().next_seq = qm.seq;
-            runs_.back().generation = gen;
         }
         runs_.back().last_seq = qm.seq;
         ++runs_.back().count;
@@ -122,15 +121,18 @@ void Queue::page_out(QueuedMessage qm) {
 }
 
 void Queue::seal_runs(storage::SpillFile& spill) {
-    // The open runs are at the back (one turn's page-outs).
-    for (auto it = runs_.rbegin(); it != runs_.rend() && it->spilled && !it->written; ++it) {
+    // The open runs are this turn's, at the back (stored runs may sit
+    // between them); every spilled run before them was sealed already.
+    for (auto it = runs_.rbegin(); it != runs_.rend(); ++it) {
+        if (!it->spilled) continue;
+        if (it->written) break;
         it->extent = spill.append({it->pending});
         it->written = true;
         std::string().swap(it->pending);
     }
 }
 
-bool Queue::read_front_run(size_t max_count) {
+void Queue::read_front_run(size_t max_count) {
     Durability& durability = vhost_.broker().durability();
     PagedRun& run = runs_.front();
     const uint32_t now_s = vhost_.broker().now_s();
@@ -155,9 +157,8 @@ bool Queue::read_front_run(size_t max_count) {
         if (run.written) durability.spill()->release(run.extent);
         paged_count_ -= std::min(paged_count_, run.count);
         runs_.pop_front();
-        return true;
+        return;
     }
-    if (run.generation > durability.synced_generation()) return false;
     uint64_t last = durability.read_entries(*this, run.next_seq, run.last_seq, max_count,
                                             [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
                                                 add_memory(m->body_size());
@@ -176,7 +177,6 @@ bool Queue::read_front_run(size_t max_count) {
     } else {
         run.next_seq = last + 1;
     }
-    return true;
 }
 
 void Queue::drop_runs() {
@@ -205,21 +205,8 @@ void Queue::refill() {
     if (runs_.empty() || deleted_) return;
     const size_t chunk = std::max<size_t>(64, vhost_.broker().config().queue_memory_messages / 4);
     // Read a whole chunk at a time (not one message per delivery): each
-    // read of stored entries is a seek in the store.
-    while (ready_.size() < chunk && !runs_.empty()) {
-        if (read_front_run(chunk)) continue;
-        if (ready_.empty() && !refill_wake_pending_) {
-            // The next paged messages are still in a batch being synced: retry then.
-            refill_wake_pending_ = true;
-            vhost_.broker().durability().after_sync([weak = weak_from_this()](bool) {
-                if (auto self = weak.lock()) {
-                    self->refill_wake_pending_ = false;
-                    self->dispatch();
-                }
-            });
-        }
-        break;
-    }
+    // read of stored records is a lookup in the store.
+    while (ready_.size() < chunk && !runs_.empty()) read_front_run(chunk);
 }
 
 void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_ms) {

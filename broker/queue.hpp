@@ -198,25 +198,24 @@ private:
     void sub_memory(size_t n);
 
     // A run of the paged tail: consecutive (in this queue's order) messages
-    // that left memory together. Stored runs are entries in the durable
-    // store, written by one batch generation (readable once it is synced);
-    // spilled runs are one extent of the spill file, or — during the turn
-    // that paged them — the bytes in `pending`.
+    // that left memory together. Stored runs are records in the queue's
+    // log (storage/queue_log.hpp: readable at once, from memory until their
+    // batch is synced); spilled runs are one extent of the spill file, or —
+    // during the turn that paged them — the bytes in `pending`.
     struct PagedRun {
         uint64_t next_seq = 0;    // stored: the first seq not read back yet
         uint64_t last_seq = 0;
         size_t count = 0;         // messages not read back yet
         bool spilled = false;
         bool written = false;     // spilled: `extent` holds the bytes
-        uint64_t generation = 0;  // stored: its batch generation; spilled: its turn
+        uint64_t generation = 0;  // spilled: the turn it was paged in
         storage::SpillExtent extent;
         std::string pending;
     };
     // Moves a message from the ready list's tail to the paged tail.
     void page_out(QueuedMessage qm);
     // Reads the front run (or part of a stored one) back into ready_.
-    // False when it cannot be read yet (its batch is not synced).
-    bool read_front_run(size_t max_count);
+    void read_front_run(size_t max_count);
     // Gives up the paged tail's spill extents (purge, delete).
     void drop_runs();
 
@@ -234,7 +233,6 @@ private:
     uint64_t arriving_seq_ = 0;  // the message Queue::publish is dispatching (its expiry not checked)
     uint64_t last_used_ms_ = 0;  // x-expires: last declare, get or consumer
     uint64_t recovered_below_ = 0;  // seqs below this were recovered at start: redelivered when read back
-    bool refill_wake_pending_ = false;
 
     // By priority, highest first; served ones rotate back. With a single
     // active consumer: in the order they came, the first one active.

@@ -174,8 +174,9 @@ bool QueueLog::flush(Batch& batch) {
     return put;
 }
 
-void QueueLog::release_pending() {
+void QueueLog::release_pending(bool written_ok) {
     for (uint64_t first : in_flight_) {
+        if (!written_ok) break;  // keep the bytes: the store does not have them
         auto it = chunks_.find(first);
         if (it != chunks_.end() && it->second.written) std::string().swap(it->second.pending);
     }

@@ -74,7 +74,8 @@ public:
     // true if it put chunks (their bytes are kept until release_pending()).
     bool flush(Batch& batch);
     // The batch of the last flush is synced: chunk bytes kept for reads go.
-    void release_pending();
+    // (written_ok false: it failed; they stay, the only copy.)
+    void release_pending(bool written_ok = true);
 
     // Visits live records with seq in [from, to], in order, until `max`
     // were visited. Returns the last seq visited (0 if none). Reads chunks
