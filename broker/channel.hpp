@@ -22,6 +22,7 @@
 #include "broker/amqp_error.hpp"
 #include "broker/exchange.hpp"
 #include "broker/message.hpp"
+#include "broker/operations.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 
@@ -149,6 +150,8 @@ private:
     // channel_access.cpp: the permission each method needs (RabbitMQ's
     // access-control table) and the vhost's queue limit; 403 / 406 values.
     Status check_access(Permission p, ResourceKind kind, std::string_view name);
+    // This channel as broker/operations.hpp's checks see it.
+    Caller caller();
     Status check_exchange_declare(const amqp::method::ExchangeDeclare& m);
     Status check_exchange_bind(std::string_view destination, std::string_view source);
     Status check_queue_declare(std::string_view name, const amqp::method::QueueDeclare& m);

@@ -1,6 +1,7 @@
 // exchange.* and queue.* handlers.
 #include "broker/broker.hpp"
 #include "broker/channel_send.hpp"
+#include "broker/operations.hpp"
 #include "broker/session.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/methods.hpp"
@@ -18,13 +19,7 @@ std::string_view Channel::resolve_queue_name(std::string_view name) const {
 }
 
 Status Channel::check_exclusive_access(const Queue& queue) const {
-    if (queue.exclusive() && queue.owner() != session_.id())
-        return amqp_error(reply::resource_locked,
-                          "cannot obtain exclusive access to locked queue '" + queue.name() + "' in vhost '" +
-                              vhost_.name() +
-                              "'. It could be originally declared on another connection or the exclusive "
-                              "property value does not match that of the original declaration.");
-    return std::nullopt;
+    return broker::check_exclusive_access(queue, session_.id());
 }
 
 QueuePtr Channel::resolve_queue(std::string_view name, Status& error) {
