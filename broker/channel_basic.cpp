@@ -5,6 +5,7 @@
 #include "broker/broker.hpp"
 #include "broker/channel_send.hpp"
 #include "broker/vhost.hpp"
+#include "net/amqp/frame.hpp"
 #include "net/amqp/properties.hpp"
 
 namespace sluice::broker {
@@ -125,8 +126,6 @@ Status Channel::publish_complete() {
     std::shared_ptr<Message> built = std::move(publish_.message);
     const bool mandatory = publish_.mandatory;
     publish_.active = false;
-    auto& stats = session_.broker().stats();
-    ++stats.messages_published;
     if (confirm_mode_) ++publish_seq_;
 
     const Exchange* ex = vhost_.find_exchange(built->exchange());
@@ -158,6 +157,13 @@ Status Channel::publish_complete() {
             props.reply_to = std::string(kReplyPrefix) + reply_token_;
             std::string raw;
             amqp::encode_properties(raw, props);
+            // The token makes the header longer than the client sent it: it
+            // must still fit one frame (class, weight, body size, properties).
+            if (2 + 2 + 8 + raw.size() + amqp::kFrameOverhead > session_.frame_max())
+                return AmqpError{reply::precondition_failed,
+                                 "content header larger than frame_max once reply_to names the reply "
+                                 "consumer",
+                                 m::BasicPublish::key};
             auto rewritten = std::make_shared<Message>(msg->exchange(), msg->routing_key(), raw, msg->body_size());
             rewritten->append_body(msg->body());
             msg = std::move(rewritten);
@@ -175,6 +181,9 @@ Status Channel::publish_complete() {
 
 PublishResult Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mandatory) {
     auto& stats = session_.broker().stats();
+    // Counted here, where a message enters routing: not when it is refused
+    // before (user_id, expiration) or rolled back with its transaction.
+    ++stats.messages_published;
     if (ex.name().empty() && msg->routing_key().substr(0, kReplyPrefix.size()) == kReplyPrefix) {
         publish_reply(msg, msg->routing_key().substr(kReplyPrefix.size()), mandatory);
         return {};
@@ -183,7 +192,7 @@ PublishResult Channel::route_message(const Exchange& ex, const MessagePtr& msg, 
     if (!r.routed) {
         ++stats.messages_unroutable;
         if (mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
-    } else {
+    } else if (!r.rejected) {  // a queue's reject-publish nacks it: not routed
         ++stats.messages_routed;
     }
     return r;

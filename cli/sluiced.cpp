@@ -123,6 +123,9 @@ int main(int argc, char** argv) {
          "most HTTP connections; a new one past that closes the one idle longest")
         ("http-request-timeout", po::value(&sc.http_request_timeout_s)->default_value(sc.http_request_timeout_s),
          "seconds an HTTP request (headers and body) has to arrive")
+        ("collect-statistics-interval", po::value(&sc.stats_interval_ms)->default_value(sc.stats_interval_ms),
+         "ms between samples of the counters the management API's rates come from (RabbitMQ's "
+         "collect_statistics_interval; at least 100)")
         ("busy-poll-us", po::value(&sc.busy_poll_us)->default_value(sc.busy_poll_us),
          "after the last event, poll the sockets up to this long before sleeping (adaptive; a reply "
          "that comes within it is read without a wake-up: lower request/reply latency for some CPU; "

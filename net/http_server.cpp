@@ -293,7 +293,7 @@ struct HttpServer::Impl {
     }
 
     void schedule_sample() {
-        sample_timer.expires_after(ManagementApi::kSampleInterval);
+        sample_timer.expires_after(api.sample_interval());
         sample_timer.async_wait([this](beast::error_code ec) {
             if (ec) return;
             api.sample();
@@ -303,10 +303,12 @@ struct HttpServer::Impl {
 };
 
 HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, size_t max_connections,
-                       std::chrono::seconds request_timeout)
+                       std::chrono::seconds request_timeout, std::chrono::milliseconds sample_interval)
     : impl_(std::make_unique<Impl>(io, broker)) {
     impl_->sessions->max = std::max<size_t>(1, max_connections);
     impl_->sessions->request_timeout = request_timeout;
+    impl_->api.set_sample_interval(sample_interval);
+    impl_->schedule_sample();  // the rates are 0 until this timer has run twice
 }
 HttpServer::~HttpServer() = default;
 

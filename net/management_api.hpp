@@ -56,9 +56,11 @@ public:
 
     // Takes a sample of the broker's counters for the rates the API reports
     // (message_stats.*_details.rate); the HTTP server calls it every
-    // kSampleInterval.
+    // sample_interval() (RabbitMQ's collect_statistics_interval, 5 s).
     void sample();
-    static constexpr std::chrono::seconds kSampleInterval{5};
+    std::chrono::milliseconds sample_interval() const;
+    void set_sample_interval(std::chrono::milliseconds interval);
+    static constexpr std::chrono::milliseconds kDefaultSampleInterval{5000};
 
     struct State;  // shared with the handlers in management_api_*.cpp
 

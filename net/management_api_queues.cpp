@@ -91,48 +91,53 @@ void get_messages(State& s, const Request& r, broker::Queue& q, const Reply& rep
         return reply(error);
     if (count < 1 || size_t(count) > kMaxGetCount)
         return reply(bad_request("'count' must be from 1 to " + std::to_string(kMaxGetCount)));
-    bool requeue, ack;
-    if (ackmode == "ack_requeue_true") requeue = true, ack = true;
-    else if (ackmode == "ack_requeue_false") requeue = false, ack = true;
-    else if (ackmode == "reject_requeue_true") requeue = true, ack = false;
-    else if (ackmode == "reject_requeue_false") requeue = false, ack = false;
+    // RabbitMQ's modes, as its management plugin performs them over AMQP:
+    // ack_requeue_false is a basic.get with no_ack; the others are a
+    // basic.get followed by basic.reject (requeue true or false), so they
+    // count no acks and a reject without requeue dead-letters.
+    bool requeue, no_ack;
+    if (ackmode == "ack_requeue_true") requeue = true, no_ack = false;
+    else if (ackmode == "ack_requeue_false") requeue = false, no_ack = true;
+    else if (ackmode == "reject_requeue_true") requeue = true, no_ack = false;
+    else if (ackmode == "reject_requeue_false") requeue = false, no_ack = false;
     else
         return reply(bad_request("'ackmode' must be ack_requeue_true, ack_requeue_false, reject_requeue_true or "
                                  "reject_requeue_false"));
     if (encoding != "auto" && encoding != "base64") return reply(bad_request("'encoding' must be auto or base64"));
 
     // Take them all first (a requeued message would come straight back), then
-    // settle them as a consumer's ack / reject would.
+    // settle them as a consumer's reject would.
     std::vector<broker::QueuedMessage> got;
     json::array out;
     size_t bytes = 0;
-    while (got.size() < size_t(count) && bytes < kMaxGetBytes) {
-        auto qm = q.get(false);
+    broker::BrokerStats& stats = s.broker.stats();
+    bool removed_stored = false;
+    while (out.size() < size_t(count) && bytes < kMaxGetBytes) {
+        auto qm = q.get(no_ack);
         if (!qm) break;
         bytes += qm->message->body_size();
         out.push_back(message_json(*qm, q.ready_count(), encoding == "base64", truncate));
+        ++stats.messages_delivered;
+        if (qm->redelivered) ++stats.messages_redelivered;
+        if (no_ack) {
+            if (qm->stored && !q.deleted()) {
+                s.broker.durability().remove_entry(q, qm->seq, *qm->message);
+                removed_stored = true;
+            }
+            continue;
+        }
         got.push_back(std::move(*qm));
     }
-    broker::BrokerStats& stats = s.broker.stats();
-    bool removed_stored = false;
     for (const auto& qm : got) {
-        ++stats.messages_delivered;
-        if (qm.redelivered) ++stats.messages_redelivered;
-        if (ack) ++stats.messages_acked, ++q.counters.acked;
-        else ++stats.messages_rejected;
+        ++stats.messages_rejected;
+        removed_stored = removed_stored || (!requeue && qm.stored);
     }
     if (requeue) {
         for (auto it = got.rbegin(); it != got.rend(); ++it) q.requeue(std::move(*it));
-        q.dispatch();
     } else {
-        for (const auto& qm : got) {
-            q.settle(qm);
-            if (qm.stored && !q.deleted()) {
-                s.broker.durability().remove_entry(q, qm.seq, *qm.message);
-                removed_stored = true;
-            }
-        }
+        for (auto& qm : got) q.reject(std::move(qm));  // dead-lettered if the queue says so
     }
+    q.dispatch();
     reply_when_synced(s, removed_stored, json_response(200, out), reply);
 }
 
@@ -196,7 +201,12 @@ void put_queue(State& s, const Request& r, broker::VHost& v, const std::string& 
     if (name.substr(0, 4) == "amq.")
         return reply(error_response(403, "access_refused",
                                     "queue name '" + name + "' contains reserved prefix 'amq.*'"));
-    if (broker::Status st = s.broker.check_queue_limit(v, name)) return reply(from_amqp_error(*st));
+    if (!v.find_queue(name)) {
+        if (broker::Status st = s.broker.check_queue_limit(v, name)) return reply(from_amqp_error(*st));
+        auto who = caller_in(s, r, v.name());
+        if (broker::Status st = broker::check_dead_letter_access(who.caller, name, o.arguments))
+            return reply(from_amqp_error(*st));
+    }
     bool created = false;
     auto res = v.declare_queue(name, std::move(o), 0, created);
     if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
@@ -253,6 +263,9 @@ void put_exchange(State& s, const Request& r, broker::VHost& v, const std::strin
     if (!broker::parse_exchange_type(type, o.type))
         return reply(bad_request("unknown exchange type '" + type + "' (direct, fanout, topic or headers)"));
     if (!check_short("exchange name", name, error)) return reply(error);
+    auto who = caller_in(s, r, v.name());
+    if (broker::Status st = broker::check_exchange_declare(who.caller, name, o.arguments))
+        return reply(from_amqp_error(*st));
     bool existed = v.find_exchange(name) != nullptr;
     auto res = v.declare_exchange(name, o);
     if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
@@ -280,8 +293,8 @@ bool publish_message(broker::VHost& v, const broker::Exchange& ex, std::string_v
         return false;
     }
     broker::PublishResult r = v.publish(ex, msg);
-    if (r.routed) ++stats.messages_routed;
-    else ++stats.messages_unroutable;
+    if (!r.routed) ++stats.messages_unroutable;
+    else if (!r.rejected) ++stats.messages_routed;
     stored = r.stored;
     return r.routed;
 }
@@ -307,7 +320,10 @@ void handle_queues(State& s, const Request& r, const Reply& reply) {
         if (m == "PUT") return put_queue(s, r, *v, name, reply);
         if (!get && m != "DELETE") return reply(method_not_allowed("GET, HEAD, PUT, DELETE"));
         if (!q) return reply(not_found(v->not_found_queue(name)));
-        if (m == "DELETE") return delete_queue(s, r, *v, q, reply);
+        if (m == "DELETE") {
+            if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
+            return delete_queue(s, r, *v, q, reply);
+        }
         return reply(json_response(200, queue_json(s, *q)));
     }
     if (p.size() != 4) return reply(not_found("Not Found"));
@@ -318,6 +334,8 @@ void handle_queues(State& s, const Request& r, const Reply& reply) {
         return reply(method_not_allowed(allowed));
     if (!q) return reply(not_found(v->not_found_queue(name)));
     if (what == "bindings") return reply(list_response(r, queue_bindings(*v, *q)));
+    // Purge and get, as over AMQP, only on the owner's connection.
+    if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
     if (what == "contents") {
         q->purge();
         return reply_when_synced(s, q->durable(), no_content(), reply);
@@ -393,6 +411,8 @@ void handle_bindings(State& s, const Request& r, const Reply& reply) {
     broker::QueuePtr q = to_queue ? v->find_queue(dest) : nullptr;
     broker::Exchange* dex = to_queue ? nullptr : v->find_exchange(dest);
     if (to_queue && !q) return reply(not_found(v->not_found_queue(dest)));
+    if (to_queue && !get)
+        if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
     if (!to_queue && !dex) return reply(not_found(v->not_found_exchange(dest)));
     const broker::Destination target{q.get(), dex};
     const bool durable = ex->durable() && (to_queue ? q->durable() : dex->durable());

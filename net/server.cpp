@@ -224,7 +224,8 @@ std::string Server::listen() {
     const bool plain_http = c.http_port != 0 || !c.http_bind.empty();
     if (plain_http || c.https_port != 0)
         m.http = std::make_unique<HttpServer>(m.io, m.broker, c.http_max_connections,
-                                              std::chrono::seconds(c.http_request_timeout_s));
+                                              std::chrono::seconds(c.http_request_timeout_s),
+                                              std::chrono::milliseconds(c.stats_interval_ms));
     if (plain_http) {
         err = m.http->listen(c.http_bind, c.http_port);
         if (!err.empty()) return "HTTP listener: " + err;

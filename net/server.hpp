@@ -45,6 +45,9 @@ struct ServerConfig {
     // within request_timeout_s of the connection becoming ready for it.
     size_t http_max_connections = 1024;
     uint32_t http_request_timeout_s = 20;
+    // The management API's rates are sampled this often (ms; RabbitMQ's
+    // collect_statistics_interval).
+    uint32_t stats_interval_ms = 5000;
     // Once the event loop runs out of work, it keeps polling the sockets for
     // up to this long before sleeping in epoll_wait (0 = sleep at once); the
     // window adapts to the gaps seen (net/spin_window.hpp).
