@@ -184,6 +184,9 @@ private:
             r.authorization = std::string(req[http::field::authorization]);
             r.reason = std::string(req["X-Reason"]);
             r.ajax = !req["X-Requested-With"].empty();
+            r.host = std::string(req[http::field::host]);
+            r.origin = std::string(req[http::field::origin]);
+            r.fetch_site = std::string(req["Sec-Fetch-Site"]);
             r.from_loopback = loopback_;
             api_.handle(r, [self = this->shared_from_this()](HttpResponse resp) { self->send(std::move(resp)); });
             return;

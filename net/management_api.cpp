@@ -116,6 +116,21 @@ bool parse_basic(std::string_view header, std::string& user, std::string& passwo
     return true;
 }
 
+// A request that changes state must not come from another site's page (CSRF:
+// a browser that holds basic-auth credentials for the API would send them
+// along). Browsers say where a request comes from (Origin, Sec-Fetch-Site);
+// clients that are not browsers (rabbitmqadmin, curl, sluicectl) send
+// neither and are not affected.
+bool cross_origin(const HttpRequest& request) {
+    if (request.method == "GET" || request.method == "HEAD") return false;
+    if (!request.fetch_site.empty() && request.fetch_site != "same-origin" && request.fetch_site != "none") return true;
+    if (request.origin.empty()) return false;
+    std::string_view o = request.origin;
+    for (std::string_view scheme : {"http://", "https://"})
+        if (o.substr(0, scheme.size()) == scheme) return o.substr(scheme.size()) != request.host;
+    return true;  // "null" (a sandboxed page, a file) or anything else
+}
+
 HttpResponse unauthorized(bool ajax) {
     HttpResponse r = error_response(401, "not_authorised", "Login failed");
     // A browser shows its own login box for "Basic": the dashboard (which
@@ -489,6 +504,9 @@ void ManagementApi::handle(const HttpRequest& request, std::function<void(HttpRe
         *answered = true;
         reply(std::move(r));
     };
+    if (cross_origin(request))
+        return once(error_response(403, "not_authorised", "cross-origin request refused (Origin '" + request.origin +
+                                                              "', Host '" + request.host + "')"));
     Request r;
     r.method = request.method;
     r.raw = &request;

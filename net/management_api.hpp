@@ -35,6 +35,9 @@ struct HttpRequest {
     std::string authorization;   // the Authorization header, as sent
     std::string reason;          // X-Reason (DELETE /api/connections/…)
     bool ajax = false;           // X-Requested-With is set (the dashboard)
+    std::string host;            // the Host header
+    std::string origin;          // the Origin header ("" = none sent)
+    std::string fetch_site;      // Sec-Fetch-Site ("" = none sent)
     bool from_loopback = false;  // the peer's address is a loopback one
 };
 

@@ -171,3 +171,24 @@ def test_binding_deleted_by_rabbitmq_escaped_properties_key(broker, api, key, pr
     assert r.status == 204, r
     assert api.get(base).json == []
     api.delete("/api/queues/%2F/" + q(name))
+
+
+# --------------------------------------------------------------------------
+# item 10: a page on another site cannot drive a browser's credentials
+
+def test_cross_origin_state_changes_are_refused(broker, api):
+    name = unique("csrf")
+    path = "/api/queues/%2F/" + q(name)
+    host = "127.0.0.1:%d" % broker.http_port
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Origin": "http://127.0.0.1:1"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "same-site", "Origin": "http://" + host}):
+        r = api.put(path, {"durable": False}, headers=headers)
+        assert r.status == 403 and "cross-origin" in r.json["reason"], (headers, r)
+        assert api.get(path).status == 404
+    # Reading is harmless (the same-origin policy keeps the answer from the page).
+    assert api.get("/api/overview", headers={"Origin": "http://evil.example"}).status == 200
+    # The dashboard's own requests, and clients that are not browsers, pass.
+    r = api.put(path, {"durable": False}, headers={"Origin": "http://" + host, "Sec-Fetch-Site": "same-origin"})
+    assert r.status == 201, r
+    assert api.delete(path).status == 204
