@@ -102,6 +102,11 @@ int main(int argc, char** argv) {
          "with tls-verify-peer: refuse clients that send no certificate")
         ("tls-cert-login-from", po::value(&sc.tls.login_from)->default_value(sc.tls.login_from),
          "the user name EXTERNAL takes from a client certificate: distinguished_name (as RabbitMQ) or common_name")
+        ("tls-ciphers", po::value(&sc.tls.ciphers),
+         "OpenSSL cipher list for TLS 1.2, e.g. ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384 "
+         "(default: OpenSSL's)")
+        ("tls-ciphersuites", po::value(&sc.tls.ciphersuites),
+         "TLS 1.3 cipher suites, e.g. TLS_AES_256_GCM_SHA384 (default: OpenSSL's)")
         ("data-dir", po::value(&data_dir)->default_value("./sluice-data"), "where durable data lives")
         ("durability", po::value(&durability)->default_value("sync"),
          "sync: a confirm means the message is synced to disk; async: the WAL is synced every "
@@ -119,6 +124,10 @@ int main(int argc, char** argv) {
          "ms a delivery may stay unacknowledged before its channel is closed with 406 (0 = no limit)")
         ("handshake-timeout", po::value(&sc.handshake_timeout_ms)->default_value(sc.handshake_timeout_ms),
          "ms a new AMQP connection has to reach connection.open")
+        ("max-handshaking-connections",
+         po::value(&sc.max_handshaking_connections)->default_value(sc.max_handshaking_connections),
+         "most AMQP connections still in their handshake (before connection.open) at once; a new one past it "
+         "is closed at once, so half-open sockets cannot take every file descriptor (0 = no limit)")
         ("http-max-connections", po::value(&sc.http_max_connections)->default_value(sc.http_max_connections),
          "most HTTP connections; a new one past that closes the one idle longest")
         ("http-request-timeout", po::value(&sc.http_request_timeout_s)->default_value(sc.http_request_timeout_s),

@@ -271,8 +271,15 @@ struct HttpServer::Impl {
 
     void accept(tcp::acceptor& a, TlsContext* tls) {
         a.async_accept([this, &a, tls](beast::error_code ec, tcp::socket socket) {
-            if (ec == asio::error::operation_aborted) return;
-            if (!ec && make_room()) {
+            if (ec == asio::error::operation_aborted || !a.is_open()) return;
+            if (ec) {  // out of descriptors (EMFILE, ENFILE …): back off instead of spinning
+                auto t = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(100));
+                t->async_wait([this, &a, tls, t](beast::error_code e) {
+                    if (!e && a.is_open()) accept(a, tls);
+                });
+                return;
+            }
+            if (make_room()) {
                 if (tls)
                     std::make_shared<HttpSession<TlsStream>>(broker, api, sessions, std::move(socket), tls->context())
                         ->start();

@@ -101,12 +101,31 @@ struct Server::Impl {
 
     void accept(tcp::acceptor& a, TlsContext* tls_context) {
         a.async_accept([this, &a, tls_context](const boost::system::error_code& ec, tcp::socket socket) {
-            if (ec == asio::error::operation_aborted) return;
-            if (!ec) {
+            if (ec == asio::error::operation_aborted || !a.is_open()) return;
+            if (ec) {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays
+                // in the backlog and would fail again at once. Accepting again
+                // right away spins a core; wait for descriptors to free up.
+                accept_after_backoff(a, tls_context, ec);
+                return;
+            }
+            if (config.max_handshaking_connections != 0 && handshaking >= config.max_handshaking_connections) {
+                ++refused_handshaking;  // the socket closes as it goes out of scope
+            } else {
                 ++open_connections;
-                auto c = std::make_shared<AmqpConnection>(std::move(socket), broker, [this] { on_connection_closed(); },
-                                                          std::chrono::milliseconds(config.handshake_timeout_ms),
-                                                          tls_context);
+                ++handshaking;
+                auto counted = std::make_shared<bool>(true);  // still counted in `handshaking`
+                auto done_handshaking = [this, counted] {
+                    if (*counted) --handshaking, *counted = false;
+                };
+                auto c = std::make_shared<AmqpConnection>(
+                    std::move(socket), broker,
+                    [this, done_handshaking] {
+                        done_handshaking();
+                        on_connection_closed();
+                    },
+                    std::chrono::milliseconds(config.handshake_timeout_ms), tls_context);
+                c->on_opened(done_handshaking);
                 c->start();
                 connections.push_back(c);
                 if (connections.size() % 64 == 0) connections.remove_if([](auto& w) { return w.expired(); });
@@ -114,6 +133,20 @@ struct Server::Impl {
             accept(a, tls_context);
         });
     }
+
+    void accept_after_backoff(tcp::acceptor& a, TlsContext* tls_context, const boost::system::error_code& ec) {
+        if (accept_errors++ % 100 == 0)
+            std::cerr << "sluiced: accept failed (" << ec.message() << "); retrying in "
+                      << kAcceptBackoff.count() << " ms" << std::endl;
+        auto t = std::make_shared<asio::steady_timer>(io, kAcceptBackoff);
+        t->async_wait([this, &a, tls_context, t](const boost::system::error_code& e) {
+            if (!e && !shutting_down && a.is_open()) accept(a, tls_context);
+        });
+    }
+    static constexpr std::chrono::milliseconds kAcceptBackoff{100};
+    size_t handshaking = 0;          // AMQP connections before connection.open
+    uint64_t refused_handshaking = 0;
+    uint64_t accept_errors = 0;
 
     void on_signal(int sig) {
         if (shutting_down) {

@@ -40,6 +40,9 @@ struct ServerConfig {
     // An AMQP connection that has not finished its handshake (protocol header
     // to connection.open) after this long is closed (RabbitMQ's handshake_timeout).
     uint32_t handshake_timeout_ms = 10000;
+    // At most this many AMQP connections before connection.open at once
+    // (TLS handshake included); a new one past it is closed. 0 = no limit.
+    uint32_t max_handshaking_connections = 1000;
     // HTTP: at most this many connections (past it, the one idle longest is
     // closed to make room), and a request (headers and body) must arrive
     // within request_timeout_s of the connection becoming ready for it.
