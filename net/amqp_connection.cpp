@@ -221,6 +221,13 @@ void AmqpConnection::on_write(const boost::system::error_code& ec) {
     writing_.clear();
     if (writing_.capacity() > kMaxReadChunk) writing_.shrink_to_fit();
     session_->on_writable();  // consumers paused on a full buffer may go on
+    // The session may have stopped parsing when its output was over the
+    // limit: what it left in the buffer is handled now, not when the next
+    // bytes happen to arrive.
+    if (in_end_ > in_start_ && !lingering_ && !session_->reading_paused() && !session_->output_over_limit()) {
+        in_start_ += session_->on_bytes(std::string_view(in_.data() + in_start_, in_end_ - in_start_));
+        if (on_opened_) note_opened();
+    }
     do_flush();
     do_read();  // reads may have paused on back-pressure
 }
