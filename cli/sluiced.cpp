@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
         ("amqp-bind", po::value(&sc.amqp_bind)->default_value(""), "AMQP address (default: all, IPv4 and IPv6)")
         ("http-port", po::value(&sc.http_port)->default_value(15672), "HTTP port (metrics, management)")
         ("http-bind", po::value(&sc.http_bind)->default_value(""), "HTTP address (default: all)")
+        ("prometheus-port", po::value(&sc.prometheus_port)->default_value(sc.prometheus_port),
+         "Prometheus port, on http-bind: /metrics and /metrics/per-object (RabbitMQ's 15692; 0 = none)")
         ("amqps-port", po::value(&sc.amqps_port), "AMQP over TLS port, on amqp-bind (RabbitMQ: 5671; default: none)")
         ("https-port", po::value(&sc.https_port), "HTTPS port, on http-bind (RabbitMQ: 15671; default: none)")
         ("tls-cert", po::value(&sc.tls.cert_file), "PEM file: the server's TLS certificate (and chain)")
@@ -279,6 +281,7 @@ int main(int argc, char** argv) {
     if (server.amqps_port()) std::cerr << ", AMQPS on port " << server.amqps_port();
     std::cerr << ", HTTP on port " << server.http_port();
     if (server.https_port()) std::cerr << ", HTTPS on port " << server.https_port();
+    if (server.prometheus_port()) std::cerr << ", Prometheus on port " << server.prometheus_port();
     std::cerr
               << ", data in " << data_dir << ", open-file limit " << fds << " (about " << (fds > 64 ? fds - 64 : 0)
               << " connections), memory high watermark " << sc.memory_limit << " bytes" << std::endl;

@@ -82,9 +82,10 @@ protected:
 // Over plain TCP or TLS (Stream = PlainStream or TlsStream; HTTPS first runs
 // the handshake).
 //
-// Routes: /metrics and /metrics/per-object (Prometheus text, no auth),
-// /api/… (ManagementApi, basic auth), the dashboard's files at / (no auth:
-// the page asks for credentials and sends them with each API call).
+// Routes on the management port: /metrics (the aggregated Prometheus text,
+// no auth), /api/… (ManagementApi, basic auth), the dashboard's files at /
+// (no auth: the page asks for credentials and sends them with each API
+// call). On the Prometheus port: /metrics and /metrics/per-object only.
 template <class Stream>
 class HttpSession final : public HttpConnection, public std::enable_shared_from_this<HttpSession<Stream>> {
 public:
@@ -92,7 +93,9 @@ public:
 
     // Args construct the stream: (socket) or (socket, ssl context).
     template <class... Args>
-    HttpSession(broker::Broker& broker, ManagementApi& api, std::shared_ptr<HttpSessions> sessions, Args&&... args)
+    // `api` is null on the Prometheus listener, which serves only /metrics
+    // and /metrics/per-object.
+    HttpSession(broker::Broker& broker, ManagementApi* api, std::shared_ptr<HttpSessions> sessions, Args&&... args)
         : HttpConnection(std::move(sessions)), stream_(std::forward<Args>(args)...), broker_(broker), api_(api) {}
 
     void start() {
@@ -176,7 +179,7 @@ private:
         std::string_view target(req.target().data(), req.target().size());
         std::string_view path = target.substr(0, target.find('?'));
         const bool get = req.method() == http::verb::get || head_;
-        if (path == "/api" || path.substr(0, 5) == "/api/") {
+        if (api_ && (path == "/api" || path.substr(0, 5) == "/api/")) {
             HttpRequest r;
             r.method = std::string(req.method_string());
             r.target = std::string(target);
@@ -188,13 +191,17 @@ private:
             r.origin = std::string(req[http::field::origin]);
             r.fetch_site = std::string(req["Sec-Fetch-Site"]);
             r.from_loopback = loopback_;
-            api_.handle(r, [self = this->shared_from_this()](HttpResponse resp) { self->send(std::move(resp)); });
+            api_->handle(r, [self = this->shared_from_this()](HttpResponse resp) { self->send(std::move(resp)); });
             return;
         }
         HttpResponse r;
         r.content_type = "text/plain";
-        const DashboardAsset* asset = find_dashboard_asset(path == "/" ? "/index.html" : path);
-        if (path == "/metrics" || path == "/metrics/per-object" || asset) {
+        // The dashboard and the API on the management port; the per-object
+        // series (every vhost and queue name, O(queues) to render) only on
+        // the Prometheus port, as RabbitMQ serves them.
+        const DashboardAsset* asset = api_ ? find_dashboard_asset(path == "/" ? "/index.html" : path) : nullptr;
+        const bool metrics = path == "/metrics" || (!api_ && path == "/metrics/per-object");
+        if (metrics || asset) {
             if (!get) {
                 r.status = 405;
                 r.body = "method not allowed\n";
@@ -245,7 +252,7 @@ private:
 
     Stream stream_;
     broker::Broker& broker_;
-    ManagementApi& api_;
+    ManagementApi* api_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     http::response<http::string_body> response_;
@@ -258,11 +265,12 @@ private:
 }  // namespace
 
 struct HttpServer::Impl {
-    Impl(asio::io_context& i, broker::Broker& b) : io(i), broker(b), api(b), sample_timer(i) {}
+    Impl(asio::io_context& i, broker::Broker& b, bool prometheus_only)
+        : io(i), broker(b), api(prometheus_only ? nullptr : std::make_unique<ManagementApi>(b)), sample_timer(i) {}
     std::shared_ptr<HttpSessions> sessions = std::make_shared<HttpSessions>();
     asio::io_context& io;
     broker::Broker& broker;
-    ManagementApi api;
+    std::unique_ptr<ManagementApi> api;  // null on the Prometheus listener
     asio::steady_timer sample_timer;  // the API's rates
     std::list<tcp::acceptor> acceptors;
     std::list<tcp::acceptor> tls_acceptors;
@@ -281,10 +289,10 @@ struct HttpServer::Impl {
             }
             if (make_room()) {
                 if (tls)
-                    std::make_shared<HttpSession<TlsStream>>(broker, api, sessions, std::move(socket), tls->context())
+                    std::make_shared<HttpSession<TlsStream>>(broker, api.get(), sessions, std::move(socket), tls->context())
                         ->start();
                 else
-                    std::make_shared<HttpSession<PlainStream>>(broker, api, sessions, std::move(socket))->start();
+                    std::make_shared<HttpSession<PlainStream>>(broker, api.get(), sessions, std::move(socket))->start();
             }
             accept(a, tls);  // a refused socket closes as it goes out of scope
         });
@@ -303,22 +311,25 @@ struct HttpServer::Impl {
     }
 
     void schedule_sample() {
-        sample_timer.expires_after(api.sample_interval());
+        sample_timer.expires_after(api->sample_interval());
         sample_timer.async_wait([this](beast::error_code ec) {
             if (ec) return;
-            api.sample();
+            api->sample();
             schedule_sample();
         });
     }
 };
 
 HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, size_t max_connections,
-                       std::chrono::seconds request_timeout, std::chrono::milliseconds sample_interval)
-    : impl_(std::make_unique<Impl>(io, broker)) {
+                       std::chrono::seconds request_timeout, std::chrono::milliseconds sample_interval,
+                       bool prometheus_only)
+    : impl_(std::make_unique<Impl>(io, broker, prometheus_only)) {
     impl_->sessions->max = std::max<size_t>(1, max_connections);
     impl_->sessions->request_timeout = request_timeout;
-    impl_->api.set_sample_interval(sample_interval);
-    impl_->schedule_sample();  // the rates are 0 until this timer has run twice
+    if (impl_->api) {
+        impl_->api->set_sample_interval(sample_interval);
+        impl_->schedule_sample();  // the rates are 0 until this timer has run twice
+    }
 }
 HttpServer::~HttpServer() = default;
 

@@ -57,6 +57,7 @@ struct Server::Impl {
     std::list<tcp::acceptor> tls_acceptors;
     std::list<std::weak_ptr<AmqpConnection>> connections;
     std::unique_ptr<HttpServer> http;
+    std::unique_ptr<HttpServer> prometheus;
     uint16_t amqp_port = 0;
     uint16_t amqps_port = 0;
     asio::steady_timer disk_timer{io};
@@ -179,6 +180,7 @@ struct Server::Impl {
                 a.close(ec);
             }
         if (http) http->stop();
+        if (prometheus) prometheus->stop();
         connections.remove_if([](auto& w) { return w.expired(); });
         if (!connections.empty())
             std::cerr << "sluiced: closing " << open_connections << " connections" << std::endl;
@@ -267,6 +269,12 @@ std::string Server::listen() {
         err = m.http->listen_tls(c.http_bind, c.https_port, *m.tls);
         if (!err.empty()) return "HTTPS listener: " + err;
     }
+    if (c.prometheus_port != 0) {
+        m.prometheus = std::make_unique<HttpServer>(m.io, m.broker, 64, std::chrono::seconds(c.http_request_timeout_s),
+                                                    std::chrono::milliseconds(c.stats_interval_ms), true);
+        err = m.prometheus->listen(c.http_bind, c.prometheus_port);
+        if (!err.empty()) return "Prometheus listener (--prometheus-port): " + err;
+    }
     return "";
 }
 
@@ -301,6 +309,7 @@ void Server::set_resource_limits(uint64_t memory_limit, uint64_t disk_free_limit
 uint16_t Server::amqp_port() const { return impl_->amqp_port; }
 uint16_t Server::amqps_port() const { return impl_->amqps_port; }
 uint16_t Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+uint16_t Server::prometheus_port() const { return impl_->prometheus ? impl_->prometheus->port() : 0; }
 uint16_t Server::https_port() const { return impl_->http ? impl_->http->tls_port() : 0; }
 
 }  // namespace sluice::net

@@ -29,6 +29,8 @@ struct ServerConfig {
     std::string http_bind = "";
     uint16_t http_port = 15672;  // 0 = no HTTP listener
     uint16_t https_port = 0;     // HTTPS on http_bind; 0 = none (RabbitMQ uses 15671)
+    // Prometheus scrapes (/metrics, /metrics/per-object) on http_bind; 0 = none.
+    uint16_t prometheus_port = 15692;
     TlsConfig tls;               // for both TLS listeners
     // Free space is checked here every second; below the limit the disk alarm
     // blocks publishers. Empty path = no check.
@@ -81,6 +83,7 @@ public:
     uint16_t amqps_port() const;  // 0 = none
     uint16_t http_port() const;
     uint16_t https_port() const;  // 0 = none
+    uint16_t prometheus_port() const;  // 0 = none
 
 private:
     struct Impl;

@@ -80,7 +80,7 @@ class Sluice:
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
         self.port = free_port()
-        self.proc = subprocess.Popen([self.exe, "--amqp-port", str(self.port), "--http-port", "0",
+        self.proc = subprocess.Popen([self.exe, "--amqp-port", str(self.port), "--http-port", "0", "--prometheus-port", "0",
                                       "--data-dir", os.path.join(self.dir, "data")],
                                      stdout=open(os.path.join(self.dir, "log"), "w"), stderr=subprocess.STDOUT)
         wait_port(self.port, 20, self.proc)

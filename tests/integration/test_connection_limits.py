@@ -83,7 +83,8 @@ def test_accept_backs_off_when_out_of_descriptors():
 
     log = open(os.path.join(workdir, "sluiced.log"), "wb")
     proc = subprocess.Popen([_sluiced_path(), "--amqp-port", str(port), "--http-port", str(http_port),
-                             "--data-dir", os.path.join(workdir, "data"), "--handshake-timeout", "60000"],
+                             "--data-dir", os.path.join(workdir, "data"), "--handshake-timeout", "60000",
+                             "--prometheus-port", "0"],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=low_fd_limit)
     log.close()

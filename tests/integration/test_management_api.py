@@ -561,8 +561,13 @@ def test_head_and_metrics_routes(broker, api):
     assert r.status == 200 and b"sluice_" in r.body
     name = unique("m")
     publish_n(broker, name, 2)
-    r = api.get("/metrics/per-object", auth=None)
+    # Object names (and the cost of listing them) only on the Prometheus port.
+    assert api.get("/metrics/per-object", auth=None).status == 404
+    prom = Api(broker.prometheus_port)
+    r = prom.get("/metrics/per-object", auth=None)
     assert r.status == 200 and name.encode() in r.body
+    assert prom.get("/metrics", auth=None).status == 200
+    assert prom.get("/api/overview").status == 404 and prom.get("/", auth=None).status == 404
 
 
 def test_api_declares_are_durable(fresh_broker):

@@ -37,7 +37,8 @@ def get(port, path):
 
 
 def fetch(broker, path="/metrics"):
-    status, ctype, body = get(broker.http_port, path)
+    # /metrics on both ports; /metrics/per-object only on the Prometheus port.
+    status, ctype, body = get(broker.prometheus_port if path != "/metrics" else broker.http_port, path)
     assert status == 200, "%s: HTTP %d %s" % (path, status, body[:200])
     assert ctype.startswith("text/plain") and "version=0.0.4" in ctype, ctype
     return body
@@ -116,7 +117,7 @@ def promtool_check(text):
 
 def per_object(broker):
     """/metrics/per-object, which must be served (a 404 fails the test)."""
-    status, _, _ = get(broker.http_port, "/metrics/per-object")
+    status, _, _ = get(broker.prometheus_port, "/metrics/per-object")
     assert status == 200, "/metrics/per-object answered %d" % status
     return scrape(broker, "/metrics/per-object")
 

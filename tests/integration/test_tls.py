@@ -384,7 +384,7 @@ def test_bad_cipher_list_stops_the_start(pki, tmp_path):
     exe = os.environ.get("SLUICED") or os.path.join(REPO, "build", "release", "cli", "sluiced")
     r = subprocess.run([exe, "--amqp-port", str(free_port()), "--http-port", str(free_port()),
                         "--amqps-port", str(free_port()), "--data-dir", str(tmp_path / "d"),
-                        "--tls-ciphers", "NO-SUCH-CIPHER"] + pki.server_args(),
+                        "--prometheus-port", "0", "--tls-ciphers", "NO-SUCH-CIPHER"] + pki.server_args(),
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "NO-SUCH-CIPHER" in r.stderr, r.stderr
 
