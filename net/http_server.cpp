@@ -1,13 +1,19 @@
 #include "net/http_server.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <list>
+#include <mutex>
+#include <thread>
 #include <type_traits>
 
 #include "broker/broker.hpp"
@@ -34,6 +40,50 @@ using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 class HttpConnection;
+
+// Renders /metrics/per-object off the broker thread, one scrape at a time:
+// with 100k queues the text takes over a second to build, which on the
+// broker thread stalled every client (RPC p99 106 µs → 6.5 ms, calls/s
+// 19,359 → 303 while scraping every second). Jobs only read their snapshot.
+class RenderThread {
+public:
+    RenderThread() : thread_([this] { run(); }) {}
+    ~RenderThread() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_one();
+        thread_.join();
+    }
+    void post(std::function<void()> job) {
+        {
+            std::lock_guard lock(mutex_);
+            jobs_.push_back(std::move(job));
+        }
+        wake_.notify_one();
+    }
+
+private:
+    void run() {
+        for (;;) {
+            std::function<void()> job;
+            {
+                std::unique_lock lock(mutex_);
+                wake_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+                if (stop_) return;
+                job = std::move(jobs_.front());
+                jobs_.pop_front();
+            }
+            job();
+        }
+    }
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::deque<std::function<void()>> jobs_;
+    bool stop_ = false;
+    std::thread thread_;  // last: starts once the rest is built
+};
 
 // The open HTTP connections, oldest first, for the connection cap.
 struct HttpSessions {
@@ -95,8 +145,13 @@ public:
     template <class... Args>
     // `api` is null on the Prometheus listener, which serves only /metrics
     // and /metrics/per-object.
-    HttpSession(broker::Broker& broker, ManagementApi* api, std::shared_ptr<HttpSessions> sessions, Args&&... args)
-        : HttpConnection(std::move(sessions)), stream_(std::forward<Args>(args)...), broker_(broker), api_(api) {}
+    HttpSession(broker::Broker& broker, ManagementApi* api, RenderThread* renderer,
+                std::shared_ptr<HttpSessions> sessions, Args&&... args)
+        : HttpConnection(std::move(sessions)),
+          stream_(std::forward<Args>(args)...),
+          broker_(broker),
+          api_(api),
+          renderer_(renderer) {}
 
     void start() {
         beast::error_code ec;
@@ -213,6 +268,17 @@ private:
                 if (asset->path == "/index.html")
                     r.headers.emplace_back("Content-Security-Policy",
                                            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+            } else if (path == "/metrics/per-object" && renderer_) {
+                // A copy of the counters here, the text on the render thread.
+                auto snapshot = per_object_snapshot(broker_);
+                auto executor = socket().get_executor();
+                renderer_->post([self = this->shared_from_this(), snapshot, executor] {
+                    HttpResponse out;
+                    out.content_type = kMetricsContentType;
+                    out.body = render_per_object(*snapshot);
+                    asio::post(executor, [self, out = std::move(out)]() mutable { self->send(std::move(out)); });
+                });
+                return;
             } else {
                 r.content_type = kMetricsContentType;
                 r.body = path == "/metrics" ? metrics_text(broker_) : per_object_metrics_text(broker_);
@@ -253,6 +319,7 @@ private:
     Stream stream_;
     broker::Broker& broker_;
     ManagementApi* api_;
+    RenderThread* renderer_;  // on the Prometheus listener
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     http::response<http::string_body> response_;
@@ -266,11 +333,16 @@ private:
 
 struct HttpServer::Impl {
     Impl(asio::io_context& i, broker::Broker& b, bool prometheus_only)
-        : io(i), broker(b), api(prometheus_only ? nullptr : std::make_unique<ManagementApi>(b)), sample_timer(i) {}
+        : io(i),
+          broker(b),
+          api(prometheus_only ? nullptr : std::make_unique<ManagementApi>(b)),
+          renderer(prometheus_only ? std::make_unique<RenderThread>() : nullptr),
+          sample_timer(i) {}
     std::shared_ptr<HttpSessions> sessions = std::make_shared<HttpSessions>();
     asio::io_context& io;
     broker::Broker& broker;
     std::unique_ptr<ManagementApi> api;  // null on the Prometheus listener
+    std::unique_ptr<RenderThread> renderer;  // only on the Prometheus listener
     asio::steady_timer sample_timer;  // the API's rates
     std::list<tcp::acceptor> acceptors;
     std::list<tcp::acceptor> tls_acceptors;
@@ -289,10 +361,10 @@ struct HttpServer::Impl {
             }
             if (make_room()) {
                 if (tls)
-                    std::make_shared<HttpSession<TlsStream>>(broker, api.get(), sessions, std::move(socket), tls->context())
+                    std::make_shared<HttpSession<TlsStream>>(broker, api.get(), renderer.get(), sessions, std::move(socket), tls->context())
                         ->start();
                 else
-                    std::make_shared<HttpSession<PlainStream>>(broker, api.get(), sessions, std::move(socket))->start();
+                    std::make_shared<HttpSession<PlainStream>>(broker, api.get(), renderer.get(), sessions, std::move(socket))->start();
             }
             accept(a, tls);  // a refused socket closes as it goes out of scope
         });
