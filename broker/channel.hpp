@@ -141,7 +141,6 @@ private:
     Status tx_method(uint32_t key);
     // Validates a tag settled inside a transaction and records it as settled.
     Status check_tag(uint64_t tag, bool multiple);
-    void publish_reply(const MessagePtr& message, std::string_view token, bool mandatory);
     void send_return(const Message& message, uint16_t code, std::string_view text);
     // The current publish's confirm: after the sync when it was stored; a
     // nack when a queue refused it.

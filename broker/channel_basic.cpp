@@ -180,29 +180,12 @@ Status Channel::publish_complete() {
 }
 
 PublishResult Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mandatory) {
-    auto& stats = session_.broker().stats();
-    // Counted here, where a message enters routing: not when it is refused
-    // before (user_id, expiration) or rolled back with its transaction.
-    ++stats.messages_published;
-    if (ex.name().empty() && msg->routing_key().substr(0, kReplyPrefix.size()) == kReplyPrefix) {
-        publish_reply(msg, msg->routing_key().substr(kReplyPrefix.size()), mandatory);
-        return {};
-    }
-    PublishResult r = vhost_.publish(ex, msg);
-    if (!r.routed) {
-        ++stats.messages_unroutable;
-        if (mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
-    } else if (!r.rejected) {  // a queue's reject-publish nacks it: not routed
-        ++stats.messages_routed;
-    }
+    // Counted (published, routed) by publish_message, where a message enters
+    // routing: not when it is refused before (user_id, expiration) or rolled
+    // back with its transaction.
+    PublishResult r = publish_message(vhost_, ex, msg);
+    if (!r.routed && mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
     return r;
-}
-
-void Channel::publish_reply(const MessagePtr& message, std::string_view token, bool mandatory) {
-    Channel* target = session_.broker().find_reply_channel(token);
-    if (target && target->deliver_reply(message)) return;
-    ++session_.broker().stats().messages_unroutable;
-    if (mandatory) send_return(*message, reply::no_route, "NO_ROUTE");
 }
 
 void Channel::send_return(const Message& message, uint16_t code, std::string_view text) {

@@ -2,12 +2,17 @@
 
 #include <string>
 
+#include "broker/broker.hpp"
+#include "broker/channel.hpp"
 #include "broker/queue.hpp"
+#include "broker/session.hpp"
 #include "broker/vhost.hpp"
 
 namespace sluice::broker {
 
 namespace {
+constexpr std::string_view kReplyPrefix = "amq.rabbitmq.reply-to.";
+
 std::optional<std::string_view> string_arg(const amqp::FieldTable& args, std::string_view key) {
     const amqp::FieldValue* v = args.find(key);
     return v ? v->as_string() : std::nullopt;
@@ -44,6 +49,69 @@ Status check_exclusive_access(const Queue& queue, uint64_t connection) {
                               "'. It could be originally declared on another connection or the exclusive "
                               "property value does not match that of the original declaration.");
     return std::nullopt;
+}
+
+PublishResult publish_message(VHost& vhost, const Exchange& exchange, const MessagePtr& message) {
+    Broker& broker = vhost.broker();
+    BrokerStats& stats = broker.stats();
+    ++stats.messages_published;
+    std::string_view key = message->routing_key();
+    if (exchange.name().empty() && key.substr(0, kReplyPrefix.size()) == kReplyPrefix) {
+        PublishResult r;
+        Channel* target = broker.find_reply_channel(key.substr(kReplyPrefix.size()));
+        r.routed = target && target->deliver_reply(message);
+        if (!r.routed) ++stats.messages_unroutable;
+        return r;
+    }
+    PublishResult r = vhost.publish(exchange, message);
+    if (!r.routed) ++stats.messages_unroutable;
+    else if (!r.rejected) ++stats.messages_routed;  // a queue's reject-publish nacks it: not routed
+    return r;
+}
+
+bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
+                  const std::function<void(const QueuedMessage&, size_t ready_left)>& visit) {
+    const bool no_ack = mode == GetAckMode::ack_requeue_false;
+    const bool requeue = mode == GetAckMode::ack_requeue_true || mode == GetAckMode::reject_requeue_true;
+    BrokerStats& stats = queue.vhost().broker().stats();
+    Durability& durability = queue.vhost().broker().durability();
+    // Take them all first (a requeued message would come straight back),
+    // then settle them as a consumer's reject would.
+    std::vector<QueuedMessage> got;
+    bool removed_stored = false;
+    size_t taken = 0, bytes = 0;
+    while (taken < count && bytes < max_bytes) {
+        auto qm = queue.get(no_ack);
+        if (!qm) break;
+        ++taken;
+        bytes += qm->message->body_size();
+        visit(*qm, queue.ready_count());
+        ++stats.messages_delivered;
+        if (qm->redelivered) ++stats.messages_redelivered;
+        if (no_ack) {
+            if (qm->stored && !queue.deleted()) {
+                durability.remove_entry(queue, qm->seq, *qm->message);
+                removed_stored = true;
+            }
+            continue;
+        }
+        got.push_back(std::move(*qm));
+    }
+    for (const auto& qm : got) {
+        ++stats.messages_rejected;
+        removed_stored = removed_stored || (!requeue && qm.stored);
+    }
+    if (requeue) {
+        for (auto it = got.rbegin(); it != got.rend(); ++it) queue.requeue(std::move(*it));
+    } else {
+        for (auto& qm : got) queue.reject(std::move(qm));  // dead-lettered if the queue says so
+    }
+    queue.dispatch();
+    return removed_stored;
+}
+
+void close_connection(Session& session, std::string_view reason) {
+    session.connection_error(amqp_error(reply::connection_forced, std::string(reason)));
 }
 
 }  // namespace sluice::broker

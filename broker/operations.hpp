@@ -1,8 +1,9 @@
 // The operations both an AMQP channel and the management API perform on a
 // vhost's objects, with one implementation of who may do them (RabbitMQ's
-// access-control table, channel_access.cpp) and of exclusivity. net/ calls
-// these instead of re-implementing a channel's checks (STYLE.md: Dragonfly's
-// facade).
+// access-control table, channel_access.cpp), of exclusivity, and of the
+// statistics they move. net/ calls these instead of re-implementing a
+// channel's checks, publish, get and settle (STYLE.md: Dragonfly's facade).
+// Declares, deletes and binds are VHost's (vhost.hpp), shared the same way.
 //
 // `connection` is the caller's connection id; the management API has none
 // (0), so another connection's exclusive queue is locked to it, as in
@@ -11,16 +12,21 @@
 // Thread-safety: the broker thread only.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string_view>
 
 #include "broker/access_control.hpp"
 #include "broker/amqp_error.hpp"
+#include "broker/message.hpp"
+#include "broker/vhost.hpp"
 #include "net/amqp/field_table.hpp"
 
 namespace sluice::broker {
 
 class Queue;
+class Session;
 
 // Who asks: the user, its permissions in the vhost (null = none) and its
 // connection (0 = the management API).
@@ -41,5 +47,27 @@ Status check_exchange_declare(const Caller& caller, std::string_view exchange, c
 Status check_dead_letter_access(const Caller& caller, std::string_view queue, const amqp::FieldTable& arguments);
 // 405 RESOURCE_LOCKED when `queue` is exclusive to another connection.
 Status check_exclusive_access(const Queue& queue, uint64_t connection);
+
+// A whole message enters the broker (basic.publish once its content is
+// complete, or the API's publish): direct reply-to
+// ("amq.rabbitmq.reply-to.<token>" on the default exchange) or routing, and
+// the published / routed / unroutable counters. `routed` false = unroutable
+// (the caller returns it if mandatory).
+PublishResult publish_message(VHost& vhost, const Exchange& exchange, const MessagePtr& message);
+
+// The management API's "get messages": RabbitMQ's ack modes, performed as
+// its plugin does over AMQP. ack_requeue_false is basic.get with no_ack;
+// the others are basic.get then basic.reject (requeue or not: a rejected
+// message is dead-lettered), so none counts an ack.
+enum class GetAckMode { ack_requeue_true, ack_requeue_false, reject_requeue_true, reject_requeue_false };
+// Takes up to `count` messages (stopping past `max_bytes` of bodies), shows
+// each to `visit` with the ready count left, then settles them. Returns
+// whether a durable entry was removed (the answer waits for the sync).
+bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
+                  const std::function<void(const QueuedMessage&, size_t ready_left)>& visit);
+
+// Closes a connection from outside (the API, a deleted user or vhost):
+// connection.close with 320 CONNECTION_FORCED and `reason`.
+void close_connection(Session& session, std::string_view reason);
 
 }  // namespace sluice::broker

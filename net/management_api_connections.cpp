@@ -48,7 +48,7 @@ void handle_connections(State& s, const Request& r, const Reply& reply) {
         if (!r.administrator && sess->user() != r.user)
             return reply(error_response(403, "not_authorised", "Not administrator user"));
         std::string reason = r.raw->reason.empty() ? "Closed via management API" : r.raw->reason;
-        sess->connection_error(broker::amqp_error(broker::reply::connection_forced, reason));
+        broker::close_connection(*sess, reason);
         return reply(no_content());
     }
     return reply(json_response(200, connection_json(s, *sess)));

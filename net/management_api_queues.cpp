@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "broker/broker.hpp"
-#include "broker/channel.hpp"
+#include "broker/operations.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/properties.hpp"
 #include "net/management_api_internal.hpp"
@@ -15,7 +15,6 @@ namespace sluice::net::mgmt {
 
 namespace {
 
-constexpr std::string_view kReplyPrefix = "amq.rabbitmq.reply-to.";
 constexpr size_t kMaxGetCount = 10000;
 constexpr size_t kMaxGetBytes = 16u << 20;  // stop fetching past this much payload
 
@@ -91,53 +90,21 @@ void get_messages(State& s, const Request& r, broker::Queue& q, const Reply& rep
         return reply(error);
     if (count < 1 || size_t(count) > kMaxGetCount)
         return reply(bad_request("'count' must be from 1 to " + std::to_string(kMaxGetCount)));
-    // RabbitMQ's modes, as its management plugin performs them over AMQP:
-    // ack_requeue_false is a basic.get with no_ack; the others are a
-    // basic.get followed by basic.reject (requeue true or false), so they
-    // count no acks and a reject without requeue dead-letters.
-    bool requeue, no_ack;
-    if (ackmode == "ack_requeue_true") requeue = true, no_ack = false;
-    else if (ackmode == "ack_requeue_false") requeue = false, no_ack = true;
-    else if (ackmode == "reject_requeue_true") requeue = true, no_ack = false;
-    else if (ackmode == "reject_requeue_false") requeue = false, no_ack = false;
+    broker::GetAckMode mode;
+    if (ackmode == "ack_requeue_true") mode = broker::GetAckMode::ack_requeue_true;
+    else if (ackmode == "ack_requeue_false") mode = broker::GetAckMode::ack_requeue_false;
+    else if (ackmode == "reject_requeue_true") mode = broker::GetAckMode::reject_requeue_true;
+    else if (ackmode == "reject_requeue_false") mode = broker::GetAckMode::reject_requeue_false;
     else
         return reply(bad_request("'ackmode' must be ack_requeue_true, ack_requeue_false, reject_requeue_true or "
                                  "reject_requeue_false"));
     if (encoding != "auto" && encoding != "base64") return reply(bad_request("'encoding' must be auto or base64"));
-
-    // Take them all first (a requeued message would come straight back), then
-    // settle them as a consumer's reject would.
-    std::vector<broker::QueuedMessage> got;
     json::array out;
-    size_t bytes = 0;
-    broker::BrokerStats& stats = s.broker.stats();
-    bool removed_stored = false;
-    while (out.size() < size_t(count) && bytes < kMaxGetBytes) {
-        auto qm = q.get(no_ack);
-        if (!qm) break;
-        bytes += qm->message->body_size();
-        out.push_back(message_json(*qm, q.ready_count(), encoding == "base64", truncate));
-        ++stats.messages_delivered;
-        if (qm->redelivered) ++stats.messages_redelivered;
-        if (no_ack) {
-            if (qm->stored && !q.deleted()) {
-                s.broker.durability().remove_entry(q, qm->seq, *qm->message);
-                removed_stored = true;
-            }
-            continue;
-        }
-        got.push_back(std::move(*qm));
-    }
-    for (const auto& qm : got) {
-        ++stats.messages_rejected;
-        removed_stored = removed_stored || (!requeue && qm.stored);
-    }
-    if (requeue) {
-        for (auto it = got.rbegin(); it != got.rend(); ++it) q.requeue(std::move(*it));
-    } else {
-        for (auto& qm : got) q.reject(std::move(qm));  // dead-lettered if the queue says so
-    }
-    q.dispatch();
+    bool removed_stored = broker::get_messages(q, mode, size_t(count), kMaxGetBytes,
+                                               [&](const broker::QueuedMessage& qm, size_t ready_left) {
+                                                   out.push_back(message_json(qm, ready_left, encoding == "base64",
+                                                                              truncate));
+                                               });
     reply_when_synced(s, removed_stored, json_response(200, out), reply);
 }
 
@@ -278,23 +245,9 @@ void put_exchange(State& s, const Request& r, broker::VHost& v, const std::strin
 
 bool publish_message(broker::VHost& v, const broker::Exchange& ex, std::string_view routing_key,
                      const std::string& properties, std::string_view payload, bool& stored) {
-    // As Channel::route_message, for a message with no channel.
-    broker::Broker& b = v.broker();
-    broker::BrokerStats& stats = b.stats();
     auto built = std::make_shared<broker::Message>(ex.name(), routing_key, properties, payload.size());
     built->append_body(payload);
-    broker::MessagePtr msg = std::move(built);
-    ++stats.messages_published;
-    stored = false;
-    if (ex.name().empty() && routing_key.substr(0, kReplyPrefix.size()) == kReplyPrefix) {
-        broker::Channel* target = b.find_reply_channel(routing_key.substr(kReplyPrefix.size()));
-        if (target && target->deliver_reply(msg)) return true;
-        ++stats.messages_unroutable;
-        return false;
-    }
-    broker::PublishResult r = v.publish(ex, msg);
-    if (!r.routed) ++stats.messages_unroutable;
-    else if (!r.rejected) ++stats.messages_routed;
+    broker::PublishResult r = broker::publish_message(v, ex, std::move(built));
     stored = r.stored;
     return r.routed;
 }
