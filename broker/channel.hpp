@@ -153,7 +153,6 @@ private:
     Caller caller();
     Status check_exchange_declare(const amqp::method::ExchangeDeclare& m);
     Status check_exchange_bind(std::string_view destination, std::string_view source);
-    Status check_queue_declare(std::string_view name, const amqp::method::QueueDeclare& m);
     Status check_queue_bind(std::string_view queue, std::string_view exchange);
     Status check_queue_access(Permission p, std::string_view queue);
     Status check_consume(std::string_view queue);

@@ -48,14 +48,6 @@ Status Channel::check_exchange_bind(std::string_view destination, std::string_vi
     return check_access(Permission::read, ResourceKind::exchange, source);
 }
 
-Status Channel::check_queue_declare(std::string_view name, const m::QueueDeclare& d) {
-    if (d.passive) return std::nullopt;
-    if (Status st = check_access(Permission::configure, ResourceKind::queue, name)) return st;
-    if (vhost_.find_queue(name)) return std::nullopt;  // the rest is for new queues only
-    if (Status st = session_.broker().check_queue_limit(vhost_, name)) return st;
-    return check_dead_letter_access(caller(), name, d.arguments);
-}
-
 Status Channel::check_queue_bind(std::string_view queue, std::string_view exchange) {
     std::string_view name = resolve_queue_name(queue);
     if (name.empty()) return std::nullopt;  // the handler answers "no previously declared queue"

@@ -110,18 +110,15 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
         reply_ok(q->name(), q->ready_count(), q->consumer_count(), q->durable());
         return std::nullopt;
     }
-    if (d.queue.substr(0, 4) == "amq.")
-        return amqp_error(reply::access_refused,
-                          "queue name '" + std::string(d.queue) + "' contains reserved prefix 'amq.*'");
-    std::string name = d.queue.empty() ? session_.broker().unique_name("amq.gen-") : std::string(d.queue);
-    if (Status st = check_queue_declare(name, d)) return st;
+    const bool server_named = d.queue.empty();
+    std::string name = server_named ? session_.broker().unique_name("amq.gen-") : std::string(d.queue);
     QueueOptions o;
     o.durable = d.durable;
     o.exclusive = d.exclusive;
     o.auto_delete = d.auto_delete;
     o.arguments = d.arguments;
     bool created = false;
-    auto r = vhost_.declare_queue(name, std::move(o), session_.id(), created);
+    auto r = declare_queue(caller(), vhost_, name, std::move(o), server_named, created);
     if (auto* e = std::get_if<AmqpError>(&r)) return *e;
     QueuePtr q = std::get<QueuePtr>(r);
     if (created && q->exclusive()) session_.own_exclusive_queue(q);
@@ -174,14 +171,9 @@ Status Channel::queue_delete(const m::QueueDelete& d) {
     size_t n = 0;
     bool durable = q && q->durable();
     if (q) {  // deleting a missing queue succeeds, as in RabbitMQ
-        if (Status st = check_exclusive_access(*q)) return st;
-        if (d.if_unused && q->consumer_count() > 0)
-            return amqp_error(reply::precondition_failed,
-                              "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' in use");
-        if (d.if_empty && q->ready_count() > 0)
-            return amqp_error(reply::precondition_failed,
-                              "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' is not empty");
-        n = vhost_.delete_queue(q);
+        auto r = delete_queue(caller(), vhost_, q, d.if_unused, d.if_empty);
+        if (auto* e = std::get_if<AmqpError>(&r)) return *e;
+        n = std::get<size_t>(r);
     }
     if (!d.no_wait)
         reply_when_durable(durable, [this, n] {

@@ -51,6 +51,30 @@ Status check_exclusive_access(const Queue& queue, uint64_t connection) {
     return std::nullopt;
 }
 
+Result<QueuePtr> declare_queue(const Caller& caller, VHost& vhost, std::string_view name, QueueOptions options,
+                               bool server_named, bool& created) {
+    created = false;
+    if (!server_named && name.substr(0, 4) == "amq.")
+        return amqp_error(reply::access_refused, "queue name '" + std::string(name) + "' contains reserved prefix 'amq.*'");
+    if (Status st = check_access(caller, Permission::configure, ResourceKind::queue, name)) return *st;
+    if (!vhost.find_queue(name)) {  // the rest is for new queues only
+        if (Status st = vhost.broker().check_queue_limit(vhost, name)) return *st;
+        if (Status st = check_dead_letter_access(caller, name, options.arguments)) return *st;
+    }
+    return vhost.declare_queue(name, std::move(options), caller.connection, created);
+}
+
+Result<size_t> delete_queue(const Caller& caller, VHost& vhost, const QueuePtr& queue, bool if_unused, bool if_empty) {
+    if (Status st = check_exclusive_access(*queue, caller.connection)) return *st;
+    if (if_unused && queue->consumer_count() > 0)
+        return amqp_error(reply::precondition_failed,
+                          "queue '" + queue->name() + "' in vhost '" + vhost.name() + "' in use");
+    if (if_empty && queue->ready_count() > 0)
+        return amqp_error(reply::precondition_failed,
+                          "queue '" + queue->name() + "' in vhost '" + vhost.name() + "' is not empty");
+    return vhost.delete_queue(queue);
+}
+
 PublishResult publish_message(VHost& vhost, const Exchange& exchange, const MessagePtr& message) {
     Broker& broker = vhost.broker();
     BrokerStats& stats = broker.stats();

@@ -48,6 +48,18 @@ Status check_dead_letter_access(const Caller& caller, std::string_view queue, co
 // 405 RESOURCE_LOCKED when `queue` is exclusive to another connection.
 Status check_exclusive_access(const Queue& queue, uint64_t connection);
 
+// queue.declare (not passive): RabbitMQ's reserved "amq." prefix (unless
+// `server_named`), configure on the queue, and for a new one the vhost's
+// max-queues and the dead-letter exchange's rights; then VHost::declare_queue
+// (equivalence, exclusivity). A new exclusive queue belongs to
+// caller.connection.
+Result<QueuePtr> declare_queue(const Caller& caller, VHost& vhost, std::string_view name, QueueOptions options,
+                               bool server_named, bool& created);
+// queue.delete of an existing queue (its configure right checked by the
+// caller): exclusivity, if-unused and if-empty (406), then the delete.
+// Returns the ready messages it had.
+Result<size_t> delete_queue(const Caller& caller, VHost& vhost, const QueuePtr& queue, bool if_unused, bool if_empty);
+
 // A whole message enters the broker (basic.publish once its content is
 // complete, or the API's publish): direct reply-to
 // ("amq.rabbitmq.reply-to.<token>" on the default exchange) or routing, and

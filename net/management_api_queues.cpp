@@ -165,17 +165,9 @@ void put_queue(State& s, const Request& r, broker::VHost& v, const std::string& 
     if (exclusive) return reply(bad_request("an exclusive queue needs an AMQP connection to own it"));
     if (name.empty()) return reply(bad_request("the queue name is empty"));
     if (!check_short("queue name", name, error)) return reply(error);
-    if (name.substr(0, 4) == "amq.")
-        return reply(error_response(403, "access_refused",
-                                    "queue name '" + name + "' contains reserved prefix 'amq.*'"));
-    if (!v.find_queue(name)) {
-        if (broker::Status st = s.broker.check_queue_limit(v, name)) return reply(from_amqp_error(*st));
-        auto who = caller_in(s, r, v.name());
-        if (broker::Status st = broker::check_dead_letter_access(who.caller, name, o.arguments))
-            return reply(from_amqp_error(*st));
-    }
     bool created = false;
-    auto res = v.declare_queue(name, std::move(o), 0, created);
+    auto who = caller_in(s, r, v.name());
+    auto res = broker::declare_queue(who.caller, v, name, std::move(o), false, created);
     if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
     const broker::QueuePtr& q = std::get<broker::QueuePtr>(res);
     HttpResponse ok = created ? json_response(201, queue_json(s, *q)) : no_content();
@@ -183,12 +175,10 @@ void put_queue(State& s, const Request& r, broker::VHost& v, const std::string& 
 }
 
 void delete_queue(State& s, const Request& r, broker::VHost& v, broker::QueuePtr q, const Reply& reply) {
-    if (r.flag("if-unused") && q->consumer_count() > 0)
-        return reply(error_response(400, "precondition_failed", "queue '" + q->name() + "' in use"));
-    if (r.flag("if-empty") && q->ready_count() > 0)
-        return reply(error_response(400, "precondition_failed", "queue '" + q->name() + "' is not empty"));
     bool durable = q->durable();
-    v.delete_queue(q);
+    auto who = caller_in(s, r, v.name());
+    auto res = broker::delete_queue(who.caller, v, q, r.flag("if-unused"), r.flag("if-empty"));
+    if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
     reply_when_synced(s, durable, no_content(), reply);
 }
 
@@ -273,10 +263,7 @@ void handle_queues(State& s, const Request& r, const Reply& reply) {
         if (m == "PUT") return put_queue(s, r, *v, name, reply);
         if (!get && m != "DELETE") return reply(method_not_allowed("GET, HEAD, PUT, DELETE"));
         if (!q) return reply(not_found(v->not_found_queue(name)));
-        if (m == "DELETE") {
-            if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
-            return delete_queue(s, r, *v, q, reply);
-        }
+        if (m == "DELETE") return delete_queue(s, r, *v, q, reply);
         return reply(json_response(200, queue_json(s, *q)));
     }
     if (p.size() != 4) return reply(not_found("Not Found"));
