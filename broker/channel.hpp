@@ -152,8 +152,6 @@ private:
     // This channel as broker/operations.hpp's checks see it.
     Caller caller();
     Status check_exchange_declare(const amqp::method::ExchangeDeclare& m);
-    Status check_exchange_bind(std::string_view destination, std::string_view source);
-    Status check_queue_bind(std::string_view queue, std::string_view exchange);
     Status check_queue_access(Permission p, std::string_view queue);
     Status check_consume(std::string_view queue);
     // basic.publish: write on the exchange. The last exchange allowed is

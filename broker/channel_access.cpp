@@ -43,18 +43,6 @@ Status Channel::check_exchange_declare(const m::ExchangeDeclare& d) {
     return broker::check_exchange_declare(caller(), d.exchange, d.arguments);
 }
 
-Status Channel::check_exchange_bind(std::string_view destination, std::string_view source) {
-    if (Status st = check_access(Permission::write, ResourceKind::exchange, destination)) return st;
-    return check_access(Permission::read, ResourceKind::exchange, source);
-}
-
-Status Channel::check_queue_bind(std::string_view queue, std::string_view exchange) {
-    std::string_view name = resolve_queue_name(queue);
-    if (name.empty()) return std::nullopt;  // the handler answers "no previously declared queue"
-    if (Status st = check_access(Permission::write, ResourceKind::queue, name)) return st;
-    return check_access(Permission::read, ResourceKind::exchange, exchange);
-}
-
 Status Channel::check_queue_access(Permission p, std::string_view queue) {
     std::string_view name = resolve_queue_name(queue);
     if (name.empty()) return std::nullopt;

@@ -71,15 +71,15 @@ Status Channel::exchange_delete(const m::ExchangeDelete& d) {
 }
 
 Status Channel::exchange_bind(const m::ExchangeBind& d) {
-    if (Status st = check_exchange_bind(d.destination, d.source)) return st;
-    if (Status st = vhost_.bind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
+    if (Status st = broker::bind_exchange(caller(), vhost_, d.destination, d.source, d.routing_key, d.arguments, true))
+        return st;
     if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeBindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::exchange_unbind(const m::ExchangeUnbind& d) {
-    if (Status st = check_exchange_bind(d.destination, d.source)) return st;
-    if (Status st = vhost_.unbind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
+    if (Status st = broker::bind_exchange(caller(), vhost_, d.destination, d.source, d.routing_key, d.arguments, false))
+        return st;
     if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeUnbindOk{}); });
     return std::nullopt;
 }
@@ -128,35 +128,34 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
 }
 
 Status Channel::queue_bind(const m::QueueBind& d) {
-    if (Status st = check_queue_bind(d.queue, d.exchange)) return st;
-    Status error;
-    QueuePtr q = resolve_queue(d.queue, error);
-    if (!q) return error;
+    std::string_view name = resolve_queue_name(d.queue);
+    if (name.empty()) return amqp_error(reply::not_found, "no previously declared queue");
     // The spec: an empty queue name *and* routing key bind with the queue's name.
-    std::string_view key = d.queue.empty() && d.routing_key.empty() ? std::string_view(q->name()) : d.routing_key;
-    if (Status st = vhost_.bind_queue(q->name(), d.exchange, key, d.arguments)) return st;
-    if (!d.no_wait) reply_when_durable(q->durable(), [this] { send(m::QueueBindOk{}); });
+    std::string_view key = d.queue.empty() && d.routing_key.empty() ? name : d.routing_key;
+    if (Status st = bind_queue(caller(), vhost_, name, d.exchange, key, d.arguments, true)) return st;
+    QueuePtr q = vhost_.find_queue(name);
+    if (!d.no_wait) reply_when_durable(q && q->durable(), [this] { send(m::QueueBindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::queue_unbind(const m::QueueUnbind& d) {
-    if (Status st = check_queue_bind(d.queue, d.exchange)) return st;
-    Status error;
-    QueuePtr q = resolve_queue(d.queue, error);
-    if (!q) return error;
-    if (Status st = vhost_.unbind_queue(q->name(), d.exchange, d.routing_key, d.arguments)) return st;
-    reply_when_durable(q->durable(), [this] { send(m::QueueUnbindOk{}); });
+    std::string_view name = resolve_queue_name(d.queue);
+    if (name.empty()) return amqp_error(reply::not_found, "no previously declared queue");
+    if (Status st = bind_queue(caller(), vhost_, name, d.exchange, d.routing_key, d.arguments, false)) return st;
+    QueuePtr q = vhost_.find_queue(name);
+    reply_when_durable(q && q->durable(), [this] { send(m::QueueUnbindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::queue_purge(const m::QueuePurge& d) {
-    if (Status st = check_queue_access(Permission::read, d.queue)) return st;
-    Status error;
-    QueuePtr q = resolve_queue(d.queue, error);
-    if (!q) return error;
-    size_t n = q->purge();
+    std::string_view name = resolve_queue_name(d.queue);
+    if (name.empty()) return amqp_error(reply::not_found, "no previously declared queue");
+    auto r = purge_queue(caller(), vhost_, name);
+    if (auto* e = std::get_if<AmqpError>(&r)) return *e;
+    size_t n = std::get<size_t>(r);
+    QueuePtr q = vhost_.find_queue(name);
     if (!d.no_wait)
-        reply_when_durable(q->durable(), [this, n] {
+        reply_when_durable(q && q->durable(), [this, n] {
             m::QueuePurgeOk ok;
             ok.message_count = static_cast<uint32_t>(n);
             send(ok);

@@ -75,6 +75,32 @@ Result<size_t> delete_queue(const Caller& caller, VHost& vhost, const QueuePtr& 
     return vhost.delete_queue(queue);
 }
 
+Status bind_queue(const Caller& caller, VHost& vhost, std::string_view queue, std::string_view exchange,
+                  std::string_view key, const amqp::FieldTable& arguments, bool bind) {
+    if (Status st = check_access(caller, Permission::write, ResourceKind::queue, queue)) return st;
+    if (Status st = check_access(caller, Permission::read, ResourceKind::exchange, exchange)) return st;
+    QueuePtr q = vhost.find_queue(queue);
+    if (!q) return amqp_error(reply::not_found, vhost.not_found_queue(queue));
+    if (Status st = check_exclusive_access(*q, caller.connection)) return st;
+    return bind ? vhost.bind_queue(queue, exchange, key, arguments) : vhost.unbind_queue(queue, exchange, key, arguments);
+}
+
+Status bind_exchange(const Caller& caller, VHost& vhost, std::string_view destination, std::string_view source,
+                     std::string_view key, const amqp::FieldTable& arguments, bool bind) {
+    if (Status st = check_access(caller, Permission::write, ResourceKind::exchange, destination)) return st;
+    if (Status st = check_access(caller, Permission::read, ResourceKind::exchange, source)) return st;
+    return bind ? vhost.bind_exchange(destination, source, key, arguments)
+                : vhost.unbind_exchange(destination, source, key, arguments);
+}
+
+Result<size_t> purge_queue(const Caller& caller, VHost& vhost, std::string_view queue) {
+    if (Status st = check_access(caller, Permission::read, ResourceKind::queue, queue)) return *st;
+    QueuePtr q = vhost.find_queue(queue);
+    if (!q) return amqp_error(reply::not_found, vhost.not_found_queue(queue));
+    if (Status st = check_exclusive_access(*q, caller.connection)) return *st;
+    return q->purge();
+}
+
 PublishResult publish_message(VHost& vhost, const Exchange& exchange, const MessagePtr& message) {
     Broker& broker = vhost.broker();
     BrokerStats& stats = broker.stats();

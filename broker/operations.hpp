@@ -60,6 +60,19 @@ Result<QueuePtr> declare_queue(const Caller& caller, VHost& vhost, std::string_v
 // Returns the ready messages it had.
 Result<size_t> delete_queue(const Caller& caller, VHost& vhost, const QueuePtr& queue, bool if_unused, bool if_empty);
 
+// queue.bind / queue.unbind (`bind` false): write on the queue, read on the
+// exchange, the queue must exist and not be another connection's exclusive
+// queue; then VHost's bind (404 for a missing exchange, 403 for the
+// default one).
+Status bind_queue(const Caller& caller, VHost& vhost, std::string_view queue, std::string_view exchange,
+                  std::string_view key, const amqp::FieldTable& arguments, bool bind);
+// exchange.bind / exchange.unbind: write on the destination, read on the
+// source; then VHost's.
+Status bind_exchange(const Caller& caller, VHost& vhost, std::string_view destination, std::string_view source,
+                     std::string_view key, const amqp::FieldTable& arguments, bool bind);
+// queue.purge: read on the queue, exclusivity. Returns the messages removed.
+Result<size_t> purge_queue(const Caller& caller, VHost& vhost, std::string_view queue);
+
 // A whole message enters the broker (basic.publish once its content is
 // complete, or the API's publish): direct reply-to
 // ("amq.rabbitmq.reply-to.<token>" on the default exchange) or routing, and

@@ -274,12 +274,14 @@ void handle_queues(State& s, const Request& r, const Reply& reply) {
         return reply(method_not_allowed(allowed));
     if (!q) return reply(not_found(v->not_found_queue(name)));
     if (what == "bindings") return reply(list_response(r, queue_bindings(*v, *q)));
-    // Purge and get, as over AMQP, only on the owner's connection.
-    if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
     if (what == "contents") {
-        q->purge();
+        auto who = caller_in(s, r, v->name());
+        auto res = broker::purge_queue(who.caller, *v, name);
+        if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
         return reply_when_synced(s, q->durable(), no_content(), reply);
     }
+    // Get, as over AMQP, only on the owner's connection.
+    if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
     return get_messages(s, r, *q, reply);
 }
 
@@ -351,8 +353,6 @@ void handle_bindings(State& s, const Request& r, const Reply& reply) {
     broker::QueuePtr q = to_queue ? v->find_queue(dest) : nullptr;
     broker::Exchange* dex = to_queue ? nullptr : v->find_exchange(dest);
     if (to_queue && !q) return reply(not_found(v->not_found_queue(dest)));
-    if (to_queue && !get)
-        if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
     if (!to_queue && !dex) return reply(not_found(v->not_found_exchange(dest)));
     const broker::Destination target{q.get(), dex};
     const bool durable = ex->durable() && (to_queue ? q->durable() : dex->durable());
@@ -366,7 +366,9 @@ void handle_bindings(State& s, const Request& r, const Reply& reply) {
         if (!get_string(body, "routing_key", key, error) || !get_table(body, "arguments", args, error))
             return reply(error);
         if (!check_short("routing_key", key, error)) return reply(error);
-        broker::Status st = to_queue ? v->bind_queue(dest, source, key, args) : v->bind_exchange(dest, source, key, args);
+        auto who = caller_in(s, r, v->name());
+        broker::Status st = to_queue ? broker::bind_queue(who.caller, *v, dest, source, key, args, true)
+                                     : broker::bind_exchange(who.caller, *v, dest, source, key, args, true);
         if (st) return reply(from_amqp_error(*st));
         HttpResponse created = no_content();
         created.status = 201;
@@ -395,7 +397,9 @@ void handle_bindings(State& s, const Request& r, const Reply& reply) {
         return reply(error_response(403, "access_refused", "operation not permitted on the default exchange"));
     const std::string key = found[0]->key;
     const amqp::FieldTable args = found[0]->arguments;
-    broker::Status st = to_queue ? v->unbind_queue(dest, source, key, args) : v->unbind_exchange(dest, source, key, args);
+    auto who = caller_in(s, r, v->name());
+    broker::Status st = to_queue ? broker::bind_queue(who.caller, *v, dest, source, key, args, false)
+                                 : broker::bind_exchange(who.caller, *v, dest, source, key, args, false);
     if (st) return reply(from_amqp_error(*st));
     reply_when_synced(s, durable, no_content(), reply);
 }
