@@ -17,7 +17,6 @@ namespace {
 constexpr std::string_view kReplyQueue = "amq.rabbitmq.reply-to";
 constexpr std::string_view kReplyPrefix = "amq.rabbitmq.reply-to.";
 constexpr uint16_t kReplyToFlag = 1u << 9;
-constexpr uint16_t kUserIdFlag = 1u << 4;
 
 uint16_t property_flags(std::string_view raw) {
     return raw.size() < 2 ? 0 : static_cast<uint16_t>((uint8_t(raw[0]) << 8) | uint8_t(raw[1]));
@@ -134,20 +133,10 @@ Status Channel::publish_complete() {
 
     MessagePtr msg = std::move(built);
     const uint16_t flags = property_flags(msg->properties());
-    if (flags & kUserIdFlag) {  // as RabbitMQ: user_id must be the connection's user
-        amqp::BasicProperties props;
-        if (amqp::decode_properties(msg->properties(), props) && props.user_id &&
-            *props.user_id != session_.user())
-            return AmqpError{reply::precondition_failed,
-                             "user_id property set to '" + *props.user_id + "' but authenticated user was '" +
-                                 session_.user() + "'",
-                             m::BasicPublish::key};
+    if (Status st = check_message(session_.user(), *msg)) {
+        st->method = m::BasicPublish::key;
+        return st;
     }
-    if (msg->expiration_ms() == Message::kInvalidExpiration)
-        return AmqpError{reply::precondition_failed,
-                         "invalid expiration '" + std::string(amqp::peek_expiration(msg->properties()).value_or("")) +
-                             "': not a number of milliseconds between 0 and 4294967295",
-                         m::BasicPublish::key};
     if (flags & kReplyToFlag) {
         amqp::BasicProperties props;
         if (amqp::decode_properties(msg->properties(), props) && props.reply_to == kReplyQueue) {

@@ -7,6 +7,7 @@
 #include "broker/queue.hpp"
 #include "broker/session.hpp"
 #include "broker/vhost.hpp"
+#include "net/amqp/properties.hpp"
 
 namespace sluice::broker {
 
@@ -99,6 +100,24 @@ Result<size_t> purge_queue(const Caller& caller, VHost& vhost, std::string_view 
     if (!q) return amqp_error(reply::not_found, vhost.not_found_queue(queue));
     if (Status st = check_exclusive_access(*q, caller.connection)) return *st;
     return q->purge();
+}
+
+Status check_message(std::string_view user, const Message& message) {
+    constexpr uint16_t kUserIdFlag = 1u << 4;
+    std::string_view raw = message.properties();
+    const uint16_t flags = raw.size() < 2 ? 0 : static_cast<uint16_t>((uint8_t(raw[0]) << 8) | uint8_t(raw[1]));
+    if (flags & kUserIdFlag) {  // as RabbitMQ: user_id must be the publisher's
+        amqp::BasicProperties props;
+        if (amqp::decode_properties(raw, props) && props.user_id && *props.user_id != user)
+            return amqp_error(reply::precondition_failed, "user_id property set to '" + *props.user_id +
+                                                              "' but authenticated user was '" + std::string(user) +
+                                                              "'");
+    }
+    if (message.expiration_ms() == Message::kInvalidExpiration)
+        return amqp_error(reply::precondition_failed,
+                          "invalid expiration '" + std::string(amqp::peek_expiration(raw).value_or("")) +
+                              "': not a number of milliseconds between 0 and 4294967295");
+    return std::nullopt;
 }
 
 PublishResult publish_message(VHost& vhost, const Exchange& exchange, const MessagePtr& message) {

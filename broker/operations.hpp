@@ -73,6 +73,11 @@ Status bind_exchange(const Caller& caller, VHost& vhost, std::string_view destin
 // queue.purge: read on the queue, exclusivity. Returns the messages removed.
 Result<size_t> purge_queue(const Caller& caller, VHost& vhost, std::string_view queue);
 
+// What basic.publish refuses in a complete message, whoever publishes it
+// (406 PRECONDITION_FAILED): a user_id other than the publisher's, an
+// expiration that is not a number of milliseconds.
+Status check_message(std::string_view user, const Message& message);
+
 // A whole message enters the broker (basic.publish once its content is
 // complete, or the API's publish): direct reply-to
 // ("amq.rabbitmq.reply-to.<token>" on the default exchange) or routing, and

@@ -135,16 +135,17 @@ void publish(State& s, const Request& r, broker::VHost& v, const broker::Exchang
         std::string why;
         if (!json_properties(it->value().get_object(), props, why)) return reply(bad_request(why));
     }
-    if (props.user_id && *props.user_id != r.user)
-        return reply(bad_request("user_id property set to '" + *props.user_id + "' but authenticated user was '" +
-                                 r.user + "'"));
     if (ex.internal())
         return reply(error_response(403, "access_refused", "cannot publish to internal exchange '" + ex.name() +
                                                               "' in vhost '" + v.name() + "'"));
     std::string raw;
     amqp::encode_properties(raw, props);
-    bool stored = false;
-    bool routed = publish_message(v, ex, routing_key, raw, payload, stored);
+    auto built = std::make_shared<broker::Message>(ex.name(), routing_key, raw, payload.size());
+    built->append_body(payload);
+    // The checks basic.publish makes (user_id, expiration), the same code.
+    if (broker::Status st = broker::check_message(r.user, *built)) return reply(from_amqp_error(*st));
+    broker::PublishResult res = broker::publish_message(v, ex, std::move(built));
+    const bool stored = res.stored, routed = res.routed;
     json::object o;
     o["routed"] = routed;
     reply_when_synced(s, stored, json_response(200, o), reply);

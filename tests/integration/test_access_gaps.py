@@ -192,3 +192,17 @@ def test_cross_origin_state_changes_are_refused(broker, api):
     r = api.put(path, {"durable": False}, headers={"Origin": "http://" + host, "Sec-Fetch-Site": "same-origin"})
     assert r.status == 201, r
     assert api.delete(path).status == 204
+
+
+# --------------------------------------------------------------------------
+# item 1: the API's publish refuses what basic.publish refuses (one check)
+
+def test_http_publish_refuses_what_amqp_refuses(broker, api):
+    name = unique("pubchk")
+    assert api.put("/api/queues/%2F/" + q(name), {"durable": False}).status == 201
+    for props, words in (({"expiration": "soon"}, "invalid expiration"), ({"user_id": "mallory"}, "user_id")):
+        r = api.post("/api/exchanges/%2F/amq.default/publish", {"routing_key": name, "payload": "x",
+                                                                "properties": props})
+        assert r.status == 400 and words in r.json["reason"], (props, r)
+    assert api.get("/api/queues/%2F/" + q(name)).json["messages"] == 0
+    api.delete("/api/queues/%2F/" + q(name))
