@@ -4,7 +4,7 @@ per-object scrape every second.
 
   /usr/bin/python3 tests/bench/per_object_scrape.py build/release/cli/sluiced prom [N]
 
-("api" as the second argument scrapes the HTTP port, for builds before the
+(SLUICE_PERF names another sluice-perf. "api" as the second argument scrapes the HTTP port, for builds before the
 Prometheus port existed.) sluice-perf is taken from build/release/cli/."""
 import os, socket, subprocess, sys, tempfile, threading, time, urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
@@ -35,7 +35,7 @@ def scrape(path):
 for path in ("/metrics", "/metrics/per-object"):
     ts = [scrape(path) for _ in range(3)]
     print("%s: %s" % (path, ", ".join("%.0f ms (%.1f MB)" % (t * 1000, n / 1e6) for t, n in ts)), flush=True)
-perf = os.path.join(os.path.dirname(os.path.abspath(exe)), "sluice-perf")
+perf = os.environ.get("SLUICE_PERF") or os.path.join(os.path.dirname(os.path.abspath(exe)), "sluice-perf")
 def rpc(label):
     r = subprocess.run([perf, "--port", str(port), "--rpc", "-x", "1", "-y", "1", "-z", "10", "--queue-pattern", "rpc-%d"],
                        capture_output=True, text=True)
