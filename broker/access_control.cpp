@@ -116,6 +116,9 @@ bool AccessControl::delete_user(std::string_view name) {
 }
 
 const User* AccessControl::check_password(std::string_view name, std::string_view password) const {
+    // A blank password never logs in, whatever the hash says (RabbitMQ's
+    // internal backend refuses it too).
+    if (password.empty()) return nullptr;
     const User* u = find_user(name);
     if (!u || u->password_hash.empty()) return nullptr;
     return verify_password(password, u->password_hash, u->algorithm) ? u : nullptr;

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+
+#include <openssl/rand.h>
+#include <sys/random.h>
 
 #include "broker/session.hpp"
 #include "net/amqp/wire.hpp"
@@ -26,7 +30,7 @@ void put_i64(std::string& out, int64_t v) { amqp::put_u64(out, static_cast<uint6
 
 }  // namespace
 
-Broker::Broker(BrokerConfig config) : config_(std::move(config)), rng_(std::random_device{}()) {
+Broker::Broker(BrokerConfig config) : config_(std::move(config)) {
     create_defaults();
     durability_.set_backlog_limit(config_.store_backlog_limit, [this] { on_store_caught_up(); });
 }
@@ -245,14 +249,18 @@ Status Broker::check_queue_limit(const VHost& vhost, std::string_view queue) con
 }
 
 std::string Broker::unique_name(std::string_view prefix) {
+    // From the CSPRNG: a reply-to token is a capability (whoever knows it
+    // can send replies to, and so steal, another client's RPC), and
+    // server-named queues and consumer tags must not be guessable either.
+    // 22 characters of 6 bits: 132 bits.
     static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    std::string s(prefix);
-    uint64_t bits = 0;
-    for (int i = 0; i < 22; ++i) {
-        if (i % 10 == 0) bits = rng_();
-        s.push_back(kAlphabet[bits & 63]);
-        bits >>= 6;
+    unsigned char bytes[22];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) {
+        // OpenSSL's generator failed (not seeded): the kernel's, or nothing.
+        if (getrandom(bytes, sizeof bytes, 0) != ssize_t(sizeof bytes)) std::abort();
     }
+    std::string s(prefix);
+    for (unsigned char b : bytes) s.push_back(kAlphabet[b & 63]);  // 256 = 4 × 64: uniform
     return s;
 }
 

@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <ctime>
 #include <memory>
-#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -179,7 +178,7 @@ public:
     size_t session_count() const { return sessions_.size(); }
     // Every session (AMQP connection), for introspection (management API).
     const std::vector<Session*>& sessions() const { return sessions_; }
-    // prefix + 22 random URL-safe characters ("amq.gen-…", "amq.ctag-…").
+    // prefix + 22 URL-safe characters from the CSPRNG ("amq.gen-…", "amq.ctag-…").
     std::string unique_name(std::string_view prefix);
 
     // Direct reply-to: a channel consuming from amq.rabbitmq.reply-to gets a
@@ -219,7 +218,6 @@ private:
     ResourceReadings resources_;
     size_t open_connections_ = 0;
     RecoveryStats recovery_;
-    std::mt19937_64 rng_;
 };
 
 }  // namespace sluice::broker

@@ -274,7 +274,9 @@ void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
 }
 
 bool Channel::deliver_reply(const MessagePtr& message) {
-    if (!reply_consumer_ || closing_) return false;
+    // A reply consumer that stopped reading does not make the broker hold
+    // every reply sent to it: past its output limit the reply is unroutable.
+    if (!reply_consumer_ || closing_ || session_.output_over_limit()) return false;
     write_delivery(reply_consumer_->tag, false, *message);
     session_.wrote_output();
     return true;

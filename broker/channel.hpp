@@ -22,6 +22,7 @@
 #include "broker/amqp_error.hpp"
 #include "broker/exchange.hpp"
 #include "broker/message.hpp"
+#include "broker/operations.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 
@@ -143,7 +144,6 @@ private:
     Status tx_method(uint32_t key);
     // Validates a tag settled inside a transaction and records it as settled.
     Status check_tag(uint64_t tag, bool multiple);
-    void publish_reply(const MessagePtr& message, std::string_view token, bool mandatory);
     void send_return(const Message& message, uint16_t code, std::string_view text);
     // The current publish's confirm: after the sync when it was stored; a
     // nack when a queue refused it.
@@ -152,10 +152,9 @@ private:
     // channel_access.cpp: the permission each method needs (RabbitMQ's
     // access-control table) and the vhost's queue limit; 403 / 406 values.
     Status check_access(Permission p, ResourceKind kind, std::string_view name);
+    // This channel as broker/operations.hpp's checks see it.
+    Caller caller();
     Status check_exchange_declare(const amqp::method::ExchangeDeclare& m);
-    Status check_exchange_bind(std::string_view destination, std::string_view source);
-    Status check_queue_declare(std::string_view name, const amqp::method::QueueDeclare& m);
-    Status check_queue_bind(std::string_view queue, std::string_view exchange);
     Status check_queue_access(Permission p, std::string_view queue);
     Status check_consume(std::string_view queue);
     // basic.publish: write on the exchange. The last exchange allowed is

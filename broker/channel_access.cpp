@@ -16,6 +16,7 @@
 // vhost's max-queues (406).
 #include "broker/broker.hpp"
 #include "broker/channel.hpp"
+#include "broker/operations.hpp"
 #include "broker/session.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/methods.hpp"
@@ -26,50 +27,20 @@ namespace m = amqp::method;
 
 namespace {
 constexpr std::string_view kReplyQueue = "amq.rabbitmq.reply-to";
-
-std::optional<std::string_view> string_arg(const amqp::FieldTable& args, std::string_view key) {
-    const amqp::FieldValue* v = args.find(key);
-    return v ? v->as_string() : std::nullopt;
-}
 }  // namespace
 
+Caller Channel::caller() {
+    return Caller{session_.user(), vhost_.name(), session_.permissions().get(), session_.id()};
+}
+
 Status Channel::check_access(Permission p, ResourceKind kind, std::string_view name) {
-    if (session_.permissions().allows(p, resource_name(kind, name))) return std::nullopt;
-    return amqp_error(reply::access_refused, access_refused_text(kind, name, vhost_.name(), session_.user()));
+    if (session_.permissions().allows(p, resource_name(kind, name))) return std::nullopt;  // the hot path
+    return broker::check_access(caller(), p, kind, name);
 }
 
 Status Channel::check_exchange_declare(const m::ExchangeDeclare& d) {
     if (d.passive) return std::nullopt;
-    if (Status st = check_access(Permission::configure, ResourceKind::exchange, d.exchange)) return st;
-    if (auto ae = string_arg(d.arguments, "alternate-exchange")) {
-        if (Status st = check_access(Permission::read, ResourceKind::exchange, d.exchange)) return st;
-        if (Status st = check_access(Permission::write, ResourceKind::exchange, *ae)) return st;
-    }
-    return std::nullopt;
-}
-
-Status Channel::check_exchange_bind(std::string_view destination, std::string_view source) {
-    if (Status st = check_access(Permission::write, ResourceKind::exchange, destination)) return st;
-    return check_access(Permission::read, ResourceKind::exchange, source);
-}
-
-Status Channel::check_queue_declare(std::string_view name, const m::QueueDeclare& d) {
-    if (d.passive) return std::nullopt;
-    if (Status st = check_access(Permission::configure, ResourceKind::queue, name)) return st;
-    if (vhost_.find_queue(name)) return std::nullopt;  // the rest is for new queues only
-    if (Status st = session_.broker().check_queue_limit(vhost_, name)) return st;
-    if (auto dlx = string_arg(d.arguments, "x-dead-letter-exchange")) {
-        if (Status st = check_access(Permission::read, ResourceKind::queue, name)) return st;
-        if (Status st = check_access(Permission::write, ResourceKind::exchange, *dlx)) return st;
-    }
-    return std::nullopt;
-}
-
-Status Channel::check_queue_bind(std::string_view queue, std::string_view exchange) {
-    std::string_view name = resolve_queue_name(queue);
-    if (name.empty()) return std::nullopt;  // the handler answers "no previously declared queue"
-    if (Status st = check_access(Permission::write, ResourceKind::queue, name)) return st;
-    return check_access(Permission::read, ResourceKind::exchange, exchange);
+    return broker::check_exchange_declare(caller(), d.exchange, d.arguments);
 }
 
 Status Channel::check_queue_access(Permission p, std::string_view queue) {

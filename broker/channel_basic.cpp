@@ -6,6 +6,7 @@
 #include "broker/channel_send.hpp"
 #include "broker/sender_selected.hpp"
 #include "broker/vhost.hpp"
+#include "net/amqp/frame.hpp"
 #include "net/amqp/properties.hpp"
 
 namespace sluice::broker {
@@ -17,7 +18,6 @@ namespace {
 constexpr std::string_view kReplyQueue = "amq.rabbitmq.reply-to";
 constexpr std::string_view kReplyPrefix = "amq.rabbitmq.reply-to.";
 constexpr uint16_t kReplyToFlag = 1u << 9;
-constexpr uint16_t kUserIdFlag = 1u << 4;
 
 uint16_t property_flags(std::string_view raw) {
     return raw.size() < 2 ? 0 : static_cast<uint16_t>((uint8_t(raw[0]) << 8) | uint8_t(raw[1]));
@@ -132,8 +132,6 @@ Status Channel::publish_complete() {
     std::shared_ptr<Message> built = std::move(publish_.message);
     const bool mandatory = publish_.mandatory;
     publish_.active = false;
-    auto& stats = session_.broker().stats();
-    ++stats.messages_published;
     if (confirm_mode_) ++publish_seq_;
 
     const Exchange* ex = vhost_.find_exchange(built->exchange());
@@ -141,20 +139,10 @@ Status Channel::publish_complete() {
         return AmqpError{reply::not_found, vhost_.not_found_exchange(built->exchange()), m::BasicPublish::key};
 
     const uint16_t flags = property_flags(built->properties());
-    if (flags & kUserIdFlag) {  // as RabbitMQ: user_id must be the connection's user
-        amqp::BasicProperties props;
-        if (amqp::decode_properties(built->properties(), props) && props.user_id &&
-            *props.user_id != session_.user())
-            return AmqpError{reply::precondition_failed,
-                             "user_id property set to '" + *props.user_id + "' but authenticated user was '" +
-                                 session_.user() + "'",
-                             m::BasicPublish::key};
+    if (Status st = check_message(session_.user(), *built)) {
+        st->method = m::BasicPublish::key;
+        return st;
     }
-    if (built->expiration_ms() == Message::kInvalidExpiration)
-        return AmqpError{reply::precondition_failed,
-                         "invalid expiration '" + std::string(amqp::peek_expiration(built->properties()).value_or("")) +
-                             "': not a number of milliseconds between 0 and 4294967295",
-                         m::BasicPublish::key};
     if (Status st = apply_sender_selected(built)) {  // CC and BCC headers
         st->method = m::BasicPublish::key;
         return st;
@@ -169,6 +157,13 @@ Status Channel::publish_complete() {
             props.reply_to = std::string(kReplyPrefix) + reply_token_;
             std::string raw;
             amqp::encode_properties(raw, props);
+            // The token makes the header longer than the client sent it: it
+            // must still fit one frame (class, weight, body size, properties).
+            if (2 + 2 + 8 + raw.size() + amqp::kFrameOverhead > session_.frame_max())
+                return AmqpError{reply::precondition_failed,
+                                 "content header larger than frame_max once reply_to names the reply "
+                                 "consumer",
+                                 m::BasicPublish::key};
             auto rewritten = std::make_shared<Message>(msg->exchange(), msg->routing_key(), raw, msg->body_size());
             rewritten->append_body(msg->body());
             rewritten->set_extra_routing_keys(msg->extra_routing_keys());
@@ -186,26 +181,12 @@ Status Channel::publish_complete() {
 }
 
 PublishResult Channel::route_message(const Exchange& ex, const MessagePtr& msg, bool mandatory) {
-    auto& stats = session_.broker().stats();
-    if (ex.name().empty() && msg->routing_key().substr(0, kReplyPrefix.size()) == kReplyPrefix) {
-        publish_reply(msg, msg->routing_key().substr(kReplyPrefix.size()), mandatory);
-        return {};
-    }
-    PublishResult r = vhost_.publish(ex, msg);
-    if (!r.routed) {
-        ++stats.messages_unroutable;
-        if (mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
-    } else {
-        ++stats.messages_routed;
-    }
+    // Counted (published, routed) by publish_message, where a message enters
+    // routing: not when it is refused before (user_id, expiration) or rolled
+    // back with its transaction.
+    PublishResult r = publish_message(vhost_, ex, msg);
+    if (!r.routed && mandatory) send_return(*msg, reply::no_route, "NO_ROUTE");
     return r;
-}
-
-void Channel::publish_reply(const MessagePtr& message, std::string_view token, bool mandatory) {
-    Channel* target = session_.broker().find_reply_channel(token);
-    if (target && target->deliver_reply(message)) return;
-    ++session_.broker().stats().messages_unroutable;
-    if (mandatory) send_return(*message, reply::no_route, "NO_ROUTE");
 }
 
 void Channel::send_return(const Message& message, uint16_t code, std::string_view text) {

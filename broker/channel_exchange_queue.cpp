@@ -1,6 +1,7 @@
 // exchange.* and queue.* handlers.
 #include "broker/broker.hpp"
 #include "broker/channel_send.hpp"
+#include "broker/operations.hpp"
 #include "broker/session.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/methods.hpp"
@@ -18,13 +19,7 @@ std::string_view Channel::resolve_queue_name(std::string_view name) const {
 }
 
 Status Channel::check_exclusive_access(const Queue& queue) const {
-    if (queue.exclusive() && queue.owner() != session_.id())
-        return amqp_error(reply::resource_locked,
-                          "cannot obtain exclusive access to locked queue '" + queue.name() + "' in vhost '" +
-                              vhost_.name() +
-                              "'. It could be originally declared on another connection or the exclusive "
-                              "property value does not match that of the original declaration.");
-    return std::nullopt;
+    return broker::check_exclusive_access(queue, session_.id());
 }
 
 QueuePtr Channel::resolve_queue(std::string_view name, Status& error) {
@@ -78,15 +73,15 @@ Status Channel::exchange_delete(const m::ExchangeDelete& d) {
 }
 
 Status Channel::exchange_bind(const m::ExchangeBind& d) {
-    if (Status st = check_exchange_bind(d.destination, d.source)) return st;
-    if (Status st = vhost_.bind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
+    if (Status st = broker::bind_exchange(caller(), vhost_, d.destination, d.source, d.routing_key, d.arguments, true))
+        return st;
     if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeBindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::exchange_unbind(const m::ExchangeUnbind& d) {
-    if (Status st = check_exchange_bind(d.destination, d.source)) return st;
-    if (Status st = vhost_.unbind_exchange(d.destination, d.source, d.routing_key, d.arguments)) return st;
+    if (Status st = broker::bind_exchange(caller(), vhost_, d.destination, d.source, d.routing_key, d.arguments, false))
+        return st;
     if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeUnbindOk{}); });
     return std::nullopt;
 }
@@ -117,18 +112,15 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
         reply_ok(q->name(), q->ready_count(), q->consumer_count(), q->durable());
         return std::nullopt;
     }
-    if (d.queue.substr(0, 4) == "amq.")
-        return amqp_error(reply::access_refused,
-                          "queue name '" + std::string(d.queue) + "' contains reserved prefix 'amq.*'");
-    std::string name = d.queue.empty() ? session_.broker().unique_name("amq.gen-") : std::string(d.queue);
-    if (Status st = check_queue_declare(name, d)) return st;
+    const bool server_named = d.queue.empty();
+    std::string name = server_named ? session_.broker().unique_name("amq.gen-") : std::string(d.queue);
     QueueOptions o;
     o.durable = d.durable;
     o.exclusive = d.exclusive;
     o.auto_delete = d.auto_delete;
     o.arguments = d.arguments;
     bool created = false;
-    auto r = vhost_.declare_queue(name, std::move(o), session_.id(), created);
+    auto r = declare_queue(caller(), vhost_, name, std::move(o), server_named, created);
     if (auto* e = std::get_if<AmqpError>(&r)) return *e;
     QueuePtr q = std::get<QueuePtr>(r);
     if (created && q->exclusive()) session_.own_exclusive_queue(q);
@@ -138,38 +130,41 @@ Status Channel::queue_declare(const m::QueueDeclare& d) {
 }
 
 Status Channel::queue_bind(const m::QueueBind& d) {
-    if (Status st = check_queue_bind(d.queue, d.exchange)) return st;
-    Status error;
-    QueuePtr q = resolve_queue(d.queue, error);
-    if (!q) return error;
+    std::string_view name = resolve_queue_name(d.queue);
+    if (name.empty()) return amqp_error(reply::not_found, "no previously declared queue");
     // The spec: an empty queue name *and* routing key bind with the queue's name.
-    std::string_view key = d.queue.empty() && d.routing_key.empty() ? std::string_view(q->name()) : d.routing_key;
-    if (Status st = vhost_.bind_queue(q->name(), d.exchange, key, d.arguments)) return st;
-    if (!d.no_wait) reply_when_durable(q->durable(), [this] { send(m::QueueBindOk{}); });
+    std::string_view key = d.queue.empty() && d.routing_key.empty() ? name : d.routing_key;
+    if (Status st = bind_queue(caller(), vhost_, name, d.exchange, key, d.arguments, true)) return st;
+    QueuePtr q = vhost_.find_queue(name);
+    if (!d.no_wait) reply_when_durable(q && q->durable(), [this] { send(m::QueueBindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::queue_unbind(const m::QueueUnbind& d) {
-    if (Status st = check_queue_bind(d.queue, d.exchange)) return st;
-    Status error;
-    QueuePtr q = resolve_queue(d.queue, error);
-    // A missing queue (like a missing exchange) has no binding to remove:
-    // unbind-ok, as RabbitMQ answers.
-    if (!q && (resolve_queue_name(d.queue).empty() || vhost_.find_queue(resolve_queue_name(d.queue)))) return error;
-    if (Status st = vhost_.unbind_queue(resolve_queue_name(d.queue), d.exchange, d.routing_key, d.arguments))
-        return st;
+    std::string_view name = resolve_queue_name(d.queue);
+    if (name.empty()) return amqp_error(reply::not_found, "no previously declared queue");
+    if (vhost_.find_queue(name)) {
+        if (Status st = bind_queue(caller(), vhost_, name, d.exchange, d.routing_key, d.arguments, false)) return st;
+    } else {
+        // A missing queue (like a missing exchange) has no binding to
+        // remove: unbind-ok, as RabbitMQ answers (after its access checks).
+        if (Status st = broker::check_access(caller(), Permission::write, ResourceKind::queue, name)) return st;
+        if (Status st = broker::check_access(caller(), Permission::read, ResourceKind::exchange, d.exchange)) return st;
+    }
+    QueuePtr q = vhost_.find_queue(name);
     reply_when_durable(q && q->durable(), [this] { send(m::QueueUnbindOk{}); });
     return std::nullopt;
 }
 
 Status Channel::queue_purge(const m::QueuePurge& d) {
-    if (Status st = check_queue_access(Permission::read, d.queue)) return st;
-    Status error;
-    QueuePtr q = resolve_queue(d.queue, error);
-    if (!q) return error;
-    size_t n = q->purge();
+    std::string_view name = resolve_queue_name(d.queue);
+    if (name.empty()) return amqp_error(reply::not_found, "no previously declared queue");
+    auto r = purge_queue(caller(), vhost_, name);
+    if (auto* e = std::get_if<AmqpError>(&r)) return *e;
+    size_t n = std::get<size_t>(r);
+    QueuePtr q = vhost_.find_queue(name);
     if (!d.no_wait)
-        reply_when_durable(q->durable(), [this, n] {
+        reply_when_durable(q && q->durable(), [this, n] {
             m::QueuePurgeOk ok;
             ok.message_count = static_cast<uint32_t>(n);
             send(ok);
@@ -184,14 +179,9 @@ Status Channel::queue_delete(const m::QueueDelete& d) {
     size_t n = 0;
     bool durable = q && q->durable();
     if (q) {  // deleting a missing queue succeeds, as in RabbitMQ
-        if (Status st = check_exclusive_access(*q)) return st;
-        if (d.if_unused && q->consumer_count() > 0)
-            return amqp_error(reply::precondition_failed,
-                              "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' in use");
-        if (d.if_empty && q->ready_count() > 0)
-            return amqp_error(reply::precondition_failed,
-                              "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' is not empty");
-        n = vhost_.delete_queue(q);
+        auto r = delete_queue(caller(), vhost_, q, d.if_unused, d.if_empty);
+        if (auto* e = std::get_if<AmqpError>(&r)) return *e;
+        n = std::get<size_t>(r);
     }
     if (!d.no_wait)
         reply_when_durable(durable, [this, n] {

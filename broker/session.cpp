@@ -126,6 +126,8 @@ void Session::on_store_caught_up() {
 
 bool Session::output_full() const { return out_.size() >= broker_.config().output_high_watermark; }
 
+bool Session::output_over_limit() const { return out_.size() >= 4 * broker_.config().output_high_watermark; }
+
 void Session::wrote_output() {
     if (!in_batch_) host_.request_flush();
 }
@@ -169,7 +171,7 @@ size_t Session::on_bytes(std::string_view data) {
         consumed = amqp::kProtocolHeader.size();
         send_start();
     }
-    while (state_ != State::closed && consumed < data.size() && !reading_paused()) {
+    while (state_ != State::closed && consumed < data.size() && !reading_paused() && !output_over_limit()) {
         amqp::FrameParse p = amqp::parse_frame(data.substr(consumed), frame_max_);
         if (p.status == amqp::FrameStatus::need_more) break;
         if (p.status != amqp::FrameStatus::ok) {

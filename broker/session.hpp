@@ -76,6 +76,13 @@ public:
 
     // Consumers on this connection pause while its output is this full.
     bool output_full() const;
+    // Past this (4 × output_high_watermark) the session stops parsing what
+    // the client sent until the socket takes the output: whatever the client
+    // pipelines (basic.get + reject loops, mandatory publishes that come
+    // back as basic.return, channel opens), its own output, not broker
+    // memory, is what it fills. Deliveries from elsewhere (direct reply-to)
+    // are refused past it.
+    bool output_over_limit() const;
     // A resource alarm blocks publishers: net/ stops reading from a session
     // that published while the alarm is on (consumers go on draining). So
     // does a store that is behind (flow control), until it catches up.

@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
         ("amqp-bind", po::value(&sc.amqp_bind)->default_value(""), "AMQP address (default: all, IPv4 and IPv6)")
         ("http-port", po::value(&sc.http_port)->default_value(15672), "HTTP port (metrics, management)")
         ("http-bind", po::value(&sc.http_bind)->default_value(""), "HTTP address (default: all)")
+        ("prometheus-port", po::value(&sc.prometheus_port)->default_value(sc.prometheus_port),
+         "Prometheus port, on http-bind: /metrics and /metrics/per-object (RabbitMQ's 15692; 0 = none)")
         ("amqps-port", po::value(&sc.amqps_port), "AMQP over TLS port, on amqp-bind (RabbitMQ: 5671; default: none)")
         ("https-port", po::value(&sc.https_port), "HTTPS port, on http-bind (RabbitMQ: 15671; default: none)")
         ("tls-cert", po::value(&sc.tls.cert_file), "PEM file: the server's TLS certificate (and chain)")
@@ -102,6 +104,11 @@ int main(int argc, char** argv) {
          "with tls-verify-peer: refuse clients that send no certificate")
         ("tls-cert-login-from", po::value(&sc.tls.login_from)->default_value(sc.tls.login_from),
          "the user name EXTERNAL takes from a client certificate: distinguished_name (as RabbitMQ) or common_name")
+        ("tls-ciphers", po::value(&sc.tls.ciphers),
+         "OpenSSL cipher list for TLS 1.2, e.g. ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384 "
+         "(default: OpenSSL's)")
+        ("tls-ciphersuites", po::value(&sc.tls.ciphersuites),
+         "TLS 1.3 cipher suites, e.g. TLS_AES_256_GCM_SHA384 (default: OpenSSL's)")
         ("data-dir", po::value(&data_dir)->default_value("./sluice-data"), "where durable data lives")
         ("durability", po::value(&durability)->default_value("sync"),
          "sync: a confirm means the message is synced to disk; async: the WAL is synced every "
@@ -119,10 +126,17 @@ int main(int argc, char** argv) {
          "ms a delivery may stay unacknowledged before its channel is closed with 406 (0 = no limit)")
         ("handshake-timeout", po::value(&sc.handshake_timeout_ms)->default_value(sc.handshake_timeout_ms),
          "ms a new AMQP connection has to reach connection.open")
+        ("max-handshaking-connections",
+         po::value(&sc.max_handshaking_connections)->default_value(sc.max_handshaking_connections),
+         "most AMQP connections still in their handshake (before connection.open) at once; a new one past it "
+         "is closed at once, so half-open sockets cannot take every file descriptor (0 = no limit)")
         ("http-max-connections", po::value(&sc.http_max_connections)->default_value(sc.http_max_connections),
          "most HTTP connections; a new one past that closes the one idle longest")
         ("http-request-timeout", po::value(&sc.http_request_timeout_s)->default_value(sc.http_request_timeout_s),
          "seconds an HTTP request (headers and body) has to arrive")
+        ("collect-statistics-interval", po::value(&sc.stats_interval_ms)->default_value(sc.stats_interval_ms),
+         "ms between samples of the counters the management API's rates come from (RabbitMQ's "
+         "collect_statistics_interval; at least 100)")
         ("busy-poll-us", po::value(&sc.busy_poll_us)->default_value(sc.busy_poll_us),
          "after the last event, poll the sockets up to this long before sleeping (adaptive; a reply "
          "that comes within it is read without a wake-up: lower request/reply latency for some CPU; "
@@ -267,6 +281,7 @@ int main(int argc, char** argv) {
     if (server.amqps_port()) std::cerr << ", AMQPS on port " << server.amqps_port();
     std::cerr << ", HTTP on port " << server.http_port();
     if (server.https_port()) std::cerr << ", HTTPS on port " << server.https_port();
+    if (server.prometheus_port()) std::cerr << ", Prometheus on port " << server.prometheus_port();
     std::cerr
               << ", data in " << data_dir << ", open-file limit " << fds << " (about " << (fds > 64 ? fds - 64 : 0)
               << " connections), memory high watermark " << sc.memory_limit << " bytes" << std::endl;

@@ -119,6 +119,7 @@ void AmqpConnection::resume_reading() {
             size_t used = self->session_->on_bytes(
                 std::string_view(self->in_.data() + self->in_start_, self->in_end_ - self->in_start_));
             self->in_start_ += used;
+            if (self->on_opened_) self->note_opened();
             self->do_flush();
         }
         self->do_read();
@@ -126,7 +127,10 @@ void AmqpConnection::resume_reading() {
 }
 
 void AmqpConnection::do_read() {
-    if (reading_ || closed_ || read_paused()) return;
+    // While lingering, read whatever arrives (and drop it) even if the session
+    // had paused reading: closing a socket with unread input sends RST, and
+    // the peer's kernel then drops our close / close-ok before it is read.
+    if (reading_ || closed_ || peer_eof_ || (!lingering_ && read_paused())) return;
     // Compact, then make room: the buffer grows for big frames and bursts.
     if (in_start_ == in_end_) {
         in_start_ = in_end_ = 0;
@@ -150,6 +154,13 @@ void AmqpConnection::on_read(const boost::system::error_code& ec, size_t n) {
     reading_ = false;
     if (closed_) return;
     if (ec) {
+        if (ec == asio::error::eof && close_after_flush_ && !lingering_) {
+            // The peer sent connection.close (or more) and half-closed: our
+            // close-ok is still to go out. Close once it has (linger).
+            peer_eof_ = true;
+            do_flush();
+            return;
+        }
         fail();
         return;
     }
@@ -162,8 +173,13 @@ void AmqpConnection::on_read(const boost::system::error_code& ec, size_t n) {
     in_end_ += n;
     size_t used = session_->on_bytes(std::string_view(in_.data() + in_start_, in_end_ - in_start_));
     in_start_ += used;
+    if (on_opened_) note_opened();
     do_flush();
     do_read();
+}
+
+void AmqpConnection::note_opened() {
+    if (session_ && session_->running()) std::exchange(on_opened_, nullptr)();
 }
 
 void AmqpConnection::request_flush() {
@@ -205,6 +221,13 @@ void AmqpConnection::on_write(const boost::system::error_code& ec) {
     writing_.clear();
     if (writing_.capacity() > kMaxReadChunk) writing_.shrink_to_fit();
     session_->on_writable();  // consumers paused on a full buffer may go on
+    // The session may have stopped parsing when its output was over the
+    // limit: what it left in the buffer is handled now, not when the next
+    // bytes happen to arrive.
+    if (in_end_ > in_start_ && !lingering_ && !session_->reading_paused() && !session_->output_over_limit()) {
+        in_start_ += session_->on_bytes(std::string_view(in_.data() + in_start_, in_end_ - in_start_));
+        if (on_opened_) note_opened();
+    }
     do_flush();
     do_read();  // reads may have paused on back-pressure
 }
@@ -222,6 +245,10 @@ void AmqpConnection::linger() {
     lingering_ = true;
     boost::system::error_code ec;
     if (!tls_) socket_.shutdown(tcp::socket::shutdown_send, ec);
+    if (peer_eof_) {  // nothing more to read: every byte we wrote goes before the FIN
+        fail();
+        return;
+    }
     heartbeat_ = 0;
     timer_.expires_after(linger_time_);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {

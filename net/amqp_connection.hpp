@@ -39,6 +39,9 @@ public:
     ~AmqpConnection() override;
 
     void start();
+    // Runs once when the session reaches connection.open (not when it closes
+    // before that).
+    void on_opened(std::function<void()> fn) { on_opened_ = std::move(fn); }
     // Broker shutdown: send connection.close 320 CONNECTION_FORCED and wait
     // up to `wait` for the peer's close-ok or its closing the socket.
     void close_for_shutdown(std::chrono::steady_clock::duration wait);
@@ -78,6 +81,8 @@ private:
     std::unique_ptr<broker::Session> session_;  // from the end of the TLS handshake on
     boost::asio::steady_timer timer_;
     std::function<void()> on_closed_;
+    std::function<void()> on_opened_;
+    void note_opened();
     std::chrono::steady_clock::duration linger_time_;
     boost::asio::steady_timer handshake_timer_;
     std::chrono::milliseconds handshake_timeout_;
@@ -92,6 +97,7 @@ private:
     bool flush_posted_ = false;
     bool close_after_flush_ = false;
     bool lingering_ = false;
+    bool peer_eof_ = false;  // the peer half-closed while our close was still going out
     bool closed_ = false;
     uint16_t heartbeat_ = 0;
     clock::time_point last_read_;

@@ -28,8 +28,13 @@ public:
     // connection that has waited longest for its next request (a slow or
     // idle client), or, if every one is busy answering, is itself refused.
     // A request (headers and body) must arrive within request_timeout.
+    // The API's rates are sampled every sample_interval, from construction on.
+    // `prometheus_only`: the Prometheus listener (/metrics, /metrics/per-object;
+    // no API, no dashboard).
     HttpServer(boost::asio::io_context& io, broker::Broker& broker, size_t max_connections = 1024,
-               std::chrono::seconds request_timeout = std::chrono::seconds(20));
+               std::chrono::seconds request_timeout = std::chrono::seconds(20),
+               std::chrono::milliseconds sample_interval = std::chrono::milliseconds(5000),
+               bool prometheus_only = false);
     ~HttpServer();
     // Binds host:port ("" = every address). Returns "" or the error.
     std::string listen(const std::string& host, uint16_t port);

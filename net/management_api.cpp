@@ -116,6 +116,21 @@ bool parse_basic(std::string_view header, std::string& user, std::string& passwo
     return true;
 }
 
+// A request that changes state must not come from another site's page (CSRF:
+// a browser that holds basic-auth credentials for the API would send them
+// along). Browsers say where a request comes from (Origin, Sec-Fetch-Site);
+// clients that are not browsers (rabbitmqadmin, curl, sluicectl) send
+// neither and are not affected.
+bool cross_origin(const HttpRequest& request) {
+    if (request.method == "GET" || request.method == "HEAD") return false;
+    if (!request.fetch_site.empty() && request.fetch_site != "same-origin" && request.fetch_site != "none") return true;
+    if (request.origin.empty()) return false;
+    std::string_view o = request.origin;
+    for (std::string_view scheme : {"http://", "https://"})
+        if (o.substr(0, scheme.size()) == scheme) return o.substr(scheme.size()) != request.host;
+    return true;  // "null" (a sandboxed page, a file) or anything else
+}
+
 HttpResponse unauthorized(bool ajax) {
     HttpResponse r = error_response(401, "not_authorised", "Login failed");
     // A browser shows its own login box for "Basic": the dashboard (which
@@ -148,49 +163,80 @@ json::array alarms_json(State& s) {
     return a;
 }
 
-HttpResponse overview(State& s) {
+HttpResponse overview(State& s, const Request& req) {
     broker::Broker& b = s.broker;
     const broker::BrokerStats& st = b.stats();
     const RateSampler& r = s.rates;
     using S = broker::BrokerStats;
+    // Administrators and monitoring users see the node's totals; a
+    // management user sees only the vhosts it has permissions in and its own
+    // connections, as RabbitMQ filters them.
+    const bool everything = req.administrator || req.monitoring;
     json::object ms;
     auto stat = [&](const char* name, uint64_t value, double rate) {
         ms[name] = value;
         ms[std::string(name) + "_details"] = rate_json(rate);
     };
-    stat("publish", st.messages_published, r.node_rate(&S::messages_published));
-    stat("deliver_get", st.messages_delivered, r.node_rate(&S::messages_delivered));
-    stat("redeliver", st.messages_redelivered, r.node_rate(&S::messages_redelivered));
-    stat("ack", st.messages_acked, r.node_rate(&S::messages_acked));
-    stat("confirm", st.messages_confirmed, r.node_rate(&S::messages_confirmed));
-    stat("return_unroutable", st.messages_returned, r.node_rate(&S::messages_returned));
-    uint64_t dropped = st.messages_unroutable > st.messages_returned ? st.messages_unroutable - st.messages_returned : 0;
-    stat("drop_unroutable", dropped, std::max(0.0, r.node_rate(&S::messages_unroutable) - r.node_rate(&S::messages_returned)));
-
     uint64_t ready = 0, unacked = 0, consumers = 0, queues = 0, exchanges = 0;
+    uint64_t q_publish = 0, q_deliver = 0, q_redeliver = 0, q_ack = 0;
+    double q_publish_rate = 0, q_deliver_rate = 0, q_redeliver_rate = 0, q_ack_rate = 0, q_messages_rate = 0;
     for (broker::VHost* v : b.vhosts()) {
+        if (!everything && !sees_vhost(s, req, v->name())) continue;
         for (const auto& [name, q] : v->queues()) {
             ready += q->ready_count();
             unacked += q->unacked_count();
             consumers += q->consumer_count();
+            if (everything) continue;
+            q_publish += q->counters.published;
+            q_deliver += q->counters.delivered;
+            q_redeliver += q->counters.redelivered;
+            q_ack += q->counters.acked;
+            if (const RateSampler::QueueSample* qs = r.queue(q->id())) {
+                q_publish_rate += qs->publish_rate;
+                q_deliver_rate += qs->deliver_rate;
+                q_redeliver_rate += qs->redeliver_rate;
+                q_ack_rate += qs->ack_rate;
+                q_messages_rate += qs->messages_rate;
+            }
         }
         queues += v->queues().size();
         exchanges += v->exchanges().size();
     }
-    uint64_t channels = 0;
-    for (const broker::Session* sess : b.sessions())
+    if (everything) {
+        stat("publish", st.messages_published, r.node_rate(&S::messages_published));
+        stat("deliver_get", st.messages_delivered, r.node_rate(&S::messages_delivered));
+        stat("redeliver", st.messages_redelivered, r.node_rate(&S::messages_redelivered));
+        stat("ack", st.messages_acked, r.node_rate(&S::messages_acked));
+        stat("confirm", st.messages_confirmed, r.node_rate(&S::messages_confirmed));
+        stat("return_unroutable", st.messages_returned, r.node_rate(&S::messages_returned));
+        uint64_t dropped =
+            st.messages_unroutable > st.messages_returned ? st.messages_unroutable - st.messages_returned : 0;
+        stat("drop_unroutable", dropped,
+             std::max(0.0, r.node_rate(&S::messages_unroutable) - r.node_rate(&S::messages_returned)));
+    } else {
+        // The queues' own counters in the vhosts it sees.
+        stat("publish", q_publish, q_publish_rate);
+        stat("deliver_get", q_deliver, q_deliver_rate);
+        stat("redeliver", q_redeliver, q_redeliver_rate);
+        stat("ack", q_ack, q_ack_rate);
+    }
+    uint64_t channels = 0, connections = 0;
+    for (const broker::Session* sess : b.sessions()) {
+        if (!sees_connection(req, *sess)) continue;
+        ++connections;
         for (const auto& c : sess->channels())
             if (c) ++channels;
+    }
 
     json::object qt;
     qt["messages"] = ready + unacked;
-    qt["messages_details"] = rate_json(r.ready_rate() + r.unacked_rate());
+    qt["messages_details"] = rate_json(everything ? r.ready_rate() + r.unacked_rate() : q_messages_rate);
     qt["messages_ready"] = ready;
-    qt["messages_ready_details"] = rate_json(r.ready_rate());
+    qt["messages_ready_details"] = rate_json(everything ? r.ready_rate() : 0);
     qt["messages_unacknowledged"] = unacked;
-    qt["messages_unacknowledged_details"] = rate_json(r.unacked_rate());
+    qt["messages_unacknowledged_details"] = rate_json(everything ? r.unacked_rate() : 0);
     json::object ot;
-    ot["connections"] = b.sessions().size();
+    ot["connections"] = connections;
     ot["channels"] = channels;
     ot["consumers"] = consumers;
     ot["queues"] = queues;
@@ -207,7 +253,7 @@ HttpResponse overview(State& s) {
     o["queue_totals"] = std::move(qt);
     o["object_totals"] = std::move(ot);
     o["alarms"] = alarms_json(s);
-    o["sample_interval"] = ManagementApi::kSampleInterval.count();
+    o["sample_interval"] = double(s.sample_interval.count()) / 1000.0;
     json::array types;
     for (const char* t : {"direct", "fanout", "topic", "headers"}) {
         json::object e;
@@ -307,7 +353,7 @@ void route(State& s, const Request& r, const Reply& reply) {
     if (what == "vhosts") return handle_vhosts(s, r, reply);
     if (what == "permissions") return handle_permissions(s, r, reply);
     if (what == "vhost-limits") return handle_vhost_limits(s, r, reply);
-    if (what == "overview" && p.size() == 1) return reply(get ? overview(s) : method_not_allowed("GET, HEAD"));
+    if (what == "overview" && p.size() == 1) return reply(get ? overview(s, r) : method_not_allowed("GET, HEAD"));
     if (!get) {
         // Everything below is read-only.
         bool known = what == "nodes" || what == "whoami" || what == "health" || what == "aliveness-test" ||
@@ -402,7 +448,7 @@ void RateSampler::sample_queues(broker::Broker& broker) {
             const uint64_t messages = q->ready_count() + q->unacked_count();
             const double dt = std::chrono::duration<double>(now - qs.time).count();
             const bool continued = qs.epoch == epoch_ - 1;
-            if (continued && dt < 1.0) {  // too close to the last one: keep its baseline
+            if (continued && dt < min_gap_s_) {  // too close to the last one: keep its baseline
                 qs.epoch = epoch_;
                 continue;
             }
@@ -440,6 +486,13 @@ ManagementApi::~ManagementApi() = default;
 
 void ManagementApi::sample() { state_->rates.sample(state_->broker); }
 
+std::chrono::milliseconds ManagementApi::sample_interval() const { return state_->sample_interval; }
+
+void ManagementApi::set_sample_interval(std::chrono::milliseconds interval) {
+    state_->sample_interval = std::max(interval, std::chrono::milliseconds(100));
+    state_->rates.set_interval(state_->sample_interval);
+}
+
 void ManagementApi::handle(const HttpRequest& request, std::function<void(HttpResponse)> reply) {
     using namespace mgmt;
     State& s = *state_;
@@ -451,6 +504,9 @@ void ManagementApi::handle(const HttpRequest& request, std::function<void(HttpRe
         *answered = true;
         reply(std::move(r));
     };
+    if (cross_origin(request))
+        return once(error_response(403, "not_authorised", "cross-origin request refused (Origin '" + request.origin +
+                                                              "', Host '" + request.host + "')"));
     Request r;
     r.method = request.method;
     r.raw = &request;

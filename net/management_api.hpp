@@ -35,6 +35,9 @@ struct HttpRequest {
     std::string authorization;   // the Authorization header, as sent
     std::string reason;          // X-Reason (DELETE /api/connections/…)
     bool ajax = false;           // X-Requested-With is set (the dashboard)
+    std::string host;            // the Host header
+    std::string origin;          // the Origin header ("" = none sent)
+    std::string fetch_site;      // Sec-Fetch-Site ("" = none sent)
     bool from_loopback = false;  // the peer's address is a loopback one
 };
 
@@ -56,9 +59,11 @@ public:
 
     // Takes a sample of the broker's counters for the rates the API reports
     // (message_stats.*_details.rate); the HTTP server calls it every
-    // kSampleInterval.
+    // sample_interval() (RabbitMQ's collect_statistics_interval, 5 s).
     void sample();
-    static constexpr std::chrono::seconds kSampleInterval{5};
+    std::chrono::milliseconds sample_interval() const;
+    void set_sample_interval(std::chrono::milliseconds interval);
+    static constexpr std::chrono::milliseconds kDefaultSampleInterval{5000};
 
     struct State;  // shared with the handlers in management_api_*.cpp
 

@@ -100,6 +100,13 @@ json::object limits_item(State& s, const broker::VHost& v) {
 
 // --- who may do what -------------------------------------------------------------------
 
+CallerPermissions caller_in(State& s, const Request& r, std::string_view vhost) {
+    CallerPermissions c;
+    c.permissions = s.broker.access_control().permissions(r.user, vhost);
+    c.caller = broker::Caller{r.user, vhost, c.permissions.get(), 0};
+    return c;
+}
+
 bool sees_vhost(State& s, const Request& r, std::string_view vhost) {
     return r.administrator || r.monitoring || s.broker.access_control().permissions(r.user, vhost) != nullptr;
 }

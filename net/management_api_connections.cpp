@@ -43,8 +43,12 @@ void handle_connections(State& s, const Request& r, const Reply& reply) {
     if (!sess || !sees_connection(r, *sess)) return reply(not_found("no connection '" + p[1] + "'"));
     if (p.size() == 3) return reply(list_response(r, channels_of(s, *sess)));
     if (m == "DELETE") {
+        // Monitoring users see every connection but, as in RabbitMQ, only
+        // administrators close other users' connections.
+        if (!r.administrator && sess->user() != r.user)
+            return reply(error_response(403, "not_authorised", "Not administrator user"));
         std::string reason = r.raw->reason.empty() ? "Closed via management API" : r.raw->reason;
-        sess->connection_error(broker::amqp_error(broker::reply::connection_forced, reason));
+        broker::close_connection(*sess, reason);
         return reply(no_content());
     }
     return reply(json_response(200, connection_json(s, *sess)));

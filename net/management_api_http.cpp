@@ -61,7 +61,8 @@ HttpResponse from_amqp_error(const broker::AmqpError& e) {
     switch (e.code) {
         case code::not_found: return not_found(e.text);
         case code::access_refused: return error_response(403, "access_refused", e.text);
-        case code::resource_locked: return error_response(409, "resource_locked", e.text);
+        // RabbitMQ's management API answers a channel error it met with 400.
+        case code::resource_locked: return error_response(400, "resource_locked", "RESOURCE_LOCKED - " + e.text);
         case code::precondition_failed: return error_response(400, "precondition_failed", e.text);
         case code::not_allowed: return error_response(400, "not_allowed", e.text);
         case code::command_invalid: return error_response(400, "command_invalid", e.text);

@@ -16,6 +16,7 @@
 
 #include "broker/amqp_error.hpp"
 #include "broker/broker_stats.hpp"
+#include "broker/operations.hpp"
 #include "net/amqp/field_table.hpp"
 #include "net/amqp/properties.hpp"
 #include "net/management_api.hpp"
@@ -56,7 +57,7 @@ struct Request {
     bool flag(std::string_view name) const;  // ?name=true
 };
 
-// Counters sampled every ManagementApi::kSampleInterval; rates are the
+// Counters sampled every ManagementApi::sample_interval(); rates are the
 // difference of the last two samples over the time between them.
 class RateSampler {
 public:
@@ -72,6 +73,8 @@ public:
     };
 
     void sample(broker::Broker& broker);
+    // Samples closer together than half of this keep the older baseline.
+    void set_interval(std::chrono::milliseconds interval) { min_gap_s_ = double(interval.count()) / 2000.0; }
     // Samples every queue's counters (done by sample() while the API is used).
     void sample_queues(broker::Broker& broker);
     // Rate of a node-level counter (per second), 0 before two samples.
@@ -96,6 +99,7 @@ private:
     NodeSample prev_, cur_;
     int samples_ = 0;
     double dt_ = 0;  // seconds between prev_ and cur_
+    double min_gap_s_ = 2.5;
     std::chrono::steady_clock::time_point cur_time_{};
     std::chrono::steady_clock::time_point last_used_{};
     std::unordered_map<uint64_t, QueueSample> queues_;
@@ -112,6 +116,7 @@ struct ManagementApi::State {
     mgmt::RateSampler rates;
     std::string node;  // "sluice@hostname"
     std::chrono::steady_clock::time_point started;
+    std::chrono::milliseconds sample_interval = ManagementApi::kDefaultSampleInterval;
     // Sessions by connection id, rebuilt for each request (exclusive queues' owners).
     std::unordered_map<uint64_t, const broker::Session*> sessions_by_id;
 };
@@ -151,6 +156,14 @@ bool get_int(const json::object& o, std::string_view key, int64_t& out, HttpResp
 bool get_table(const json::object& o, std::string_view key, amqp::FieldTable& out, HttpResponse& error);
 // AMQP short strings (names, routing keys) are at most 255 bytes.
 bool check_short(std::string_view what, std::string_view s, HttpResponse& error);
+
+// The caller as broker/operations.hpp's checks see it: the API has no
+// connection, so every exclusive queue is locked to it.
+struct CallerPermissions {
+    broker::PermissionsPtr permissions;
+    broker::Caller caller;
+};
+CallerPermissions caller_in(State& s, const Request& r, std::string_view vhost);
 
 // --- conversions -------------------------------------------------------------
 json::string utf8(std::string_view s);  // invalid UTF-8 bytes become U+FFFD

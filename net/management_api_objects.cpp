@@ -101,14 +101,38 @@ json::object exchange_json(const broker::VHost& v, const broker::Exchange& e) {
     return o;
 }
 
+namespace {
+// RabbitMQ's quote_binding: mochiweb's quote_plus (every byte but A-Z a-z
+// 0-9 . - ~ _ as %XX, upper-case; a space as '+'), then '~' as %7E, so the
+// '~' that separates key and arguments hash is unambiguous. "a.#" → "a.%23".
+std::string quote_binding(std::string_view s) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(s.size());
+    for (unsigned char c : s) {
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+            c == '_') {
+            out.push_back(char(c));
+        } else if (c == ' ') {
+            out.push_back('+');
+        } else {
+            out.push_back('%');
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 15]);
+        }
+    }
+    return out;
+}
+}  // namespace
+
 std::string properties_key(std::string_view key, const amqp::FieldTable& args) {
-    if (args.empty()) return key.empty() ? "~" : std::string(key);
+    if (args.empty()) return key.empty() ? "~" : quote_binding(key);
     std::string encoded;
     amqp::encode_table(encoded, args);
     uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across restarts
     for (unsigned char c : encoded) h = (h ^ c) * 1099511628211ull;
     static constexpr char kHex[] = "0123456789abcdef";
-    std::string out(key);
+    std::string out = quote_binding(key);
     out += '~';
     for (int i = 60; i >= 0; i -= 4) out.push_back(kHex[(h >> i) & 15]);
     return out;
@@ -223,8 +247,12 @@ json::object consumer_json(const broker::Consumer& c) {
     o["prefetch_count"] = c.prefetch;
     o["priority"] = c.priority;
     o["arguments"] = table_json(c.arguments);
-    o["active"] = true;
-    o["activity_status"] = "up";
+    // On a single-active-consumer queue only the active one is "up"; the
+    // others wait (RabbitMQ: active false, activity_status "waiting").
+    const broker::Consumer* active = c.queue ? c.queue->active_consumer() : nullptr;
+    const bool is_active = !active || active == &c;
+    o["active"] = is_active;
+    o["activity_status"] = is_active ? "up" : "waiting";
     return o;
 }
 

@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "broker/broker.hpp"
-#include "broker/channel.hpp"
+#include "broker/operations.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/properties.hpp"
 #include "net/management_api_internal.hpp"
@@ -15,7 +15,6 @@ namespace sluice::net::mgmt {
 
 namespace {
 
-constexpr std::string_view kReplyPrefix = "amq.rabbitmq.reply-to.";
 constexpr size_t kMaxGetCount = 10000;
 constexpr size_t kMaxGetBytes = 16u << 20;  // stop fetching past this much payload
 
@@ -91,48 +90,21 @@ void get_messages(State& s, const Request& r, broker::Queue& q, const Reply& rep
         return reply(error);
     if (count < 1 || size_t(count) > kMaxGetCount)
         return reply(bad_request("'count' must be from 1 to " + std::to_string(kMaxGetCount)));
-    bool requeue, ack;
-    if (ackmode == "ack_requeue_true") requeue = true, ack = true;
-    else if (ackmode == "ack_requeue_false") requeue = false, ack = true;
-    else if (ackmode == "reject_requeue_true") requeue = true, ack = false;
-    else if (ackmode == "reject_requeue_false") requeue = false, ack = false;
+    broker::GetAckMode mode;
+    if (ackmode == "ack_requeue_true") mode = broker::GetAckMode::ack_requeue_true;
+    else if (ackmode == "ack_requeue_false") mode = broker::GetAckMode::ack_requeue_false;
+    else if (ackmode == "reject_requeue_true") mode = broker::GetAckMode::reject_requeue_true;
+    else if (ackmode == "reject_requeue_false") mode = broker::GetAckMode::reject_requeue_false;
     else
         return reply(bad_request("'ackmode' must be ack_requeue_true, ack_requeue_false, reject_requeue_true or "
                                  "reject_requeue_false"));
     if (encoding != "auto" && encoding != "base64") return reply(bad_request("'encoding' must be auto or base64"));
-
-    // Take them all first (a requeued message would come straight back), then
-    // settle them as a consumer's ack / reject would.
-    std::vector<broker::QueuedMessage> got;
     json::array out;
-    size_t bytes = 0;
-    while (got.size() < size_t(count) && bytes < kMaxGetBytes) {
-        auto qm = q.get(false);
-        if (!qm) break;
-        bytes += qm->message->body_size();
-        out.push_back(message_json(*qm, q.ready_count(), encoding == "base64", truncate));
-        got.push_back(std::move(*qm));
-    }
-    broker::BrokerStats& stats = s.broker.stats();
-    bool removed_stored = false;
-    for (const auto& qm : got) {
-        ++stats.messages_delivered;
-        if (qm.redelivered) ++stats.messages_redelivered;
-        if (ack) ++stats.messages_acked, ++q.counters.acked;
-        else ++stats.messages_rejected;
-    }
-    if (requeue) {
-        for (auto it = got.rbegin(); it != got.rend(); ++it) q.requeue(std::move(*it));
-        q.dispatch();
-    } else {
-        for (const auto& qm : got) {
-            q.settle(qm);
-            if (qm.stored && !q.deleted()) {
-                s.broker.durability().remove_entry(q, qm.seq);
-                removed_stored = true;
-            }
-        }
-    }
+    bool removed_stored = broker::get_messages(q, mode, size_t(count), kMaxGetBytes,
+                                               [&](const broker::QueuedMessage& qm, size_t ready_left) {
+                                                   out.push_back(message_json(qm, ready_left, encoding == "base64",
+                                                                              truncate));
+                                               });
     reply_when_synced(s, removed_stored, json_response(200, out), reply);
 }
 
@@ -163,16 +135,17 @@ void publish(State& s, const Request& r, broker::VHost& v, const broker::Exchang
         std::string why;
         if (!json_properties(it->value().get_object(), props, why)) return reply(bad_request(why));
     }
-    if (props.user_id && *props.user_id != r.user)
-        return reply(bad_request("user_id property set to '" + *props.user_id + "' but authenticated user was '" +
-                                 r.user + "'"));
     if (ex.internal())
         return reply(error_response(403, "access_refused", "cannot publish to internal exchange '" + ex.name() +
                                                               "' in vhost '" + v.name() + "'"));
     std::string raw;
     amqp::encode_properties(raw, props);
-    bool stored = false;
-    bool routed = publish_message(v, ex, routing_key, raw, payload, stored);
+    auto built = std::make_shared<broker::Message>(ex.name(), routing_key, raw, payload.size());
+    built->append_body(payload);
+    // The checks basic.publish makes (user_id, expiration), the same code.
+    if (broker::Status st = broker::check_message(r.user, *built)) return reply(from_amqp_error(*st));
+    broker::PublishResult res = broker::publish_message(v, ex, std::move(built));
+    const bool stored = res.stored, routed = res.routed;
     json::object o;
     o["routed"] = routed;
     reply_when_synced(s, stored, json_response(200, o), reply);
@@ -193,12 +166,9 @@ void put_queue(State& s, const Request& r, broker::VHost& v, const std::string& 
     if (exclusive) return reply(bad_request("an exclusive queue needs an AMQP connection to own it"));
     if (name.empty()) return reply(bad_request("the queue name is empty"));
     if (!check_short("queue name", name, error)) return reply(error);
-    if (name.substr(0, 4) == "amq.")
-        return reply(error_response(403, "access_refused",
-                                    "queue name '" + name + "' contains reserved prefix 'amq.*'"));
-    if (broker::Status st = s.broker.check_queue_limit(v, name)) return reply(from_amqp_error(*st));
     bool created = false;
-    auto res = v.declare_queue(name, std::move(o), 0, created);
+    auto who = caller_in(s, r, v.name());
+    auto res = broker::declare_queue(who.caller, v, name, std::move(o), false, created);
     if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
     const broker::QueuePtr& q = std::get<broker::QueuePtr>(res);
     HttpResponse ok = created ? json_response(201, queue_json(s, *q)) : no_content();
@@ -206,12 +176,10 @@ void put_queue(State& s, const Request& r, broker::VHost& v, const std::string& 
 }
 
 void delete_queue(State& s, const Request& r, broker::VHost& v, broker::QueuePtr q, const Reply& reply) {
-    if (r.flag("if-unused") && q->consumer_count() > 0)
-        return reply(error_response(400, "precondition_failed", "queue '" + q->name() + "' in use"));
-    if (r.flag("if-empty") && q->ready_count() > 0)
-        return reply(error_response(400, "precondition_failed", "queue '" + q->name() + "' is not empty"));
     bool durable = q->durable();
-    v.delete_queue(q);
+    auto who = caller_in(s, r, v.name());
+    auto res = broker::delete_queue(who.caller, v, q, r.flag("if-unused"), r.flag("if-empty"));
+    if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
     reply_when_synced(s, durable, no_content(), reply);
 }
 
@@ -253,6 +221,9 @@ void put_exchange(State& s, const Request& r, broker::VHost& v, const std::strin
     if (!broker::parse_exchange_type(type, o.type))
         return reply(bad_request("unknown exchange type '" + type + "' (direct, fanout, topic or headers)"));
     if (!check_short("exchange name", name, error)) return reply(error);
+    auto who = caller_in(s, r, v.name());
+    if (broker::Status st = broker::check_exchange_declare(who.caller, name, o.arguments))
+        return reply(from_amqp_error(*st));
     bool existed = v.find_exchange(name) != nullptr;
     auto res = v.declare_exchange(name, o);
     if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
@@ -265,23 +236,9 @@ void put_exchange(State& s, const Request& r, broker::VHost& v, const std::strin
 
 bool publish_message(broker::VHost& v, const broker::Exchange& ex, std::string_view routing_key,
                      const std::string& properties, std::string_view payload, bool& stored) {
-    // As Channel::route_message, for a message with no channel.
-    broker::Broker& b = v.broker();
-    broker::BrokerStats& stats = b.stats();
     auto built = std::make_shared<broker::Message>(ex.name(), routing_key, properties, payload.size());
     built->append_body(payload);
-    broker::MessagePtr msg = std::move(built);
-    ++stats.messages_published;
-    stored = false;
-    if (ex.name().empty() && routing_key.substr(0, kReplyPrefix.size()) == kReplyPrefix) {
-        broker::Channel* target = b.find_reply_channel(routing_key.substr(kReplyPrefix.size()));
-        if (target && target->deliver_reply(msg)) return true;
-        ++stats.messages_unroutable;
-        return false;
-    }
-    broker::PublishResult r = v.publish(ex, msg);
-    if (r.routed) ++stats.messages_routed;
-    else ++stats.messages_unroutable;
+    broker::PublishResult r = broker::publish_message(v, ex, std::move(built));
     stored = r.stored;
     return r.routed;
 }
@@ -319,9 +276,13 @@ void handle_queues(State& s, const Request& r, const Reply& reply) {
     if (!q) return reply(not_found(v->not_found_queue(name)));
     if (what == "bindings") return reply(list_response(r, queue_bindings(*v, *q)));
     if (what == "contents") {
-        q->purge();
+        auto who = caller_in(s, r, v->name());
+        auto res = broker::purge_queue(who.caller, *v, name);
+        if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
         return reply_when_synced(s, q->durable(), no_content(), reply);
     }
+    // Get, as over AMQP, only on the owner's connection.
+    if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
     return get_messages(s, r, *q, reply);
 }
 
@@ -406,7 +367,9 @@ void handle_bindings(State& s, const Request& r, const Reply& reply) {
         if (!get_string(body, "routing_key", key, error) || !get_table(body, "arguments", args, error))
             return reply(error);
         if (!check_short("routing_key", key, error)) return reply(error);
-        broker::Status st = to_queue ? v->bind_queue(dest, source, key, args) : v->bind_exchange(dest, source, key, args);
+        auto who = caller_in(s, r, v->name());
+        broker::Status st = to_queue ? broker::bind_queue(who.caller, *v, dest, source, key, args, true)
+                                     : broker::bind_exchange(who.caller, *v, dest, source, key, args, true);
         if (st) return reply(from_amqp_error(*st));
         HttpResponse created = no_content();
         created.status = 201;
@@ -435,7 +398,9 @@ void handle_bindings(State& s, const Request& r, const Reply& reply) {
         return reply(error_response(403, "access_refused", "operation not permitted on the default exchange"));
     const std::string key = found[0]->key;
     const amqp::FieldTable args = found[0]->arguments;
-    broker::Status st = to_queue ? v->unbind_queue(dest, source, key, args) : v->unbind_exchange(dest, source, key, args);
+    auto who = caller_in(s, r, v->name());
+    broker::Status st = to_queue ? broker::bind_queue(who.caller, *v, dest, source, key, args, false)
+                                 : broker::bind_exchange(who.caller, *v, dest, source, key, args, false);
     if (st) return reply(from_amqp_error(*st));
     reply_when_synced(s, durable, no_content(), reply);
 }

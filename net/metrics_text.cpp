@@ -283,78 +283,91 @@ private:
 };
 
 // Per-queue series, labels vhost and queue.
-class QueueCollector : public prometheus::Collectable {
-public:
-    explicit QueueCollector(broker::Broker& broker) : broker_(broker) {}
+    struct Spec {
+        const char* name;
+        const char* help;
+        MetricType type;
+        double (*value)(const broker::Queue&);
+    };
+    constexpr Spec kSpecs[] = {
+        {"sluice_queue_messages_ready", "Messages ready for delivery.", MetricType::Gauge,
+         [](const broker::Queue& q) { return double(q.ready_count()); }},
+        {"sluice_queue_messages_unacked", "Messages delivered and not yet acknowledged.", MetricType::Gauge,
+         [](const broker::Queue& q) { return double(q.unacked_count()); }},
+        {"sluice_queue_messages", "Ready and unacknowledged messages.", MetricType::Gauge,
+         [](const broker::Queue& q) { return double(q.ready_count() + q.unacked_count()); }},
+        {"sluice_queue_messages_paged_out", "Ready messages held only in the store (paged out).", MetricType::Gauge,
+         [](const broker::Queue& q) { return double(q.paged_count()); }},
+        {"sluice_queue_messages_ram_bytes", "Bytes of ready message bodies held in memory.", MetricType::Gauge,
+         [](const broker::Queue& q) { return double(q.memory_bytes()); }},
+        {"sluice_queue_consumers", "Consumers on the queue.", MetricType::Gauge,
+         [](const broker::Queue& q) { return double(q.consumer_count()); }},
+        {"sluice_queue_head_message_age_seconds",
+         "Seconds the oldest ready message in memory has waited (0 if none).", MetricType::Gauge,
+         [](const broker::Queue& q) { return double(q.head_age_s(q.vhost().broker().now_s())); }},
+        {"sluice_queue_messages_published_total", "Messages that entered the queue.", MetricType::Counter,
+         [](const broker::Queue& q) { return double(q.counters.published); }},
+        {"sluice_queue_messages_delivered_total", "Messages delivered from the queue (consumers and basic.get).",
+         MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.delivered); }},
+        {"sluice_queue_messages_redelivered_total", "Deliveries from the queue flagged redelivered.",
+         MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.redelivered); }},
+        {"sluice_queue_messages_acked_total", "Deliveries from the queue acknowledged.", MetricType::Counter,
+         [](const broker::Queue& q) { return double(q.counters.acked); }},
+        {"sluice_queue_messages_expired_total", "Messages that expired in the queue.", MetricType::Counter,
+         [](const broker::Queue& q) { return double(q.counters.expired); }},
+        {"sluice_queue_messages_dead_lettered_total", "Messages the queue dead-lettered.", MetricType::Counter,
+         [](const broker::Queue& q) { return double(q.counters.dead_lettered); }},
+    };
+constexpr size_t kQueueFamilies = sizeof kSpecs / sizeof kSpecs[0];
 
-    std::vector<MetricFamily> Collect() const override {
-        struct Spec {
-            const char* name;
-            const char* help;
-            MetricType type;
-            double (*value)(const broker::Queue&);
-        };
-        static constexpr Spec kSpecs[] = {
-            {"sluice_queue_messages_ready", "Messages ready for delivery.", MetricType::Gauge,
-             [](const broker::Queue& q) { return double(q.ready_count()); }},
-            {"sluice_queue_messages_unacked", "Messages delivered and not yet acknowledged.", MetricType::Gauge,
-             [](const broker::Queue& q) { return double(q.unacked_count()); }},
-            {"sluice_queue_messages", "Ready and unacknowledged messages.", MetricType::Gauge,
-             [](const broker::Queue& q) { return double(q.ready_count() + q.unacked_count()); }},
-            {"sluice_queue_messages_paged_out", "Ready messages held only in the store (paged out).", MetricType::Gauge,
-             [](const broker::Queue& q) { return double(q.paged_count()); }},
-            {"sluice_queue_messages_ram_bytes", "Bytes of ready message bodies held in memory.", MetricType::Gauge,
-             [](const broker::Queue& q) { return double(q.memory_bytes()); }},
-            {"sluice_queue_consumers", "Consumers on the queue.", MetricType::Gauge,
-             [](const broker::Queue& q) { return double(q.consumer_count()); }},
-            {"sluice_queue_head_message_age_seconds",
-             "Seconds the oldest ready message in memory has waited (0 if none).", MetricType::Gauge,
-             [](const broker::Queue& q) { return double(q.head_age_s(q.vhost().broker().now_s())); }},
-            {"sluice_queue_messages_published_total", "Messages that entered the queue.", MetricType::Counter,
-             [](const broker::Queue& q) { return double(q.counters.published); }},
-            {"sluice_queue_messages_delivered_total", "Messages delivered from the queue (consumers and basic.get).",
-             MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.delivered); }},
-            {"sluice_queue_messages_redelivered_total", "Deliveries from the queue flagged redelivered.",
-             MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.redelivered); }},
-            {"sluice_queue_messages_acked_total", "Deliveries from the queue acknowledged.", MetricType::Counter,
-             [](const broker::Queue& q) { return double(q.counters.acked); }},
-            {"sluice_queue_messages_expired_total", "Messages that expired in the queue.", MetricType::Counter,
-             [](const broker::Queue& q) { return double(q.counters.expired); }},
-            {"sluice_queue_messages_dead_lettered_total", "Messages the queue dead-lettered.", MetricType::Counter,
-             [](const broker::Queue& q) { return double(q.counters.dead_lettered); }},
-        };
-        constexpr size_t kCount = sizeof kSpecs / sizeof kSpecs[0];
+}  // namespace
 
-        // Label pairs once per queue, then copied into each family.
-        std::vector<std::pair<const broker::Queue*, std::vector<ClientMetric::Label>>> queues;
-        for_each_vhost(broker_, [&](broker::VHost& v) {
-            std::string vhost = utf8_label(v.name());
-            queues.reserve(queues.size() + v.queues().size());
-            for (const auto& [name, q] : v.queues())
-                queues.emplace_back(q.get(), std::vector<ClientMetric::Label>{{"queue", utf8_label(name)},
-                                                                              {"vhost", vhost}});
-        });
-        std::vector<MetricFamily> out(kCount);
-        for (size_t i = 0; i < kCount; ++i) {
-            MetricFamily& fam = out[i];
-            fam.name = kSpecs[i].name;
-            fam.help = kSpecs[i].help;
-            fam.type = kSpecs[i].type;
-            fam.metric.resize(queues.size());
-            for (size_t k = 0; k < queues.size(); ++k) {
-                ClientMetric& m = fam.metric[k];
-                m.label = queues[k].second;
-                double v = kSpecs[i].value(*queues[k].first);
-                if (fam.type == MetricType::Counter) m.counter.value = v;
-                else m.gauge.value = v;
-            }
-        }
-        return out;
-    }
-
-private:
-    broker::Broker& broker_;
+// What the per-object text shows, read on the broker thread: one row per
+// queue (its labels and values). Copying it is O(queues) but cheap; turning
+// it into text (prometheus-cpp's families, then the serializer) is the
+// expensive part and needs no broker state.
+struct PerObjectSnapshot {
+    struct Row {
+        std::string queue, vhost;  // label values, valid UTF-8
+        double value[kQueueFamilies];
+    };
+    std::vector<Row> rows;
 };
+
+std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(broker::Broker& broker) {
+    auto snap = std::make_shared<PerObjectSnapshot>();
+    for_each_vhost(broker, [&](broker::VHost& v) {
+        std::string vhost = utf8_label(v.name());
+        snap->rows.reserve(snap->rows.size() + v.queues().size());
+        for (const auto& [name, q] : v.queues()) {
+            PerObjectSnapshot::Row& row = snap->rows.emplace_back();
+            row.queue = utf8_label(name);
+            row.vhost = vhost;
+            for (size_t i = 0; i < kQueueFamilies; ++i) row.value[i] = kSpecs[i].value(*q);
+        }
+    });
+    return snap;
+}
+
+namespace {
+
+std::vector<MetricFamily> per_object_families(const PerObjectSnapshot& snap) {
+    std::vector<MetricFamily> out(kQueueFamilies);
+    for (size_t i = 0; i < kQueueFamilies; ++i) {
+        MetricFamily& fam = out[i];
+        fam.name = kSpecs[i].name;
+        fam.help = kSpecs[i].help;
+        fam.type = kSpecs[i].type;
+        fam.metric.resize(snap.rows.size());
+        for (size_t k = 0; k < snap.rows.size(); ++k) {
+            ClientMetric& m = fam.metric[k];
+            m.label = {{"queue", snap.rows[k].queue}, {"vhost", snap.rows[k].vhost}};
+            if (fam.type == MetricType::Counter) m.counter.value = snap.rows[k].value[i];
+            else m.gauge.value = snap.rows[k].value[i];
+        }
+    }
+    return out;
+}
 
 // The exporter's own metrics live in a prometheus-cpp registry: they are
 // observed once per scrape, never on the message path.
@@ -389,11 +402,13 @@ std::string metrics_text(broker::Broker& broker) {
     return text;
 }
 
-std::string per_object_metrics_text(broker::Broker& broker) {
+std::string render_per_object(const PerObjectSnapshot& snapshot) {
     const auto start = std::chrono::steady_clock::now();
-    std::string text = render(QueueCollector(broker).Collect());
-    scrape_metrics().per_object.Observe(seconds_since(start));
+    std::string text = render(per_object_families(snapshot));
+    scrape_metrics().per_object.Observe(seconds_since(start));  // prometheus-cpp's metrics lock
     return text;
 }
+
+std::string per_object_metrics_text(broker::Broker& broker) { return render_per_object(*per_object_snapshot(broker)); }
 
 }  // namespace sluice::net

@@ -13,9 +13,13 @@
 // storage::StoreStats) at scrape time through prometheus::Collectable
 // implementations; nothing on the message path touches prometheus-cpp.
 //
-// Thread-safety: call on the broker thread (the HTTP server runs there).
+// Thread-safety: call on the broker thread (the HTTP server runs there),
+// except render_per_object, which reads only its snapshot: the HTTP server
+// renders the per-object text on a thread of its own, so a scrape of 100k
+// queues does not stall the broker.
 #pragma once
 
+#include <memory>
 #include <string>
 
 namespace sluice::broker {
@@ -28,6 +32,12 @@ namespace sluice::net {
 inline constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
 std::string metrics_text(broker::Broker& broker);
-std::string per_object_metrics_text(broker::Broker& broker);
+std::string per_object_metrics_text(broker::Broker& broker);  // = render_per_object(per_object_snapshot())
+
+// The per-object text in two steps: a copy of what it shows (broker thread,
+// O(queues), cheap), then the text (any thread).
+struct PerObjectSnapshot;
+std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(broker::Broker& broker);
+std::string render_per_object(const PerObjectSnapshot& snapshot);
 
 }  // namespace sluice::net

@@ -57,6 +57,7 @@ struct Server::Impl {
     std::list<tcp::acceptor> tls_acceptors;
     std::list<std::weak_ptr<AmqpConnection>> connections;
     std::unique_ptr<HttpServer> http;
+    std::unique_ptr<HttpServer> prometheus;
     uint16_t amqp_port = 0;
     uint16_t amqps_port = 0;
     asio::steady_timer disk_timer{io};
@@ -101,12 +102,31 @@ struct Server::Impl {
 
     void accept(tcp::acceptor& a, TlsContext* tls_context) {
         a.async_accept([this, &a, tls_context](const boost::system::error_code& ec, tcp::socket socket) {
-            if (ec == asio::error::operation_aborted) return;
-            if (!ec) {
+            if (ec == asio::error::operation_aborted || !a.is_open()) return;
+            if (ec) {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays
+                // in the backlog and would fail again at once. Accepting again
+                // right away spins a core; wait for descriptors to free up.
+                accept_after_backoff(a, tls_context, ec);
+                return;
+            }
+            if (config.max_handshaking_connections != 0 && handshaking >= config.max_handshaking_connections) {
+                ++refused_handshaking;  // the socket closes as it goes out of scope
+            } else {
                 ++open_connections;
-                auto c = std::make_shared<AmqpConnection>(std::move(socket), broker, [this] { on_connection_closed(); },
-                                                          std::chrono::milliseconds(config.handshake_timeout_ms),
-                                                          tls_context);
+                ++handshaking;
+                auto counted = std::make_shared<bool>(true);  // still counted in `handshaking`
+                auto done_handshaking = [this, counted] {
+                    if (*counted) --handshaking, *counted = false;
+                };
+                auto c = std::make_shared<AmqpConnection>(
+                    std::move(socket), broker,
+                    [this, done_handshaking] {
+                        done_handshaking();
+                        on_connection_closed();
+                    },
+                    std::chrono::milliseconds(config.handshake_timeout_ms), tls_context);
+                c->on_opened(done_handshaking);
                 c->start();
                 connections.push_back(c);
                 if (connections.size() % 64 == 0) connections.remove_if([](auto& w) { return w.expired(); });
@@ -114,6 +134,20 @@ struct Server::Impl {
             accept(a, tls_context);
         });
     }
+
+    void accept_after_backoff(tcp::acceptor& a, TlsContext* tls_context, const boost::system::error_code& ec) {
+        if (accept_errors++ % 100 == 0)
+            std::cerr << "sluiced: accept failed (" << ec.message() << "); retrying in "
+                      << kAcceptBackoff.count() << " ms" << std::endl;
+        auto t = std::make_shared<asio::steady_timer>(io, kAcceptBackoff);
+        t->async_wait([this, &a, tls_context, t](const boost::system::error_code& e) {
+            if (!e && !shutting_down && a.is_open()) accept(a, tls_context);
+        });
+    }
+    static constexpr std::chrono::milliseconds kAcceptBackoff{100};
+    size_t handshaking = 0;          // AMQP connections before connection.open
+    uint64_t refused_handshaking = 0;
+    uint64_t accept_errors = 0;
 
     void on_signal(int sig) {
         if (shutting_down) {
@@ -146,6 +180,7 @@ struct Server::Impl {
                 a.close(ec);
             }
         if (http) http->stop();
+        if (prometheus) prometheus->stop();
         connections.remove_if([](auto& w) { return w.expired(); });
         if (!connections.empty())
             std::cerr << "sluiced: closing " << open_connections << " connections" << std::endl;
@@ -224,7 +259,8 @@ std::string Server::listen() {
     const bool plain_http = c.http_port != 0 || !c.http_bind.empty();
     if (plain_http || c.https_port != 0)
         m.http = std::make_unique<HttpServer>(m.io, m.broker, c.http_max_connections,
-                                              std::chrono::seconds(c.http_request_timeout_s));
+                                              std::chrono::seconds(c.http_request_timeout_s),
+                                              std::chrono::milliseconds(c.stats_interval_ms));
     if (plain_http) {
         err = m.http->listen(c.http_bind, c.http_port);
         if (!err.empty()) return "HTTP listener: " + err;
@@ -232,6 +268,12 @@ std::string Server::listen() {
     if (c.https_port != 0) {
         err = m.http->listen_tls(c.http_bind, c.https_port, *m.tls);
         if (!err.empty()) return "HTTPS listener: " + err;
+    }
+    if (c.prometheus_port != 0) {
+        m.prometheus = std::make_unique<HttpServer>(m.io, m.broker, 64, std::chrono::seconds(c.http_request_timeout_s),
+                                                    std::chrono::milliseconds(c.stats_interval_ms), true);
+        err = m.prometheus->listen(c.http_bind, c.prometheus_port);
+        if (!err.empty()) return "Prometheus listener (--prometheus-port): " + err;
     }
     return "";
 }
@@ -267,6 +309,7 @@ void Server::set_resource_limits(uint64_t memory_limit, uint64_t disk_free_limit
 uint16_t Server::amqp_port() const { return impl_->amqp_port; }
 uint16_t Server::amqps_port() const { return impl_->amqps_port; }
 uint16_t Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+uint16_t Server::prometheus_port() const { return impl_->prometheus ? impl_->prometheus->port() : 0; }
 uint16_t Server::https_port() const { return impl_->http ? impl_->http->tls_port() : 0; }
 
 }  // namespace sluice::net

@@ -29,6 +29,8 @@ struct ServerConfig {
     std::string http_bind = "";
     uint16_t http_port = 15672;  // 0 = no HTTP listener
     uint16_t https_port = 0;     // HTTPS on http_bind; 0 = none (RabbitMQ uses 15671)
+    // Prometheus scrapes (/metrics, /metrics/per-object) on http_bind; 0 = none.
+    uint16_t prometheus_port = 15692;
     TlsConfig tls;               // for both TLS listeners
     // Free space is checked here every second; below the limit the disk alarm
     // blocks publishers. Empty path = no check.
@@ -40,11 +42,17 @@ struct ServerConfig {
     // An AMQP connection that has not finished its handshake (protocol header
     // to connection.open) after this long is closed (RabbitMQ's handshake_timeout).
     uint32_t handshake_timeout_ms = 10000;
+    // At most this many AMQP connections before connection.open at once
+    // (TLS handshake included); a new one past it is closed. 0 = no limit.
+    uint32_t max_handshaking_connections = 1000;
     // HTTP: at most this many connections (past it, the one idle longest is
     // closed to make room), and a request (headers and body) must arrive
     // within request_timeout_s of the connection becoming ready for it.
     size_t http_max_connections = 1024;
     uint32_t http_request_timeout_s = 20;
+    // The management API's rates are sampled this often (ms; RabbitMQ's
+    // collect_statistics_interval).
+    uint32_t stats_interval_ms = 5000;
     // Once the event loop runs out of work, it keeps polling the sockets for
     // up to this long before sleeping in epoll_wait (0 = sleep at once); the
     // window adapts to the gaps seen (net/spin_window.hpp).
@@ -75,6 +83,7 @@ public:
     uint16_t amqps_port() const;  // 0 = none
     uint16_t http_port() const;
     uint16_t https_port() const;  // 0 = none
+    uint16_t prometheus_port() const;  // 0 = none
 
 private:
     struct Impl;

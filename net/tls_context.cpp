@@ -65,6 +65,19 @@ std::unique_ptr<TlsContext> TlsContext::load(const TlsConfig& config, std::strin
     // every handshake a full one (connections are long-lived anyway).
     SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(native, SSL_OP_NO_TICKET);
+    // A client may not renegotiate (TLS 1.2): each renegotiation costs the
+    // server a full handshake, a cheap way to burn its CPU, and it has been
+    // the path of more than one attack.
+    SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION);
+    if (!config.ciphers.empty() && SSL_CTX_set_cipher_list(native, config.ciphers.c_str()) != 1) {
+        error = "TLS: --tls-ciphers '" + config.ciphers + "' names no cipher OpenSSL has: " + openssl_error();
+        return nullptr;
+    }
+    if (!config.ciphersuites.empty() && SSL_CTX_set_ciphersuites(native, config.ciphersuites.c_str()) != 1) {
+        error = "TLS: --tls-ciphersuites '" + config.ciphersuites + "' is not a TLS 1.3 cipher suite list: " +
+                openssl_error();
+        return nullptr;
+    }
     ctx->use_certificate_chain_file(config.cert_file, ec);
     if (ec) {
         error = "TLS: cannot load certificate " + config.cert_file + ": " + describe(ec);

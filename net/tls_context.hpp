@@ -29,6 +29,10 @@ struct TlsConfig {
     // "distinguished_name" (RabbitMQ's default: the subject as RFC 4514 text,
     // "CN=alice,O=Example") or "common_name" (the subject's CN).
     std::string login_from = "distinguished_name";
+    // OpenSSL cipher lists: TLS 1.2 ciphers (SSL_CTX_set_cipher_list) and
+    // TLS 1.3 cipher suites (SSL_CTX_set_ciphersuites); "" = OpenSSL's defaults.
+    std::string ciphers;
+    std::string ciphersuites;
 };
 
 // A loaded TLS setup: the OpenSSL context, and how a client certificate

@@ -1,8 +1,8 @@
 // Sluice dashboard: a single page over the management API (/api/). Plain
 // JavaScript, no libraries: it fetches JSON with basic auth, renders tables
 // with DOM methods (never innerHTML with data), and draws its charts on a
-// canvas. Credentials live in sessionStorage; ?user=&pass= in the URL logs in
-// too (for scripted browsers) and is removed from the address bar at once.
+// canvas. Credentials live in sessionStorage, never in a URL (where history,
+// logs and Referer headers would keep them).
 'use strict';
 
 (() => {
@@ -112,17 +112,6 @@
   }
 
   // --- login ------------------------------------------------------------------------
-
-  function credsFromUrl() {
-    const params = new URLSearchParams(location.search);
-    if (!params.has('user')) return;
-    sessionStorage.setItem('sluice.user', params.get('user'));
-    sessionStorage.setItem('sluice.pass', params.get('pass') || '');
-    params.delete('user');
-    params.delete('pass');
-    const rest = params.toString();
-    history.replaceState(null, '', location.pathname + (rest ? '?' + rest : '') + location.hash);
-  }
 
   function storedCreds() {
     const user = sessionStorage.getItem('sluice.user');
@@ -753,7 +742,6 @@
   // --- start ----------------------------------------------------------------------------------
 
   function start() {
-    credsFromUrl();
     wireQueueForms();
     $('login-form').addEventListener('submit', (ev) => {
       ev.preventDefault();

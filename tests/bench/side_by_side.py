@@ -117,7 +117,7 @@ class Sluice:
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
         self.port = free_port()
-        self.proc = subprocess.Popen([self.exe, "--amqp-port", str(self.port), "--http-port", "0",
+        self.proc = subprocess.Popen([self.exe, "--amqp-port", str(self.port), "--http-port", "0", "--prometheus-port", "0",
                                       "--amqp-bind", "127.0.0.1", "--http-bind", "127.0.0.1",
                                       "--data-dir", os.path.join(self.dir, "data")],
                                      stdout=open(os.path.join(self.dir, "log"), "w"), stderr=subprocess.STDOUT)

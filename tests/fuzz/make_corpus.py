@@ -398,6 +398,7 @@ def main():
     amqp_port, http_port = free_port(), free_port()
     log = open(os.path.join(workdir, "sluiced.log"), "wb")
     proc = subprocess.Popen([sluiced, "--amqp-port", str(amqp_port), "--http-port", str(http_port),
+                             "--prometheus-port", "0",
                              "--amqp-bind", "127.0.0.1", "--http-bind", "127.0.0.1",
                              "--data-dir", os.path.join(workdir, "data"), "--heartbeat", "0"],
                             stdout=log, stderr=subprocess.STDOUT)

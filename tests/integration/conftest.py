@@ -115,10 +115,11 @@ class Broker:
     broker (RabbitMQ) named by SLUICE_TEST_AMQP_PORT."""
 
     def __init__(self, host, port, http_port=None, data_dir=None, exe=None,
-                 workdir=None, extra_args=()):
+                 workdir=None, extra_args=(), prometheus_port=None):
         self.host = host
         self.port = port
         self.http_port = http_port
+        self.prometheus_port = prometheus_port    # /metrics, /metrics/per-object
         self.data_dir = data_dir
         self.exe = exe
         self.workdir = workdir
@@ -151,6 +152,7 @@ class Broker:
         self._log.flush()
         cmd = [self.exe, "--amqp-port", str(self.port),
                "--http-port", str(self.http_port),
+               "--prometheus-port", str(self.prometheus_port or 0),
                "--data-dir", self.data_dir] + self.extra_args
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir)
@@ -262,7 +264,8 @@ def _external_broker():
     port = int(os.environ["SLUICE_TEST_AMQP_PORT"])
     host = os.environ.get("SLUICE_TEST_AMQP_HOST", "127.0.0.1")
     http = os.environ.get("SLUICE_TEST_HTTP_PORT")
-    b = Broker(host, port, http_port=int(http) if http else None)
+    prom = os.environ.get("SLUICE_TEST_PROMETHEUS_PORT")
+    b = Broker(host, port, http_port=int(http) if http else None, prometheus_port=int(prom) if prom else None)
     if not amqp_answers(host, port, timeout=3.0):
         pytest.fail("SLUICE_TEST_AMQP_PORT=%d: no AMQP broker answers there" % port)
     return b
@@ -297,7 +300,8 @@ def started_broker(extra_args=()):
     last_error = None
     for _ in range(3):      # a port picked free can be taken before we bind it
         b = Broker("127.0.0.1", free_port(), http_port=free_port(),
-                   data_dir=data_dir, exe=exe, workdir=workdir, extra_args=extra_args)
+                   data_dir=data_dir, exe=exe, workdir=workdir, extra_args=extra_args,
+                   prometheus_port=free_port())
         try:
             b.start()
             break

@@ -98,10 +98,12 @@ class ExtraBroker:
         self.workdir = tempfile.mkdtemp(prefix="sluice-mgmt-")
         self.port = free_port()
         self.http_port = free_port()
+        self.prometheus_port = free_port()
         self.log_path = os.path.join(self.workdir, "sluiced.log")
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [_sluiced_path(), "--amqp-port", str(self.port), "--http-port", str(self.http_port),
+             "--prometheus-port", str(self.prometheus_port),
              "--data-dir", os.path.join(self.workdir, "data")] + list(extra),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()

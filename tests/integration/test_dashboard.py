@@ -4,20 +4,26 @@ built from the management API: a queue a pika client filled, with its message
 count; the login form; the alarm banner. Screenshots go to
 $SLUICE_TEST_OUTPUT (default: build/test-output/) for a person to look at.
 
-Chromium is driven by its command line (--dump-dom, --screenshot) with a
-virtual time budget: no WebDriver, no DevTools client needed. The page takes
-?user=&pass= from its URL for this (and removes them from the address bar).
+Chromium is driven over the DevTools protocol on a pipe (no WebDriver, no
+websocket client needed); the test logs in through the page's form, since
+the page takes no credentials from its URL.
 """
 
+import base64
+import contextlib
+import fcntl
+import json
 import os
 import re
+import select
 import shutil
 import subprocess
+import time
 
 import pika
 import pytest
 
-from conftest import REPO, unique
+from conftest import REPO, unique, wait_for
 from mgmt_http import ExtraBroker, api_for, q
 
 pytestmark = pytest.mark.deadline(120)
@@ -34,36 +40,121 @@ def chromium():
     return exe
 
 
-def run_chromium(tmp_path, url, screenshot=None, height=1000):
-    """--dump-dom of `url` after the page's scripts ran; also a screenshot
-    into OUTPUT if asked. Returns the DOM as text."""
-    base = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1440,%d" % height,
-            "--virtual-time-budget=8000"]
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe
+    (--remote-debugging-pipe: NUL-separated JSON on descriptors 3 and 4), so
+    the test logs in through the page's form as a person would: credentials
+    never go into a URL."""
 
-    def run(args, profile):
-        r = subprocess.run(base + ["--user-data-dir=%s" % (tmp_path / profile)] + args + [url],
-                           capture_output=True, timeout=90)
-        assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
-        return r
+    def __init__(self, tmp_path, height=1000):
+        self.height = height
+        to_chrome_r, self._to_chrome = os.pipe()
+        self._from_chrome, from_chrome_w = os.pipe()
 
-    dom = run(["--dump-dom"], "profile-dom").stdout.decode("utf-8", "replace")
-    if screenshot:
+        def child_fds():  # Chromium reads commands on 3 and writes answers on 4
+            r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
+            w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
+            os.dup2(r, 3)
+            os.dup2(w, 4)
+
+        self.proc = subprocess.Popen(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1440,%d" % height,
+             "--remote-debugging-pipe", "--user-data-dir=%s" % (tmp_path / ("profile-%d" % id(self))),
+             "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=child_fds, pass_fds=(3, 4, to_chrome_r, from_chrome_w))
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buf = b""
+        self._id = 0
+        self.session = None
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Page.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=1440, height=height, deviceScaleFactor=1,
+                  mobile=False)
+
+    def call(self, method, timeout=30, **params):
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params}
+        if self.session:
+            msg["sessionId"] = self.session
+        os.write(self._to_chrome, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buf:
+                raw, self._buf = self._buf.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self._id:
+                    assert "error" not in reply, "%s: %r" % (method, reply["error"])
+                    return reply.get("result", {})
+            left = deadline - time.monotonic()
+            assert left > 0, "Chromium did not answer %s in %ds" % (method, timeout)
+            ready, _, _ = select.select([self._from_chrome], [], [], left)
+            if ready:
+                chunk = os.read(self._from_chrome, 1 << 20)
+                assert chunk, "Chromium exited"
+                self._buf += chunk
+
+    def js(self, expression):
+        r = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in r, r["exceptionDetails"]
+        return r["result"].get("value")
+
+    def wait(self, expression, timeout=15, what=None):
+        """Until `expression` is truthy (an exception counts as not yet: the
+        element may not be built)."""
+        def check():
+            r = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+            return "exceptionDetails" not in r and r["result"].get("value")
+        return wait_for(check, timeout=timeout, interval=0.05, what=what or expression)
+
+    def open(self, url, login=("guest", "guest")):
+        self.call("Page.navigate", url=url)
+        self.wait("document.readyState === 'complete' && !!document.getElementById('login-form')")
+        if login:
+            self.wait("!document.getElementById('login').hidden", what="the login form")
+            user, password = login
+            self.js("""(() => {
+                document.getElementById('login-user').value = %s;
+                document.getElementById('login-pass').value = %s;
+                document.getElementById('login-form').requestSubmit();
+            })()""" % (json.dumps(user), json.dumps(password)))
+
+    def dom(self):
+        return self.js("document.documentElement.outerHTML")
+
+    def screenshot(self, name):
         os.makedirs(OUTPUT, exist_ok=True)
-        path = os.path.join(OUTPUT, screenshot)
-        if os.path.exists(path):
-            os.remove(path)
-        run(["--screenshot=%s" % path], "profile-shot")
-        with open(path, "rb") as f:
-            head = f.read(8)
-        assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 10000, path
-    return dom
+        path = os.path.join(OUTPUT, name)
+        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        with open(path, "wb") as f:
+            f.write(data)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000, path
+
+    def close(self):
+        os.close(self._to_chrome)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._from_chrome)
 
 
-def url(broker, fragment, user="guest", password="guest"):
-    query = "?user=%s&pass=%s" % (user, password) if user is not None else ""
-    return "http://127.0.0.1:%d/%s#%s" % (broker.http_port, query, fragment)
+@contextlib.contextmanager
+def browser(tmp_path, height=1000):
+    b = Browser(tmp_path, height)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def url(broker, fragment):
+    return "http://127.0.0.1:%d/#%s" % (broker.http_port, fragment)
 
 
 def section(dom, element_id):
@@ -109,45 +200,125 @@ def test_static_files_are_served_without_auth(broker):
 def test_queue_and_its_count_show_in_chromium(broker, tmp_path):
     name = unique("dash")
     conn = fill_queue(broker, name, 17)
+    row_js = "!!document.querySelector('tr[data-queue=%s]')" % json.dumps(name)
     try:
-        dom = run_chromium(tmp_path, url(broker, "/queues"), screenshot="dashboard-queues.png", height=800)
-        row = queue_row(dom, name)
-        assert row["name"] == name
-        assert row["messages_ready"] == "17" and row["messages"] == "17" and row["messages_unacknowledged"] == "0"
-        assert 'hidden=""' in section(dom, "login") and 'hidden' not in section(dom, "main")
+        with browser(tmp_path, height=800) as b:
+            b.open(url(broker, "/queues"))
+            b.wait(row_js, what="queue %s in the table" % name)
+            dom = b.dom()
+            b.screenshot("dashboard-queues.png")
+            row = queue_row(dom, name)
+            assert row["name"] == name
+            assert row["messages_ready"] == "17" and row["messages"] == "17" and row["messages_unacknowledged"] == "0"
+            assert 'hidden=""' in section(dom, "login") and 'hidden' not in section(dom, "main")
+            assert "guest" not in b.js("location.href")  # no credentials in the URL
 
-        dom = run_chromium(tmp_path, url(broker, "/overview"), screenshot="dashboard.png", height=1000)
-        assert queue_row(dom, name)["messages"] == "17"          # busiest queues
-        assert re.search(r'id="total-queues"><span class="value">\d+', dom)
-        assert 'id="chart-rates"' in dom and "Publish:" in dom
+            # The same session moves between views (credentials in sessionStorage).
+            b.call("Page.navigate", url=url(broker, "/overview"))
+            b.wait(row_js + " && document.getElementById('total-queues').textContent !== ''")
+            dom = b.dom()
+            b.screenshot("dashboard.png")
+            assert queue_row(dom, name)["messages"] == "17"          # busiest queues
+            assert re.search(r'id="total-queues"><span class="value">\d+', dom)
+            assert 'id="chart-rates"' in dom and "Publish:" in dom
 
-        dom = run_chromium(tmp_path, url(broker, "/queues/%s/%s" % (q("/"), q(name))),
-                           screenshot="dashboard-queue.png", height=1100)
-        m = re.search(r'id="queue-ready"><span class="value">([\d,]+)<', dom)
-        assert m and m.group(1) == "17", "queue view shows %s" % (m and m.group(1))
-        assert "(default exchange)" in dom
+            b.call("Page.navigate", url=url(broker, "/queues/%s/%s" % (q("/"), q(name))))
+            b.wait("/\\d/.test(document.getElementById('queue-ready')?.textContent || '')")
+            dom = b.dom()
+            b.screenshot("dashboard-queue.png")
+            m = re.search(r'id="queue-ready"><span class="value">([\d,]+)<', dom)
+            assert m and m.group(1) == "17", "queue view shows %s" % (m and m.group(1))
+            assert "(default exchange)" in dom
 
-        dom = run_chromium(tmp_path, url(broker, "/connections"), screenshot="dashboard-connections.png",
-                           height=600)
-        assert "dashboard-test" in dom and "Pika Python Client Library" in dom
+            b.call("Page.navigate", url=url(broker, "/connections"))
+            b.wait("document.body.textContent.includes('dashboard-test')")
+            dom = b.dom()
+            b.screenshot("dashboard-connections.png")
+            assert "dashboard-test" in dom and "Pika Python Client Library" in dom
     finally:
         conn.close()
 
 
+@pytest.mark.deadline(90)
+def test_rate_chart_draws_a_load(tmp_path):
+    """Under a publish load the overview's rate chart is not a flat line: the
+    publish series' pixels span rows of the canvas, and the legend shows a
+    publish rate near the load's."""
+    b = ExtraBroker("--collect-statistics-interval", "1000")
+    try:
+        c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+        ch = c.channel()
+        name = unique("chart")
+        ch.queue_declare(name)
+        with browser(tmp_path) as br:
+            br.open("http://127.0.0.1:%d/#/overview" % b.http_port)
+            br.wait("!!document.getElementById('chart-rates') && !document.getElementById('main').hidden")
+            br.js("""(() => { const s = document.getElementById('refresh-interval');
+                              s.value = '2000'; s.dispatchEvent(new Event('change')); })()""")
+            # Publish 300 msg/s until the chart's legend shows a rate.
+            start = time.monotonic()
+            n = 0
+            deadline = start + 40
+            legend = "document.getElementById('legend-rates').textContent"
+            while time.monotonic() < deadline:
+                due = int((time.monotonic() - start) * 300)
+                while n < due:
+                    ch.basic_publish("", name, b"x")
+                    n += 1
+                c.process_data_events(time_limit=0.01)
+                if n % 50 == 0:
+                    text = br.js(legend)
+                    m = re.search(r"Publish:\s*([\d.,]+)", text)
+                    if m and float(m.group(1).replace(",", "")) >= 200:
+                        break
+            text = br.js(legend)
+            m = re.search(r"Publish:\s*([\d.,]+)", text)
+            assert m and 200 <= float(m.group(1).replace(",", "")) <= 400, text
+            # Rows of the canvas that hold the publish series' colour (#2563eb).
+            rows = br.js("""(() => {
+                const c = document.getElementById('chart-rates');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                const rows = new Set();
+                for (let i = 0; i < d.length; i += 4)
+                  if (Math.abs(d[i] - 0x25) < 24 && Math.abs(d[i + 1] - 0x63) < 24 && Math.abs(d[i + 2] - 0xeb) < 24)
+                    rows.add(Math.floor(i / 4 / c.width));
+                return [...rows].sort((a, b) => a - b);
+            })()""")
+            br.screenshot("dashboard-chart-load.png")
+            assert rows and rows[-1] - rows[0] >= 20, "publish line spans rows %r" % (rows[:3] + rows[-3:])
+        c.close()
+    finally:
+        assert b.stop() == 0
+
+
 def test_login_form_without_or_with_wrong_credentials(broker, tmp_path):
-    dom = run_chromium(tmp_path, url(broker, "/queues", user=None))
-    assert "hidden" not in section(dom, "login") and 'hidden=""' in section(dom, "main")
-    dom = run_chromium(tmp_path, url(broker, "/queues", password="wrong"), screenshot="dashboard-login.png",
-                       height=700)
-    assert "hidden" not in section(dom, "login")
-    assert re.search(r'id="login-error"[^>]*>Login failed', dom)
+    with browser(tmp_path, height=700) as b:
+        b.open(url(broker, "/queues"), login=None)
+        b.wait("!document.getElementById('login').hidden")
+        dom = b.dom()
+        assert "hidden" not in section(dom, "login") and 'hidden=""' in section(dom, "main")
+        b.open(url(broker, "/queues"), login=("guest", "wrong"))
+        b.wait("document.getElementById('login-error').textContent.startsWith('Login failed')")
+        b.screenshot("dashboard-login.png")
+        dom = b.dom()
+        assert "hidden" not in section(dom, "login")
+        assert re.search(r'id="login-error"[^>]*>Login failed', dom)
+    # Credentials in the URL are not taken (they would stay in history and logs).
+    with browser(tmp_path, height=700) as b:
+        b.open("http://127.0.0.1:%d/?user=guest&pass=guest#/queues" % broker.http_port, login=None)
+        b.wait("!document.getElementById('login').hidden")
+        assert 'hidden=""' in section(b.dom(), "main")
 
 
 def test_alarm_is_shown(tmp_path):
     chromium()
     b = ExtraBroker("--disk-free-limit", str(1 << 60))   # alarm at once
     try:
-        dom = run_chromium(tmp_path, url(b, "/overview"), screenshot="dashboard-alarm.png", height=700)
+        with browser(tmp_path, height=700) as br:
+            br.open(url(b, "/overview"))
+            br.wait("!document.getElementById('alarms').hidden && !document.getElementById('main').hidden")
+            dom = br.dom()
+            br.screenshot("dashboard-alarm.png")
         banner = re.search(r'<div id="alarms"[^>]*>(.*?)</div>', dom, re.S)
         assert banner and "hidden" not in section(dom, "alarms")
         assert "Resource alarm" in banner.group(1) and "disk" in banner.group(1)

@@ -172,13 +172,13 @@ def test_promtool_checks_prometheus_config_and_rules():
     assert jobs["sluice"]["metrics_path"] == "/metrics"
     assert jobs["sluice-per-object"]["metrics_path"] == "/metrics/per-object"
     for j in jobs.values():
-        assert j["static_configs"][0]["targets"] == ["sluiced:15672"]
+        assert j["static_configs"][0]["targets"] == ["sluiced:15692"]
 
 
 def test_dashboard_and_alerts_name_only_exported_metrics(broker):
     if broker.external:
         pytest.skip("needs sluiced")
-    families = exported_families(broker.http_port)
+    families = exported_families(broker.prometheus_port)
     used = set()
     for title, expr in dashboard_exprs():
         used |= metric_names(expr)
@@ -335,7 +335,7 @@ def test_sluiced_runs_with_the_whole_example_config_uncommented():
         log = open(os.path.join(work, "log"), "wb")
         proc = subprocess.Popen([_sluiced_path(), "--config", conf, "--amqp-port", str(port),
                                  "--http-port", str(http), "--data-dir", os.path.join(work, "data"),
-                                 "--amqps-port", "0", "--https-port", "0"],
+                                 "--amqps-port", "0", "--https-port", "0", "--prometheus-port", "0"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work)
         log.close()
 
@@ -436,7 +436,7 @@ def test_k8s_manifests_agree():
     volumes = {v["name"]: v for v in tmpl["spec"].get("volumes", [])}
     container = tmpl["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"amqp": 5672, "http": 15672}
+    assert ports == {"amqp": 5672, "http": 15672, "prometheus": 15692}
     for s in services.values():
         for p in s["spec"]["ports"]:
             assert p["targetPort"] in ports
@@ -451,7 +451,7 @@ def test_k8s_manifests_agree():
 
     ann = tmpl["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"
-    assert int(ann["prometheus.io/port"]) == ports["http"]
+    assert int(ann["prometheus.io/port"]) == ports["prometheus"]
     assert ann["prometheus.io/path"] == "/metrics"
 
     cm_name = volumes["config"]["configMap"]["name"]

@@ -36,7 +36,7 @@ def small_disk():
 def start_sluiced(data_dir, log_path):
     port = free_port()
     log = open(log_path, "wb")
-    proc = subprocess.Popen([_sluiced_path(), "--amqp-port", str(port), "--http-port", "0",
+    proc = subprocess.Popen([_sluiced_path(), "--amqp-port", str(port), "--http-port", "0", "--prometheus-port", "0",
                              "--data-dir", data_dir, "--disk-free-limit", str(LIMIT)],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     wait_for(lambda: amqp_answers("127.0.0.1", port) or proc.poll() is not None, 15, what="sluiced to listen")

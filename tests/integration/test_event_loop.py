@@ -111,7 +111,7 @@ def test_idle_busy_polling_broker_sleeps(broker_with):
 
 @pytest.mark.parametrize("value", ["-1", "10001", "many"])
 def test_busy_poll_out_of_range_is_refused(value, tmp_path):
-    p = subprocess.run([_sluiced_path(), "--busy-poll-us", value, "--amqp-port", "0", "--http-port", "0",
+    p = subprocess.run([_sluiced_path(), "--busy-poll-us", value, "--amqp-port", "0", "--http-port", "0", "--prometheus-port", "0",
                         "--data-dir", str(tmp_path / "data")],
                        capture_output=True, text=True, timeout=20)
     assert p.returncode == 2, (p.returncode, p.stderr)

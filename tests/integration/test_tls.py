@@ -20,7 +20,7 @@ import pika
 import pytest
 
 import amqp_raw
-from conftest import free_port, started_broker, temp_queue, wait_for
+from conftest import REPO, free_port, started_broker, temp_queue, wait_for
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("SLUICE_TEST_AMQP_PORT")),
                                 reason="TLS settings need a sluiced started by the test")
@@ -350,3 +350,53 @@ def test_sigterm_closes_amqps_clients_with_320(pki):
         t.b.start()     # for the fixture's own clean stop
     finally:
         gen.close()
+
+
+# --------------------------------------------------------------------------
+# issue 13, item 8: the cipher list is configurable; renegotiation is off
+
+@pytest.fixture(scope="module")
+def narrow(pki):
+    """Only one TLS 1.2 cipher and one TLS 1.3 suite."""
+    yield from tls_broker(pki, "--tls-ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256",
+                          "--tls-ciphersuites", "TLS_AES_128_GCM_SHA256")
+
+
+def tls_cipher(pki, port, version, ciphers=None):
+    ctx = pki.client_context("guest", version=version)
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            return t.cipher()[0]
+
+
+def test_cipher_list_is_configurable(pki, narrow):
+    v12, v13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+    assert tls_cipher(pki, narrow.amqps_port, v12) == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert tls_cipher(pki, narrow.amqps_port, v13) == "TLS_AES_128_GCM_SHA256"
+    with pytest.raises(ssl.SSLError):
+        tls_cipher(pki, narrow.amqps_port, v12, "ECDHE-ECDSA-AES256-GCM-SHA384")
+    assert tls_cipher(pki, narrow.https_port, v12) == "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+def test_bad_cipher_list_stops_the_start(pki, tmp_path):
+    exe = os.environ.get("SLUICED") or os.path.join(REPO, "build", "release", "cli", "sluiced")
+    r = subprocess.run([exe, "--amqp-port", str(free_port()), "--http-port", str(free_port()),
+                        "--amqps-port", str(free_port()), "--data-dir", str(tmp_path / "d"),
+                        "--prometheus-port", "0", "--tls-ciphers", "NO-SUCH-CIPHER"] + pki.server_args(),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "NO-SUCH-CIPHER" in r.stderr, r.stderr
+
+
+def test_client_renegotiation_is_refused(pki, narrow):
+    """openssl s_client's "R" asks for a TLS 1.2 renegotiation: the broker
+    refuses it (no_renegotiation alert, or the connection ends) instead of
+    doing a second full handshake on the client's say-so."""
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % narrow.amqps_port, "-tls1_2",
+                        "-CAfile", pki.path("ca.pem"), "-cert", pki.path("guest.pem"),
+                        "-key", pki.path("guest.key"), "-no_ign_eof"],
+                       input="R\n", capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    assert "RENEGOTIATING" in out, out[-2000:]
+    assert "no renegotiation" in out.lower() or "alert" in out.lower(), out[-2000:]

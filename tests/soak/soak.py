@@ -316,7 +316,7 @@ def conductor(args):
         port = free_port()
         exe = args.sluiced or os.path.join(REPO, "build", "release", "cli", "sluiced")
         log = open(os.path.join(workdir, "sluiced.log"), "wb")
-        broker = subprocess.Popen([exe, "--amqp-port", str(port), "--http-port", "0",
+        broker = subprocess.Popen([exe, "--amqp-port", str(port), "--http-port", "0", "--prometheus-port", "0",
                                    "--data-dir", os.path.join(workdir, "data")] + args.broker_arg,
                                   stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
