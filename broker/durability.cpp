@@ -185,13 +185,17 @@ void Durability::seal_at_turn_end(std::weak_ptr<Queue> queue) {
 
 void Durability::end_turn() {
     if (!open_runs_.empty()) {
+        const bool all = spill_pending_ > kSpillPendingBudget;
         std::vector<std::weak_ptr<Queue>> runs;
         runs.swap(open_runs_);
-        for (auto& weak : runs)
-            if (auto q = weak.lock()) q->seal_runs(*spill_);
+        for (auto& weak : runs) {
+            auto q = weak.lock();
+            if (!q) continue;
+            sub_spill_pending(q->seal_runs(*spill_, all));
+            if (q->spill_registered()) open_runs_.push_back(std::move(weak));
+        }
         spill_->flush();
     }
-    ++turn_;
     start_commit();
 }
 

@@ -128,16 +128,22 @@ public:
     // and written with one append at the turn's end. Nothing is synced and
     // nothing survives a restart. Null when paging has no spill file.
     storage::SpillFile* spill() const { return spill_.get(); }
-    // The turn page-outs now belong to; a run is open for appends only
-    // during its turn.
-    uint64_t turn() const { return turn_; }
+    // Bytes of spill runs still in memory (not sealed into the spill file),
+    // over all queues: past a budget, every open run is sealed.
+    void add_spill_pending(size_t n) {
+        spill_pending_ += n;
+        if (spill_pending_ > kSpillPendingBudget) schedule_commit();  // seal at the end of this turn
+    }
+    void sub_spill_pending(size_t n) { spill_pending_ -= std::min(spill_pending_, n); }
+    static constexpr size_t kSpillPendingBudget = 4u << 20;
     // Appends one message's spill record to a run's buffer.
     static void encode_spill_record(std::string& out, const QueuedMessage& qm);
     // Decodes a run's records, in order. False if the bytes are damaged.
     static bool decode_spill_run(std::string_view run,
                                  const std::function<void(uint64_t seq, MessagePtr message, uint64_t expires_ms)>& f);
-    // The queue has an open run: seal_runs(spill) is called on it at the end
-    // of this turn, then the spill file is flushed.
+    // The queue has an open run: seal_runs() is called on it at the end of
+    // this turn (and of later ones while it keeps an open run), then the
+    // spill file is flushed.
     void seal_at_turn_end(std::weak_ptr<Queue> queue);
 
     // Reads back up to max_count stored entries of a queue with seq in
@@ -193,7 +199,7 @@ private:
     storage::Store* store_ = nullptr;
     std::unique_ptr<storage::SpillFile> spill_;
     std::vector<std::weak_ptr<Queue>> open_runs_;  // queues with a run to seal this turn
-    uint64_t turn_ = 1;
+    size_t spill_pending_ = 0;
     Executor* executor_ = nullptr;
     storage::Batch batch_;
     std::string scratch_;  // encoding buffer, reused

@@ -102,34 +102,47 @@ void Queue::page_out(QueuedMessage qm) {
         ++runs_.back().count;
         return;
     }
-    constexpr size_t kRunBytes = 256u << 10;  // a run is read back whole: bound it
-    const uint64_t turn = durability.turn();
-    if (runs_.empty() || !runs_.back().spilled || runs_.back().written || runs_.back().generation != turn ||
-        runs_.back().pending.size() >= kRunBytes) {
-        const bool registered = !runs_.empty() && runs_.back().spilled && !runs_.back().written &&
-                                runs_.back().generation == turn;
+    // A run gathers page-outs across turns until it holds this much (it is
+    // read back whole, and its bytes wait in memory until it is sealed):
+    // runs of a few messages each would cost more memory than they save.
+    constexpr size_t kRunBytes = 128u << 10;
+    if (runs_.empty() || !runs_.back().spilled || runs_.back().written || runs_.back().pending.size() >= kRunBytes) {
         runs_.emplace_back();
         runs_.back().spilled = true;
-        runs_.back().generation = turn;
         runs_.back().next_seq = qm.seq;
-        if (!registered) durability.seal_at_turn_end(weak_from_this());
     }
     PagedRun& run = runs_.back();
     run.last_seq = qm.seq;
     ++run.count;
+    const size_t before = run.pending.size();
     Durability::encode_spill_record(run.pending, qm);
+    durability.add_spill_pending(run.pending.size() - before);
+    if (!spill_registered_) {
+        spill_registered_ = true;
+        durability.seal_at_turn_end(weak_from_this());
+    }
 }
 
-void Queue::seal_runs(storage::SpillFile& spill) {
-    // The open runs are this turn's, at the back (stored runs may sit
-    // between them); every spilled run before them was sealed already.
+size_t Queue::seal_runs(storage::SpillFile& spill, bool all) {
+    // Every run not yet written sits behind the last written one (stored
+    // runs may be between them). The one at the back may still grow: it
+    // stays open unless `all` (the broker's budget for open runs is spent).
+    size_t sealed = 0;
+    bool open_left = false;
     for (auto it = runs_.rbegin(); it != runs_.rend(); ++it) {
         if (!it->spilled) continue;
         if (it->written) break;
+        if (!all && it == runs_.rbegin()) {
+            open_left = true;
+            continue;
+        }
         it->extent = spill.append({it->pending});
         it->written = true;
+        sealed += it->pending.size();
         std::string().swap(it->pending);
     }
+    spill_registered_ = open_left;
+    return sealed;
 }
 
 void Queue::read_front_run(size_t max_count) {
@@ -155,6 +168,7 @@ void Queue::read_front_run(size_t max_count) {
             ++got;
         });
         if (run.written) durability.spill()->release(run.extent);
+        else durability.sub_spill_pending(run.pending.size());
         paged_count_ -= std::min(paged_count_, run.count);
         runs_.pop_front();
         return;
@@ -181,8 +195,11 @@ void Queue::read_front_run(size_t max_count) {
 
 void Queue::drop_runs() {
     Durability& durability = vhost_.broker().durability();
-    for (const PagedRun& run : runs_)
-        if (run.spilled && run.written && durability.spill()) durability.spill()->release(run.extent);
+    for (const PagedRun& run : runs_) {
+        if (!run.spilled) continue;
+        if (run.written && durability.spill()) durability.spill()->release(run.extent);
+        else durability.sub_spill_pending(run.pending.size());
+    }
     runs_.clear();
     paged_count_ = 0;
 }

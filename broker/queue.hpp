@@ -106,8 +106,10 @@ public:
     // (restore_paged) left in the store until consumers get to it.
     void restore_message(MessagePtr message, uint64_t seq, uint64_t expires_ms);
     void restore_paged(uint64_t seq, uint64_t body_bytes);
-    // The end of the turn: open spill runs are written to the spill file.
-    void seal_runs(storage::SpillFile& spill);
+    // The end of a turn: spill runs that no longer grow (all of them if
+    // `all`) are written to the spill file. Returns the bytes written.
+    size_t seal_runs(storage::SpillFile& spill, bool all);
+    bool spill_registered() const { return spill_registered_; }
     // Starts the queue's timers (x-expires); once, right after construction.
     void start();
     // Whether a message of this size would stay in memory now.
@@ -208,7 +210,6 @@ private:
         size_t count = 0;         // messages not read back yet
         bool spilled = false;
         bool written = false;     // spilled: `extent` holds the bytes
-        uint64_t generation = 0;  // spilled: the turn it was paged in
         storage::SpillExtent extent;
         std::string pending;
     };
@@ -229,6 +230,7 @@ private:
     size_t paged_count_ = 0;
     uint64_t ready_bytes_ = 0;
     std::deque<PagedRun> runs_;
+    bool spill_registered_ = false;  // on Durability's list of queues with an open spill run
     uint64_t wake_ms_ = 0;       // the deadline asked of the broker's timers (0 = none)
     uint64_t arriving_seq_ = 0;  // the message Queue::publish is dispatching (its expiry not checked)
     uint64_t last_used_ms_ = 0;  // x-expires: last declare, get or consumer
