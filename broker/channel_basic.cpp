@@ -139,11 +139,7 @@ Status Channel::publish_complete() {
         return AmqpError{reply::not_found, vhost_.not_found_exchange(built->exchange()), m::BasicPublish::key};
 
     const uint16_t flags = property_flags(built->properties());
-    if (Status st = check_message(session_.user(), *built)) {
-        st->method = m::BasicPublish::key;
-        return st;
-    }
-    if (Status st = apply_sender_selected(built)) {  // CC and BCC headers
+    if (Status st = prepare_message(session_.user(), built)) {  // user_id, expiration, CC and BCC
         st->method = m::BasicPublish::key;
         return st;
     }

@@ -5,6 +5,7 @@
 #include "broker/broker.hpp"
 #include "broker/channel.hpp"
 #include "broker/queue.hpp"
+#include "broker/sender_selected.hpp"
 #include "broker/session.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/properties.hpp"
@@ -118,6 +119,11 @@ Status check_message(std::string_view user, const Message& message) {
                           "invalid expiration '" + std::string(amqp::peek_expiration(raw).value_or("")) +
                               "': not a number of milliseconds between 0 and 4294967295");
     return std::nullopt;
+}
+
+Status prepare_message(std::string_view user, std::shared_ptr<Message>& message) {
+    if (Status st = check_message(user, *message)) return st;
+    return apply_sender_selected(message);
 }
 
 PublishResult publish_message(VHost& vhost, const Exchange& exchange, const MessagePtr& message) {

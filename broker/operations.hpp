@@ -77,6 +77,10 @@ Result<size_t> purge_queue(const Caller& caller, VHost& vhost, std::string_view 
 // (406 PRECONDITION_FAILED): a user_id other than the publisher's, an
 // expiration that is not a number of milliseconds.
 Status check_message(std::string_view user, const Message& message);
+// check_message, then the sender-selected distribution headers (CC, BCC:
+// their keys are attached, BCC is stripped; 406 if they are not arrays):
+// what every publisher's complete message goes through before routing.
+Status prepare_message(std::string_view user, std::shared_ptr<Message>& message);
 
 // A whole message enters the broker (basic.publish once its content is
 // complete, or the API's publish): direct reply-to

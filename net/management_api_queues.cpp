@@ -143,7 +143,7 @@ void publish(State& s, const Request& r, broker::VHost& v, const broker::Exchang
     auto built = std::make_shared<broker::Message>(ex.name(), routing_key, raw, payload.size());
     built->append_body(payload);
     // The checks basic.publish makes (user_id, expiration), the same code.
-    if (broker::Status st = broker::check_message(r.user, *built)) return reply(from_amqp_error(*st));
+    if (broker::Status st = broker::prepare_message(r.user, built)) return reply(from_amqp_error(*st));
     broker::PublishResult res = broker::publish_message(v, ex, std::move(built));
     const bool stored = res.stored, routed = res.routed;
     json::object o;

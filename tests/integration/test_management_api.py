@@ -323,6 +323,27 @@ def test_binary_payload_and_properties_round_trip(broker, api):
     assert r.status == 400 and "user_id" in r.json["reason"]
 
 
+def test_http_publish_routes_with_cc_and_bcc_and_strips_bcc(broker, api):
+    """The API's publish goes through the same CC/BCC handling as
+    basic.publish (issue 16): copies for the CC and BCC keys, BCC not
+    delivered; a CC that is not an array is refused."""
+    a, b, c = unique("cc.a"), unique("cc.b"), unique("cc.c")
+    for n in (a, b, c):
+        assert api.put("/api/queues/%2F/" + q(n), {"durable": False}).status == 201
+    r = api.post("/api/exchanges/%2F/amq.default/publish",
+                 {"routing_key": a, "payload": "hi", "payload_encoding": "string",
+                  "properties": {"headers": {"CC": [b], "BCC": [c]}}})
+    assert r.json == {"routed": True}, r
+    for n in (a, b, c):
+        got = api.post("/api/queues/%2F/" + q(n) + "/get", {"count": 5, "ackmode": "ack_requeue_false"}).json
+        assert [m["payload"] for m in got] == ["hi"], (n, got)
+        assert "BCC" not in got[0]["properties"].get("headers", {})
+        assert got[0]["properties"]["headers"]["CC"] == [b]
+    r = api.post("/api/exchanges/%2F/amq.default/publish",
+                 {"routing_key": a, "payload": "x", "properties": {"headers": {"CC": "not-a-list"}}})
+    assert r.status == 400 and "CC" in r.json["reason"], r
+
+
 def test_purge(broker, api):
     name = unique("purge")
     publish_n(broker, name, 12)
