@@ -88,6 +88,7 @@ protected:
     void start() {
         storage::StoreOptions o;
         o.path = dir_ + "/db";
+        fs::create_directories(o.path);  // else RocksDB logs a NotFound on the first open
         o.env = env_.get();
         o.write_buffer_bytes = 256 << 10;
         std::string error;
@@ -358,6 +359,7 @@ TEST_F(DurableBrokerTest, APowerLossDuringRecoveryAndRepeatedCrashesLoseNothing)
         for (int i = 0; i < 60; ++i) c.publish(1, "", "q", "m" + std::to_string(i), persistent());
     });
     settle();
+    c.expect<m::BasicAck>(1);
     // Acknowledge the first 20 (their chunk gets an ack record).
     for (int i = 0; i < 20; ++i) {
         ServerFrame f = c.get(1, "q", false);
