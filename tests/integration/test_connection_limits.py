@@ -14,6 +14,7 @@ import pytest
 
 from conftest import _sluiced_path, amqp_answers, free_port, wait_for
 from mgmt_http import ExtraBroker
+from proc_stats import sanitized_build
 
 pytestmark = pytest.mark.deadline(60)
 
@@ -74,6 +75,11 @@ def cpu_seconds(pid):
 def test_accept_backs_off_when_out_of_descriptors():
     """With RLIMIT_NOFILE low, connections past it wait in the backlog:
     accept() fails with EMFILE. The broker must not retry in a tight loop."""
+    if sanitized_build():
+        # UBSan's vptr check probes memory through a pipe; with no free
+        # descriptor it reports "invalid vptr / memory cannot be printed"
+        # for a sound object and halts. The release build runs this test.
+        pytest.skip("UBSan cannot check types while the process has no free descriptor")
     limit = 96
     workdir = tempfile.mkdtemp(prefix="sluice-emfile-")
     port, http_port = free_port(), free_port()
