@@ -229,6 +229,9 @@ struct Store::Impl {
         }
         cv.notify_all();
         reclaim_cv.notify_all();
+        // A reclaim may be compacting a large deleted range: cancel it rather
+        // than hold the stop up (the space comes back at the next reclaim).
+        if (db) db->DisableManualCompaction();
         if (reclaim_thread.joinable()) reclaim_thread.join();
         if (thread.joinable()) thread.join();
         if (db) {
