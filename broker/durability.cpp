@@ -235,7 +235,6 @@ void Durability::start_commit() {
         std::vector<std::function<void(bool)>> done;
         done.swap(waiters_);
         ++gathering_generation_;
-        synced_generation_ = gathering_generation_ - 1;
         for (auto& fn : done) fn(true);
         return;
     }
@@ -259,7 +258,6 @@ void Durability::start_commit() {
 
 void Durability::on_committed(const std::string& error) {
     commit_in_flight_ = false;
-    synced_generation_ = in_flight_generation_;
     // After a failed write the chunks' bytes stay in memory: the messages
     // are still queued (their publishers were nacked) and are read from there.
     for (uint64_t id : in_flight_logs_)

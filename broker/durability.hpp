@@ -14,12 +14,13 @@
 //   'b' vhost src kind dst key args → ""                       (durable bindings)
 //   'v', 'u', 'p', 'i'  vhosts, users, permissions: see broker.hpp and
 //                       access_control.hpp (written through put_record)
-// Queue entries in `msgs`: queue id | seq → inline message, or a reference to
-// a body in `bodies` when one message of at least kSharedBodyMin bytes went to
-// several durable queues (smaller ones are written inline in each entry, as
-// RabbitMQ embeds small messages in its queue index). An entry whose kind
-// octet has the high bit set carries its expiry (u64 Unix ms) right after it,
-// so TTLs survive a restart.
+// Messages in `msgs`: each durable queue's storage::QueueLog (chunks of the
+// records one batch stored for that queue, and ack records; see
+// storage/queue_log.hpp). A record holds its expiry (u64 Unix ms, so TTLs
+// survive a restart) and either the message inline or the id of a body in
+// `bodies`, when one message of at least kSharedBodyMin bytes went to several
+// durable queues (smaller ones are inline in each queue's record, as
+// RabbitMQ embeds small messages in its queue index).
 //
 // Shared bodies are counted per entry, not per call: `shared_refs_` knows,
 // for every queue, which of its live entries (seq) point at which body. An
@@ -124,9 +125,10 @@ public:
 
     // Paging of messages that are not stored (transient, or in a non-durable
     // queue): they go to the spill file (storage/spill_file.hpp), in runs —
-    // a queue's page-outs of one event-loop turn, encoded into one buffer
-    // and written with one append at the turn's end. Nothing is synced and
-    // nothing survives a restart. Null when paging has no spill file.
+    // up to 128 KiB of a queue's page-outs encoded into one buffer, written
+    // with one append at the end of the turn in which it stops growing.
+    // Nothing is synced and nothing survives a restart. Null when paging
+    // has no spill file.
     storage::SpillFile* spill() const { return spill_.get(); }
     // Bytes of spill runs still in memory (not sealed into the spill file),
     // over all queues: past a budget, every open run is sealed.
@@ -150,10 +152,6 @@ public:
     // [from, to], in order. Returns the last seq read (0 if none).
     uint64_t read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
                           const std::function<void(uint64_t seq, MessagePtr message, uint64_t expires_ms)>& f);
-    // Everything written from now on belongs to this batch generation; a
-    // generation's writes are readable once synced_generation() reaches it.
-    uint64_t gathering_generation() const { return gathering_generation_; }
-    uint64_t synced_generation() const { return synced_generation_; }
     // These entries of a queue are gone (purge; seqs ascending).
     void remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs);
     // Every entry of a queue from `seq` on is gone (purge of a paged tail).
@@ -198,7 +196,7 @@ private:
 
     storage::Store* store_ = nullptr;
     std::unique_ptr<storage::SpillFile> spill_;
-    std::vector<std::weak_ptr<Queue>> open_runs_;  // queues with a run to seal this turn
+    std::vector<std::weak_ptr<Queue>> open_runs_;  // queues with an unsealed spill run
     size_t spill_pending_ = 0;
     Executor* executor_ = nullptr;
     storage::Batch batch_;
@@ -223,7 +221,6 @@ private:
     std::unordered_map<uint64_t, std::map<uint64_t, uint64_t>> shared_refs_;
     uint64_t gathering_generation_ = 1;
     uint64_t in_flight_generation_ = 0;
-    uint64_t synced_generation_ = 0;
     size_t backlog_limit_ = SIZE_MAX;
     std::function<void()> on_caught_up_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -39,8 +39,7 @@ void Queue::publish(QueuedMessage qm) {
     ready_bytes_ += qm.message->body_size();
     const uint64_t expires_ms = qm.expires_ms;
     const uint64_t qm_seq = qm.seq;
-    Durability& durability = vhost_.broker().durability();
-    if (durability.enabled() && (paged_count_ > 0 || !has_memory_room()) && (qm.stored || durability.spill())) {
+    if ((paged_count_ > 0 || !has_memory_room()) && can_page_out(qm)) {
         page_out(std::move(qm));  // the tail lives on disk: keep order, drop the message from memory
     } else {
         add_memory(qm.message->body_size());
@@ -88,20 +87,30 @@ void Queue::insert_ready(QueuedMessage qm) {
     ready_.insert(pos, std::move(qm));
 }
 
+bool Queue::can_page_out(const QueuedMessage& qm) const {
+    const Durability& durability = vhost_.broker().durability();
+    return durability.enabled() && (qm.stored || durability.spill());
+}
+
+void Queue::append_stored_run(uint64_t seq) {
+    if (runs_.empty() || runs_.back().spilled) {
+        runs_.emplace_back();
+        runs_.back().next_seq = seq;
+    }
+    runs_.back().last_seq = seq;
+    ++runs_.back().count;
+    ++paged_count_;
+}
+
 void Queue::page_out(QueuedMessage qm) {
     Durability& durability = vhost_.broker().durability();
-    ++paged_count_;
     if (qm.stored) {
         // Already in the queue's log (the publish's batch, or still
         // gathering: the log reads it from memory until it is synced).
-        if (runs_.empty() || runs_.back().spilled) {
-            runs_.emplace_back();
-            runs_.back().next_seq = qm.seq;
-        }
-        runs_.back().last_seq = qm.seq;
-        ++runs_.back().count;
+        append_stored_run(qm.seq);
         return;
     }
+    ++paged_count_;
     // A run gathers page-outs across turns until it holds this much (it is
     // read back whole, and its bytes wait in memory until it is sealed):
     // runs of a few messages each would cost more memory than they save.
@@ -205,14 +214,7 @@ void Queue::drop_runs() {
 }
 
 void Queue::restore_paged(uint64_t seq, uint64_t body_bytes) {
-    // A recovered entry left in the store: a stored run readable at once.
-    if (runs_.empty() || runs_.back().spilled) {
-        runs_.emplace_back();
-        runs_.back().next_seq = seq;
-    }
-    runs_.back().last_seq = seq;
-    ++runs_.back().count;
-    ++paged_count_;
+    append_stored_run(seq);  // a recovered entry left in the store
     ready_bytes_ += body_bytes;
     next_seq_ = std::max(next_seq_, seq + 1);
     recovered_below_ = next_seq_;
@@ -288,7 +290,7 @@ void Queue::requeue_at_back(QueuedMessage qm) {
         durability.store_message(qm.message, {StoredEntry{this, qm.seq, qm.expires_ms}});  // one entry: inline
         durability.remove_entry(*this, old_seq);
     }
-    if (durability.enabled() && paged_count_ > 0 && (qm.stored || durability.spill())) {
+    if (paged_count_ > 0 && can_page_out(qm)) {
         page_out(std::move(qm));  // the tail lives on disk: the message joins it, as Queue::publish does
         return;
     }

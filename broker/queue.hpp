@@ -203,7 +203,7 @@ private:
     // that left memory together. Stored runs are records in the queue's
     // log (storage/queue_log.hpp: readable at once, from memory until their
     // batch is synced); spilled runs are one extent of the spill file, or —
-    // during the turn that paged them — the bytes in `pending`.
+    // until the run is sealed (Queue::seal_runs) — the bytes in `pending`.
     struct PagedRun {
         uint64_t next_seq = 0;    // stored: the first seq not read back yet
         uint64_t last_seq = 0;
@@ -213,8 +213,14 @@ private:
         storage::SpillExtent extent;
         std::string pending;
     };
+    // Whether this message can leave memory: a stored one always can (it
+    // is in the queue's log), a transient one needs the spill file.
+    bool can_page_out(const QueuedMessage& qm) const;
     // Moves a message from the ready list's tail to the paged tail.
     void page_out(QueuedMessage qm);
+    // Counts a stored message (seq above every other paged one) in the
+    // stored run at the back of the paged tail.
+    void append_stored_run(uint64_t seq);
     // Reads the front run (or part of a stored one) back into ready_.
     void read_front_run(size_t max_count);
     // Gives up the paged tail's spill extents (purge, delete).
