@@ -315,6 +315,9 @@ int Runner::run() {
     sample_broker_rss();
     ctl_.stop = true;
     shutdown_all();
+    // A producer between batches when the run stopped may still have written one: count what went
+    // out (the broker queued it), not what had gone out at the last look.
+    const uint64_t sent_total = snapshot().sent;
     if (ctl_.failed) {
         std::cerr << "sluice-perf: " << ctl_.first_error() << "\n";
         return 1;
@@ -328,7 +331,7 @@ int Runner::run() {
     if (o_.cleanup && !topology(TopologySetup::Mode::remove)) return 1;
 
     sum.duration_s = duration;
-    sum.sent = end.sent - begin.sent;
+    sum.sent = sent_total - begin.sent;
     sum.confirmed = end.confirmed - begin.confirmed;
     sum.nacked = end.nacked - begin.nacked;
     sum.returned = end.returned - begin.returned;
