@@ -107,7 +107,7 @@ void Durability::shutdown() {
         // after it: one ordered stream of batches to the end.
         store_->wait_idle();
         flush_logs();
-        if (!batch_.empty()) {
+        if (!batch_.empty() || write_failed_) {  // a failed batch is written again with it
             storage::Batch batch = std::move(batch_);
             batch_ = store_->new_batch();
             store_->commit_now(std::move(batch));
@@ -124,12 +124,18 @@ void Durability::after_sync(std::function<void(bool)> fn) {
         fn(true);
         return;
     }
-    if (!gathering() && !commit_in_flight_) {
+    if (!gathering() && !commit_in_flight_ && !write_failed_) {
         fn(true);  // nothing unsynced is ahead of this
         return;
     }
-    if (!gathering()) in_flight_waiters_.push_back(std::move(fn));
-    else waiters_.push_back(std::move(fn));
+    if (!gathering() && commit_in_flight_) {
+        in_flight_waiters_.push_back(std::move(fn));
+        return;
+    }
+    waiters_.push_back(std::move(fn));
+    // After a failed write nothing may be acknowledged until it is written
+    // again: this waits for a commit that does that.
+    if (!gathering()) schedule_commit();
 }
 
 template <typename Op>
@@ -227,9 +233,9 @@ bool Durability::decode_spill_run(std::string_view run,
 }
 
 void Durability::start_commit() {
-    if (commit_in_flight_ || !gathering()) return;
+    if (commit_in_flight_ || !(gathering() || (write_failed_ && !waiters_.empty()))) return;
     flush_logs();
-    if (batch_.empty()) {
+    if (batch_.empty() && !write_failed_) {
         // Everything gathered was consumed before it was written (a consumer
         // that keeps up): nothing to write, nothing unsynced ahead.
         std::vector<std::function<void(bool)>> done;
@@ -254,18 +260,31 @@ void Durability::start_commit() {
             if (!alive.expired()) on_committed(error);
         });
     });
+    if (store_->down() && on_store_lost_) {
+        // The database could not be reopened after a failed write: nothing
+        // can be stored or read back. Stop before anything answers from it.
+        on_store_lost_("the store could not be reopened after a failed write");
+    }
 }
 
 void Durability::on_committed(const std::string& error) {
     commit_in_flight_ = false;
-    // After a failed write the chunks' bytes stay in memory: the messages
-    // are still queued (their publishers were nacked) and are read from there.
-    for (uint64_t id : in_flight_logs_)
-        if (auto* log = log_of(id)) log->release_pending(error.empty());
-    in_flight_logs_.clear();
-    if (error.empty() && store_)
-        for (uint64_t id : in_flight_reclaims_)
-            store_->reclaim(storage::message_key_of(id, 0), storage::message_key_of(queue_upper(id), 0));
+    // A failed batch is written again ahead of the next one (Store::commit):
+    // until then its chunks' bytes stay in memory (the messages are still
+    // queued; their publishers were nacked) and its reclaims wait. What the
+    // broker holds in memory is the truth the store converges to; nothing
+    // is acknowledged before it has (after_sync waits for that commit).
+    write_failed_ = !error.empty();
+    if (write_failed_) {
+        reclaims_.insert(reclaims_.end(), in_flight_reclaims_.begin(), in_flight_reclaims_.end());
+    } else {
+        for (uint64_t id : in_flight_logs_)
+            if (auto* log = log_of(id)) log->release_pending();
+        in_flight_logs_.clear();
+        if (store_)
+            for (uint64_t id : in_flight_reclaims_)
+                store_->reclaim(storage::message_key_of(id, 0), storage::message_key_of(queue_upper(id), 0));
+    }
     in_flight_reclaims_.clear();
     std::vector<std::function<void(bool)>> done;
     done.swap(in_flight_waiters_);

@@ -90,7 +90,7 @@ public:
     // share one callback.
     uint64_t pending_generation() const {
         if (!store_) return 0;
-        if (gathering()) return gathering_generation_;
+        if (gathering() || (write_failed_ && !commit_in_flight_)) return gathering_generation_;
         return commit_in_flight_ ? in_flight_generation_ : 0;
     }
 
@@ -159,6 +159,11 @@ public:
     // Shared bodies alive, and references to them (for tests and metrics).
     size_t shared_bodies() const { return body_refs_.size(); }
 
+    // The store could not be reopened after a failed write (Store::down()):
+    // called once, at the commit that found it. The owner stops serving
+    // (sluiced exits; the next start recovers what the store holds).
+    void set_on_store_lost(std::function<void(const std::string& why)> fn) { on_store_lost_ = std::move(fn); }
+
     // Writes what is still gathering (graceful stop) and detaches: later
     // changes (connections torn down at exit) are not written.
     void shutdown();
@@ -204,6 +209,10 @@ private:
     std::vector<std::function<void(bool)>> waiters_;            // wait for batch_
     std::vector<std::function<void(bool)>> in_flight_waiters_;  // wait for the batch being synced
     bool commit_in_flight_ = false;
+    // The last commit failed: the store writes that batch again with the
+    // next one, and nothing is acknowledged before it has.
+    bool write_failed_ = false;
+    std::function<void(const std::string&)> on_store_lost_;
     bool recovering_ = false;  // recovery re-creates entities without writing them again
     bool commit_scheduled_ = false;
     uint64_t next_body_id_ = 1;

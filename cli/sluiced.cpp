@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include <boost/program_options.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -221,6 +222,15 @@ int main(int argc, char** argv) {
     sc.disk_path = data_dir;
     sluice::net::Server server(broker, sc);
     broker.attach_storage(store.get(), &server.executor());
+    // After a failed write the store reopens its database; if that fails too,
+    // nothing can be stored or read back. Serving on from memory would answer
+    // gets from empty reads and acknowledge what cannot be kept: stop at once
+    // (no graceful stop: it would write), and let the next start recover
+    // what the disk holds. EX_TEMPFAIL: a supervisor restarts it.
+    broker.durability().set_on_store_lost([](const std::string& why) {
+        std::cerr << "sluiced: fatal: " << why << "; stopping without another write (restart to recover)" << std::endl;
+        std::_Exit(75);
+    });
     auto rec = broker.recover();
     std::cerr << "sluiced: recovered " << rec.exchanges << " exchanges, " << rec.queues << " queues, " << rec.bindings
               << " bindings, " << rec.messages << " messages in " << rec.seconds << " s" << std::endl;

@@ -264,6 +264,9 @@ public:
             f.counter("sluice_storage_batches_total", "Batches committed to the store (group commits).",
                       double(st.batches));
             f.counter("sluice_storage_write_errors_total", "Store writes that failed.", double(st.write_errors));
+            f.counter("sluice_storage_rewritten_batches_total",
+                      "Failed batches written again ahead of a later one (after a failed write or sync).",
+                      double(st.rewritten_batches));
             f.counter("sluice_storage_wal_syncs_total", "Write-ahead log syncs.", double(st.syncs));
             f.histogram("sluice_storage_wal_sync_duration_seconds",
                         "Duration of a write-ahead log sync (with its write, in sync mode).", st.sync_micros,

@@ -174,9 +174,8 @@ bool QueueLog::flush(Batch& batch) {
     return put;
 }
 
-void QueueLog::release_pending(bool written_ok) {
+void QueueLog::release_pending() {
     for (uint64_t first : in_flight_) {
-        if (!written_ok) break;  // keep the bytes: the store does not have them
         auto it = chunks_.find(first);
         if (it != chunks_.end() && it->second.written) std::string().swap(it->second.pending);
     }

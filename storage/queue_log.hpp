@@ -73,9 +73,10 @@ public:
     // records of partly removed chunks, deletes of emptied ones. Returns
     // true if it put chunks (their bytes are kept until release_pending()).
     bool flush(Batch& batch);
-    // The batch of the last flush is synced: chunk bytes kept for reads go.
-    // (written_ok false: it failed; they stay, the only copy.)
-    void release_pending(bool written_ok = true);
+    // The batches of the flushes since the last call are synced: chunk bytes
+    // kept for reads go. (Not called after a failed write: the bytes stay,
+    // the only sure copy, until the store has written that batch again.)
+    void release_pending();
 
     // Visits live records with seq in [from, to], in order, until `max`
     // were visited. Returns the last seq visited (0 if none). Reads chunks

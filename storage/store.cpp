@@ -162,6 +162,17 @@ struct Store::Impl {
     Store::BatchListener listener;  // set before the first commit; called under mu
     bool unsynced = false;  // async mode: writes since the last SyncWAL
     bool needs_resume = false;  // a write failed; guarded by mu
+    bool down = false;          // a reopen after a failed write failed; guarded by mu
+    // Batches whose write or sync failed, oldest first, in RocksDB's batch
+    // format. Their fate on disk is unknown (a failed fsync may or may not
+    // have reached the disk, and the page cache may still write it later:
+    // PostgreSQL's "fsyncgate"), so each is written again, in order, ahead
+    // of the next batch, until one sync covers them all. Every write the
+    // broker makes is absolute (a put of a whole value, a delete), so
+    // writing a batch twice is the same as writing it once, and the order
+    // keeps a later batch's writes on top. Commit thread only (and
+    // commit_now's caller, with the commit thread idle).
+    std::vector<Batch> redo;
     rocksdb::DBOptions db_options;                          // kept for reopen()
     std::vector<rocksdb::ColumnFamilyDescriptor> cf_descriptors;
 
@@ -186,11 +197,16 @@ struct Store::Impl {
         rocksdb::DB* raw = nullptr;
         std::vector<rocksdb::ColumnFamilyHandle*> handles;
         rocksdb::Status st = rocksdb::DB::Open(db_options, options.path, cf_descriptors, &handles, &raw);
-        if (!st.ok()) return st.ToString();
+        if (!st.ok()) {
+            std::lock_guard lk(mu);
+            down = true;
+            return st.ToString();
+        }
         db.reset(raw);
         columns = handles;
         std::lock_guard lk(mu);
         needs_resume = false;
+        down = false;
         return "";
     }
 
@@ -258,35 +274,52 @@ struct Store::Impl {
         b.impl_->ops.clear();
     }
 
-    std::string write(Batch& b, bool sync) {
+    // Writes the batches that failed before (redo), then `b`, the last one
+    // synced in sync mode. On failure `b` joins redo: the caller hears the
+    // error, and the writes are made again with the next commit.
+    std::string write(Batch&& b, bool sync) {
+        const size_t earlier = redo.size();
+        if (b.count() > 0) redo.push_back(std::move(b));
         if (!db) return "the store is closed after an earlier write error; it reopens at the next commit";
-        bind(b);
-        rocksdb::WriteOptions wo;
-        wo.sync = sync;
+        std::vector<uint64_t> firsts;  // each write's first sequence, for the listener
+        firsts.reserve(redo.size());
+        rocksdb::Status s;
+        size_t bytes = 0, count = 0;
         auto start = std::chrono::steady_clock::now();
-        rocksdb::Status s = db->Write(wo, &b.impl_->wb);
+        for (size_t i = 0; i < redo.size() && s.ok(); ++i) {
+            Batch& r = redo[i];
+            bind(r);
+            rocksdb::WriteOptions wo;
+            wo.sync = sync && i + 1 == redo.size();
+            s = db->Write(wo, &r.impl_->wb);
+            if (s.ok()) firsts.push_back(db->GetLatestSequenceNumber() + 1 - r.impl_->wb.Count());
+            bytes += r.bytes();
+            count += r.count();
+        }
         auto micros = static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
         std::lock_guard lk(mu);
         ++stats.batches;
-        stats.bytes_written += b.bytes();
-        stats.batch_writes.record(kBatchWriteBuckets, b.count());
+        stats.bytes_written += bytes;
+        stats.batch_writes.record(kBatchWriteBuckets, count);
         if (!s.ok()) {
             ++stats.write_errors;
             needs_resume = true;
             return s.ToString();
         }
-        if (sync) {
+        if (sync && !redo.empty()) {
             ++stats.syncs;
             stats.last_sync_micros = micros;
             stats.total_sync_micros += micros;
             stats.sync_micros.record(kLatencyBucketMicros, micros);
         }
-        if (listener && b.impl_->wb.Count() > 0) {
-            const uint64_t last = db->GetLatestSequenceNumber();
-            const auto& rep = b.impl_->wb.Data();
-            listener(last + 1 - b.impl_->wb.Count(), std::string_view(rep.data(), rep.size()));
-        }
+        if (listener)
+            for (size_t i = 0; i < redo.size(); ++i) {
+                const auto& rep = redo[i].impl_->wb.Data();
+                listener(firsts[i], std::string_view(rep.data(), rep.size()));
+            }
+        stats.rewritten_batches += earlier;
+        redo.clear();
         return "";
     }
 
@@ -323,7 +356,7 @@ struct Store::Impl {
             jobs.pop_front();
             busy = true;
             lk.unlock();
-            std::string err = write(job.batch, sync);
+            std::string err = write(std::move(job.batch), sync);
             auto waited = std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now() - job.queued);
             job.done(std::move(err));
@@ -416,7 +449,7 @@ std::string Store::commit_now(Batch batch) {
         wait_idle();
         impl_->reopen();
     }
-    return impl_->write(batch, true);
+    return impl_->write(std::move(batch), true);
 }
 
 void Store::wait_idle() {
@@ -469,6 +502,16 @@ std::string Store::apply(std::string_view data) {
     wo.sync = true;
     rocksdb::Status s = impl_->db->Write(wo, &wb);
     return s.ok() ? "" : s.ToString();
+}
+
+bool Store::down() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->down;
+}
+
+bool Store::rewriting() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->needs_resume;
 }
 
 uint64_t Store::last_sequence() const { return impl_->db ? impl_->db->GetLatestSequenceNumber() : 0; }

@@ -100,6 +100,7 @@ struct StoreStats {
     uint64_t syncs = 0;
     uint64_t bytes_written = 0;
     uint64_t write_errors = 0;
+    uint64_t rewritten_batches = 0;  // failed batches written again ahead of a later one
     uint64_t last_sync_micros = 0;
     uint64_t total_sync_micros = 0;
     // WAL syncs (a sync-mode write, or the async mode's periodic SyncWAL), µs.
@@ -121,7 +122,22 @@ public:
 
     // Group commit: the commit thread writes `batch` and syncs (per the
     // durability mode), then calls done("" or an error) on that thread.
+    //
+    // A failed write or sync: done() gets the error, and the batch's fate on
+    // disk is unknown (a failed fsync may have reached the disk or not). The
+    // store closes the database and reopens it before the next commit (on
+    // the caller's thread), and writes the failed batches again, in order,
+    // ahead of that commit's batch; its success means every one of them is
+    // synced. An empty batch then still writes them. If the reopen fails the
+    // store is down(): reads find nothing, and the owner must stop serving.
+    //
+    // (Re-writing is sound because the broker's writes are absolute — whole
+    // values and deletes — so a batch applied twice equals one applied once.)
     void commit(Batch batch, std::function<void(std::string error)> done);
+    // The database could not be reopened after a failed write.
+    bool down() const;
+    // A write failed and has not been written again yet.
+    bool rewriting() const;
     // Writes and syncs on the calling thread (start-up, tests).
     std::string commit_now(Batch batch);
     // Blocks until every commit handed to commit() is written and its

@@ -12,9 +12,11 @@
 
 #include <rocksdb/env.h>
 
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -401,6 +403,160 @@ TEST_F(DurableBrokerTest, ADurableDeclareOkWaitsForItsSync) {
     EXPECT_EQ(c.pending(), 0u) << "declare-ok before the sync: " << c.describe_pending();
     settle();
     c.expect<m::QueueDeclareOk>(1);
+}
+
+// Issue 12, item 4: failed writes. Three ways a batch's write can fail, each
+// leaving its fate on disk different: a full disk (the WAL append fails:
+// nothing of it is on disk), a failed fsync whose data stays in the page
+// cache (it may reach the disk later, or never: "fsyncgate"), and a failed
+// fsync whose data did reach the disk. Whatever happened, the clients of the
+// failed batch hear an error (541, a nack), nothing later is acknowledged
+// before memory and disk agree again, and after a power loss the broker
+// comes back with exactly what it held in memory.
+class FailedWriteTest : public DurableBrokerTest, public ::testing::WithParamInterface<const char*> {
+public:
+    static void expect_closed_with(TestClient& c, uint16_t code) {
+        ServerFrame f = c.next();
+        while (f.type != 0 && !f.is<m::ConnectionClose>()) f = c.next();
+        ASSERT_TRUE(f.is<m::ConnectionClose>()) << "the client of the failed batch heard no error";
+        EXPECT_EQ(f.get<m::ConnectionClose>().reply_code, code);
+    }
+
+protected:
+    void fault(bool on) {
+        const std::string how = GetParam();
+        if (how == "disk-full") fs_->disk_full(on);
+        else if (how == "sync-fails") fs_->fail_syncs(on);
+        else fs_->fail_after_sync(on);
+    }
+    // What a client can see of the durable state: each queue's messages.
+    std::map<std::string, std::vector<std::string>> contents(const std::vector<std::string>& names) {
+        std::map<std::string, std::vector<std::string>> out;
+        TestClient& c = connect();
+        for (const auto& name : names) {
+            if (!queue(name)) continue;
+            auto& bodies = out[name];
+            for (const ServerFrame& f : drain(c, name)) bodies.push_back(f.body);
+        }
+        return out;
+    }
+};
+
+TEST_P(FailedWriteTest, MemoryAndDiskAgreeBeforeAnythingElseIsAcknowledged) {
+    start();
+    TestClient& c = connect();
+    for (const char* q : {"q1", "q2", "q3"}) declare_durable_queue(c, q);
+    m::ExchangeDeclare x;
+    x.exchange = "fx";
+    x.type = "fanout";
+    x.durable = true;
+    c.send(1, x);
+    settle();
+    c.expect<m::ExchangeDeclareOk>(1);
+    ASSERT_TRUE(c.confirm_select(1));
+    c.publish(1, "", "q1", "p0", persistent());
+    c.publish(1, "", "q3", "p1", persistent());
+    settle();
+    c.expect<m::BasicAck>(1);
+    ServerFrame got = c.get(1, "q1", false);
+    ASSERT_TRUE(got.is<m::BasicGetOk>());
+    settle();
+
+    // One batch that fails: an ack, a publish, a delete, a declare and a bind.
+    fault(true);
+    c.batch([&] {
+        c.ack(1, got.get<m::BasicGetOk>().delivery_tag);
+        c.publish(1, "", "q1", "a", persistent());
+        m::QueueDelete del;
+        del.queue = "q2";
+        c.send(1, del);
+        m::QueueDeclare d;
+        d.queue = "q4";
+        d.durable = true;
+        c.send(1, d);
+        m::QueueBind b;
+        b.queue = "q3";
+        b.exchange = "fx";
+        c.send(1, b);
+    });
+    settle();
+    ServerFrame nack = c.next();
+    ASSERT_TRUE(nack.is<m::BasicNack>()) << "the publish of the failed batch was not nacked";
+    EXPECT_EQ(nack.get<m::BasicNack>().delivery_tag, 3u);
+    expect_closed_with(c, 541);  // the delete-ok could not be given
+    // In memory: q1 [a], q2 gone, q3 [p1] bound to fx, q4 declared.
+    ASSERT_FALSE(queue("q2"));
+    ASSERT_TRUE(queue("q4"));
+
+    // The disk is back. A later client's -ok and confirm come only once the
+    // failed batch is written again.
+    fault(false);
+    TestClient& c2 = connect();
+    declare_durable_queue(c2, "q4");  // the redeclare of the failed declare
+    ASSERT_TRUE(c2.confirm_select(1));
+    c2.publish(1, "fx", "", "b", persistent());
+    settle();
+    c2.expect<m::BasicAck>(1);
+    EXPECT_EQ(store_->stats().write_errors, store_->stats().rewritten_batches)
+        << "each failed batch is written again, once";
+
+    const std::vector<std::string> names{"q1", "q2", "q3", "q4"};
+    lose_power();
+    start();
+    auto after = contents(names);
+    using Bodies = std::vector<std::string>;
+    EXPECT_EQ(after.count("q2"), 0u) << "a deleted queue came back";
+    EXPECT_EQ(after["q1"], (Bodies{"a"})) << "the acked p0 came back, or the nacked a is lost";
+    EXPECT_EQ(after["q3"], (Bodies{"p1", "b"})) << "the binding made in the failed batch is lost";
+    EXPECT_EQ(after.count("q4"), 1u) << "a redeclare was acknowledged that the disk does not have";
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, FailedWriteTest, ::testing::Values("disk-full", "sync-fails", "sync-fails-after-disk"),
+                         [](const auto& info) {
+                             std::string n = info.param;
+                             n.erase(std::remove(n.begin(), n.end(), '-'), n.end());
+                             return n;
+                         });
+
+// A redeclare of what a failed batch declared, with nothing else going on:
+// its -ok waits for a commit that writes the failed batch again (the queue
+// is already in memory, so the redeclare itself writes nothing).
+TEST_F(DurableBrokerTest, ARedeclareAfterAFailedDeclareIsOnDiskWhenItsOkComes) {
+    start();
+    TestClient& c = connect();
+    fs_->disk_full(true);
+    m::QueueDeclare d;
+    d.queue = "q";
+    d.durable = true;
+    c.send(1, d);
+    settle();
+    FailedWriteTest::expect_closed_with(c, 541);
+    fs_->disk_full(false);
+    TestClient& c2 = connect();
+    declare_durable_queue(c2, "q");
+    lose_power();
+    start();
+    EXPECT_TRUE(queue("q")) << "declare-ok for a queue that a power loss took";
+}
+
+// The store cannot reopen after a failed write (the disk is still full):
+// the broker is told at once, before anything reads from the closed store.
+TEST_F(DurableBrokerTest, AFailedReopenStopsTheBroker) {
+    start();
+    std::vector<std::string> lost;
+    broker_->durability().set_on_store_lost([&](const std::string& why) { lost.push_back(why); });
+    TestClient& c = connect();
+    declare_durable_queue(c, "q");
+    fs_->disk_full(true);
+    c.publish(1, "", "q", "x", persistent());
+    settle();  // the write fails
+    EXPECT_TRUE(lost.empty());
+    c.publish(1, "", "q", "y", persistent());
+    executor_.run_all();  // the next commit reopens the database: that fails too
+    EXPECT_TRUE(store_->down());
+    ASSERT_EQ(lost.size(), 1u);
+    EXPECT_NE(lost[0].find("could not be reopened"), std::string::npos);
+    fs_->disk_full(false);
 }
 
 // Transient messages that page out go to the spill file, not the store;

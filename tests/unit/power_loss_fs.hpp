@@ -51,7 +51,8 @@ struct PowerState {
 
     std::mutex mu;
     bool powered = true;
-    bool fail_syncs = false;   // Sync/Fsync return an I/O error
+    bool fail_syncs = false;   // Sync/Fsync return an I/O error (the data stays in the page cache)
+    bool fail_after_sync = false;  // Sync/Fsync make the data durable, then report an I/O error
     bool disk_full = false;    // Append returns NoSpace
     std::chrono::milliseconds sync_delay{0};  // a slow disk: every file sync takes this long
     std::map<std::string, File> files;                  // files written through us
@@ -152,6 +153,7 @@ private:
             auto it = st_->files.find(name_);
             if (it != st_->files.end()) it->second.synced = std::max(it->second.synced, covered);
         }
+        if (s.ok() && st_->fail_after_sync) return IOStatus::IOError("injected sync failure after the data was synced");
         return s;
     }
 
@@ -189,6 +191,7 @@ private:
             // what was pending when the fsync began is durable now
             ops.erase(ops.begin(), ops.begin() + static_cast<ptrdiff_t>(std::min(covered, ops.size())));
         }
+        if (s.ok() && st_->fail_after_sync) return IOStatus::IOError("injected sync failure after the data was synced");
         return s;
     }
     std::shared_ptr<PowerState> st_;
@@ -210,6 +213,10 @@ public:
     void fail_syncs(bool on) {
         std::lock_guard lk(st_->mu);
         st_->fail_syncs = on;
+    }
+    void fail_after_sync(bool on) {
+        std::lock_guard lk(st_->mu);
+        st_->fail_after_sync = on;
     }
     void disk_full(bool on) {
         std::lock_guard lk(st_->mu);
@@ -249,6 +256,7 @@ public:
         std::lock_guard lk(st_->mu);
         st_->powered = true;
         st_->fail_syncs = false;
+        st_->fail_after_sync = false;
         st_->disk_full = false;
     }
     std::string report() {
