@@ -435,22 +435,83 @@ void Durability::unref_body(uint64_t body_id) {
     schedule_commit();
 }
 
-uint64_t Durability::read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
-                                  const std::function<void(uint64_t, MessagePtr, uint64_t)>& f) {
-    const storage::QueueLog* log = store_ ? log_of(queue.id()) : nullptr;
-    if (!log || max_count == 0 || to < from) return 0;
-    return log->read(*store_, from, to, max_count, [&](const storage::LogRecord& r) {
-        MessagePtr m = decode_record(r);
-        if (m) f(r.seq, std::move(m), r.expires_ms);
-    });
+void PagedRead::finish() {
+    {
+        std::lock_guard lk(mu_);
+        done_ = true;
+    }
+    cv_.notify_all();
 }
 
-MessagePtr Durability::decode_record(const storage::LogRecord& r) const {
+void PagedRead::wait() {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return done_; });
+}
+
+PagedReadPtr Durability::read_entries_off_thread(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
+                                                 std::function<void(PagedRead&)> done) {
+    const storage::QueueLog* log = store_ ? log_of(queue.id()) : nullptr;
+    if (!log || max_count == 0 || to < from) return nullptr;
+    auto read = std::make_shared<PagedRead>();
+    auto plan = log->plan_read(from, to, max_count, true);
+    storage::Store* store = store_;
+    store_->read_off_thread([store, read, plan = std::move(plan), from, to, max_count, executor = executor_,
+                             alive = std::weak_ptr<bool>(alive_), done = std::move(done)] {
+        read->last = storage::QueueLog::read_planned(*store, plan, from, to, max_count, [&](const storage::LogRecord& r) {
+            if (MessagePtr m = decode_record(*store, r)) read->entries.push_back({r.seq, std::move(m), r.expires_ms});
+        });
+        read->finish();
+        executor->post([alive, read, done] {
+            if (!alive.expired()) done(*read);
+        });
+    });
+    return read;
+}
+
+PagedReadPtr Durability::read_spill_off_thread(const storage::SpillExtent& extent,
+                                               std::function<void(PagedRead&)> done) {
+    if (!spill_ || !store_) return nullptr;
+    auto read = std::make_shared<PagedRead>();
+    int fd = -1;
+    std::string bytes;
+    if (spill_->locate(extent, bytes, fd)) {
+        // Still in memory: no disk to wait for.
+        read->ok = decode_spill_run(bytes, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
+            read->entries.push_back({seq, std::move(m), expires_ms});
+        });
+        read->finish();
+        executor_->post([alive = std::weak_ptr<bool>(alive_), read, done = std::move(done)] {
+            if (!alive.expired()) done(*read);
+        });
+        return read;
+    }
+    store_->read_off_thread([read, fd, extent, executor = executor_, alive = std::weak_ptr<bool>(alive_),
+                             done = std::move(done)] {
+        std::string bytes;
+        read->ok = storage::SpillFile::pread_extent(fd, extent, bytes) &&
+                   decode_spill_run(bytes, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
+                       read->entries.push_back({seq, std::move(m), expires_ms});
+                   });
+        read->bytes_read = bytes.size();
+        read->finish();
+        executor->post([alive, read, done] {
+            if (!alive.expired()) done(*read);
+        });
+    });
+    return read;
+}
+
+bool Durability::entry_live(const Queue& queue, uint64_t seq) const {
+    const storage::QueueLog* log = log_of(queue.id());
+    return log && log->is_live(seq);
+}
+
+MessagePtr Durability::decode_record(const storage::Store& store, const storage::LogRecord& r) {
     if (r.kind == kEntryInline) return decode_message(r.payload);
     if (r.kind != kEntryBodyRef || r.payload.size() < 8) return nullptr;
     const uint64_t body_id = storage::read_u64_key(r.payload, 0);
     std::string body;
-    if (!store_->get(Column::bodies, r.payload.substr(0, 8), body)) return nullptr;
+    if (!store.get(Column::bodies, r.payload.substr(0, 8), body)) return nullptr;
     MessagePtr m = decode_message(body);
     if (m) m->body_id = body_id;
     return m;
@@ -588,7 +649,7 @@ RecoveryStats Durability::recover(Broker& broker) {
                 m = decode_message(r.payload);
             } else if (auto it = bodies.find(body_id); it != bodies.end()) {
                 m = it->second;
-            } else if ((m = decode_record(r))) {
+            } else if ((m = decode_record(*store_, r))) {
                 bodies.emplace(body_id, m);
             }
             if (m) q->restore_message(std::move(m), seq, r.expires_ms);

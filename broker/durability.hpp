@@ -37,7 +37,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -67,6 +69,34 @@ struct RecoveryStats {
     size_t missing_bodies = 0;
     double seconds = 0;
 };
+
+// Paged messages read back off the broker thread (Durability::read_*_off_thread).
+// The read thread fills it and calls finish(); `done` then runs on the
+// broker thread. A caller that cannot wait for `done` may wait() for the
+// read itself (it blocks) and use it at once, setting `applied` so that the
+// later `done` does nothing.
+class PagedRead {
+public:
+    struct Entry {
+        uint64_t seq;
+        MessagePtr message;
+        uint64_t expires_ms;
+    };
+    std::vector<Entry> entries;
+    uint64_t last = 0;        // stored entries: the last seq read (0 if none)
+    bool ok = true;           // spilled runs: the bytes were read and decoded
+    size_t bytes_read = 0;    // spilled runs: bytes read from the file
+    bool applied = false;     // broker thread
+
+    void finish();  // the read thread, when the fields above are set
+    void wait();    // blocks until finish()
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool done_ = false;
+};
+using PagedReadPtr = std::shared_ptr<PagedRead>;
 
 // Messages of at least this many body bytes routed to several durable
 // queues are stored once and referenced by each entry.
@@ -149,9 +179,20 @@ public:
     void seal_at_turn_end(std::weak_ptr<Queue> queue);
 
     // Reads back up to max_count stored entries of a queue with seq in
-    // [from, to], in order. Returns the last seq read (0 if none).
-    uint64_t read_entries(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
-                          const std::function<void(uint64_t seq, MessagePtr message, uint64_t expires_ms)>& f);
+    // [from, to], in order, on the store's read thread: the broker thread
+    // never waits on the disk. Entries that were live when called; check
+    // entry_live() before using one. `done` runs on the broker thread. Null
+    // when there is nothing to read.
+    PagedReadPtr read_entries_off_thread(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
+                                         std::function<void(PagedRead&)> done);
+    // A sealed spill run, read on the store's read thread (or from memory
+    // if it is still buffered). Release the extent only in `done`: the
+    // read uses its segment's file until then.
+    PagedReadPtr read_spill_off_thread(const storage::SpillExtent& extent, std::function<void(PagedRead&)> done);
+    // Whether a stored entry is still live (a read off the thread may
+    // return one removed since).
+    bool entry_live(const Queue& queue, uint64_t seq) const;
+
     // These entries of a queue are gone (purge; seqs ascending).
     void remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs);
     // Every entry of a queue from `seq` on is gone (purge of a paged tail).
@@ -183,7 +224,7 @@ private:
     template <typename Op>
     void change_log(uint64_t queue_id, Op op, bool create);
     // A stored record's message (a shared body is read from the store).
-    MessagePtr decode_record(const storage::LogRecord& r) const;
+    static MessagePtr decode_record(const storage::Store& store, const storage::LogRecord& r);
     // Moves every queue log's changes into batch_.
     void flush_logs();
     void schedule_commit();

@@ -154,61 +154,119 @@ size_t Queue::seal_runs(storage::SpillFile& spill, bool all) {
     return sealed;
 }
 
-void Queue::read_front_run(size_t max_count) {
+bool Queue::start_read(size_t max_count) {
     Durability& durability = vhost_.broker().durability();
     PagedRun& run = runs_.front();
-    const uint32_t now_s = vhost_.broker().now_s();
-    size_t got = 0;
-    if (run.spilled) {
-        std::string bytes;
-        std::string_view view = run.pending;
-        if (run.written) {
-            if (!durability.spill()->read(run.extent, bytes)) {
-                // Unreadable (an I/O error): the run's messages are lost. Say so.
-                fprintf(stderr, "sluiced: spill: queue '%s': reading %zu paged transient messages failed; dropped\n",
-                        name_.c_str(), run.count);
-                bytes.clear();
-            }
-            view = bytes;
-        }
-        Durability::decode_spill_run(view, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
+    if (run.spilled && !run.written) {
+        // Not sealed yet: the run's bytes are here, no disk to wait for.
+        const uint32_t now_s = vhost_.broker().now_s();
+        Durability::decode_spill_run(run.pending, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
             add_memory(m->body_size());
             insert_ready(QueuedMessage{std::move(m), seq, false, false, now_s, 0, expires_ms});
-            ++got;
         });
-        if (run.written) durability.spill()->release(run.extent);
-        else durability.sub_spill_pending(run.pending.size());
+        durability.sub_spill_pending(run.pending.size());
+        paged_count_ -= std::min(paged_count_, run.count);
+        runs_.pop_front();
+        return true;
+    }
+    // Everything else is read on the store's read thread; finish_read()
+    // takes it in when the result is back on the broker thread.
+    std::weak_ptr<Queue> weak = weak_from_this();
+    if (run.spilled) {
+        const storage::SpillExtent extent = run.extent;
+        read_ = durability.read_spill_off_thread(extent, [weak, extent, &durability](PagedRead& r) {
+            if (r.applied) return;
+            r.applied = true;
+            auto q = weak.lock();
+            if (q && q->read_.get() == &r) {
+                q->finish_read(r);
+                q->after_read();
+            } else if (durability.spill()) {
+                durability.spill()->release(extent);  // the run was dropped while it was read
+            }
+        });
+    } else {
+        read_ = durability.read_entries_off_thread(*this, run.next_seq, run.last_seq, max_count, [weak](PagedRead& r) {
+            if (r.applied) return;
+            r.applied = true;
+            auto q = weak.lock();
+            if (q && q->read_.get() == &r) {
+                q->finish_read(r);
+                q->after_read();
+            }
+        });
+        if (!read_) {  // no entries to read: the count was off
+            paged_count_ -= std::min(paged_count_, run.count);
+            runs_.pop_front();
+            return true;
+        }
+    }
+    return read_ != nullptr;
+}
+
+void Queue::finish_read(PagedRead& r) {
+    Durability& durability = vhost_.broker().durability();
+    read_.reset();
+    PagedRun& run = runs_.front();
+    const uint32_t now_s = vhost_.broker().now_s();
+    if (run.spilled) {
+        if (auto* spill = durability.spill()) {
+            spill->note_read(run.extent, r.ok);
+            spill->release(run.extent);
+        }
+        if (!r.ok) {
+            // Unreadable (an I/O error): the run's messages are lost. Say so.
+            fprintf(stderr, "sluiced: spill: queue '%s': reading %zu paged transient messages failed; dropped\n",
+                    name_.c_str(), run.count);
+            r.entries.clear();
+        }
+        for (auto& e : r.entries) {
+            add_memory(e.message->body_size());
+            insert_ready(QueuedMessage{std::move(e.message), e.seq, false, false, now_s, 0, e.expires_ms});
+        }
         paged_count_ -= std::min(paged_count_, run.count);
         runs_.pop_front();
         return;
     }
-    uint64_t last = durability.read_entries(*this, run.next_seq, run.last_seq, max_count,
-                                            [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
-                                                add_memory(m->body_size());
-                                                // What was stored before a restart may have been delivered.
-                                                const bool redelivered = seq < recovered_below_;
-                                                insert_ready(QueuedMessage{std::move(m), seq, redelivered, true,
-                                                                               now_s, 0, expires_ms});
-                                                ++got;
-                                            });
+    size_t got = 0;
+    for (auto& e : r.entries) {
+        if (e.seq < run.next_seq || !durability.entry_live(*this, e.seq)) continue;  // removed meanwhile
+        add_memory(e.message->body_size());
+        // What was stored before a restart may have been delivered.
+        const bool redelivered = e.seq < recovered_below_;
+        insert_ready(QueuedMessage{std::move(e.message), e.seq, redelivered, true, now_s, 0, e.expires_ms});
+        ++got;
+    }
     const size_t taken = std::min(run.count, got);
     run.count -= taken;
     paged_count_ -= std::min(paged_count_, taken);
-    if (last == 0 || last >= run.last_seq || run.count == 0) {
+    if (r.last == 0 || r.last >= run.last_seq || run.count == 0) {
         paged_count_ -= std::min(paged_count_, run.count);  // entries that were not there (the count was off)
         runs_.pop_front();
     } else {
-        run.next_seq = last + 1;
+        run.next_seq = r.last + 1;
     }
+}
+
+void Queue::after_read() {
+    if (deleted_) return;
+    refill();  // read ahead further, if the head is still short
+    enforce_length_limit();
+    schedule_head_expiry();
+    dispatch();
 }
 
 void Queue::drop_runs() {
     Durability& durability = vhost_.broker().durability();
     for (const PagedRun& run : runs_) {
         if (!run.spilled) continue;
+        // A run being read keeps its extent until the read is back (its
+        // segment's file is in use): the read's callback releases it.
+        if (read_ && &run == &runs_.front()) continue;
         if (run.written && durability.spill()) durability.spill()->release(run.extent);
         else durability.sub_spill_pending(run.pending.size());
     }
+    read_.reset();
     runs_.clear();
     paged_count_ = 0;
 }
@@ -221,11 +279,31 @@ void Queue::restore_paged(uint64_t seq, uint64_t body_bytes) {
 }
 
 void Queue::refill() {
-    if (runs_.empty() || deleted_) return;
+    if (deleted_) return;
     const size_t chunk = std::max<size_t>(64, vhost_.broker().config().queue_memory_messages / 4);
     // Read a whole chunk at a time (not one message per delivery): each
-    // read of stored records is a lookup in the store.
-    while (ready_.size() < chunk && !runs_.empty()) read_front_run(chunk);
+    // read of stored records is a lookup in the store. Reads of the disk
+    // run on the store's read thread, one at a time per queue, started
+    // while the head still holds messages, so that consumers rarely wait.
+    while (!read_ && ready_.size() < chunk && !runs_.empty())
+        if (!start_read(chunk)) break;
+}
+
+void Queue::refill_now() {
+    // basic.get answers at once: if the head is on disk, wait for it here
+    // (the only place the broker thread waits for a read).
+    while (ready_.empty() && !deleted_) {
+        if (!read_) {
+            refill();
+            if (!read_) return;  // in memory now, or nothing to read
+            if (!ready_.empty()) return;
+        }
+        PagedReadPtr r = read_;
+        r->wait();
+        if (r->applied) continue;
+        r->applied = true;
+        finish_read(*r);
+    }
 }
 
 void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_ms) {
@@ -241,7 +319,8 @@ void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_m
 
 std::optional<QueuedMessage> Queue::get(bool no_ack) {
     touch();
-    refill();
+    refill_now();
+    refill();  // and read ahead
     if (!ready_.empty() && ready_.front().expires_ms != 0) expire_head(vhost_.broker().now_ms(), false);
     if (ready_.empty()) return std::nullopt;
     QueuedMessage qm = std::move(ready_.front());

@@ -36,6 +36,9 @@
 
 namespace sluice::broker {
 
+class PagedRead;  // broker/durability.hpp
+using PagedReadPtr = std::shared_ptr<PagedRead>;
+
 class Channel;
 class Queue;
 class VHost;
@@ -221,8 +224,16 @@ private:
     // Counts a stored message (seq above every other paged one) in the
     // stored run at the back of the paged tail.
     void append_stored_run(uint64_t seq);
-    // Reads the front run (or part of a stored one) back into ready_.
-    void read_front_run(size_t max_count);
+    // Reads the front run (or part of a stored one) back into ready_: at
+    // once if its bytes are in memory, else off the broker thread (read_).
+    // False if nothing could be started.
+    bool start_read(size_t max_count);
+    // The read (read_) is back: its messages join ready_.
+    void finish_read(PagedRead& read);
+    // Then: read further, and serve what came in.
+    void after_read();
+    // refill(), and if the head is still empty, wait for the read (get).
+    void refill_now();
     // Gives up the paged tail's spill extents (purge, delete).
     void drop_runs();
 
@@ -236,6 +247,7 @@ private:
     size_t paged_count_ = 0;
     uint64_t ready_bytes_ = 0;
     std::deque<PagedRun> runs_;
+    PagedReadPtr read_;  // the read of the front run in flight, if any
     bool spill_registered_ = false;  // on Durability's list of queues with an open spill run
     uint64_t wake_ms_ = 0;       // the deadline asked of the broker's timers (0 = none)
     uint64_t arriving_seq_ = 0;  // the message Queue::publish is dispatching (its expiry not checked)

@@ -44,6 +44,18 @@ std::vector<uint64_t> decode_bits(std::string_view s) {
     return bits;
 }
 
+// Set bits in [lo, hi].
+size_t live_in(const std::vector<uint64_t>& bits, uint64_t lo, uint64_t hi) {
+    size_t n = 0;
+    for (uint64_t w = lo / 64; w <= hi / 64 && w < bits.size(); ++w) {
+        uint64_t word = bits[w];
+        if (w == lo / 64) word &= ~uint64_t{0} << (lo % 64);
+        if (w == hi / 64 && hi % 64 != 63) word &= (uint64_t{1} << (hi % 64 + 1)) - 1;
+        n += static_cast<size_t>(__builtin_popcountll(word));
+    }
+    return n;
+}
+
 bool bit(const std::vector<uint64_t>& bits, uint64_t i) {
     return i / 64 < bits.size() && (bits[i / 64] >> (i % 64)) & 1;
 }
@@ -216,30 +228,60 @@ void QueueLog::for_each_record(std::string_view value, uint64_t key_seq,
     }
 }
 
-uint64_t QueueLog::read(const Store& store, uint64_t from, uint64_t to, size_t max,
-                        const std::function<void(const LogRecord&)>& f) const {
-    uint64_t last = 0;
+std::vector<QueueLog::ChunkRead> QueueLog::plan_read(uint64_t from, uint64_t to, size_t max, bool copy) const {
+    std::vector<ChunkRead> out;
     size_t n = 0;
     auto it = chunks_.upper_bound(from);
     if (it != chunks_.begin()) --it;
-    std::string value;
     for (; it != chunks_.end() && it->first <= to && n < max; ++it) {
-        const uint64_t first = it->first;
         const Chunk& c = it->second;
         if (c.live == 0 || c.last_seq < from) continue;
-        std::string_view v = c.pending;
+        ChunkRead r;
+        r.first = it->first;
+        r.key = chunk_key(queue_id_, it->first);
+        if (!c.pending.empty()) {
+            if (copy) r.held = c.pending;
+            else r.pending = c.pending;
+        }
+        r.bits = c.bits;
+        out.push_back(std::move(r));
+        n += live_in(c.bits, std::max(from, it->first) - it->first, std::min(to, c.last_seq) - it->first);
+    }
+    return out;
+}
+
+uint64_t QueueLog::read_planned(const Store& store, const std::vector<ChunkRead>& plan, uint64_t from, uint64_t to,
+                                size_t max, const std::function<void(const LogRecord&)>& f) {
+    uint64_t last = 0;
+    size_t n = 0;
+    std::string value;
+    for (const ChunkRead& c : plan) {
+        if (n >= max) break;
+        std::string_view v = !c.pending.empty() ? c.pending : std::string_view(c.held);
         if (v.empty()) {
-            if (!store.get(Column::msgs, chunk_key(queue_id_, first), value, false)) continue;
+            if (!store.get(Column::msgs, c.key, value, false)) continue;
             v = value;
         }
-        for_each_record(v, first, [&](const LogRecord& r) {
-            if (n >= max || r.seq < from || r.seq > to || !bit(c.bits, r.seq - first)) return;
+        for_each_record(v, c.first, [&](const LogRecord& r) {
+            if (n >= max || r.seq < from || r.seq > to || !bit(c.bits, r.seq - c.first)) return;
             f(r);
             last = r.seq;
             ++n;
         });
     }
     return last;
+}
+
+uint64_t QueueLog::read(const Store& store, uint64_t from, uint64_t to, size_t max,
+                        const std::function<void(const LogRecord&)>& f) const {
+    return read_planned(store, plan_read(from, to, max, false), from, to, max, f);
+}
+
+bool QueueLog::is_live(uint64_t seq) const {
+    auto it = chunks_.upper_bound(seq);
+    if (it == chunks_.begin()) return false;
+    --it;
+    return seq <= it->second.last_seq && bit(it->second.bits, seq - it->first);
 }
 
 size_t QueueLog::recover(Store& store, Batch& cleanup, const std::function<void(const LogRecord&)>& f) {

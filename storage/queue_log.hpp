@@ -84,6 +84,24 @@ public:
     uint64_t read(const Store& store, uint64_t from, uint64_t to, size_t max,
                   const std::function<void(const LogRecord&)>& f) const;
 
+    // The same read in two steps, for a read off the owner's thread:
+    // plan_read() on the owner's thread names the chunks to read (with their
+    // live bits, and their bytes while their batch is not yet synced —
+    // copied when `copy`, else viewed, valid until the log changes);
+    // read_planned() reads and visits them on any thread. The records it
+    // visits were live at the plan: check is_live() before using one.
+    struct ChunkRead {
+        uint64_t first = 0;
+        std::string key;
+        std::string held;          // a copy of the chunk's bytes (copy = true)
+        std::string_view pending;  // or a view of them (copy = false)
+        std::vector<uint64_t> bits;
+    };
+    std::vector<ChunkRead> plan_read(uint64_t from, uint64_t to, size_t max, bool copy) const;
+    static uint64_t read_planned(const Store& store, const std::vector<ChunkRead>& plan, uint64_t from, uint64_t to,
+                                 size_t max, const std::function<void(const LogRecord&)>& f);
+    bool is_live(uint64_t seq) const;
+
     // Start-up: rebuilds the chunks of this queue from the store and visits
     // every live record in order. Writes that tidy up (ack records whose
     // chunk is gone) go into `cleanup`; chunks with no live record are

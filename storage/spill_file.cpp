@@ -129,26 +129,42 @@ bool SpillFile::flush() {
 }
 
 bool SpillFile::read(const SpillExtent& e, std::string& out) {
+    int fd = -1;
+    if (locate(e, out, fd)) return true;
+    const bool ok = pread_extent(fd, e, out);
+    note_read(e, ok);
+    return ok;
+}
+
+bool SpillFile::locate(const SpillExtent& e, std::string& out, int& fd) const {
     out.clear();
+    fd = -1;
     if (e.segment == current_ && have_current_ && !buffer_.empty() && e.offset >= buffer_offset_) {
         out.assign(buffer_, static_cast<size_t>(e.offset - buffer_offset_), e.length);
-        return out.size() == e.length;
+        return true;
     }
     auto it = segments_.find(e.segment);
-    if (it == segments_.end() || it->second.fd < 0) return false;
+    if (it != segments_.end()) fd = it->second.fd;
+    return false;
+}
+
+bool SpillFile::pread_extent(int fd, const SpillExtent& e, std::string& out) {
+    out.clear();
+    if (fd < 0) return false;
     out.resize(e.length);
     size_t got = 0;
     while (got < e.length) {
-        ssize_t r = ::pread(it->second.fd, out.data() + got, e.length - got, static_cast<off_t>(e.offset + got));
+        ssize_t r = ::pread(fd, out.data() + got, e.length - got, static_cast<off_t>(e.offset + got));
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            ++stats_.errors;
-            return false;
-        }
+        if (r <= 0) return false;
         got += static_cast<size_t>(r);
     }
-    stats_.bytes_read += e.length;
     return true;
+}
+
+void SpillFile::note_read(const SpillExtent& e, bool ok) {
+    if (ok) stats_.bytes_read += e.length;
+    else ++stats_.errors;
 }
 
 void SpillFile::release(const SpillExtent& e) {

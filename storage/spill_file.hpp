@@ -19,7 +19,8 @@
 // extents not yet released; a full segment whose live bytes reach 0 is
 // unlinked, the current one is truncated and reused from offset 0.
 //
-// Threads: one owner thread (the broker thread) calls everything.
+// Threads: one owner thread (the broker thread) calls everything except
+// pread_extent() (see locate()).
 #pragma once
 
 #include <cstdint>
@@ -62,6 +63,14 @@ public:
     bool flush();
     // Reads an extent's bytes into `out`. False on an I/O error.
     bool read(const SpillExtent& extent, std::string& out);
+    // Reading off the owner's thread, in three steps. locate(), on the
+    // owner's thread: true with the bytes in `out` if they are still in
+    // memory; else `fd` is where pread_extent() reads them, on any thread
+    // (-1: unreadable). The fd stays open until the extent is released, so
+    // release it only after the read. note_read() counts the read (owner).
+    bool locate(const SpillExtent& extent, std::string& out, int& fd) const;
+    static bool pread_extent(int fd, const SpillExtent& extent, std::string& out);
+    void note_read(const SpillExtent& extent, bool ok);
     // The extent's bytes are no longer needed.
     void release(const SpillExtent& extent);
 

@@ -158,6 +158,13 @@ struct Store::Impl {
     std::thread reclaim_thread;
     uint64_t reclaimed = 0;  // ranges compacted; guarded by mu
     bool reclaiming = false;  // the reclaim thread is using the database; guarded by mu
+    // Reads off the owner's thread (Store::read_off_thread): one thread, jobs
+    // in order. Guarded by mu; idle_cv tells when it runs out of work.
+    std::deque<std::function<void()>> reads;
+    std::condition_variable read_cv;
+    std::thread read_thread;
+    bool reading = false;  // the read thread is running a job
+    bool reopening = false;  // the owner is closing and reopening the database
     StoreStats stats;  // guarded by mu
     Store::BatchListener listener;  // set before the first commit; called under mu
     bool unsynced = false;  // async mode: writes since the last SyncWAL
@@ -187,7 +194,21 @@ struct Store::Impl {
             std::unique_lock lk(mu);
             reclaims.clear();
             reclaim_cv.wait(lk, [&] { return !reclaiming; });
+            // Reads queued behind the reopen wait for it, then find the new
+            // database (or none).
+            reopening = true;
+            idle_cv.wait(lk, [&] { return !reading; });
         }
+        struct Resume {
+            Impl& impl;
+            ~Resume() {
+                {
+                    std::lock_guard lk(impl.mu);
+                    impl.reopening = false;
+                }
+                impl.read_cv.notify_all();
+            }
+        } resume{*this};
         if (db) {
             for (auto* h : columns) db->DestroyColumnFamilyHandle(h);
             columns.clear();
@@ -238,6 +259,22 @@ struct Store::Impl {
         }
     }
 
+    void run_reads() {
+        std::unique_lock lk(mu);
+        for (;;) {
+            read_cv.wait(lk, [&] { return (stopping || !reads.empty()) && !reopening; });
+            if (reads.empty()) return;  // stopping, and every queued read has run
+            auto job = std::move(reads.front());
+            reads.pop_front();
+            reading = true;
+            lk.unlock();
+            job();
+            lk.lock();
+            reading = false;
+            if (reads.empty()) idle_cv.notify_all();
+        }
+    }
+
     ~Impl() {
         {
             std::lock_guard lk(mu);
@@ -245,6 +282,8 @@ struct Store::Impl {
         }
         cv.notify_all();
         reclaim_cv.notify_all();
+        read_cv.notify_all();
+        if (read_thread.joinable()) read_thread.join();
         // A reclaim may be compacting a large deleted range: cancel it rather
         // than hold the stop up (the space comes back at the next reclaim).
         if (db) db->DisableManualCompaction();
@@ -419,6 +458,7 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
     Impl* raw = impl.get();
     impl->thread = std::thread([raw] { raw->run(); });
     impl->reclaim_thread = std::thread([raw] { raw->run_reclaims(); });
+    impl->read_thread = std::thread([raw] { raw->run_reads(); });
     return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 
@@ -454,7 +494,17 @@ std::string Store::commit_now(Batch batch) {
 
 void Store::wait_idle() {
     std::unique_lock lk(impl_->mu);
-    impl_->idle_cv.wait(lk, [&] { return impl_->jobs.empty() && !impl_->busy; });
+    impl_->idle_cv.wait(lk, [&] {
+        return impl_->jobs.empty() && !impl_->busy && impl_->reads.empty() && !impl_->reading;
+    });
+}
+
+void Store::read_off_thread(std::function<void()> job) {
+    {
+        std::lock_guard lk(impl_->mu);
+        impl_->reads.push_back(std::move(job));
+    }
+    impl_->read_cv.notify_one();
 }
 
 Batch Store::new_batch() const {

@@ -14,8 +14,9 @@
 // loss may drop up to that interval of acknowledged writes.
 //
 // Threads: Store's methods may be called from one owner thread (the broker
-// thread). The commit callback runs on the commit thread; the owner must
-// hand its result back to its own thread. Batches are written in the order
+// thread). The commit callback runs on the commit thread, and
+// read_off_thread() jobs on the read thread (get() and scan() are safe
+// there); the owner must hand their results back to its own thread. Batches are written in the order
 // they were committed: one stream of batches with increasing sequence
 // numbers (a log that a follower could replay).
 #pragma once
@@ -141,8 +142,14 @@ public:
     // Writes and syncs on the calling thread (start-up, tests).
     std::string commit_now(Batch batch);
     // Blocks until every commit handed to commit() is written and its
-    // callback has returned.
+    // callback has returned, and every read_off_thread() job has run.
     void wait_idle();
+
+    // Runs `job` on the store's read thread (one thread; jobs in order), so
+    // that the owner's thread never waits on the disk. The job may call
+    // get() and scan(); a reopen waits for the job in progress. Jobs still
+    // queued when the store is destroyed run first.
+    void read_off_thread(std::function<void()> job);
 
     // The ordered stream of committed batches — the unit a replica applies.
     // After each batch is written (and, in sync mode, synced), the listener
