@@ -48,6 +48,19 @@ Status check_dead_letter_access(const Caller& caller, std::string_view queue, co
 // 405 RESOURCE_LOCKED when `queue` is exclusive to another connection.
 Status check_exclusive_access(const Queue& queue, uint64_t connection);
 
+// exchange.declare (not passive), the type already parsed by the caller:
+// check_exchange_declare, then VHost::declare_exchange — the default
+// exchange is refused (403), an existing exchange (amq.* included) must be
+// equivalent (type, durable, auto_delete, internal, alternate-exchange: 406),
+// a new one may not take the reserved "amq." prefix (403), and a durable one
+// is stored. `created` says whether it is new.
+Result<Exchange*> declare_exchange(const Caller& caller, VHost& vhost, std::string_view name,
+                                   const ExchangeOptions& options, bool& created);
+// exchange.delete: configure on it, then VHost::delete_exchange — the default
+// and amq.* exchanges are refused (403), if-unused with bindings is 406, its
+// bindings go with it, and deleting a missing exchange succeeds.
+Status delete_exchange(const Caller& caller, VHost& vhost, std::string_view name, bool if_unused);
+
 // queue.declare (not passive): RabbitMQ's reserved "amq." prefix (unless
 // `server_named`), configure on the queue, and for a new one the vhost's
 // max-queues and the dead-letter exchange's rights; then VHost::declare_queue
