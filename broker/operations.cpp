@@ -200,8 +200,13 @@ bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
     return removed_stored;
 }
 
-void close_connection(Session& session, std::string_view reason) {
-    session.connection_error(amqp_error(reply::connection_forced, std::string(reason)));
+bool close_connection(Broker& broker, uint64_t connection, std::string_view reason) {
+    for (Session* s : broker.sessions())
+        if (s->id() == connection) {
+            s->connection_error(amqp_error(reply::connection_forced, std::string(reason)));
+            return true;
+        }
+    return false;
 }
 
 }  // namespace sluice::broker

@@ -25,8 +25,8 @@
 
 namespace sluice::broker {
 
+class Broker;
 class Queue;
-class Session;
 
 // Who asks: the user, its permissions in the vhost (null = none) and its
 // connection (0 = the management API).
@@ -113,8 +113,9 @@ enum class GetAckMode { ack_requeue_true, ack_requeue_false, reject_requeue_true
 bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
                   const std::function<void(const QueuedMessage&, size_t ready_left)>& visit);
 
-// Closes a connection from outside (the API, a deleted user or vhost):
-// connection.close with 320 CONNECTION_FORCED and `reason`.
-void close_connection(Session& session, std::string_view reason);
+// Closes connection `connection` (its id) from outside (the API):
+// connection.close with 320 CONNECTION_FORCED and `reason`. False if there
+// is no such connection.
+bool close_connection(Broker& broker, uint64_t connection, std::string_view reason);
 
 }  // namespace sluice::broker
