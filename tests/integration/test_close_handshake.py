@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from amqp_raw import (FRAME_END, Close, RawConnection, basic_publish, body_frame, channel_open, frame,
+from amqp_raw import (FRAME_END, RawConnection, basic_publish, body_frame, channel_open, frame,
                       header_frame, method_frame, queue_declare)
 from conftest import started_broker, wait_for
 from mgmt_http import ExtraBroker, q

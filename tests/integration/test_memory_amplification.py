@@ -46,18 +46,25 @@ def grew(broker, before):
     return rss_bytes(broker.proc.pid) - before
 
 
-def test_get_reject_loop_of_a_client_that_does_not_read(broker):
-    if broker.external:
-        pytest.skip("measures sluiced's memory")
-    name = unique("amp")
+def one_message_client(broker, name, body):
+    """A raw client on channel 1 that declared queue `name` and published
+    `body` to it, with a small receive buffer: from here on it reads nothing."""
     c = RawConnection("127.0.0.1", broker.port)
     c.handshake()
     c.open_channel(1)
     c.send(queue_declare(1, name))
     c.expect_method((50, 11))
-    c.send(publish_message(1, "", name, b"m" * BODY))
+    c.send(publish_message(1, "", name, body))
     wait_for(lambda: _ready(broker, name) == 1, what="the message in the queue")
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return c
+
+
+def test_get_reject_loop_of_a_client_that_does_not_read(broker):
+    if broker.external:
+        pytest.skip("measures sluiced's memory")
+    name = unique("amp")
+    c = one_message_client(broker, name, b"m" * BODY)
     before = rss_bytes(broker.proc.pid)
     pipeline = b"".join(basic_get(1, name, no_ack=False) + basic_reject(1, tag, True)
                         for tag in range(1, PAIRS + 1))
@@ -187,14 +194,7 @@ def test_many_channels_of_a_client_that_does_not_read(broker):
     if broker.external:
         pytest.skip("measures sluiced's memory")
     name = unique("amp-ch")
-    c = RawConnection("127.0.0.1", broker.port)
-    c.handshake()
-    c.open_channel(1)
-    c.send(queue_declare(1, name))
-    c.expect_method((50, 11))
-    c.send(publish_message(1, "", name, b"c" * (4 * BODY)))
-    wait_for(lambda: _ready(broker, name) == 1, what="the message in the queue")
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c = one_message_client(broker, name, b"c" * (4 * BODY))
     before = rss_bytes(broker.proc.pid)
     channels = range(2, 102)  # 100 channels: 400 MiB of output if nothing stops them
     c.send(b"".join(channel_open(ch) + basic_get(ch, name, no_ack=False) + channel_close(ch) for ch in channels))
