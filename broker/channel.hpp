@@ -154,7 +154,6 @@ private:
     Status check_access(Permission p, ResourceKind kind, std::string_view name);
     // This channel as broker/operations.hpp's checks see it.
     Caller caller();
-    Status check_exchange_declare(const amqp::method::ExchangeDeclare& m);
     Status check_queue_access(Permission p, std::string_view queue);
     Status check_consume(std::string_view queue);
     // basic.publish: write on the exchange. The last exchange allowed is

@@ -38,11 +38,6 @@ Status Channel::check_access(Permission p, ResourceKind kind, std::string_view n
     return broker::check_access(caller(), p, kind, name);
 }
 
-Status Channel::check_exchange_declare(const m::ExchangeDeclare& d) {
-    if (d.passive) return std::nullopt;
-    return broker::check_exchange_declare(caller(), d.exchange, d.arguments);
-}
-
 Status Channel::check_queue_access(Permission p, std::string_view queue) {
     std::string_view name = resolve_queue_name(queue);
     if (name.empty()) return std::nullopt;

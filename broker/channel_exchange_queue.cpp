@@ -43,7 +43,6 @@ void Channel::reply_when_durable(bool durable, std::function<void()> reply) {
 }
 
 Status Channel::exchange_declare(const m::ExchangeDeclare& d) {
-    if (Status st = check_exchange_declare(d)) return st;
     if (d.passive) {
         if (d.exchange.empty())  // as RabbitMQ, the passive form too
             return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
@@ -59,15 +58,15 @@ Status Channel::exchange_declare(const m::ExchangeDeclare& d) {
     o.auto_delete = d.auto_delete;
     o.internal = d.internal;
     o.arguments = d.arguments;
-    auto r = vhost_.declare_exchange(d.exchange, o);
+    bool created = false;
+    auto r = broker::declare_exchange(caller(), vhost_, d.exchange, o, created);
     if (auto* e = std::get_if<AmqpError>(&r)) return *e;
     if (!d.no_wait) reply_when_durable(o.durable, [this] { send(m::ExchangeDeclareOk{}); });
     return std::nullopt;
 }
 
 Status Channel::exchange_delete(const m::ExchangeDelete& d) {
-    if (Status st = check_access(Permission::configure, ResourceKind::exchange, d.exchange)) return st;
-    if (Status st = vhost_.delete_exchange(d.exchange, d.if_unused)) return st;
+    if (Status st = broker::delete_exchange(caller(), vhost_, d.exchange, d.if_unused)) return st;
     if (!d.no_wait) reply_when_durable(true, [this] { send(m::ExchangeDeleteOk{}); });
     return std::nullopt;
 }

@@ -53,6 +53,21 @@ Status check_exclusive_access(const Queue& queue, uint64_t connection) {
     return std::nullopt;
 }
 
+Result<Exchange*> declare_exchange(const Caller& caller, VHost& vhost, std::string_view name,
+                                   const ExchangeOptions& options, bool& created) {
+    created = false;
+    if (Status st = check_exchange_declare(caller, name, options.arguments)) return *st;
+    const bool existed = vhost.find_exchange(name) != nullptr;
+    auto r = vhost.declare_exchange(name, options);
+    created = !existed && std::holds_alternative<Exchange*>(r);
+    return r;
+}
+
+Status delete_exchange(const Caller& caller, VHost& vhost, std::string_view name, bool if_unused) {
+    if (Status st = check_access(caller, Permission::configure, ResourceKind::exchange, name)) return st;
+    return vhost.delete_exchange(name, if_unused);
+}
+
 Result<QueuePtr> declare_queue(const Caller& caller, VHost& vhost, std::string_view name, QueueOptions options,
                                bool server_named, bool& created) {
     created = false;
@@ -185,8 +200,13 @@ bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
     return removed_stored;
 }
 
-void close_connection(Session& session, std::string_view reason) {
-    session.connection_error(amqp_error(reply::connection_forced, std::string(reason)));
+bool close_connection(Broker& broker, uint64_t connection, std::string_view reason) {
+    for (Session* s : broker.sessions())
+        if (s->id() == connection) {
+            s->connection_error(amqp_error(reply::connection_forced, std::string(reason)));
+            return true;
+        }
+    return false;
 }
 
 }  // namespace sluice::broker

@@ -25,8 +25,8 @@
 
 namespace sluice::broker {
 
+class Broker;
 class Queue;
-class Session;
 
 // Who asks: the user, its permissions in the vhost (null = none) and its
 // connection (0 = the management API).
@@ -47,6 +47,19 @@ Status check_exchange_declare(const Caller& caller, std::string_view exchange, c
 Status check_dead_letter_access(const Caller& caller, std::string_view queue, const amqp::FieldTable& arguments);
 // 405 RESOURCE_LOCKED when `queue` is exclusive to another connection.
 Status check_exclusive_access(const Queue& queue, uint64_t connection);
+
+// exchange.declare (not passive), the type already parsed by the caller:
+// check_exchange_declare, then VHost::declare_exchange — the default
+// exchange is refused (403), an existing exchange (amq.* included) must be
+// equivalent (type, durable, auto_delete, internal, alternate-exchange: 406),
+// a new one may not take the reserved "amq." prefix (403), and a durable one
+// is stored. `created` says whether it is new.
+Result<Exchange*> declare_exchange(const Caller& caller, VHost& vhost, std::string_view name,
+                                   const ExchangeOptions& options, bool& created);
+// exchange.delete: configure on it, then VHost::delete_exchange — the default
+// and amq.* exchanges are refused (403), if-unused with bindings is 406, its
+// bindings go with it, and deleting a missing exchange succeeds.
+Status delete_exchange(const Caller& caller, VHost& vhost, std::string_view name, bool if_unused);
 
 // queue.declare (not passive): RabbitMQ's reserved "amq." prefix (unless
 // `server_named`), configure on the queue, and for a new one the vhost's
@@ -100,8 +113,9 @@ enum class GetAckMode { ack_requeue_true, ack_requeue_false, reject_requeue_true
 bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
                   const std::function<void(const QueuedMessage&, size_t ready_left)>& visit);
 
-// Closes a connection from outside (the API, a deleted user or vhost):
-// connection.close with 320 CONNECTION_FORCED and `reason`.
-void close_connection(Session& session, std::string_view reason);
+// Closes connection `connection` (its id) from outside (the API):
+// connection.close with 320 CONNECTION_FORCED and `reason`. False if there
+// is no such connection.
+bool close_connection(Broker& broker, uint64_t connection, std::string_view reason);
 
 }  // namespace sluice::broker

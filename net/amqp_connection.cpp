@@ -107,8 +107,12 @@ void AmqpConnection::begin_session() {
 
 bool AmqpConnection::read_paused() const {
     // Stop reading while this socket's own output is far behind, or while an
-    // alarm blocks this publisher.
-    return session_->reading_paused() || session_->output().size() + writing_.size() > 4 * (1u << 20);
+    // alarm blocks this publisher. The limit is the session's own
+    // (Session::output_over_limit): when the session stops parsing, the
+    // socket must stop being read too, or unparsed input piles up in in_
+    // instead (mandatory publishes that come back as basic.return do that).
+    return session_->reading_paused() ||
+           session_->output().size() + writing_.size() >= 4 * broker_.config().output_high_watermark;
 }
 
 void AmqpConnection::resume_reading() {

@@ -19,8 +19,6 @@
 #include <tuple>
 
 #include "broker/broker.hpp"
-#include "broker/channel.hpp"
-#include "broker/session.hpp"
 #include "broker/vhost.hpp"
 #include "net/management_api_internal.hpp"
 
@@ -221,11 +219,10 @@ HttpResponse overview(State& s, const Request& req) {
         stat("ack", q_ack, q_ack_rate);
     }
     uint64_t channels = 0, connections = 0;
-    for (const broker::Session* sess : b.sessions()) {
-        if (!sees_connection(req, *sess)) continue;
+    for (const broker::ConnectionSummary& c : broker::list_connections(b)) {
+        if (!sees_connection(req, c.user)) continue;
         ++connections;
-        for (const auto& c : sess->channels())
-            if (c) ++channels;
+        channels += c.channels;
     }
 
     json::object qt;
@@ -526,8 +523,7 @@ void ManagementApi::handle(const HttpRequest& request, std::function<void(HttpRe
     std::string error;
     if (!decode_target(request.target, r, error)) return once(bad_request(error));
     if (auto refused = authorize(s, r)) return once(std::move(*refused));
-    s.sessions_by_id.clear();
-    for (const broker::Session* sess : s.broker.sessions()) s.sessions_by_id.emplace(sess->id(), sess);
+    s.connection_names.reset();
     try {
         route(s, r, once);
     } catch (const std::exception& e) {

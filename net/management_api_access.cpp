@@ -5,7 +5,6 @@
 
 #include "broker/access_control.hpp"
 #include "broker/broker.hpp"
-#include "broker/session.hpp"
 #include "broker/vhost.hpp"
 #include "net/management_api_internal.hpp"
 
@@ -111,8 +110,8 @@ bool sees_vhost(State& s, const Request& r, std::string_view vhost) {
     return r.administrator || r.monitoring || s.broker.access_control().permissions(r.user, vhost) != nullptr;
 }
 
-bool sees_connection(const Request& r, const broker::Session& c) {
-    return r.administrator || r.monitoring || c.user() == r.user;
+bool sees_connection(const Request& r, std::string_view connection_user) {
+    return r.administrator || r.monitoring || connection_user == r.user;
 }
 
 std::optional<HttpResponse> authorize(State& s, const Request& r) {

@@ -16,6 +16,7 @@
 
 #include "broker/amqp_error.hpp"
 #include "broker/broker_stats.hpp"
+#include "broker/introspection.hpp"
 #include "broker/operations.hpp"
 #include "net/amqp/field_table.hpp"
 #include "net/amqp/properties.hpp"
@@ -29,13 +30,10 @@ namespace sluice::broker {
 class Broker;
 struct User;
 struct PermissionPatterns;
-class Channel;
 class Exchange;
 class Queue;
-class Session;
 class VHost;
 struct Binding;
-struct Consumer;
 }  // namespace sluice::broker
 
 namespace sluice::net::mgmt {
@@ -117,8 +115,9 @@ struct ManagementApi::State {
     std::string node;  // "sluice@hostname"
     std::chrono::steady_clock::time_point started;
     std::chrono::milliseconds sample_interval = ManagementApi::kDefaultSampleInterval;
-    // Sessions by connection id, rebuilt for each request (exclusive queues' owners).
-    std::unordered_map<uint64_t, const broker::Session*> sessions_by_id;
+    // Connection names by id (exclusive queues' owners): filled when a
+    // request first needs them, emptied before the next.
+    std::optional<std::unordered_map<uint64_t, std::string>> connection_names;
 };
 
 }  // namespace sluice::net
@@ -182,17 +181,15 @@ json::object properties_json(const amqp::BasicProperties& p);
 bool json_properties(const json::object& o, amqp::BasicProperties& out, std::string& error);
 
 // --- broker objects as RabbitMQ's management API shows them ------------------
-std::string connection_name(const broker::Session& s);
-std::string channel_name(const broker::Channel& c);
 json::object queue_json(State& s, const broker::Queue& q);
 json::object exchange_json(const broker::VHost& v, const broker::Exchange& e);
 json::object binding_json(const broker::VHost& v, const broker::Exchange& source, const broker::Binding& b);
 // Default-exchange binding every queue has (RabbitMQ lists it).
 json::object default_binding_json(const broker::VHost& v, const broker::Queue& q);
 std::string properties_key(std::string_view key, const amqp::FieldTable& args);
-json::object connection_json(State& s, const broker::Session& c);
-json::object channel_json(State& s, const broker::Channel& c);
-json::object consumer_json(const broker::Consumer& c);
+json::object connection_json(State& s, const broker::ConnectionSummary& c);
+json::object channel_json(State& s, const broker::ChannelSummary& c);
+json::object consumer_json(const broker::ConsumerSummary& c);
 // The name RabbitMQ's paths use for the default exchange ("amq.default").
 inline std::string_view exchange_path_name(std::string_view n) { return n.empty() ? "amq.default" : n; }
 inline std::string_view exchange_from_path(std::string_view n) { return n == "amq.default" ? "" : n; }
@@ -209,7 +206,7 @@ std::optional<HttpResponse> authorize(State& s, const Request& r);
 bool sees_vhost(State& s, const Request& r, std::string_view vhost);
 // The user may see this connection (administrators and monitoring users
 // see all, others their own).
-bool sees_connection(const Request& r, const broker::Session& c);
+bool sees_connection(const Request& r, std::string_view connection_user);
 json::object user_json(const broker::User& u);
 json::object permission_json(std::string_view vhost, std::string_view user, const broker::PermissionPatterns& p);
 json::object vhost_json(State& s, const broker::VHost& v);

@@ -3,8 +3,6 @@
 #include <cmath>
 
 #include "broker/broker.hpp"
-#include "broker/channel.hpp"
-#include "broker/session.hpp"
 #include "broker/vhost.hpp"
 #include "net/management_api_internal.hpp"
 
@@ -25,20 +23,7 @@ void split_peer(const std::string& peer, std::string& host, int& port) {
     if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
 }
 
-size_t open_channels(const broker::Session& s) {
-    size_t n = 0;
-    for (const auto& c : s.channels())
-        if (c) ++n;
-    return n;
-}
-
 }  // namespace
-
-std::string connection_name(const broker::Session& s) { return s.info().peer; }
-
-std::string channel_name(const broker::Channel& c) {
-    return connection_name(c.session()) + " (" + std::to_string(c.id()) + ")";
-}
 
 json::object queue_json(State& s, const broker::Queue& q) {
     json::object o;
@@ -61,13 +46,14 @@ json::object queue_json(State& s, const broker::Queue& q) {
     o["state"] = "running";
     o["node"] = s.node;
     if (q.exclusive() && q.owner() != 0) {
-        auto it = s.sessions_by_id.find(q.owner());
-        if (it != s.sessions_by_id.end()) {
+        if (!s.connection_names) s.connection_names = broker::connection_names(s.broker);
+        auto it = s.connection_names->find(q.owner());
+        if (it != s.connection_names->end()) {
             json::object owner;
             std::string host;
             int port;
-            split_peer(it->second->info().peer, host, port);
-            owner["name"] = utf8(connection_name(*it->second));
+            split_peer(it->second, host, port);
+            owner["name"] = utf8(it->second);
             owner["peer_host"] = host;
             owner["peer_port"] = port;
             o["owner_pid_details"] = std::move(owner);
@@ -167,90 +153,87 @@ json::object default_binding_json(const broker::VHost& v, const broker::Queue& q
     return o;
 }
 
-json::object connection_json(State& s, const broker::Session& c) {
+json::object connection_json(State& s, const broker::ConnectionSummary& c) {
     json::object o;
     std::string host;
     int port;
-    split_peer(c.info().peer, host, port);
-    o["name"] = utf8(connection_name(c));
+    split_peer(c.name, host, port);
+    o["name"] = utf8(c.name);
     o["node"] = s.node;
-    o["vhost"] = utf8(c.vhost() ? c.vhost()->name() : std::string());
-    o["user"] = utf8(c.user());
-    o["state"] = c.closed() ? "closed" : c.reading_paused() ? "blocked" : c.user().empty() ? "starting" : "running";
-    o["channels"] = open_channels(c);
+    o["vhost"] = utf8(c.vhost);
+    o["user"] = utf8(c.user);
+    o["state"] = c.state;
+    o["channels"] = c.channels;
     o["peer_host"] = host;
     o["peer_port"] = port;
     o["protocol"] = "AMQP 0-9-1";
     o["type"] = "network";
-    o["ssl"] = c.info().tls;
-    if (c.info().tls) o["ssl_protocol"] = c.info().tls_protocol;
-    o["frame_max"] = c.frame_max();
-    o["channel_max"] = c.channel_max();
-    o["timeout"] = c.heartbeat();
-    o["client_properties"] = table_json(c.client_properties());
-    if (const amqp::FieldValue* n = c.client_properties().find("connection_name"))
+    o["ssl"] = c.tls;
+    if (c.tls) o["ssl_protocol"] = c.tls_protocol;
+    o["frame_max"] = c.frame_max;
+    o["channel_max"] = c.channel_max;
+    o["timeout"] = c.heartbeat;
+    o["client_properties"] = table_json(c.client_properties);
+    if (const amqp::FieldValue* n = c.client_properties.find("connection_name"))
         if (auto str = n->as_string()) o["user_provided_name"] = utf8(*str);
     return o;
 }
 
-json::object channel_json(State& s, const broker::Channel& c) {
+json::object channel_json(State& s, const broker::ChannelSummary& c) {
     json::object o;
-    const broker::Session& session = c.session();
     std::string host;
     int port;
-    split_peer(session.info().peer, host, port);
-    o["name"] = utf8(channel_name(c));
-    o["number"] = c.id();
+    split_peer(c.connection, host, port);
+    o["name"] = utf8(broker::channel_name(c.connection, c.number));
+    o["number"] = c.number;
     o["node"] = s.node;
-    o["vhost"] = utf8(c.vhost().name());
-    o["user"] = utf8(session.user());
+    o["vhost"] = utf8(c.vhost);
+    o["user"] = utf8(c.user);
     json::object conn;
-    conn["name"] = utf8(connection_name(session));
+    conn["name"] = utf8(c.connection);
     conn["peer_host"] = host;
     conn["peer_port"] = port;
     o["connection_details"] = std::move(conn);
-    o["consumer_count"] = c.consumers().size();
-    o["messages_unacknowledged"] = c.unacked_count();
-    o["prefetch_count"] = c.prefetch_count();
-    o["global_prefetch_count"] = c.global_prefetch_count();
-    o["confirm"] = c.confirm_mode();
-    o["transactional"] = c.tx_mode();
-    o["state"] = c.closing() ? "closing" : "running";
+    o["consumer_count"] = c.consumers;
+    o["messages_unacknowledged"] = c.unacked;
+    o["prefetch_count"] = c.prefetch_count;
+    o["global_prefetch_count"] = c.global_prefetch_count;
+    o["confirm"] = c.confirm;
+    o["transactional"] = c.transactional;
+    o["state"] = c.closing ? "closing" : "running";
     return o;
 }
 
-json::object consumer_json(const broker::Consumer& c) {
+json::object consumer_json(const broker::ConsumerSummary& c) {
     json::object o;
     o["consumer_tag"] = utf8(c.tag);
-    if (c.channel) {
-        const broker::Session& session = c.channel->session();
+    if (c.on_channel) {
         std::string host;
         int port;
-        split_peer(session.info().peer, host, port);
+        split_peer(c.connection, host, port);
         json::object ch;
-        ch["name"] = utf8(channel_name(*c.channel));
-        ch["number"] = c.channel->id();
-        ch["connection_name"] = utf8(connection_name(session));
+        ch["name"] = utf8(broker::channel_name(c.connection, c.channel));
+        ch["number"] = c.channel;
+        ch["connection_name"] = utf8(c.connection);
         ch["peer_host"] = host;
         ch["peer_port"] = port;
-        ch["user"] = utf8(session.user());
+        ch["user"] = utf8(c.user);
         o["channel_details"] = std::move(ch);
     }
-    if (c.queue) {
+    if (c.on_queue) {
         json::object q;
-        q["name"] = utf8(c.queue->name());
-        q["vhost"] = utf8(c.queue->vhost().name());
+        q["name"] = utf8(c.queue);
+        q["vhost"] = utf8(c.queue_vhost);
         o["queue"] = std::move(q);
     }
-    o["ack_required"] = !c.no_ack;
+    o["ack_required"] = c.ack_required;
     o["exclusive"] = c.exclusive;
     o["prefetch_count"] = c.prefetch;
     o["priority"] = c.priority;
     o["arguments"] = table_json(c.arguments);
     // On a single-active-consumer queue only the active one is "up"; the
     // others wait (RabbitMQ: active false, activity_status "waiting").
-    const broker::Consumer* active = c.queue ? c.queue->active_consumer() : nullptr;
-    const bool is_active = !active || active == &c;
+    const bool is_active = c.active;
     o["active"] = is_active;
     o["activity_status"] = is_active ? "up" : "waiting";
     return o;

@@ -222,13 +222,11 @@ void put_exchange(State& s, const Request& r, broker::VHost& v, const std::strin
         return reply(bad_request("unknown exchange type '" + type + "' (direct, fanout, topic or headers)"));
     if (!check_short("exchange name", name, error)) return reply(error);
     auto who = caller_in(s, r, v.name());
-    if (broker::Status st = broker::check_exchange_declare(who.caller, name, o.arguments))
-        return reply(from_amqp_error(*st));
-    bool existed = v.find_exchange(name) != nullptr;
-    auto res = v.declare_exchange(name, o);
+    bool created = false;
+    auto res = broker::declare_exchange(who.caller, v, name, o, created);
     if (auto* e = std::get_if<broker::AmqpError>(&res)) return reply(from_amqp_error(*e));
     const broker::Exchange* ex = std::get<broker::Exchange*>(res);
-    HttpResponse ok = existed ? no_content() : json_response(201, exchange_json(v, *ex));
+    HttpResponse ok = created ? json_response(201, exchange_json(v, *ex)) : no_content();
     reply_when_synced(s, ex->durable(), std::move(ok), reply);
 }
 
@@ -307,7 +305,9 @@ void handle_exchanges(State& s, const Request& r, const Reply& reply) {
         if (!ex) return reply(not_found(v->not_found_exchange(name)));
         if (m == "DELETE") {
             bool durable = ex->durable();
-            if (broker::Status st = v->delete_exchange(name, r.flag("if-unused"))) return reply(from_amqp_error(*st));
+            auto who = caller_in(s, r, v->name());
+            if (broker::Status st = broker::delete_exchange(who.caller, *v, name, r.flag("if-unused")))
+                return reply(from_amqp_error(*st));
             return reply_when_synced(s, durable, no_content(), reply);
         }
         return reply(json_response(200, exchange_json(*v, *ex)));

@@ -6,13 +6,14 @@ side and drains what the peer still sends before it closes."""
 
 import socket
 import struct
+import threading
 import time
 
 import pytest
 
 from amqp_raw import (FRAME_END, RawConnection, basic_publish, body_frame, channel_open, frame,
-                      header_frame, method_frame)
-from conftest import wait_for
+                      header_frame, method_frame, queue_declare)
+from conftest import started_broker, wait_for
 from mgmt_http import ExtraBroker, q
 
 pytestmark = pytest.mark.deadline(60)
@@ -59,6 +60,12 @@ def methods(data):
 def publishes(n, size=16384):
     one = basic_publish(1, "", "nowhere") + header_frame(1, size) + body_frame(1, b"z" * size)
     return one * n
+
+
+@pytest.fixture(scope="module")
+def broker():
+    with started_broker() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +118,56 @@ def test_forced_close_of_a_blocked_publisher_is_read_not_reset(alarmed):
     got = methods(c.buf + read_to_end(c.sock))
     assert CONNECTION_CLOSE in got, got
     c.sock.close()
+
+
+def test_close_ok_reaches_a_client_that_pipelines_publishes_after_close(broker):
+    """connection.close followed, in the same write, by publishes with 16 KiB
+    bodies and a channel.open, with no half-close: more input than the
+    broker's first read takes is still unread when it has answered. The
+    client reads close-ok as the last frame, then a FIN, never a reset."""
+    for _ in range(20):
+        c = RawConnection("127.0.0.1", broker.port)
+        c.handshake()
+        c.open_channel(1)
+        c.send(connection_close() + publishes(16) + channel_open(2))
+        got = methods(c.buf + read_to_end(c.sock))
+        assert got == [CONNECTION_CLOSE_OK], got
+        c.sock.close()
+
+
+def test_connection_error_is_read_by_a_client_that_keeps_sending(broker):
+    """The broker closes the connection (504: a method on a channel that is
+    not open) while the client is still streaming publishes at it: the
+    client reads connection.close, its writes are not refused, and once it
+    stops, the stream ends with a FIN, never a reset."""
+    for _ in range(5):
+        c = RawConnection("127.0.0.1", broker.port)
+        c.handshake()
+        c.open_channel(1)
+        chunk = publishes(4)
+        stop = threading.Event()
+        send_errors = []
+
+        def keep_sending():
+            try:
+                for _ in range(4):
+                    c.sock.sendall(chunk)
+                c.sock.sendall(queue_declare(7, "on-a-closed-channel"))
+                deadline = time.monotonic() + 20
+                while not stop.is_set() and time.monotonic() < deadline:
+                    c.sock.sendall(chunk)
+            except OSError as e:
+                send_errors.append(e)
+
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        try:
+            close = c.expect_connection_close(timeout=10)
+        finally:
+            stop.set()
+            sender.join()
+        assert close.code == 504, close
+        assert not send_errors, "the broker refused the client's writes: %r" % send_errors
+        got = methods(c.buf + read_to_end(c.sock))
+        assert CONNECTION_CLOSE not in got and CONNECTION_CLOSE_OK not in got, got
+        c.sock.close()
