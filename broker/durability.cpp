@@ -11,7 +11,8 @@
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/field_table.hpp"
-#include "net/amqp/wire.hpp"
+#include "storage/records.hpp"
+#include "storage/recovery.hpp"
 
 namespace sluice::broker {
 
@@ -19,70 +20,50 @@ using storage::Column;
 
 namespace {
 
-// Record kinds in a queue's log (storage/queue_log.hpp).
-constexpr uint8_t kEntryInline = 1;   // payload: the encoded message
-constexpr uint8_t kEntryBodyRef = 2;  // payload: the u64 id of a body in `bodies`
-constexpr uint8_t kEntryPage = 3;     // an older version's paged transient message (dropped at start)
+using storage::records::kEntryBodyRef;
+using storage::records::kEntryInline;
+using storage::records::kEntryPage;
 
-void put_name(std::string& out, std::string_view s) { amqp::put_shortstr(out, s.substr(0, 255)); }
-
-std::string exchange_key(const VHost& v, std::string_view name) {
-    std::string k = "e";
-    put_name(k, v.name());
-    put_name(k, name);
-    return k;
+std::string encoded_arguments(const amqp::FieldTable& t) {
+    std::string out;
+    amqp::encode_table(out, t);
+    return out;
 }
 
-std::string queue_key(const VHost& v, std::string_view name) {
-    std::string k = "q";
-    put_name(k, v.name());
-    put_name(k, name);
-    return k;
+storage::records::BindingRecord binding_record(const VHost& v, const Exchange& source, const Binding& b,
+                                               std::string& arguments) {
+    storage::records::BindingRecord r;
+    r.vhost = v.name();
+    r.source = source.name();
+    r.to_queue = b.destination.queue != nullptr;
+    r.destination = r.to_queue ? b.destination.queue->name() : b.destination.exchange->name();
+    r.routing_key = b.key;
+    arguments = encoded_arguments(b.arguments);
+    r.arguments = arguments;
+    return r;
 }
 
-std::string binding_key(const VHost& v, const Exchange& source, const Binding& b) {
-    std::string k = "b";
-    put_name(k, v.name());
-    put_name(k, source.name());
-    if (b.destination.queue) {
-        k.push_back('q');
-        put_name(k, b.destination.queue->name());
-    } else {
-        k.push_back('e');
-        put_name(k, b.destination.exchange->name());
-    }
-    put_name(k, b.key);
-    amqp::encode_table(k, b.arguments);
-    return k;
+storage::records::MessageParts parts_of(const Message& m) {
+    return {m.exchange(), m.routing_key(), m.properties(), m.body()};
 }
 
-// exchange, routing key, properties, body — as a queue entry or a shared body.
-// The header is everything before the properties' bytes.
-void encode_message_header(std::string& out, const Message& m) {
-    put_name(out, m.exchange());
-    put_name(out, m.routing_key());
-    amqp::put_u32(out, static_cast<uint32_t>(m.properties().size()));
-}
-
-void encode_message(std::string& out, const Message& m) {
-    encode_message_header(out, m);
-    out.append(m.properties());
-    out.append(m.body());
-}
-
-MessagePtr decode_message(std::string_view in) {
-    amqp::WireReader r(in);
-    auto exchange = r.shortstr();
-    auto routing_key = r.shortstr();
-    auto props = r.longstr();
-    if (!r.ok()) return nullptr;
-    auto body = in.substr(r.position());
-    auto m = std::make_shared<Message>(exchange, routing_key, props, body.size());
-    m->append_body(body);
+MessagePtr message_of(const storage::records::MessageParts& p) {
+    auto m = std::make_shared<Message>(p.exchange, p.routing_key, p.properties, p.body.size());
+    m->append_body(p.body);
     return m;
 }
 
+MessagePtr decode_message(std::string_view in) {
+    storage::records::MessageParts p;
+    if (!storage::records::decode_message(in, p)) return nullptr;
+    return message_of(p);
+}
+
 uint64_t queue_upper(uint64_t id) { return id + 1; }
+
+bool decode_arguments(std::string_view bytes, amqp::FieldTable& out) {
+    return amqp::decode_table(bytes, out) == amqp::TableError::none;
+}
 
 }  // namespace
 
@@ -92,8 +73,18 @@ void Durability::attach(storage::Store* store, Executor* executor) {
     store_ = store;
     executor_ = executor;
     spill_.reset();
+    commit_.reset();
     if (!store_) return;
-    batch_ = store_->new_batch();
+    storage::GroupCommit::Hooks hooks;
+    hooks.has_open_writes = [this] { return !dirty_logs_.empty(); };
+    hooks.open_bytes = [this] { return open_bytes_; };
+    hooks.end_of_turn = [this] { seal_spill_runs(); };
+    hooks.flush = [this](storage::Batch& batch) { flush_logs(batch); };
+    hooks.committed = [this](bool ok) { on_committed(ok); };
+    commit_ = std::make_unique<storage::GroupCommit>(
+        *store_, [executor](std::function<void()> fn) { executor->post(std::move(fn)); }, std::move(hooks));
+    commit_->set_backlog_limit(backlog_limit_, on_caught_up_);
+    commit_->set_on_store_lost(on_store_lost_);
     std::string error;
     spill_ = storage::SpillFile::open(store_->path() + "/spill", error);
     if (!spill_)
@@ -101,41 +92,17 @@ void Durability::attach(storage::Store* store, Executor* executor) {
 }
 
 void Durability::shutdown() {
-    if (store_) {
-        // Let the commit in flight finish (its callback posts to the
-        // executor, which is still alive), then write the gathering batch
-        // after it: one ordered stream of batches to the end.
-        store_->wait_idle();
-        flush_logs();
-        if (!batch_.empty() || write_failed_) {  // a failed batch is written again with it
-            storage::Batch batch = std::move(batch_);
-            batch_ = store_->new_batch();
-            store_->commit_now(std::move(batch));
-        }
-    }
+    if (commit_) commit_->shutdown();  // writes what gathered (and a failed batch), in order
     store_ = nullptr;
     executor_ = nullptr;
-    waiters_.clear();
-    in_flight_waiters_.clear();
 }
 
 void Durability::after_sync(std::function<void(bool)> fn) {
-    if (!store_) {
+    if (!commit_) {
         fn(true);
         return;
     }
-    if (!gathering() && !commit_in_flight_ && !write_failed_) {
-        fn(true);  // nothing unsynced is ahead of this
-        return;
-    }
-    if (!gathering() && commit_in_flight_) {
-        in_flight_waiters_.push_back(std::move(fn));
-        return;
-    }
-    waiters_.push_back(std::move(fn));
-    // After a failed write nothing may be acknowledged until it is written
-    // again: this waits for a commit that does that.
-    if (!gathering()) schedule_commit();
+    commit_->after_sync(std::move(fn));
 }
 
 template <typename Op>
@@ -157,12 +124,12 @@ void Durability::change_log(uint64_t queue_id, Op op, bool create) {
 // key range compacted, so the space comes back by itself.
 constexpr uint64_t kReclaimBytes = 4u << 20;
 
-void Durability::flush_logs() {
+void Durability::flush_logs(storage::Batch& batch) {
     for (uint64_t id : dirty_logs_) {
         auto it = logs_.find(id);
         if (it == logs_.end()) continue;
         storage::QueueLog& log = *it->second;
-        if (log.flush(batch_)) in_flight_logs_.push_back(id);
+        if (log.flush(batch)) in_flight_logs_.push_back(id);
         if (log.live() == 0 && log.freed_bytes() >= kReclaimBytes) {
             log.take_freed_bytes();
             reclaims_.push_back(id);
@@ -170,18 +137,13 @@ void Durability::flush_logs() {
     }
     dirty_logs_.clear();
     open_bytes_ = 0;
+    // The ranges this batch deletes are compacted once it is written.
+    in_flight_reclaims_.insert(in_flight_reclaims_.end(), reclaims_.begin(), reclaims_.end());
+    reclaims_.clear();
 }
 
 void Durability::schedule_commit() {
-    if (commit_scheduled_) return;
-    commit_scheduled_ = true;
-    // At the end of this turn of the event loop: everything the current
-    // reads produce joins one batch, and the turn's spill runs one write.
-    executor_->post([this, alive = std::weak_ptr<bool>(alive_)] {
-        if (alive.expired()) return;
-        commit_scheduled_ = false;
-        end_turn();
-    });
+    if (commit_) commit_->schedule();
 }
 
 void Durability::seal_at_turn_end(std::weak_ptr<Queue> queue) {
@@ -189,93 +151,40 @@ void Durability::seal_at_turn_end(std::weak_ptr<Queue> queue) {
     schedule_commit();
 }
 
-void Durability::end_turn() {
-    if (!open_runs_.empty()) {
-        const bool all = spill_pending_ > kSpillPendingBudget;
-        std::vector<std::weak_ptr<Queue>> runs;
-        runs.swap(open_runs_);
-        for (auto& weak : runs) {
-            auto q = weak.lock();
-            if (!q) continue;
-            sub_spill_pending(q->seal_runs(*spill_, all));
-            if (q->spill_registered()) open_runs_.push_back(std::move(weak));
-        }
-        spill_->flush();
+void Durability::seal_spill_runs() {
+    if (open_runs_.empty()) return;
+    const bool all = spill_pending_ > kSpillPendingBudget;
+    std::vector<std::weak_ptr<Queue>> runs;
+    runs.swap(open_runs_);
+    for (auto& weak : runs) {
+        auto q = weak.lock();
+        if (!q) continue;
+        sub_spill_pending(q->seal_runs(*spill_, all));
+        if (q->spill_registered()) open_runs_.push_back(std::move(weak));
     }
-    start_commit();
+    spill_->flush();
 }
 
 void Durability::encode_spill_record(std::string& out, const QueuedMessage& qm) {
-    const Message& m = *qm.message;
-    amqp::put_u64(out, qm.seq);
-    amqp::put_u64(out, qm.expires_ms);
-    const size_t len_at = out.size();
-    amqp::put_u32(out, 0);
-    encode_message(out, m);
-    const uint32_t len = static_cast<uint32_t>(out.size() - len_at - 4);
-    for (int i = 0; i < 4; ++i) out[len_at + static_cast<size_t>(i)] = static_cast<char>(len >> (24 - 8 * i));
+    storage::records::append_spill_record(out, qm.seq, qm.expires_ms, parts_of(*qm.message));
 }
 
 bool Durability::decode_spill_run(std::string_view run,
                                   const std::function<void(uint64_t, MessagePtr, uint64_t)>& f) {
-    while (!run.empty()) {
-        if (run.size() < 20) return false;
-        const uint64_t seq = storage::read_u64_key(run, 0);
-        const uint64_t expires_ms = storage::read_u64_key(run, 8);
-        const uint32_t len = static_cast<uint32_t>(storage::read_u64_key(run.substr(16, 4)));
-        if (run.size() < 20 + size_t{len}) return false;
-        MessagePtr m = decode_message(run.substr(20, len));
-        if (!m) return false;
-        f(seq, std::move(m), expires_ms);
-        run.remove_prefix(20 + size_t{len});
-    }
-    return true;
-}
-
-void Durability::start_commit() {
-    if (commit_in_flight_ || !(gathering() || (write_failed_ && !waiters_.empty()))) return;
-    flush_logs();
-    if (batch_.empty() && !write_failed_) {
-        // Everything gathered was consumed before it was written (a consumer
-        // that keeps up): nothing to write, nothing unsynced ahead.
-        std::vector<std::function<void(bool)>> done;
-        done.swap(waiters_);
-        ++gathering_generation_;
-        for (auto& fn : done) fn(true);
-        return;
-    }
-    commit_in_flight_ = true;
-    in_flight_reclaims_.swap(reclaims_);
-    reclaims_.clear();
-    in_flight_waiters_ = std::move(waiters_);
-    waiters_.clear();
-    storage::Batch batch = std::move(batch_);
-    batch_ = store_->new_batch();
-    in_flight_generation_ = gathering_generation_++;
-    // The callback runs on the commit thread: it touches nothing of this
-    // object but hands the result to the broker thread (shutdown() waits for
-    // it before the executor goes away).
-    store_->commit(std::move(batch), [this, executor = executor_, alive = std::weak_ptr<bool>(alive_)](std::string error) {
-        executor->post([this, alive, error = std::move(error)] {
-            if (!alive.expired()) on_committed(error);
+    return storage::records::for_each_spill_record(
+        run, [&](uint64_t seq, uint64_t expires_ms, const storage::records::MessageParts& p) {
+            f(seq, message_of(p), expires_ms);
+            return true;
         });
-    });
-    if (store_->down() && on_store_lost_) {
-        // The database could not be reopened after a failed write: nothing
-        // can be stored or read back. Stop before anything answers from it.
-        on_store_lost_("the store could not be reopened after a failed write");
-    }
 }
 
-void Durability::on_committed(const std::string& error) {
-    commit_in_flight_ = false;
+void Durability::on_committed(bool ok) {
     // A failed batch is written again ahead of the next one (Store::commit):
     // until then its chunks' bytes stay in memory (the messages are still
     // queued; their publishers were nacked) and its reclaims wait. What the
     // broker holds in memory is the truth the store converges to; nothing
-    // is acknowledged before it has (after_sync waits for that commit).
-    write_failed_ = !error.empty();
-    if (write_failed_) {
+    // is acknowledged before it has (GroupCommit::after_sync waits for that).
+    if (!ok) {
         reclaims_.insert(reclaims_.end(), in_flight_reclaims_.begin(), in_flight_reclaims_.end());
     } else {
         for (uint64_t id : in_flight_logs_)
@@ -286,37 +195,26 @@ void Durability::on_committed(const std::string& error) {
                 store_->reclaim(storage::message_key_of(id, 0), storage::message_key_of(queue_upper(id), 0));
     }
     in_flight_reclaims_.clear();
-    std::vector<std::function<void(bool)>> done;
-    done.swap(in_flight_waiters_);
-    bool ok = error.empty();
-    for (auto& fn : done) fn(ok);
-    start_commit();  // the batch that gathered meanwhile
-    if (on_caught_up_ && !backlogged()) on_caught_up_();
 }
 
 void Durability::put_exchange(const VHost& v, const Exchange& e) {
     if (recovering_ || !store_ || !e.durable()) return;
-    std::string value;
-    amqp::put_u8(value, static_cast<uint8_t>(e.type()));
-    amqp::put_u8(value, static_cast<uint8_t>((e.auto_delete() ? 1 : 0) | (e.internal() ? 2 : 0)));
-    amqp::encode_table(value, e.arguments());
-    batch_.put(Column::meta, exchange_key(v, e.name()), value);
+    batch().put(Column::meta, storage::records::exchange_key(v.name(), e.name()),
+                storage::records::exchange_value(static_cast<uint8_t>(e.type()), e.auto_delete(), e.internal(),
+                                                 encoded_arguments(e.arguments())));
     schedule_commit();
 }
 
 void Durability::remove_exchange(const VHost& v, const Exchange& e) {
     if (!store_ || !e.durable()) return;
-    batch_.remove(Column::meta, exchange_key(v, e.name()));
+    batch().remove(Column::meta, storage::records::exchange_key(v.name(), e.name()));
     schedule_commit();
 }
 
 void Durability::put_queue(const VHost& v, const Queue& q) {
     if (recovering_ || !store_ || !q.durable() || q.exclusive()) return;
-    std::string value;
-    amqp::put_u64(value, q.id());
-    amqp::put_u8(value, q.auto_delete() ? 1 : 0);
-    amqp::encode_table(value, q.arguments());
-    batch_.put(Column::meta, queue_key(v, q.name()), value);
+    batch().put(Column::meta, storage::records::queue_key(v.name(), q.name()),
+                storage::records::queue_value(q.id(), q.auto_delete(), encoded_arguments(q.arguments())));
     schedule_commit();
 }
 
@@ -330,35 +228,38 @@ void Durability::remove_queue(const VHost& v, const Queue& q) {
         if (it->second->stored_bytes() + it->second->freed_bytes() >= kReclaimBytes) reclaims_.push_back(q.id());
         logs_.erase(it);
     }
-    if (q.durable() && !q.exclusive()) batch_.remove(Column::meta, queue_key(v, q.name()));
+    if (q.durable() && !q.exclusive()) batch().remove(Column::meta, storage::records::queue_key(v.name(), q.name()));
     else if (!had_log) return;
     // Its entries (an exclusive durable queue stores them too) go now, not
     // at the next start.
-    batch_.remove_range(Column::msgs, storage::message_key_of(q.id(), 0), storage::message_key_of(queue_upper(q.id()), 0));
+    batch().remove_range(Column::msgs, storage::message_key_of(q.id(), 0),
+                         storage::message_key_of(queue_upper(q.id()), 0));
     schedule_commit();
 }
 
 void Durability::put_binding(const VHost& v, const Exchange& source, const Binding& b) {
     if (recovering_ || !store_) return;
-    batch_.put(Column::meta, binding_key(v, source, b), "");
+    std::string arguments;
+    batch().put(Column::meta, storage::records::binding_key(binding_record(v, source, b, arguments)), "");
     schedule_commit();
 }
 
 void Durability::remove_binding(const VHost& v, const Exchange& source, const Binding& b) {
     if (!store_) return;
-    batch_.remove(Column::meta, binding_key(v, source, b));
+    std::string arguments;
+    batch().remove(Column::meta, storage::records::binding_key(binding_record(v, source, b, arguments)));
     schedule_commit();
 }
 
 void Durability::put_record(std::string_view key, std::string_view value) {
     if (!store_) return;
-    batch_.put(Column::meta, key, value);
+    batch().put(Column::meta, key, value);
     schedule_commit();
 }
 
 void Durability::remove_record(std::string_view key) {
     if (!store_) return;
-    batch_.remove(Column::meta, key);
+    batch().remove(Column::meta, key);
     schedule_commit();
 }
 
@@ -368,7 +269,8 @@ void Durability::store_message(const MessagePtr& message, const std::vector<Stor
     if (entries.size() == 1 || message->body_size() < kSharedBodyMin) {
         // Inline in each queue's log: header here, properties and body as parts.
         header.clear();
-        encode_message_header(header, *message);
+        storage::records::append_message_header(header, message->exchange(), message->routing_key(),
+                                                message->properties().size());
         for (const StoredEntry& e : entries)
             change_log(e.queue->id(), [&](storage::QueueLog& log) {
                 log.append(e.seq, kEntryInline, e.expires_ms, {header, message->properties(), message->body()});
@@ -381,10 +283,9 @@ void Durability::store_message(const MessagePtr& message, const std::vector<Stor
     message->body_id = next_body_id_++;
     body_refs_[message->body_id] = static_cast<uint32_t>(entries.size());
     header.clear();
-    encode_message(header, *message);
-    std::string key;
-    storage::append_u64_key(key, message->body_id);
-    batch_.put(Column::bodies, key, header);
+    storage::records::append_message(header, parts_of(*message));
+    const std::string key = storage::records::body_key(message->body_id);
+    batch().put(Column::bodies, key, header);
     for (const StoredEntry& e : entries) {
         change_log(e.queue->id(), [&](storage::QueueLog& log) {
             log.append(e.seq, kEntryBodyRef, e.expires_ms, {key});
@@ -429,9 +330,7 @@ void Durability::unref_body(uint64_t body_id) {
     if (it == body_refs_.end()) return;
     if (--it->second > 0) return;
     body_refs_.erase(it);
-    std::string key;
-    storage::append_u64_key(key, body_id);
-    batch_.remove(Column::bodies, key);
+    batch().remove(Column::bodies, storage::records::body_key(body_id));
     schedule_commit();
 }
 
@@ -538,70 +437,45 @@ RecoveryStats Durability::recover(Broker& broker) {
     if (!store_) return st;
     auto start = std::chrono::steady_clock::now();
     recovering_ = true;
-    auto name_at = [](amqp::WireReader& r) { return std::string(r.shortstr()); };
+    namespace rec = storage::recovery;
 
-    store_->scan(Column::meta, "e", "f", [&](std::string_view key, std::string_view value) {
-        amqp::WireReader k(key.substr(1));
-        std::string vh = name_at(k), name = name_at(k);
-        amqp::WireReader r(value);
+    rec::exchanges(*store_, [&](const storage::records::ExchangeRecord& r) {
         ExchangeOptions o;
-        o.type = static_cast<ExchangeType>(r.u8());
-        uint8_t flags = r.u8();
+        o.type = static_cast<ExchangeType>(r.type);
         o.durable = true;
-        o.auto_delete = flags & 1;
-        o.internal = flags & 2;
-        std::string_view rest = value.substr(std::min<size_t>(2, value.size()));
-        VHost* vhost = broker.find_vhost(vh);
-        if (!k.ok() || !r.ok() || amqp::decode_table(rest, o.arguments) != amqp::TableError::none || !vhost)
-            return true;
-        vhost->restore_exchange(name, o);
+        o.auto_delete = r.auto_delete;
+        o.internal = r.internal;
+        VHost* vhost = broker.find_vhost(r.vhost);
+        if (!vhost || !decode_arguments(r.arguments, o.arguments)) return;
+        vhost->restore_exchange(r.name, o);
         ++st.exchanges;
-        return true;
     });
 
     std::vector<std::shared_ptr<Queue>> queues;
-    store_->scan(Column::meta, "q", "r", [&](std::string_view key, std::string_view value) {
-        amqp::WireReader k(key.substr(1));
-        std::string vh = name_at(k), name = name_at(k);
-        amqp::WireReader r(value);
-        uint64_t id = r.u64();
-        uint8_t flags = r.u8();
+    rec::queues(*store_, [&](const storage::records::QueueRecord& r) {
         QueueOptions o;
         o.durable = true;
-        o.auto_delete = flags & 1;
-        std::string_view rest = value.substr(std::min<size_t>(9, value.size()));
-        VHost* vhost = broker.find_vhost(vh);
-        if (!k.ok() || !r.ok() || amqp::decode_table(rest, o.arguments) != amqp::TableError::none || !vhost)
-            return true;
-        queues.push_back(vhost->restore_queue(name, std::move(o), id));
+        o.auto_delete = r.auto_delete;
+        VHost* vhost = broker.find_vhost(r.vhost);
+        if (!vhost || !decode_arguments(r.arguments, o.arguments)) return;
+        queues.push_back(vhost->restore_queue(r.name, std::move(o), r.id));
         ++st.queues;
-        return true;
     });
 
-    store_->scan(Column::meta, "b", "c", [&](std::string_view key, std::string_view) {
-        amqp::WireReader k(key.substr(1));
-        std::string vh = name_at(k), source = name_at(k);
-        char kind = static_cast<char>(k.u8());
-        std::string dest = name_at(k), rk = name_at(k);
+    rec::bindings(*store_, [&](const storage::records::BindingRecord& r) {
         amqp::FieldTable args;
-        std::string_view rest = key.substr(1 + k.position());
-        VHost* vhost = broker.find_vhost(vh);
-        if (!k.ok() || amqp::decode_table(rest, args) != amqp::TableError::none || !vhost) return true;
-        if (kind == 'q') vhost->bind_queue(dest, source, rk, args);
-        else vhost->bind_exchange(dest, source, rk, args);
+        VHost* vhost = broker.find_vhost(r.vhost);
+        if (!vhost || !decode_arguments(r.arguments, args)) return;
+        if (r.to_queue) vhost->bind_queue(r.destination, r.source, r.routing_key, args);
+        else vhost->bind_exchange(r.destination, r.source, r.routing_key, args);
         ++st.bindings;
-        return true;
     });
 
     // Shared bodies first: which exist (an entry pointing at one that does
     // not is a lost message, and says so).
-    std::unordered_set<uint64_t> stored_bodies;
-    store_->scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {
-        uint64_t id = storage::read_u64_key(key);
-        stored_bodies.insert(id);
-        next_body_id_ = std::max(next_body_id_, id + 1);
-        return true;
-    });
+    rec::Bodies stored = rec::bodies(*store_);
+    const auto& stored_bodies = stored.ids;
+    next_body_id_ = std::max(next_body_id_, stored.next_id);
 
     // Messages: each durable queue's log in order. The head goes to memory
     // (within the queue's and the broker's memory limits), the rest stays
@@ -615,7 +489,7 @@ RecoveryStats Durability::recover(Broker& broker) {
         auto& log = logs_[q->id()];
         log = std::make_unique<storage::QueueLog>(q->id());
         storage::QueueLog* raw = log.get();
-        raw->recover(*store_, batch_, [&](const storage::LogRecord& r) {
+        raw->recover(*store_, batch(), [&](const storage::LogRecord& r) {
             const uint64_t seq = r.seq;
             if (r.kind == kEntryPage || (r.kind != kEntryInline && r.kind != kEntryBodyRef)) {
                 raw->remove(seq);
@@ -656,36 +530,20 @@ RecoveryStats Durability::recover(Broker& broker) {
         });
         if (raw->needs_flush()) dirty_logs_.push_back(q->id());
     }
-    flush_logs();
+    flush_logs(batch());
     in_flight_logs_.clear();  // recovered chunks hold no pending bytes
     bodies.clear();
     for (const auto& q : queues) q->start();  // TTL and x-expires timers
     // Shared bodies no entry refers to any more (left by a crash between an
     // entry's removal and its body's, or by a path that missed a release).
-    for (uint64_t id : stored_bodies) {
-        if (body_refs_.count(id)) continue;
-        std::string key;
-        storage::append_u64_key(key, id);
-        batch_.remove(Column::bodies, key);
-    }
+    for (uint64_t id : stored_bodies)
+        if (!body_refs_.count(id)) batch().remove(Column::bodies, storage::records::body_key(id));
     // Ranges of queues that are not durable (they paged before the restart).
     std::sort(queue_ids.begin(), queue_ids.end());
-    uint64_t cursor = 0;
-    for (;;) {
-        uint64_t found = UINT64_MAX;
-        store_->scan(Column::msgs, storage::message_key(cursor, 0), "", [&](std::string_view key, std::string_view) {
-            found = storage::read_u64_key(key);
-            return false;
-        });
-        if (found == UINT64_MAX) break;
-        if (!std::binary_search(queue_ids.begin(), queue_ids.end(), found))
-            batch_.remove_range(Column::msgs, storage::message_key(found, 0), storage::message_key(found + 1, 0));
-        if (found == UINT64_MAX - 1) break;
-        cursor = found + 1;
-    }
-    if (!batch_.empty()) {
-        storage::Batch cleanup = std::move(batch_);
-        batch_ = store_->new_batch();
+    rec::remove_other_queues(*store_, batch(), queue_ids);
+    if (!batch().empty()) {
+        storage::Batch cleanup = std::move(batch());
+        batch() = store_->new_batch();
         store_->commit_now(std::move(cleanup));
     }
     recovering_ = false;

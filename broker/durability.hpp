@@ -1,26 +1,19 @@
-// The broker's side of durability: what it writes to storage::Store and when
-// it may tell a client "done".
+// The broker's side of durability: which broker objects become which
+// records, which queue entries refer to which shared bodies, paging out and
+// reading back, and recovery into the broker. What is storage's lives in
+// storage/: the byte formats (storage/records.hpp), group commit
+// (storage/group_commit.hpp: a durable change waits for after_sync(), which
+// runs once the batch holding it is synced — publisher confirms, declare-ok
+// of durable entities, purge-ok/delete-ok of durable queues), each queue's
+// log (storage/queue_log.hpp), reading the store at start
+// (storage/recovery.hpp) and the spill file (storage/spill_file.hpp).
 //
-// Group commit: every durable change of the current turn goes into one
-// gathering batch. When no commit is in flight, the batch is handed to the
-// store's commit thread; while it syncs, the next batch gathers. Callbacks
-// registered with after_sync() run on the broker thread once everything
-// written before them is synced (publisher confirms, declare-ok of durable
-// entities, purge-ok/delete-ok of durable queues).
-//
-// Records (keys in `meta`, fields length-prefixed so names may hold any byte):
-//   'e' vhost name           → type, flags, arguments          (durable exchanges)
-//   'q' vhost name           → queue id, flags, arguments      (durable queues)
-//   'b' vhost src kind dst key args → ""                       (durable bindings)
-//   'v', 'u', 'p', 'i'  vhosts, users, permissions: see broker.hpp and
-//                       access_control.hpp (written through put_record)
-// Messages in `msgs`: each durable queue's storage::QueueLog (chunks of the
-// records one batch stored for that queue, and ack records; see
-// storage/queue_log.hpp). A record holds its expiry (u64 Unix ms, so TTLs
-// survive a restart) and either the message inline or the id of a body in
-// `bodies`, when one message of at least kSharedBodyMin bytes went to several
-// durable queues (smaller ones are inline in each queue's record, as
-// RabbitMQ embeds small messages in its queue index).
+// Messages in `msgs`: each durable queue's storage::QueueLog. A record holds
+// its expiry (u64 Unix ms, so TTLs survive a restart) and either the message
+// inline or the id of a body in `bodies`, when one message of at least
+// kSharedBodyMin bytes went to several durable queues (smaller ones are
+// inline in each queue's record, as RabbitMQ embeds small messages in its
+// queue index).
 //
 // Shared bodies are counted per entry, not per call: `shared_refs_` knows,
 // for every queue, which of its live entries (seq) point at which body. An
@@ -46,6 +39,7 @@
 #include <vector>
 
 #include "broker/message.hpp"
+#include "storage/group_commit.hpp"
 #include "storage/queue_log.hpp"
 #include "storage/spill_file.hpp"
 #include "storage/store.hpp"
@@ -114,24 +108,20 @@ public:
 
     // Runs fn(ok) once everything written so far is synced (or failed).
     void after_sync(std::function<void(bool ok)> fn);
-    // The batch generation a call to after_sync() now would wait for: the
-    // gathering one if it holds writes, else the one in flight, else 0 (it
-    // would run at once). Callers that wait for the same generation may
-    // share one callback.
-    uint64_t pending_generation() const {
-        if (!store_) return 0;
-        if (gathering() || (write_failed_ && !commit_in_flight_)) return gathering_generation_;
-        return commit_in_flight_ ? in_flight_generation_ : 0;
-    }
+    // The batch generation a call to after_sync() now would wait for
+    // (storage::GroupCommit::pending_generation; 0: it would run at once).
+    // Callers that wait for the same generation may share one callback.
+    uint64_t pending_generation() const { return commit_ ? commit_->pending_generation() : 0; }
 
     // Back-pressure: the batch gathering while a commit is in flight holds
     // at least `limit` bytes (the store is behind the publishers). Once a
     // commit takes that batch away, on_caught_up runs (the broker then
     // reads its publishers again).
-    bool backlogged() const { return store_ != nullptr && batch_.bytes() + open_bytes_ >= backlog_limit_; }
+    bool backlogged() const { return commit_ && commit_->backlogged(); }
     void set_backlog_limit(size_t limit, std::function<void()> on_caught_up) {
         backlog_limit_ = limit;
         on_caught_up_ = std::move(on_caught_up);
+        if (commit_) commit_->set_backlog_limit(backlog_limit_, on_caught_up_);
     }
 
     void put_exchange(const VHost& vhost, const Exchange& exchange);
@@ -203,7 +193,10 @@ public:
     // The store could not be reopened after a failed write (Store::down()):
     // called once, at the commit that found it. The owner stops serving
     // (sluiced exits; the next start recovers what the store holds).
-    void set_on_store_lost(std::function<void(const std::string& why)> fn) { on_store_lost_ = std::move(fn); }
+    void set_on_store_lost(std::function<void(const std::string& why)> fn) {
+        on_store_lost_ = std::move(fn);
+        if (commit_) commit_->set_on_store_lost(on_store_lost_);
+    }
 
     // Writes what is still gathering (graceful stop) and detaches: later
     // changes (connections torn down at exit) are not written.
@@ -213,9 +206,7 @@ public:
     RecoveryStats recover(Broker& broker);
 
 private:
-    // Writes are gathering for the next commit (in the batch, or as queue
-    // log changes that the commit will write).
-    bool gathering() const { return !batch_.empty() || !dirty_logs_.empty(); }
+    storage::Batch& batch() { return commit_->batch(); }
     storage::QueueLog* log_of(uint64_t queue_id) const {
         auto it = logs_.find(queue_id);
         return it == logs_.end() ? nullptr : it->second.get();
@@ -225,14 +216,12 @@ private:
     void change_log(uint64_t queue_id, Op op, bool create);
     // A stored record's message (a shared body is read from the store).
     static MessagePtr decode_record(const storage::Store& store, const storage::LogRecord& r);
-    // Moves every queue log's changes into batch_.
-    void flush_logs();
+    // GroupCommit's hooks: queue logs' changes into the batch; open spill
+    // runs sealed and written at the end of a turn; a commit's result.
+    void flush_logs(storage::Batch& batch);
+    void seal_spill_runs();
+    void on_committed(bool ok);
     void schedule_commit();
-    // The end of this event-loop turn: open spill runs are sealed and
-    // written, then the gathering batch goes to the commit thread.
-    void end_turn();
-    void start_commit();
-    void on_committed(const std::string& error);
     // Drops the shared-body reference of one entry, if it holds one.
     void drop_ref(uint64_t queue_id, uint64_t seq);
     // Drops the references of a queue's entries from `seq` on.
@@ -241,21 +230,13 @@ private:
     void unref_body(uint64_t body_id);
 
     storage::Store* store_ = nullptr;
+    std::unique_ptr<storage::GroupCommit> commit_;
     std::unique_ptr<storage::SpillFile> spill_;
     std::vector<std::weak_ptr<Queue>> open_runs_;  // queues with an unsealed spill run
     size_t spill_pending_ = 0;
     Executor* executor_ = nullptr;
-    storage::Batch batch_;
     std::string scratch_;  // encoding buffer, reused
-    std::vector<std::function<void(bool)>> waiters_;            // wait for batch_
-    std::vector<std::function<void(bool)>> in_flight_waiters_;  // wait for the batch being synced
-    bool commit_in_flight_ = false;
-    // The last commit failed: the store writes that batch again with the
-    // next one, and nothing is acknowledged before it has.
-    bool write_failed_ = false;
-    std::function<void(const std::string&)> on_store_lost_;
     bool recovering_ = false;  // recovery re-creates entities without writing them again
-    bool commit_scheduled_ = false;
     uint64_t next_body_id_ = 1;
     // Stored entries that point at each shared body; the body goes with the last.
     std::unordered_map<uint64_t, uint32_t> body_refs_;
@@ -269,10 +250,9 @@ private:
     std::vector<uint64_t> reclaims_, in_flight_reclaims_;
     // Per queue id: its live entries that refer to a shared body (seq → body id).
     std::unordered_map<uint64_t, std::map<uint64_t, uint64_t>> shared_refs_;
-    uint64_t gathering_generation_ = 1;
-    uint64_t in_flight_generation_ = 0;
     size_t backlog_limit_ = SIZE_MAX;
     std::function<void()> on_caught_up_;
+    std::function<void(const std::string&)> on_store_lost_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
