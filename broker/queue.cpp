@@ -171,30 +171,28 @@ bool Queue::start_read(size_t max_count) {
     }
     // Everything else is read on the store's read thread; finish_read()
     // takes it in when the result is back on the broker thread.
-    std::weak_ptr<Queue> weak = weak_from_this();
+    // The read's result: taken in if this queue still waits for it, else
+    // (the run was dropped meanwhile, or the queue is gone) on_dropped.
+    auto done = [weak = weak_from_this()](std::function<void()> on_dropped) {
+        return [weak, on_dropped = std::move(on_dropped)](PagedRead& r) {
+            if (r.applied) return;
+            r.applied = true;
+            auto q = weak.lock();
+            if (q && q->read_.get() == &r) {
+                q->finish_read(r);
+                q->after_read();
+            } else if (on_dropped) {
+                on_dropped();
+            }
+        };
+    };
     if (run.spilled) {
         const storage::SpillExtent extent = run.extent;
-        read_ = durability.read_spill_off_thread(extent, [weak, extent, &durability](PagedRead& r) {
-            if (r.applied) return;
-            r.applied = true;
-            auto q = weak.lock();
-            if (q && q->read_.get() == &r) {
-                q->finish_read(r);
-                q->after_read();
-            } else if (durability.spill()) {
-                durability.spill()->release(extent);  // the run was dropped while it was read
-            }
-        });
+        read_ = durability.read_spill_off_thread(extent, done([extent, &durability] {
+            if (durability.spill()) durability.spill()->release(extent);  // the read no longer uses its file
+        }));
     } else {
-        read_ = durability.read_entries_off_thread(*this, run.next_seq, run.last_seq, max_count, [weak](PagedRead& r) {
-            if (r.applied) return;
-            r.applied = true;
-            auto q = weak.lock();
-            if (q && q->read_.get() == &r) {
-                q->finish_read(r);
-                q->after_read();
-            }
-        });
+        read_ = durability.read_entries_off_thread(*this, run.next_seq, run.last_seq, max_count, done(nullptr));
         if (!read_) {  // no entries to read: the count was off
             paged_count_ -= std::min(paged_count_, run.count);
             runs_.pop_front();

@@ -81,6 +81,7 @@ std::string exchange_value(uint8_t type, bool auto_delete, bool internal, std::s
 }
 
 bool decode_exchange(std::string_view key, std::string_view value, ExchangeRecord& out) {
+    if (key.empty()) return false;
     Reader k(key.substr(1));
     out.vhost = k.name();
     out.name = k.name();
@@ -90,7 +91,7 @@ bool decode_exchange(std::string_view key, std::string_view value, ExchangeRecor
     out.auto_delete = flags & 1;
     out.internal = flags & 2;
     out.arguments = r.rest();
-    return !key.empty() && k.ok() && r.ok();
+    return k.ok() && r.ok();
 }
 
 std::string queue_key(std::string_view vhost, std::string_view name) { return key_of('q', vhost, name); }
@@ -104,6 +105,7 @@ std::string queue_value(uint64_t id, bool auto_delete, std::string_view argument
 }
 
 bool decode_queue(std::string_view key, std::string_view value, QueueRecord& out) {
+    if (key.empty()) return false;
     Reader k(key.substr(1));
     out.vhost = k.name();
     out.name = k.name();
@@ -111,7 +113,7 @@ bool decode_queue(std::string_view key, std::string_view value, QueueRecord& out
     out.id = r.u64();
     out.auto_delete = r.u8() & 1;
     out.arguments = r.rest();
-    return !key.empty() && k.ok() && r.ok();
+    return k.ok() && r.ok();
 }
 
 std::string binding_key(const BindingRecord& b) {
@@ -124,6 +126,7 @@ std::string binding_key(const BindingRecord& b) {
 }
 
 bool decode_binding(std::string_view key, BindingRecord& out) {
+    if (key.empty()) return false;
     Reader k(key.substr(1));
     out.vhost = k.name();
     out.source = k.name();
@@ -132,7 +135,7 @@ bool decode_binding(std::string_view key, BindingRecord& out) {
     out.destination = k.name();
     out.routing_key = k.name();
     out.arguments = k.rest();
-    return !key.empty() && k.ok() && (kind == 'q' || kind == 'e');
+    return k.ok() && (kind == 'q' || kind == 'e');
 }
 
 void append_message_header(std::string& out, std::string_view exchange, std::string_view routing_key,

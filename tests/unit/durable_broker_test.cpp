@@ -143,6 +143,18 @@ protected:
         settle();
         c.expect<m::QueueDeclareOk>(1);
     }
+    // queue.purge or queue.delete of `name`.
+    static void purge_or_delete(TestClient& c, std::string_view name, bool purge) {
+        if (purge) {
+            m::QueuePurge p;
+            p.queue = name;
+            c.send(1, p);
+        } else {
+            m::QueueDelete d;
+            d.queue = name;
+            c.send(1, d);
+        }
+    }
     // Every message left in `name`, by basic.get with no_ack.
     std::vector<ServerFrame> drain(TestClient& c, std::string_view name) {
         std::vector<ServerFrame> out;
@@ -203,15 +215,7 @@ TEST_P(SharedBodyTest, SurvivesAnAckAndTheDeleteOfTheOtherQueueInOneBatch) {
     // The ack and the delete arrive in one read: one turn, one batch.
     c.batch([&] {
         c.ack(1, tag);
-        if (how == "delete") {
-            m::QueueDelete del;
-            del.queue = "q1";
-            c.send(1, del);
-        } else {
-            m::QueuePurge p;
-            p.queue = "q1";
-            c.send(1, p);
-        }
+        purge_or_delete(c, "q1", how == "purge");
     });
     settle();
     EXPECT_EQ(broker_->durability().shared_bodies(), 1u);  // q2's copy holds it
@@ -641,15 +645,7 @@ TEST_P(PagedReadDropTest, DeletingOrPurgingDuringAReadLosesNothingElseAndFreesTh
     settle();
     ASSERT_GT(queue("a")->paged_count(), 300u);
     c.consume(1, "a", true);  // starts a read of a's paged tail
-    if (purge) {
-        m::QueuePurge p;
-        p.queue = "a";
-        c.send(1, p);
-    } else {
-        m::QueueDelete d;
-        d.queue = "a";
-        c.send(1, d);
-    }
+    purge_or_delete(c, "a", purge);
     settle();
     c.clear();
     // b is untouched and reads back whole.
