@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "broker/headers_match.hpp"
+#include "broker/queue.hpp"
+#include "net/amqp/properties.hpp"
 
 namespace sluice::broker {
 
@@ -11,6 +13,7 @@ bool parse_exchange_type(std::string_view name, ExchangeType& out) {
     else if (name == "fanout") out = ExchangeType::fanout;
     else if (name == "topic") out = ExchangeType::topic;
     else if (name == "headers") out = ExchangeType::headers;
+    else if (name == "x-consistent-hash") out = ExchangeType::consistent_hash;
     else return false;
     return true;
 }
@@ -21,8 +24,54 @@ std::string_view exchange_type_name(ExchangeType t) {
         case ExchangeType::fanout: return "fanout";
         case ExchangeType::topic: return "topic";
         case ExchangeType::headers: return "headers";
+        case ExchangeType::consistent_hash: return "x-consistent-hash";
     }
     return "direct";
+}
+
+std::string parse_hash_source(const amqp::FieldTable& arguments, HashSource& out) {
+    out = HashSource{};
+    // As the plugin: only a longstr counts; other types are ignored.
+    auto string_arg = [&](const char* name) -> std::optional<std::string_view> {
+        const amqp::FieldValue* v = arguments.find(name);
+        if (!v || v->type_code() != 'S') return std::nullopt;
+        return v->as_string();
+    };
+    auto header = string_arg("hash-header");
+    auto property = string_arg("hash-property");
+    if (header && property) return "hash-header and hash-property are mutually exclusive";
+    if (header) {
+        out.kind = HashSource::Kind::header;
+        out.header = std::string(*header);
+    } else if (property) {
+        if (*property == "correlation_id") out.kind = HashSource::Kind::correlation_id;
+        else if (*property == "message_id") out.kind = HashSource::Kind::message_id;
+        else if (*property == "timestamp") out.kind = HashSource::Kind::timestamp;
+        else return "Unsupported property: " + std::string(*property);
+    }
+    return "";
+}
+
+std::string validate_hash_weight(std::string_view key, uint32_t& weight) {
+    // Erlang's list_to_integer: an optional sign, then decimal digits only.
+    std::string_view digits = key;
+    bool negative = false;
+    if (!digits.empty() && (digits[0] == '+' || digits[0] == '-')) {
+        negative = digits[0] == '-';
+        digits.remove_prefix(1);
+    }
+    bool integer = !digits.empty();
+    uint64_t v = 0;
+    for (char c : digits) {
+        if (c < '0' || c > '9') integer = false;
+        else v = std::min<uint64_t>(v * 10 + uint64_t(c - '0'), uint64_t(1) << 40);
+    }
+    if (!integer) return "The binding key must be an integer: <<\"" + std::string(key) + "\">>";
+    if (negative || v < 1) return "The binding key must be greater than 0";
+    // Points are a weight, not a list: any size costs the same here, but
+    // cap it where a double still holds it exactly.
+    weight = static_cast<uint32_t>(std::min<uint64_t>(v, UINT32_MAX));
+    return "";
 }
 
 Exchange::Exchange(std::string name, ExchangeType type, bool durable, bool auto_delete, bool internal,
@@ -35,6 +84,9 @@ Exchange::Exchange(std::string name, ExchangeType type, bool durable, bool auto_
       arguments_(std::move(arguments)) {
     if (const amqp::FieldValue* ae = arguments_.find("alternate-exchange"))
         if (auto name = ae->as_string()) alternate_exchange_ = std::string(*name);
+    // Declares were validated (VHost::declare_exchange); a stored exchange
+    // was valid when declared.
+    if (type_ == ExchangeType::consistent_hash) parse_hash_source(arguments_, hash_source_);
 }
 
 bool Exchange::has_binding(Destination dest, std::string_view key) const {
@@ -79,6 +131,19 @@ void Exchange::index_add(const Binding& b) {
         case ExchangeType::fanout: fanout_.push_back(b.destination); break;
         case ExchangeType::topic: topic_.add(b.key, b.destination); break;
         case ExchangeType::headers: break;  // routed by scanning bindings_
+        case ExchangeType::consistent_hash: ring_update(b.destination); break;
+    }
+}
+
+void Exchange::ring_update(Destination dest) {
+    ring_.remove(dest);
+    for (const Binding& b : bindings_) {
+        if (!(b.destination == dest)) continue;
+        uint32_t weight = 1;
+        if (!validate_hash_weight(b.key, weight).empty()) continue;  // refused at bind; never stored
+        std::string identity = dest.queue ? "q:" + dest.queue->name() : "e:" + dest.exchange->name();
+        ring_.add(dest, stable_hash(identity), weight);
+        return;
     }
 }
 
@@ -98,10 +163,11 @@ void Exchange::index_remove(const Binding& b) {
         case ExchangeType::fanout: erase_one(fanout_, b.destination); break;
         case ExchangeType::topic: topic_.remove(b.key, b.destination); break;
         case ExchangeType::headers: break;
+        case ExchangeType::consistent_hash: ring_update(b.destination); break;
     }
 }
 
-void Exchange::route(std::string_view routing_key, const amqp::FieldTable* headers,
+void Exchange::route(std::string_view routing_key, const amqp::BasicProperties* properties,
                      std::vector<Destination>& out) const {
     switch (type_) {
         case ExchangeType::direct: {
@@ -118,11 +184,48 @@ void Exchange::route(std::string_view routing_key, const amqp::FieldTable* heade
         case ExchangeType::topic:
             topic_.match(routing_key, [&](Destination d) { out.push_back(d); });
             break;
-        case ExchangeType::headers:
+        case ExchangeType::headers: {
+            const amqp::FieldTable* headers = properties && properties->headers ? &*properties->headers : nullptr;
             for (const auto& b : bindings_)
                 if (headers_match(b.arguments, headers)) out.push_back(b.destination);
             break;
+        }
+        case ExchangeType::consistent_hash: route_by_hash(routing_key, properties, out); break;
     }
+}
+
+void Exchange::route_by_hash(std::string_view routing_key, const amqp::BasicProperties* p,
+                             std::vector<Destination>& out) const {
+    if (ring_.empty()) return;
+    // The bytes hashed; a message without the header or property is not
+    // routed (it is returned if mandatory, or goes to the alternate exchange).
+    std::string scratch;
+    std::string_view key;
+    using Kind = HashSource::Kind;
+    switch (hash_source_.kind) {
+        case Kind::routing_key: key = routing_key; break;
+        case Kind::header: {
+            const amqp::FieldValue* v = p && p->headers ? p->headers->find(hash_source_.header) : nullptr;
+            if (!v) return;
+            if (auto s = v->as_string()) key = *s;
+            else if (auto i = v->as_int()) key = scratch = std::to_string(*i);
+            else key = (amqp::encode_value(scratch, *v), std::string_view(scratch));
+            break;
+        }
+        case Kind::correlation_id:
+            if (!p || !p->correlation_id) return;
+            key = *p->correlation_id;
+            break;
+        case Kind::message_id:
+            if (!p || !p->message_id) return;
+            key = *p->message_id;
+            break;
+        case Kind::timestamp:
+            if (!p || !p->timestamp) return;
+            key = scratch = std::to_string(*p->timestamp);
+            break;
+    }
+    if (const Destination* d = ring_.pick(stable_hash(key))) out.push_back(*d);
 }
 
 }  // namespace sluice::broker

@@ -1,6 +1,8 @@
 // An exchange and its bindings, with the routing index its type needs:
 // direct = hash of routing keys, fanout = a list, topic = a word trie
-// (TopicMatcher), headers = a scan of the binding arguments.
+// (TopicMatcher), headers = a scan of the binding arguments, x-consistent-hash
+// = a weighted choice of one destination (ConsistentHashRing) by a hash of
+// the routing key, a header or a property.
 //
 // A binding's identity is (destination, key, arguments), as in RabbitMQ: the
 // same queue bound twice with different arguments is two bindings.
@@ -15,8 +17,13 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/consistent_hash.hpp"
 #include "broker/topic_matcher.hpp"
 #include "net/amqp/field_table.hpp"
+
+namespace sluice::amqp {
+struct BasicProperties;
+}
 
 namespace sluice::broker {
 
@@ -35,10 +42,26 @@ struct DestinationHash {
     }
 };
 
-enum class ExchangeType : uint8_t { direct, fanout, topic, headers };
-// "direct" → direct, …; false for an unknown name.
+// Stored as a number (Durability): append new types, never reorder.
+enum class ExchangeType : uint8_t { direct, fanout, topic, headers, consistent_hash };
+// "direct" → direct, …, "x-consistent-hash" → consistent_hash; false for an
+// unknown name.
 bool parse_exchange_type(std::string_view name, ExchangeType& out);
 std::string_view exchange_type_name(ExchangeType t);
+
+// What an x-consistent-hash exchange hashes: the routing key, or the header
+// its `hash-header` argument names, or the property its `hash-property`
+// names (correlation_id, message_id or timestamp, as the plugin).
+struct HashSource {
+    enum class Kind : uint8_t { routing_key, header, correlation_id, message_id, timestamp } kind = Kind::routing_key;
+    std::string header;
+};
+// RabbitMQ's checks of an x-consistent-hash exchange's arguments (406 texts):
+// "" when they are valid, else why not; fills `out`.
+std::string parse_hash_source(const amqp::FieldTable& arguments, HashSource& out);
+// RabbitMQ's check of a binding key on an x-consistent-hash exchange: an
+// integer ≥ 1 (its weight). "" when valid, else the 406 text.
+std::string validate_hash_weight(std::string_view key, uint32_t& weight);
 
 struct Binding {
     Destination destination;
@@ -70,11 +93,16 @@ public:
     std::vector<Binding> unbind_all(Destination dest);
 
     // Appends to `out` the destinations `routing_key` (and, for a headers
-    // exchange, `headers`) selects. A destination may be appended more than
-    // once; the caller de-duplicates.
-    void route(std::string_view routing_key, const amqp::FieldTable* headers,
+    // exchange or a consistent-hash one on a header or property, the
+    // message's `properties`; null = none) selects. A destination may be
+    // appended more than once; the caller de-duplicates.
+    void route(std::string_view routing_key, const amqp::BasicProperties* properties,
                std::vector<Destination>& out) const;
-    bool needs_headers() const { return type_ == ExchangeType::headers; }
+    // Whether route() reads the message's properties (decoded only then).
+    bool needs_properties() const {
+        return type_ == ExchangeType::headers ||
+               (type_ == ExchangeType::consistent_hash && hash_source_.kind != HashSource::Kind::routing_key);
+    }
     // Whether the routing key takes part in routing (not fanout, not headers).
     bool uses_routing_key() const { return type_ == ExchangeType::direct || type_ == ExchangeType::topic; }
 
@@ -82,6 +110,11 @@ private:
     void index_add(const Binding& b);
     void index_remove(const Binding& b);
     bool has_binding(Destination dest, std::string_view key) const;
+    // Puts `dest` on the ring with the weight of its first binding, or takes
+    // it off when it has none left.
+    void ring_update(Destination dest);
+    void route_by_hash(std::string_view routing_key, const amqp::BasicProperties* properties,
+                       std::vector<Destination>& out) const;
 
     std::string name_;
     ExchangeType type_;
@@ -96,6 +129,8 @@ private:
     std::unordered_map<std::string, std::vector<Destination>> direct_;
     std::vector<Destination> fanout_;
     TopicMatcher<Destination> topic_;
+    HashSource hash_source_;
+    ConsistentHashRing<Destination> ring_;
 };
 
 }  // namespace sluice::broker

@@ -31,6 +31,7 @@
 #include "broker/message.hpp"
 #include "broker/queue_arguments.hpp"
 #include "broker/queue_counters.hpp"
+#include "broker/queue_flow.hpp"
 #include "net/amqp/field_table.hpp"
 #include "storage/spill_file.hpp"
 
@@ -155,6 +156,13 @@ public:
     uint64_t route_mark = 0;
     // Totals for metrics (bumped on the hot path, read at scrape time).
     QueueCounters counters;
+    // Samples for the capacity figures (queue_flow.hpp), taken by whoever
+    // reads them: observation state, not the queue's, hence mutable.
+    mutable QueueFlow flow;
+    QueueCapacity capacity(int64_t now_ms, int64_t min_gap_ms) const {
+        return flow.observe(now_ms, min_gap_ms, counters.published, ready_count() + unacked_count(),
+                            consumer_count() > 0);
+    }
 
 private:
     VHost& vhost_;

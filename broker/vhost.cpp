@@ -95,6 +95,11 @@ Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeO
     if (reserved_name(name))
         return amqp_error(reply::access_refused,
                           "exchange name '" + std::string(name) + "' contains reserved prefix 'amq.*'");
+    if (o.type == ExchangeType::consistent_hash) {
+        HashSource source;
+        std::string error = parse_hash_source(o.arguments, source);
+        if (!error.empty()) return amqp_error(reply::precondition_failed, std::move(error));
+    }
     auto ex = std::make_unique<Exchange>(std::string(name), o.type, o.durable, o.auto_delete, o.internal,
                                          o.arguments);
     Exchange* raw = ex.get();
@@ -249,12 +254,18 @@ Status VHost::bind_queue(std::string_view queue, std::string_view exchange, std:
         return amqp_error(reply::access_refused, "operation not permitted on the default exchange");
     Exchange* ex = find_exchange(exchange);
     if (!ex) return amqp_error(reply::not_found, not_found_exchange(exchange));
-    if (Status st = check_binding_arguments(*ex, args)) return st;
+    if (Status st = check_binding(*ex, key, args)) return st;
     if (ex->bind(Destination{q.get(), nullptr}, key, args)) persist_binding(*ex, ex->bindings().back(), true);
     return std::nullopt;
 }
 
-Status VHost::check_binding_arguments(const Exchange& source, const amqp::FieldTable& args) {
+Status VHost::check_binding(const Exchange& source, std::string_view key, const amqp::FieldTable& args) {
+    if (source.type() == ExchangeType::consistent_hash) {
+        uint32_t weight = 0;
+        std::string error = validate_hash_weight(key, weight);
+        if (error.empty()) return std::nullopt;
+        return amqp_error(reply::precondition_failed, std::move(error));
+    }
     if (source.type() != ExchangeType::headers) return std::nullopt;
     std::string error = validate_headers_binding(args);
     if (error.empty()) return std::nullopt;
@@ -292,7 +303,7 @@ Status VHost::bind_exchange(std::string_view destination, std::string_view sourc
                             const amqp::FieldTable& args) {
     Exchange *dst = nullptr, *src = nullptr;
     if (Status st = exchange_pair(destination, source, dst, src)) return st;
-    if (Status st = check_binding_arguments(*src, args)) return st;
+    if (Status st = check_binding(*src, key, args)) return st;
     if (src->bind(Destination{nullptr, dst}, key, args)) persist_binding(*src, src->bindings().back(), true);
     return std::nullopt;
 }
@@ -312,7 +323,7 @@ Status VHost::unbind_exchange(std::string_view destination, std::string_view sou
 }
 
 void VHost::route(const Exchange& exchange, std::string_view routing_key,
-                  const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out,
+                  const amqp::BasicProperties* (*properties)(void*), void* properties_ctx, std::vector<Queue*>& out,
                   const std::vector<std::string>& extra_keys) {
     ++route_epoch_;
     if (exchange.name().empty()) {  // the default exchange: the queue named by each key
@@ -335,10 +346,10 @@ void VHost::route(const Exchange& exchange, std::string_view routing_key,
     for (size_t i = 0; i < route_exchanges_.size(); ++i) {
         const Exchange* ex = route_exchanges_[i];
         route_scratch_.clear();
-        const amqp::FieldTable* hs = ex->needs_headers() ? headers(headers_ctx) : nullptr;
-        ex->route(routing_key, hs, route_scratch_);
+        const amqp::BasicProperties* props = ex->needs_properties() ? properties(properties_ctx) : nullptr;
+        ex->route(routing_key, props, route_scratch_);
         if (ex->uses_routing_key())
-            for (const std::string& key : extra_keys) ex->route(key, hs, route_scratch_);
+            for (const std::string& key : extra_keys) ex->route(key, props, route_scratch_);
         if (route_scratch_.empty() && !ex->alternate_exchange().empty())
             if (Exchange* ae = find_exchange(ex->alternate_exchange())) route_scratch_.push_back(Destination{nullptr, ae});
         for (Destination d : route_scratch_) {

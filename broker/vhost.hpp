@@ -86,13 +86,14 @@ public:
 
     // Appends to `out` each queue that `message`, published to `exchange`,
     // reaches (through exchange-to-exchange bindings too), each once.
-    // `headers` is decoded lazily by the caller's callback only when a
-    // headers exchange is on the path. `extra_keys` (CC and BCC,
+    // `properties` are decoded lazily by the caller's callback only when an
+    // exchange on the path reads them (headers, consistent-hash on a header
+    // or property). `extra_keys` (CC and BCC,
     // sender_selected.hpp) are routed with at every exchange besides
     // `routing_key`; an exchange hands the message to its alternate only
     // when no key selects anything.
     void route(const Exchange& exchange, std::string_view routing_key,
-               const amqp::FieldTable* (*headers)(void*), void* headers_ctx, std::vector<Queue*>& out,
+               const amqp::BasicProperties* (*properties)(void*), void* properties_ctx, std::vector<Queue*>& out,
                const std::vector<std::string>& extra_keys = {});
 
     // The one publish path (AMQP channels, the HTTP API, dead-lettering):
@@ -116,8 +117,9 @@ private:
     void declare_builtin(std::string name, ExchangeType type, bool internal = false);
     // 406 when `arguments` names another alternate exchange than `ex` has.
     Status alternate_exchange_inequivalence(const Exchange& ex, const amqp::FieldTable& arguments) const;
-    // A headers exchange refuses a binding whose x-match it does not know (406).
-    static Status check_binding_arguments(const Exchange& source, const amqp::FieldTable& args);
+    // A headers exchange refuses a binding whose x-match it does not know, a
+    // consistent-hash one a key that is not a weight (406).
+    static Status check_binding(const Exchange& source, std::string_view key, const amqp::FieldTable& args);
     // Deletes an auto-delete exchange once its last binding is gone.
     void maybe_auto_delete(Exchange* exchange);
     void remove_exchange_bindings(Exchange* exchange);

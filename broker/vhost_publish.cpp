@@ -10,19 +10,20 @@ namespace sluice::broker {
 
 namespace {
 
-// A headers exchange needs the message's headers: decoded once, only then.
-struct LazyHeaders {
+// A headers exchange (or a consistent-hash one on a header or property)
+// needs the message's properties: decoded once, only then.
+struct LazyProperties {
     const Message* message;
     amqp::BasicProperties props;
     bool decoded = false;
 
-    static const amqp::FieldTable* get(void* self) {
-        auto* h = static_cast<LazyHeaders*>(self);
+    static const amqp::BasicProperties* get(void* self) {
+        auto* h = static_cast<LazyProperties*>(self);
         if (!h->decoded) {
             h->decoded = true;
             if (!amqp::decode_properties(h->message->properties(), h->props)) h->props = {};
         }
-        return h->props.headers ? &*h->props.headers : nullptr;
+        return &h->props;
     }
 };
 
@@ -37,8 +38,8 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     ++publish_depth_;
     std::vector<Queue*>& queues = publish_queues_;
     queues.clear();
-    LazyHeaders headers{msg.get(), {}, false};
-    route(exchange, msg->routing_key(), &LazyHeaders::get, &headers, queues, msg->extra_routing_keys());
+    LazyProperties properties{msg.get(), {}, false};
+    route(exchange, msg->routing_key(), &LazyProperties::get, &properties, queues, msg->extra_routing_keys());
     if (dead)
         std::erase_if(queues, [&](Queue* q) { return dead_letter_cycles(dead->letter.x_death, q->name(), dead->reason); });
     result.routed = !queues.empty();

@@ -90,6 +90,7 @@ struct HttpSessions {
     std::list<HttpConnection*> live;
     size_t max = 1024;
     std::chrono::seconds request_timeout{20};
+    std::chrono::milliseconds sample_interval = kDefaultCapacityInterval;  // the capacity series' rates
 };
 
 // What the connection cap sees of a connection, HTTP or HTTPS: it is listed
@@ -270,7 +271,7 @@ private:
                                            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
             } else if (path == "/metrics/per-object" && renderer_) {
                 // A copy of the counters here, the text on the render thread.
-                auto snapshot = per_object_snapshot(broker_);
+                auto snapshot = per_object_snapshot(broker_, sessions_->sample_interval);
                 auto executor = socket().get_executor();
                 renderer_->post([self = this->shared_from_this(), snapshot, executor] {
                     HttpResponse out;
@@ -281,7 +282,8 @@ private:
                 return;
             } else {
                 r.content_type = kMetricsContentType;
-                r.body = path == "/metrics" ? metrics_text(broker_) : per_object_metrics_text(broker_);
+                r.body = path == "/metrics" ? metrics_text(broker_)
+                                            : per_object_metrics_text(broker_, sessions_->sample_interval);
             }
         } else {
             r.status = 404;
@@ -398,6 +400,7 @@ HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, size_t max_
     : impl_(std::make_unique<Impl>(io, broker, prometheus_only)) {
     impl_->sessions->max = std::max<size_t>(1, max_connections);
     impl_->sessions->request_timeout = request_timeout;
+    impl_->sessions->sample_interval = std::max(sample_interval, std::chrono::milliseconds(100));
     if (impl_->api) {
         impl_->api->set_sample_interval(sample_interval);
         impl_->schedule_sample();  // the rates are 0 until this timer has run twice

@@ -18,6 +18,7 @@
 #include "broker/broker_stats.hpp"
 #include "broker/introspection.hpp"
 #include "broker/operations.hpp"
+#include "broker/queue_flow.hpp"
 #include "net/amqp/field_table.hpp"
 #include "net/amqp/properties.hpp"
 #include "net/management_api.hpp"
@@ -182,6 +183,8 @@ bool json_properties(const json::object& o, amqp::BasicProperties& out, std::str
 
 // --- broker objects as RabbitMQ's management API shows them ------------------
 json::object queue_json(State& s, const broker::Queue& q);
+// A queue's "capacity" object (broker/queue_flow.hpp; docs/management-api.md).
+json::object capacity_json(const broker::QueueCapacity& c);
 json::object exchange_json(const broker::VHost& v, const broker::Exchange& e);
 json::object binding_json(const broker::VHost& v, const broker::Exchange& source, const broker::Binding& b);
 // Default-exchange binding every queue has (RabbitMQ lists it).

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "broker/broker.hpp"
+#include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 #include "net/management_api_internal.hpp"
 
@@ -72,6 +73,24 @@ json::object queue_json(State& s, const broker::Queue& q) {
     stats["ack_details"] = rate_json(r ? r->ack_rate : 0);
     o["message_stats"] = std::move(stats);
     o["messages_details"] = rate_json(r ? r->messages_rate : 0);
+    o["capacity"] = capacity_json(q.capacity(broker::flow_clock_ms(), s.sample_interval.count()));
+    return o;
+}
+
+json::object capacity_json(const broker::QueueCapacity& c) {
+    // null before two samples (rates unknown), and for a drain time or wait
+    // that is never at the present rates; "sampled" tells the two apart.
+    auto number = [&](const std::optional<double>& v) -> json::value {
+        if (!c.known || !v) return nullptr;
+        return std::round(*v * 1000.0) / 1000.0;
+    };
+    json::object o;
+    o["sampled"] = c.known;
+    o["publish_rate"] = number(c.publish_rate);
+    o["consume_rate"] = number(c.consume_rate);
+    o["net_drain_rate"] = number(c.net_drain_rate);
+    o["drain_seconds"] = number(c.drain_seconds);
+    o["expected_wait_seconds"] = number(c.expected_wait_seconds);
     return o;
 }
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 #include <prometheus/collectable.h>
 #include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "broker/broker.hpp"
+#include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 #include "storage/store.hpp"
 
@@ -286,40 +288,58 @@ private:
 };
 
 // Per-queue series, labels vhost and queue.
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+double capacity_value(const broker::QueueCapacity& c, const std::optional<double>& v) {
+    if (!c.known) return kNaN;
+    return v ? *v : std::numeric_limits<double>::infinity();
+}
     struct Spec {
         const char* name;
         const char* help;
         MetricType type;
-        double (*value)(const broker::Queue&);
+        double (*value)(const broker::Queue&, const broker::QueueCapacity&);
     };
     constexpr Spec kSpecs[] = {
         {"sluice_queue_messages_ready", "Messages ready for delivery.", MetricType::Gauge,
-         [](const broker::Queue& q) { return double(q.ready_count()); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.ready_count()); }},
         {"sluice_queue_messages_unacked", "Messages delivered and not yet acknowledged.", MetricType::Gauge,
-         [](const broker::Queue& q) { return double(q.unacked_count()); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.unacked_count()); }},
         {"sluice_queue_messages", "Ready and unacknowledged messages.", MetricType::Gauge,
-         [](const broker::Queue& q) { return double(q.ready_count() + q.unacked_count()); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.ready_count() + q.unacked_count()); }},
         {"sluice_queue_messages_paged_out", "Ready messages held only in the store (paged out).", MetricType::Gauge,
-         [](const broker::Queue& q) { return double(q.paged_count()); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.paged_count()); }},
         {"sluice_queue_messages_ram_bytes", "Bytes of ready message bodies held in memory.", MetricType::Gauge,
-         [](const broker::Queue& q) { return double(q.memory_bytes()); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.memory_bytes()); }},
         {"sluice_queue_consumers", "Consumers on the queue.", MetricType::Gauge,
-         [](const broker::Queue& q) { return double(q.consumer_count()); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.consumer_count()); }},
         {"sluice_queue_head_message_age_seconds",
          "Seconds the oldest ready message in memory has waited (0 if none).", MetricType::Gauge,
-         [](const broker::Queue& q) { return double(q.head_age_s(q.vhost().broker().now_s())); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.head_age_s(q.vhost().broker().now_s())); }},
         {"sluice_queue_messages_published_total", "Messages that entered the queue.", MetricType::Counter,
-         [](const broker::Queue& q) { return double(q.counters.published); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.counters.published); }},
         {"sluice_queue_messages_delivered_total", "Messages delivered from the queue (consumers and basic.get).",
-         MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.delivered); }},
+         MetricType::Counter, [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.counters.delivered); }},
         {"sluice_queue_messages_redelivered_total", "Deliveries from the queue flagged redelivered.",
-         MetricType::Counter, [](const broker::Queue& q) { return double(q.counters.redelivered); }},
+         MetricType::Counter, [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.counters.redelivered); }},
         {"sluice_queue_messages_acked_total", "Deliveries from the queue acknowledged.", MetricType::Counter,
-         [](const broker::Queue& q) { return double(q.counters.acked); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.counters.acked); }},
         {"sluice_queue_messages_expired_total", "Messages that expired in the queue.", MetricType::Counter,
-         [](const broker::Queue& q) { return double(q.counters.expired); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.counters.expired); }},
         {"sluice_queue_messages_dead_lettered_total", "Messages the queue dead-lettered.", MetricType::Counter,
-         [](const broker::Queue& q) { return double(q.counters.dead_lettered); }},
+         [](const broker::Queue& q, const broker::QueueCapacity&) { return double(q.counters.dead_lettered); }},
+        // The capacity figures (broker/queue_flow.hpp): +Inf when the queue
+        // does not drain (or nothing consumes) at the present rates, NaN
+        // before the first two samples.
+        {"sluice_queue_drain_seconds",
+         "Seconds until the queue is empty at the present rates: depth / (consume rate - publish rate); "
+         "+Inf if it is not draining.",
+         MetricType::Gauge, [](const broker::Queue&, const broker::QueueCapacity& c) { return capacity_value(c, c.drain_seconds); }},
+        {"sluice_queue_expected_wait_seconds",
+         "Expected wait of a message published now: depth / consume rate (Little's law); +Inf if nothing consumes.",
+         MetricType::Gauge,
+         [](const broker::Queue&, const broker::QueueCapacity& c) { return capacity_value(c, c.expected_wait_seconds); }},
+        {"sluice_queue_consume_rate", "Messages leaving the queue per second (acks, no-ack deliveries, expiries, drops).",
+         MetricType::Gauge, [](const broker::Queue&, const broker::QueueCapacity& c) { return c.known ? c.consume_rate : kNaN; }},
     };
 constexpr size_t kQueueFamilies = sizeof kSpecs / sizeof kSpecs[0];
 
@@ -337,8 +357,10 @@ struct PerObjectSnapshot {
     std::vector<Row> rows;
 };
 
-std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(broker::Broker& broker) {
+std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(broker::Broker& broker,
+                                                             std::chrono::milliseconds sample_interval) {
     auto snap = std::make_shared<PerObjectSnapshot>();
+    const int64_t now_ms = broker::flow_clock_ms();
     for_each_vhost(broker, [&](broker::VHost& v) {
         std::string vhost = utf8_label(v.name());
         snap->rows.reserve(snap->rows.size() + v.queues().size());
@@ -346,7 +368,8 @@ std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(broker::Broker& bro
             PerObjectSnapshot::Row& row = snap->rows.emplace_back();
             row.queue = utf8_label(name);
             row.vhost = vhost;
-            for (size_t i = 0; i < kQueueFamilies; ++i) row.value[i] = kSpecs[i].value(*q);
+            const broker::QueueCapacity capacity = q->capacity(now_ms, sample_interval.count());
+            for (size_t i = 0; i < kQueueFamilies; ++i) row.value[i] = kSpecs[i].value(*q, capacity);
         }
     });
     return snap;
@@ -412,6 +435,8 @@ std::string render_per_object(const PerObjectSnapshot& snapshot) {
     return text;
 }
 
-std::string per_object_metrics_text(broker::Broker& broker) { return render_per_object(*per_object_snapshot(broker)); }
+std::string per_object_metrics_text(broker::Broker& broker, std::chrono::milliseconds sample_interval) {
+    return render_per_object(*per_object_snapshot(broker, sample_interval));
+}
 
 }  // namespace sluice::net

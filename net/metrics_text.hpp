@@ -19,6 +19,7 @@
 // queues does not stall the broker.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -32,12 +33,18 @@ namespace sluice::net {
 inline constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
 std::string metrics_text(broker::Broker& broker);
-std::string per_object_metrics_text(broker::Broker& broker);  // = render_per_object(per_object_snapshot())
+// The capacity series (drain time, expected wait) come from rates over at
+// least `sample_interval` (the management API's collect-statistics-interval).
+inline constexpr std::chrono::milliseconds kDefaultCapacityInterval{5000};
+// = render_per_object(per_object_snapshot())
+std::string per_object_metrics_text(broker::Broker& broker,
+                                    std::chrono::milliseconds sample_interval = kDefaultCapacityInterval);
 
 // The per-object text in two steps: a copy of what it shows (broker thread,
 // O(queues), cheap), then the text (any thread).
 struct PerObjectSnapshot;
-std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(broker::Broker& broker);
+std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(
+    broker::Broker& broker, std::chrono::milliseconds sample_interval = kDefaultCapacityInterval);
 std::string render_per_object(const PerObjectSnapshot& snapshot);
 
 }  // namespace sluice::net

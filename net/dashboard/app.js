@@ -13,6 +13,7 @@
     view: 'overview',
     queueRef: null,          // {vhost, name} in the queue view
     history: [],             // {t, publish, deliver, ack, ready, unacked}
+    queueHistory: [],        // the queue view's {t, drain, wait} (seconds; null = never)
     queueSort: { key: 'name', reverse: false },
     queueFilter: '',
     queuePage: 1,
@@ -58,6 +59,16 @@
 
   const nf = new Intl.NumberFormat('en-US');
   const fmtInt = (n) => (typeof n === 'number' ? nf.format(n) : '–');
+  // Capacity figures: null means never (the queue is not draining, or
+  // nothing consumes); undefined means not sampled yet.
+  const fmtSeconds = (s) => {
+    if (s === null) return 'never';
+    if (typeof s !== 'number') return '–';
+    if (s < 60) return s.toFixed(1) + ' s';
+    if (s < 3600) return (s / 60).toFixed(1) + ' min';
+    return (s / 3600).toFixed(1) + ' h';
+  };
+  const capacityOf = (q, key) => (get(q, 'capacity.sampled') ? get(q, 'capacity.' + key) : undefined);
   const fmtRate = (r) => (typeof r === 'number' ? (r >= 100 ? nf.format(Math.round(r)) : r.toFixed(1)) + '/s' : '–');
   const fmtBytes = (b) => {
     if (typeof b !== 'number') return '–';
@@ -342,6 +353,12 @@
     { key: 'unacked', label: 'Unacknowledged', color: '#dc2626', dash: [6, 3] },
   ];
 
+  // Per queue; a null point (never) leaves a gap in its line.
+  const CAPACITY_SERIES = [
+    { key: 'drain', label: 'Drain time', color: '#2563eb', dash: [] },
+    { key: 'wait', label: 'Expected wait', color: '#d97706', dash: [6, 3] },
+  ];
+
   function drawCharts() {
     drawChart($('chart-rates'), $('legend-rates'), RATE_SERIES, fmtRate);
     drawChart($('chart-depth'), $('legend-depth'), DEPTH_SERIES, fmtInt);
@@ -354,8 +371,8 @@
     return 10 * p;
   }
 
-  function drawChart(canvas, legend, series, fmt) {
-    const h = state.history;
+  function drawChart(canvas, legend, series, fmt, history) {
+    const h = history || state.history;
     const last = h[h.length - 1] || {};
     legend.replaceChildren(...series.map((s) => el('span', { class: 'legend-item' },
       el('span', { class: 'swatch', 'aria-hidden': 'true', style: `border-top: 3px ${s.dash.length ? 'dashed' : 'solid'} ${s.color}` }),
@@ -401,17 +418,20 @@
     if (!h.length) return;
     for (const s of series) {
       const y = (i) => top + hh - (hh * (h[i][s.key] || 0)) / max;
+      const gap = (i) => h[i][s.key] === null;  // "never": no point to draw
       ctx.strokeStyle = s.color;
       ctx.fillStyle = s.color;
       ctx.lineWidth = 2;
       ctx.setLineDash(s.dash);
       ctx.beginPath();
       for (let i = 0; i < h.length; i++) {
-        if (i === 0) ctx.moveTo(x(i), y(i));
+        if (gap(i)) continue;
+        if (i === 0 || gap(i - 1)) ctx.moveTo(x(i), y(i));
         else ctx.lineTo(x(i), y(i));
       }
       ctx.stroke();
       ctx.setLineDash([]);
+      if (gap(h.length - 1)) continue;
       ctx.beginPath();
       ctx.arc(x(h.length - 1), y(h.length - 1), 3, 0, 2 * Math.PI);
       ctx.fill();
@@ -490,6 +510,8 @@
     { label: 'Deliver / get', num: true, sortKey: 'message_stats.deliver_get_details.rate', col: 'deliver_rate', title: 'messages delivered per second' },
     { label: 'Ack', num: true, sortKey: 'message_stats.ack_details.rate', col: 'ack_rate', title: 'messages acknowledged per second' },
     { label: 'Consumers', num: true, sortKey: 'consumers', col: 'consumers' },
+    { label: 'Drain time', num: true, sortKey: 'capacity.drain_seconds', col: 'drain', title: 'depth / (consume rate - publish rate); never if not draining' },
+    { label: 'Expected wait', num: true, sortKey: 'capacity.expected_wait_seconds', col: 'wait', title: 'depth / consume rate (Little\'s law); never if nothing consumes' },
   ];
 
   function queuesTable(queues, sort, onSort, caption) {
@@ -503,6 +525,8 @@
         fmtRate(get(q, 'message_stats.deliver_get_details.rate')),
         fmtRate(get(q, 'message_stats.ack_details.rate')),
         fmtInt(q.consumers),
+        fmtSeconds(capacityOf(q, 'drain_seconds')),
+        fmtSeconds(capacityOf(q, 'expected_wait_seconds')),
       ],
     }));
     return table(caption, QUEUE_COLUMNS, rows, sort, onSort, 'No queues.');
@@ -562,6 +586,7 @@
 
   async function enterQueueView() {
     $('queue-title').textContent = `Queue ${state.queueRef.name}`;
+    state.queueHistory = [];
     $('get-results').replaceChildren();
     for (const f of ['bind-form', 'get-form', 'publish-form']) setStatus($(f), '');
     $('danger-status').textContent = '';
@@ -601,7 +626,9 @@
         item('Incoming', fmtRate(get(ms, 'publish_details.rate'))),
         item('Deliver / get', fmtRate(get(ms, 'deliver_get_details.rate'))),
         item('Ack', fmtRate(get(ms, 'ack_details.rate'))),
-        item('In memory', fmtBytes(q.message_bytes_ram))),
+        item('In memory', fmtBytes(q.message_bytes_ram)),
+        item('Drain time', fmtSeconds(capacityOf(q, 'drain_seconds')), 'queue-drain'),
+        item('Expected wait', fmtSeconds(capacityOf(q, 'expected_wait_seconds')), 'queue-wait')),
       el('dl', { class: 'props' },
         el('dt', { text: 'Virtual host' }), el('dd', { text: q.vhost }),
         el('dt', { text: 'Features' }), el('dd', {}, features(q).length ? features(q) : 'none'),
@@ -610,6 +637,11 @@
         el('dt', { text: 'Arguments' }), el('dd', { text: JSON.stringify(q.arguments || {}) }),
         q.owner_pid_details ? [el('dt', { text: 'Owner' }), el('dd', { text: q.owner_pid_details.name })] : null));
     replaceKeepFocus($('queue-info'), info);
+    if (get(q, 'capacity.sampled')) {
+      state.queueHistory.push({ t: Date.now(), drain: q.capacity.drain_seconds, wait: q.capacity.expected_wait_seconds });
+      if (state.queueHistory.length > HISTORY) state.queueHistory.shift();
+    }
+    drawChart($('chart-capacity'), $('legend-capacity'), CAPACITY_SERIES, fmtSeconds, state.queueHistory);
 
     const brows = bindings.map((b) => ({
       cells: [

@@ -291,6 +291,73 @@ def test_rate_chart_draws_a_load(tmp_path):
         assert b.stop() == 0
 
 
+@pytest.mark.deadline(90)
+def test_queue_capacity_and_its_trend(tmp_path):
+    """A queue drained by a consumer the test paces at 50 msg/s: the queue
+    page shows an expected wait near depth / 50 s, the capacity chart draws
+    its trend, and the queue list has the figures as columns."""
+    b = ExtraBroker("--collect-statistics-interval", "1000")
+    rate = 50.0
+    try:
+        c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+        ch = c.channel()
+        name = unique("capacity")
+        ch.queue_declare(name)
+        for _ in range(2000):   # 40 s of work: the wait shows in seconds throughout
+            ch.basic_publish("", name, b"x")
+        with browser(tmp_path) as br:
+            br.open("http://127.0.0.1:%d/#/queues/%s/%s" % (b.http_port, q("/"), q(name)))
+            br.wait("!!document.getElementById('queue-ready') && !document.getElementById('main').hidden")
+            br.js("""(() => { const s = document.getElementById('refresh-interval');
+                              s.value = '2000'; s.dispatchEvent(new Event('change')); })()""")
+            legend = "document.getElementById('legend-capacity').textContent"
+            ready = "document.getElementById('queue-ready')?.textContent || ''"
+            start = time.monotonic()
+            n = 0
+            seen = []   # (legend wait, page depth) of refreshes whose wait matched
+            # Pixel columns holding the wait series' colour (#d97706): a trend
+            # spans the chart, a single point is a dot.
+            wait_columns = """(() => {
+                const c = document.getElementById('chart-capacity');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                const cols = new Set();
+                for (let i = 0; i < d.length; i += 4)
+                  if (Math.abs(d[i] - 0xd9) < 24 && Math.abs(d[i + 1] - 0x77) < 24 && Math.abs(d[i + 2] - 0x06) < 24)
+                    cols.add((i / 4) % c.width);
+                return cols.size;
+            })()"""
+            cols = 0
+            deadline = start + 40
+            while time.monotonic() < deadline and (len(seen) < 3 or cols < 50):
+                due = int((time.monotonic() - start) * rate)   # pacing the consumer, not waiting
+                while n < due:
+                    ch.basic_get(name, auto_ack=True)
+                    n += 1
+                time.sleep(0.005)
+                if n % 25 == 0:
+                    m = re.search(r"Expected wait:\s*([\d.]+) s", br.js(legend))
+                    depth = int(re.sub(r"\D", "", br.js(ready)) or 0)
+                    if m and depth and abs(float(m.group(1)) - depth / rate) <= 0.2 * depth / rate:
+                        if not seen or seen[-1][1] != depth:
+                            seen.append((float(m.group(1)), depth))
+                    cols = br.js(wait_columns)
+            assert len(seen) >= 3, "expected wait never near depth / %.0f s: %r (legend %r)" % (
+                rate, seen, br.js(legend))
+            assert "Drain time:" in br.js(legend)
+            br.screenshot("dashboard-capacity.png")
+            assert cols >= 50, "the expected-wait line covers %d columns" % cols
+
+            br.call("Page.navigate", url="http://127.0.0.1:%d/#/queues" % b.http_port)
+            br.wait("!!document.querySelector('tr[data-queue=%s]')" % json.dumps(name))
+            row = queue_row(br.dom(), name)
+            # The consumer has stopped: "never", or the last window's figures.
+            figure = r"([\d.]+ (s|min)|never)$"
+            assert re.match(figure, row["wait"]) and re.match(figure, row["drain"]), row
+        c.close()
+    finally:
+        assert b.stop() == 0
+
+
 def test_login_form_without_or_with_wrong_credentials(broker, tmp_path):
     with browser(tmp_path, height=700) as b:
         b.open(url(broker, "/queues"), login=None)
