@@ -168,6 +168,9 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         ("fanout-queues", po::value(&fanout_queues), "bind N queues to one fanout exchange (sets --exchange-type fanout --queues N)")
         ("rpc", po::bool_switch(&o.rpc), "request/reply: producers are clients waiting for each reply, consumers are servers")
         ("rpc-direct", po::bool_switch(&o.rpc_direct), "RPC with direct reply-to (amq.rabbitmq.reply-to); implies --rpc")
+        ("rpc-queue-per-call", po::bool_switch(&o.rpc_queue_per_call),
+         "RPC where every call declares its own exclusive, auto-delete reply queue and cancels its consumer "
+         "(which deletes the queue) once the reply is in; implies --rpc")
         ("backlog", po::value(&o.backlog)->default_value(0), "fill this many messages (with confirms, no consumer), then drain them")
         ("consumer-delay", po::value(&o.consumer_delay_s)->default_value(0),
          "consumers start this many seconds after the producers: a head start that makes the queues deep "
@@ -215,7 +218,8 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         o.exchange_type = ExchangeType::fanout;
         o.queues = fanout_queues;
     }
-    if (o.rpc_direct) o.rpc = true;
+    if (o.rpc_direct || o.rpc_queue_per_call) o.rpc = true;
+    if (o.rpc_direct && o.rpc_queue_per_call) return fail("--rpc-direct and --rpc-queue-per-call exclude each other");
     if (o.producers < 0 || o.consumers < 0) return fail("--producers and --consumers must be >= 0");
     if (o.queues < 1) return fail("--queues must be >= 1");
     if (o.threads < 1 || o.threads > 256) return fail("--threads must be 1..256");

@@ -44,6 +44,7 @@ struct PerfOptions {
     std::optional<std::string> routing_key;
     bool rpc = false;
     bool rpc_direct = false;
+    bool rpc_queue_per_call = false;
     uint64_t backlog = 0;         // 0 = off
     double consumer_delay_s = 0;  // consumers start this long after the producers (the queue grows meanwhile)
     int threads = 1;

@@ -110,7 +110,10 @@ void print_summary(const PerfOptions& o, const Summary& s) {
                 o.confirm ? (", confirm window " + std::to_string(o.confirm)).c_str() : "",
                 o.prefetch ? (", prefetch " + std::to_string(o.prefetch)).c_str() : "",
                 o.rpc ? "default" : (o.exchange.empty() ? "default" : o.exchange_type_name()),
-                o.rpc ? (o.rpc_direct ? ", RPC with direct reply-to" : ", RPC") : "");
+                o.rpc ? (o.rpc_direct           ? ", RPC with direct reply-to"
+                                : o.rpc_queue_per_call ? ", RPC with a reply queue per call"
+                                                       : ", RPC")
+                      : "");
     std::printf("  sent         %s msgs   publish rate  %s msg/s\n", grouped(static_cast<double>(s.sent)).c_str(),
                 grouped(s.publish_rate).c_str());
     std::printf("  received     %s msgs   consume rate  %s msg/s\n", grouped(static_cast<double>(s.received)).c_str(),

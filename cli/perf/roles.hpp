@@ -122,10 +122,12 @@ protected:
 
 private:
     void send_request();
+    void publish_request();
+    void open_call_queue();
 
     const PerfOptions& o_;
     uint32_t id_;
-    std::string request_queue_, reply_queue_;
+    std::string request_queue_, reply_queue_, consumer_tag_;
     uint64_t limit_;
     PublishTemplate tmpl_;
     uint64_t calls_ = 0;

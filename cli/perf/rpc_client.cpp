@@ -31,6 +31,7 @@ void RpcClient::on_channel_open() {
         c.no_ack = true;  // replies are consumed with no_ack (direct reply-to requires it)
         add_step(c);
     };
+    if (o_.rpc_queue_per_call) return;  // each call declares its own (open_call_queue)
     if (o_.rpc_direct) {
         reply_queue_ = std::string(kDirectReplyTo);
         consume_replies();
@@ -55,6 +56,36 @@ void RpcClient::on_setup_done() {
     mark_ready();
 }
 
+void RpcClient::open_call_queue() {
+    // --rpc-queue-per-call: a reply queue of its own for this call, then the
+    // request (the reply queue is deleted by the cancel after the reply).
+    m::QueueDeclare d;
+    d.exclusive = true;
+    d.auto_delete = true;
+    add_step(d, [this](std::string_view payload) {
+        m::QueueDeclareOk ok;
+        if (amqp::decode_arguments(payload.substr(4), ok) != amqp::DecodeError::none || ok.queue.empty()) {
+            fail("queue.declare for a call's reply queue did not return a name");
+            return;
+        }
+        reply_queue_ = std::string(ok.queue);
+        m::BasicConsume c;
+        c.queue = reply_queue_;
+        c.no_ack = true;
+        add_step(c, [this](std::string_view payload) {
+            m::BasicConsumeOk cok;
+            if (amqp::decode_arguments(payload.substr(4), cok) != amqp::DecodeError::none) {
+                fail("basic.consume on a call's reply queue did not return a tag");
+                return;
+            }
+            consumer_tag_ = std::string(cok.consumer_tag);
+            tmpl_.build(frame_max(), "", request_queue_, o_.size, o_.persistent, reply_queue_);
+            publish_request();
+        });
+    });
+    run_steps();
+}
+
 void RpcClient::start() {
     if (closing() || running_) return;
     running_ = true;
@@ -74,6 +105,14 @@ void RpcClient::send_request() {
         }
         return;
     }
+    if (o_.rpc_queue_per_call) {
+        open_call_queue();
+        return;
+    }
+    publish_request();
+}
+
+void RpcClient::publish_request() {
     std::string& buf = out();
     const size_t at = buf.size();
     buf.append(tmpl_.bytes);
@@ -106,6 +145,13 @@ void RpcClient::on_content_body(std::string_view chunk, bool complete) {
     stats_.rpc_calls.add();
     stats_.last_receive_ns.raise_to(now);
     ++calls_;
+    if (o_.rpc_queue_per_call) {
+        m::BasicCancel cancel;
+        cancel.consumer_tag = consumer_tag_;
+        add_step(cancel, [this](std::string_view) { send_request(); });
+        run_steps();
+        return;
+    }
     send_request();
 }
 
