@@ -25,9 +25,10 @@
 namespace sluice::net {
 
 namespace mgmt {
-namespace {
 
 // --- request decoding -------------------------------------------------------------
+
+namespace {
 
 int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -35,6 +36,8 @@ int hex_digit(char c) {
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
+
+}  // namespace
 
 // Percent-decoding; '+' is a space only in a query.
 bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
@@ -56,6 +59,8 @@ bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
     }
     return true;
 }
+
+namespace {
 
 // "/api/queues/%2F/q?x=1" → path {"queues", "/", "q"}, query {x: 1}.
 bool decode_target(std::string_view target, Request& r, std::string& error) {

@@ -175,6 +175,8 @@ CallerPermissions caller_in(State& s, const Request& r, std::string_view vhost);
 
 // --- conversions -------------------------------------------------------------
 json::string utf8(std::string_view s);  // invalid UTF-8 bytes become U+FFFD
+// %XX → byte ('+' → ' ' too when `plus_is_space`: a query); false on a bad escape.
+bool percent_decode(std::string_view in, std::string& out, bool plus_is_space);
 bool valid_utf8(std::string_view s);
 std::string base64_encode(std::string_view in);
 std::string url_encode(std::string_view in);  // every byte but A-Z a-z 0-9 - _ . ~

@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <algorithm>
 #include <ctime>
+#include <tuple>
 
 #include "net/amqp/properties.hpp"
 
@@ -321,22 +322,11 @@ std::string Shovel::publish_properties(const std::string& raw) const {
     amqp::BasicProperties p;
     if (!amqp::decode_properties(raw, p)) return raw;  // passed on untouched
     if (overwrite) {
-        auto take = [](auto& field, const auto& value) {
-            if (value) field = value;
-        };
-        take(p.content_type, over.content_type);
-        take(p.content_encoding, over.content_encoding);
-        take(p.delivery_mode, over.delivery_mode);
-        take(p.priority, over.priority);
-        take(p.correlation_id, over.correlation_id);
-        take(p.reply_to, over.reply_to);
-        take(p.expiration, over.expiration);
-        take(p.message_id, over.message_id);
-        take(p.timestamp, over.timestamp);
-        take(p.type, over.type);
-        take(p.user_id, over.user_id);
-        take(p.app_id, over.app_id);
-        take(p.cluster_id, over.cluster_id);
+        using P = amqp::BasicProperties;  // every property but headers, which cannot be set this way
+        static constexpr auto kFields = std::make_tuple(
+            &P::content_type, &P::content_encoding, &P::delivery_mode, &P::priority, &P::correlation_id, &P::reply_to,
+            &P::expiration, &P::message_id, &P::timestamp, &P::type, &P::user_id, &P::app_id, &P::cluster_id);
+        std::apply([&](auto... field) { ((over.*field ? void(p.*field = over.*field) : void()), ...); }, kFields);
     }
     amqp::FieldTable headers = p.headers.value_or(amqp::FieldTable{});
     if (def_.add_forward_headers) {

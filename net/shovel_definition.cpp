@@ -12,28 +12,7 @@ namespace json = boost::json;
 
 namespace {
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-bool uri_decode(std::string_view in, std::string& out) {
-    out.clear();
-    for (size_t i = 0; i < in.size(); ++i) {
-        if (in[i] != '%') {
-            out.push_back(in[i]);
-            continue;
-        }
-        if (i + 2 >= in.size()) return false;
-        int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-        if (hi < 0 || lo < 0) return false;
-        out.push_back(char(hi * 16 + lo));
-        i += 2;
-    }
-    return true;
-}
+bool percent_decode_uri(std::string_view in, std::string& out) { return mgmt::percent_decode(in, out, false); }
 
 template <typename T>
 bool parse_number(std::string_view s, T& out) {
@@ -162,10 +141,10 @@ std::string parse_amqp_uri(std::string_view text, AmqpUri& out) {
         authority = authority.substr(at + 1);
         size_t colon = userinfo.find(':');
         std::string user, password;
-        if (!uri_decode(userinfo.substr(0, colon), user)) return "bad percent-encoding in the user";
+        if (!percent_decode_uri(userinfo.substr(0, colon), user)) return "bad percent-encoding in the user";
         out.user = std::move(user);
         if (colon != std::string_view::npos) {
-            if (!uri_decode(userinfo.substr(colon + 1), password)) return "bad percent-encoding in the password";
+            if (!percent_decode_uri(userinfo.substr(colon + 1), password)) return "bad percent-encoding in the password";
             out.password = std::move(password);
         }
     }
@@ -182,11 +161,11 @@ std::string parse_amqp_uri(std::string_view text, AmqpUri& out) {
         port = host.substr(colon + 1);
         host = host.substr(0, colon);
     }
-    if (!uri_decode(host, out.host)) return "bad percent-encoding in the host";
+    if (!percent_decode_uri(host, out.host)) return "bad percent-encoding in the host";
     if (!port.empty() && (!parse_number(port, out.port) || out.port == 0)) return "bad port";
     if (path) {
         if (path->find('/') != std::string_view::npos) return "the vhost must be one path segment (%2F for '/')";
-        if (!uri_decode(*path, out.vhost)) return "bad percent-encoding in the vhost";
+        if (!percent_decode_uri(*path, out.vhost)) return "bad percent-encoding in the vhost";
     }
     while (!query.empty()) {
         std::string_view kv = query.substr(0, query.find('&'));

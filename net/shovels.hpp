@@ -16,11 +16,8 @@
 #include <vector>
 
 #include "broker/runtime_parameters.hpp"
-#include "net/shovel.hpp"
+#include "net/shovel.hpp"  // and boost::asio::io_context, declared
 
-namespace boost::asio {
-class io_context;
-}
 namespace sluice::broker {
 class Broker;
 }
