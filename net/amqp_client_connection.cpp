@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <utility>
@@ -25,6 +26,9 @@ constexpr uint32_t kFrameMaxWanted = 131072;
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr auto kCloseWait = std::chrono::seconds(2);
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
+// RabbitMQ's own ceiling for a message; a peer's header announcing more is
+// refused rather than trusted with an allocation.
+constexpr uint64_t kMaxBodySize = 512ull << 20;
 }  // namespace
 
 struct AmqpClientConnection::Impl {
@@ -208,10 +212,11 @@ void handle_frame(const Conn& self, AmqpClientConnection::Impl& s, const amqp::F
         amqp::ContentHeader h;
         if (!s.in_content || s.header_seen || !amqp::decode_content_header(f.payload, h))
             return fail(s, "unexpected or malformed content header");
+        if (h.body_size > kMaxBodySize) return fail(s, "a message of " + std::to_string(h.body_size) + " bytes");
         s.header_seen = true;
         s.body_left = h.body_size;
         s.pending.properties.assign(h.properties);
-        s.pending.body.reserve(h.body_size);
+        s.pending.body.reserve(std::min<uint64_t>(h.body_size, 1u << 20));
         if (s.body_left == 0) deliver_pending(s);
         return;
     }
