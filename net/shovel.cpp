@@ -102,11 +102,11 @@ struct Shovel::Link final : AmqpClientConnection::Observer {
     void begin() {
         if (source) {
             queue = def().src_is_exchange ? std::string() : def().src_queue;
-            return declare(!def().src_is_exchange && !def().src_queue_args);
+            return declare(!def().src_is_exchange && (!def().src_queue_args || def().src_predeclared));
         }
         if (!def().dest_queue.empty()) {
             queue = def().dest_queue;
-            return declare(!def().dest_queue_args);
+            return declare(!def().dest_queue_args || def().dest_predeclared);
         }
         if (def().dest_exchange && !def().dest_exchange->empty()) {
             m::ExchangeDeclare x;
@@ -142,7 +142,8 @@ struct Shovel::Link final : AmqpClientConnection::Observer {
             if (step == Step::reopening) return declare(false);
             return begin();
         case m::ChannelClose::key:
-            if (step == Step::passive_declare && channel_close_code(args) == kNotFound) {
+            if (step == Step::passive_declare && channel_close_code(args) == kNotFound &&
+                !(source ? def().src_predeclared : def().dest_predeclared)) {
                 step = Step::reopening;  // the queue does not exist: declare it
                 return conn->open_channel();
             }
@@ -176,6 +177,7 @@ struct Shovel::Link final : AmqpClientConnection::Observer {
             m::BasicConsume c;
             c.queue = queue;
             c.no_ack = def().ack_mode == AckMode::no_ack;
+            if (def().src_consumer_args) c.arguments = *def().src_consumer_args;
             step = Step::consume;
             return conn->send(c);
         }

@@ -201,6 +201,9 @@ std::string parse_shovel_definition(std::string_view json_text, ShovelDefinition
     if (src_queue == out.src_is_exchange)
         return src_queue ? "Cannot specify 'src-exchange' and 'src-queue'" : "Must specify 'src-exchange' or 'src-queue'";
     r.table("src-queue-args", out.src_queue_args);
+    r.table("src-consumer-args", out.src_consumer_args);
+    r.boolean("src-predeclared", {}, out.src_predeclared);
+    r.boolean("dest-predeclared", {}, out.dest_predeclared);
     const bool dest_queue = r.string("dest-queue", out.dest_queue);
     std::string s;
     if (r.string("dest-exchange", s)) out.dest_exchange = s;

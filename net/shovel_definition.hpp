@@ -39,6 +39,9 @@ struct ShovelDefinition {
     std::string src_queue, src_exchange, src_exchange_key;
     bool src_is_exchange = false;
     std::optional<amqp::FieldTable> src_queue_args;
+    std::optional<amqp::FieldTable> src_consumer_args;  // basic.consume's arguments (x-priority …)
+    // "predeclared": the queue must exist; the shovel does not declare it.
+    bool src_predeclared = false, dest_predeclared = false;
     // The destination: a queue (published through the default exchange), an
     // exchange, or neither (each message's own exchange and routing key).
     std::string dest_queue;

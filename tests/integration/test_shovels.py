@@ -412,14 +412,25 @@ def test_exchange_source_and_destination(broker):
     ch.queue_declare(dq, durable=True)
     ch.queue_bind(dq, dx, routing_key="to-dq")
     put_shovel(api, "xx", {"src-uri": "amqp://", "src-exchange": sx, "src-exchange-key": "a.#",
-                           "dest-uri": "amqp://", "dest-exchange": dx, "dest-exchange-key": "to-dq"})
+                           "dest-uri": "amqp://", "dest-exchange": dx, "dest-exchange-key": "to-dq",
+                           "src-consumer-args": {"x-priority": 5}, "src-prefetch-count": 7})
     wait_for(lambda: (shovel_status(api, "xx") or {}).get("state") == "running", 10, what="xx running")
+    consumers = [c for c in api.ok("GET", "/api/consumers/%2F") if c["queue"]["name"].startswith("amq.gen-")]
+    assert [(c["priority"], c["prefetch_count"]) for c in consumers] == [(5, 7)]
     ch.confirm_delivery()
     ch.basic_publish(sx, "a.b", b"yes", pika.BasicProperties(delivery_mode=2))
     ch.basic_publish(sx, "b.a", b"no", pika.BasicProperties(delivery_mode=2))
     wait_for(lambda: sluice_length(api, dq) == 1, 10, what="the matching message to arrive")
     m, _, body = ch.basic_get(dq, auto_ack=True)
     assert body == b"yes"
+    # Predeclared: a missing queue is not declared, and the shovel says why.
+    missing = unique("missing")
+    put_shovel(api, "pre", {"src-uri": "amqp://", "src-queue": missing, "src-predeclared": True,
+                            "dest-uri": "amqp://", "dest-queue": dq, "reconnect-delay": 0})
+    wait_for(lambda: (shovel_status(api, "pre") or {}).get("state") == "terminated", 10, what="pre terminated")
+    assert "404" in shovel_status(api, "pre")["reason"] and missing in shovel_status(api, "pre")["reason"]
+    assert api.get("/api/queues/%2F/" + q(missing)).status == 404
+    assert api.delete("/api/parameters/shovel/%2F/pre").status == 204
     # A destination exchange that does not exist: terminated, saying so.
     put_shovel(api, "nox", {"src-uri": "amqp://", "src-queue": unique("nox"), "dest-uri": "amqp://",
                             "dest-exchange": "no-such-exchange", "reconnect-delay": 0})
