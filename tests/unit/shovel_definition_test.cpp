@@ -36,13 +36,9 @@ TEST(AmqpUri, NoHostIsThisBrokerAndNoPathIsSlash) {
 
 TEST(AmqpUri, Refusals) {
     AmqpUri u;
-    EXPECT_NE(parse_amqp_uri("http://x", u), "");
     EXPECT_NE(parse_amqp_uri("amqps://x", u).find("amqps"), std::string::npos);
-    EXPECT_NE(parse_amqp_uri("amqp://x:0", u), "");
-    EXPECT_NE(parse_amqp_uri("amqp://x:99999", u), "");
-    EXPECT_NE(parse_amqp_uri("amqp://x/a/b", u), "");
-    EXPECT_NE(parse_amqp_uri("amqp://x/%zz", u), "");
-    EXPECT_NE(parse_amqp_uri("amqp://x/%2", u), "");
+    for (const char* bad : {"http://x", "amqp://x:0", "amqp://x:99999", "amqp://x/a/b", "amqp://x/%zz", "amqp://x/%2"})
+        EXPECT_NE(parse_amqp_uri(bad, u), "") << bad;
 }
 
 TEST(ShovelDefinition, DefaultsAsRabbitMQ) {
