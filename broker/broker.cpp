@@ -145,6 +145,7 @@ bool Broker::delete_vhost(std::string_view name) {
         if (e->durable() && !ename.empty() && ename.substr(0, 4) != "amq.") exchanges.push_back(ename);
     for (const std::string& e : exchanges) v->delete_exchange(e, false);
     access_.remove_vhost(name);
+    parameters_.remove_vhost(name);
     durability_.remove_record(vhost_key(name));
     vhosts_.erase(it);
     return true;
@@ -179,6 +180,7 @@ void Broker::recover_access() {
         access_.mark_initialised();
         return;
     }
+    parameters_.recover(*store);
     std::map<std::string, VHostSettings> stored;
     store->scan(storage::Column::meta, "v", "w", [&](std::string_view key, std::string_view value) {
         amqp::WireReader r(value);

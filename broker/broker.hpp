@@ -3,6 +3,7 @@
 //
 // Vhosts are records in the store's `meta` column:
 //   'v' vhost name → description, tags, limits (max-connections, max-queues)
+// Runtime parameters (shovels) are RuntimeParameters' (runtime_parameters.hpp).
 // Users and permissions are AccessControl's (access_control.hpp). Without
 // storage, or on the first start with an empty store, there is vhost "/"
 // and the configured default user, administrator with full permissions on
@@ -24,6 +25,7 @@
 #include "broker/access_control.hpp"
 #include "broker/broker_stats.hpp"
 #include "broker/durability.hpp"
+#include "broker/runtime_parameters.hpp"
 #include "broker/timer_queue.hpp"
 #include "broker/vhost.hpp"
 
@@ -106,6 +108,8 @@ public:
     // (320 CONNECTION_FORCED), as RabbitMQ does. False if there was none.
     bool delete_user(std::string_view name);
     AccessControl& access_control() { return access_; }
+    // RabbitMQ's runtime parameters (shovels), durable.
+    RuntimeParameters& parameters() { return parameters_; }
     const AccessControl& access_control() const { return access_; }
     BrokerStats& stats() { return stats_; }
     Durability& durability() { return durability_; }
@@ -208,6 +212,7 @@ private:
         VHostSettings settings;
     };
     AccessControl access_{durability_};
+    RuntimeParameters parameters_{durability_};
     StringMap<VHostEntry> vhosts_;
     StringMap<Channel*> reply_channels_;
     uint64_t last_connection_id_ = 0;

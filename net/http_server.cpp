@@ -431,6 +431,10 @@ void HttpServer::stop() {
         }
 }
 
+void HttpServer::set_shovels(Shovels* shovels) {
+    if (impl_->api) impl_->api->set_shovels(shovels);
+}
+
 uint16_t HttpServer::port() const { return impl_->port; }
 uint16_t HttpServer::tls_port() const { return impl_->tls_port; }
 

@@ -21,6 +21,7 @@ class Broker;
 namespace sluice::net {
 
 class TlsContext;
+class Shovels;
 
 class HttpServer {
 public:
@@ -41,6 +42,8 @@ public:
     // The same for HTTPS (`tls` outlives the server).
     std::string listen_tls(const std::string& host, uint16_t port, TlsContext& tls);
     void stop();
+    // The shovels the API shows (/api/shovels).
+    void set_shovels(Shovels* shovels);
     uint16_t port() const;
     uint16_t tls_port() const;
 

@@ -25,9 +25,10 @@
 namespace sluice::net {
 
 namespace mgmt {
-namespace {
 
 // --- request decoding -------------------------------------------------------------
+
+namespace {
 
 int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -35,6 +36,8 @@ int hex_digit(char c) {
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
+
+}  // namespace
 
 // Percent-decoding; '+' is a space only in a query.
 bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
@@ -56,6 +59,8 @@ bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
     }
     return true;
 }
+
+namespace {
 
 // "/api/queues/%2F/q?x=1" → path {"queues", "/", "q"}, query {x: 1}.
 bool decode_target(std::string_view target, Request& r, std::string& error) {
@@ -346,6 +351,8 @@ void route(State& s, const Request& r, const Reply& reply) {
     if (what == "channels") return handle_channels(s, r, reply);
     if (what == "consumers") return handle_consumers(s, r, reply);
     if (what == "definitions") return handle_definitions(s, r, reply);
+    if (what == "parameters") return handle_parameters(s, r, reply);
+    if (what == "shovels") return handle_shovels(s, r, reply);
     if (what == "users") return handle_users(s, r, reply);
     if (what == "vhosts") return handle_vhosts(s, r, reply);
     if (what == "permissions") return handle_permissions(s, r, reply);
@@ -481,6 +488,8 @@ ManagementApi::ManagementApi(broker::Broker& broker) : state_(std::make_unique<S
 
 ManagementApi::~ManagementApi() = default;
 
+void ManagementApi::set_shovels(Shovels* shovels) { state_->shovels = shovels; }
+
 void ManagementApi::sample() { state_->rates.sample(state_->broker); }
 
 std::chrono::milliseconds ManagementApi::sample_interval() const { return state_->sample_interval; }
@@ -520,6 +529,7 @@ void ManagementApi::handle(const HttpRequest& request, std::function<void(HttpRe
     r.user = user;
     r.administrator = u->has_tag("administrator");
     r.monitoring = u->has_tag("monitoring");
+    r.policymaker = r.administrator || u->has_tag("policymaker");
     std::string error;
     if (!decode_target(request.target, r, error)) return once(bad_request(error));
     if (auto refused = authorize(s, r)) return once(std::move(*refused));

@@ -28,6 +28,8 @@ class Broker;
 
 namespace sluice::net {
 
+class Shovels;
+
 struct HttpRequest {
     std::string method;          // "GET", "PUT", …
     std::string target;          // "/api/queues/%2F/q1?columns=name"
@@ -63,6 +65,8 @@ public:
     void sample();
     std::chrono::milliseconds sample_interval() const;
     void set_sample_interval(std::chrono::milliseconds interval);
+    // The shovels whose status /api/shovels shows (null: none).
+    void set_shovels(Shovels* shovels);
     static constexpr std::chrono::milliseconds kDefaultSampleInterval{5000};
 
     struct State;  // shared with the handlers in management_api_*.cpp

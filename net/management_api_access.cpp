@@ -125,6 +125,19 @@ std::optional<HttpResponse> authorize(State& s, const Request& r) {
         return std::nullopt;
     }
     if (what == "nodes" && !r.administrator && !r.monitoring) return not_authorised("Not monitor user");
+    // RabbitMQ: runtime parameters are for policymakers (and administrators)
+    // with access to the vhost; shovel status for monitoring users, who see
+    // the vhosts they may; a restart changes a shovel, as a parameter does.
+    const bool shovel_restart = what == "shovels" && r.method == "DELETE";
+    if (what == "parameters" || shovel_restart) {
+        if (!r.policymaker) return not_authorised("Not policymaker user");
+        constexpr size_t vhost_at = 2;  // parameters/{component}/{vhost}, shovels/vhost/{vhost}
+        if (!r.administrator && p.size() > vhost_at && s.broker.find_vhost(p[vhost_at]) &&
+            !s.broker.access_control().permissions(r.user, p[vhost_at]))
+            return not_authorised("access to vhost '" + p[vhost_at] + "' refused for user '" + r.user + "'");
+        return std::nullopt;
+    }
+    if (what == "shovels" && !r.administrator && !r.monitoring) return not_authorised("Not monitor user");
     const bool vhost_scoped = what == "queues" || what == "exchanges" || what == "bindings" || what == "consumers" ||
                               what == "aliveness-test" || what == "vhosts" || what == "vhost-limits";
     if (vhost_scoped && p.size() >= 2) {

@@ -1,6 +1,6 @@
 // /api/definitions[/{vhost}]: export and import of the topology in
 // RabbitMQ's definitions format (users, vhosts, permissions, exchanges,
-// queues, bindings). Import checks the whole document before changing
+// queues, bindings, runtime parameters: shovels). Import checks the whole document before changing
 // anything, then declares through the same VHost methods as AMQP; it answers
 // once the durable declares are synced.
 #include <algorithm>
@@ -9,6 +9,7 @@
 #include "broker/broker.hpp"
 #include "broker/vhost.hpp"
 #include "net/management_api_internal.hpp"
+#include "net/shovel_definition.hpp"
 
 namespace sluice::net::mgmt {
 
@@ -97,6 +98,8 @@ json::object export_definitions(State& s, const broker::VHost* path_vhost) {
     } else {
         export_vhost(*path_vhost, false, qa, ea, ba);
     }
+    for (const broker::RuntimeParameter* p : s.broker.parameters().list({}, path_vhost ? path_vhost->name() : ""))
+        parameters.push_back(parameter_json(*p));
     d["parameters"] = std::move(parameters);
     d["policies"] = json::array();
     d["queues"] = std::move(qa);
@@ -204,6 +207,7 @@ public:
                 return false;
             }
         for (const LimitsDef& l : limits_) s_.broker.set_vhost_limits(l.vhost, l.limits);
+        durable |= !parameters_.empty();
         for (ExchangeDef& e : exchanges_) {
             auto r = vhost(e.vhost).declare_exchange(e.name, e.options);
             if (auto* err = std::get_if<broker::AmqpError>(&r)) return refused(error, *err, "exchange", e.name);
@@ -222,6 +226,8 @@ public:
             if (st) return refused(error, *st, "binding from", b.source);
             durable = true;
         }
+        // Last: a shovel may need the queues and exchanges above.
+        for (broker::RuntimeParameter& p : parameters_) s_.broker.parameters().put(std::move(p));
         return true;
     }
 
@@ -314,12 +320,14 @@ private:
         return true;
     }
 
-    // Runtime parameters: only "vhost-limits" (RabbitMQ's form of vhost limits).
+    // Runtime parameters: "shovel" and "vhost-limits" (RabbitMQ's form of
+    // vhost limits).
     bool read_parameter(const json::value& v, HttpResponse& error) {
         if (!v.is_object()) return fail(error, "parameters");
         const json::object& o = v.get_object();
         std::string component;
         if (!get_string(o, "component", component, error)) return false;
+        if (component == "shovel") return read_shovel(o, error);
         if (component != "vhost-limits") {
             warnings_.push_back("parameter of component '" + component + "' is not supported yet and was ignored");
             return true;
@@ -339,6 +347,25 @@ private:
         if (!get_int(limits, "max-queues", n, error)) return false;
         d.limits.max_queues = limits.contains("max-queues") && n >= 0 ? n : -1;
         limits_.push_back(std::move(d));
+        return true;
+    }
+
+    bool read_shovel(const json::object& o, HttpResponse& error) {
+        broker::RuntimeParameter p;
+        p.component = "shovel";
+        if (!item_vhost(o, p.vhost, error) || !get_string(o, "name", p.name, error)) return false;
+        auto value = o.find("value");
+        if (p.name.empty() || value == o.end()) {
+            error = bad_request("a shovel parameter needs a 'name' and a 'value'");
+            return false;
+        }
+        p.value = json::serialize(value->value());
+        ShovelDefinition def;
+        if (std::string why = parse_shovel_definition(p.value, def); !why.empty()) {
+            error = bad_request("shovel '" + p.name + "' in vhost '" + p.vhost + "': " + why);
+            return false;
+        }
+        parameters_.push_back(std::move(p));
         return true;
     }
 
@@ -422,6 +449,7 @@ private:
     std::vector<broker::User> users_;
     std::vector<PermissionDef> permissions_;
     std::vector<LimitsDef> limits_;
+    std::vector<broker::RuntimeParameter> parameters_;
     std::vector<ExchangeDef> exchanges_;
     std::vector<QueueDef> queues_;
     std::vector<BindingDef> bindings_;

@@ -35,7 +35,13 @@ class Exchange;
 class Queue;
 class VHost;
 struct Binding;
+struct RuntimeParameter;
 }  // namespace sluice::broker
+
+namespace sluice::net {
+class Shovels;
+struct ShovelStatus;
+}  // namespace sluice::net
 
 namespace sluice::net::mgmt {
 
@@ -51,6 +57,7 @@ struct Request {
     std::string user;  // authenticated
     bool administrator = false;  // its tags
     bool monitoring = false;
+    bool policymaker = false;  // runtime parameters (shovels); administrators are too
 
     const std::string* param(std::string_view name) const;
     bool flag(std::string_view name) const;  // ?name=true
@@ -119,6 +126,7 @@ struct ManagementApi::State {
     // Connection names by id (exclusive queues' owners): filled when a
     // request first needs them, emptied before the next.
     std::optional<std::unordered_map<uint64_t, std::string>> connection_names;
+    Shovels* shovels = nullptr;  // the shovels' status (null: none run here)
 };
 
 }  // namespace sluice::net
@@ -167,6 +175,8 @@ CallerPermissions caller_in(State& s, const Request& r, std::string_view vhost);
 
 // --- conversions -------------------------------------------------------------
 json::string utf8(std::string_view s);  // invalid UTF-8 bytes become U+FFFD
+// %XX → byte ('+' → ' ' too when `plus_is_space`: a query); false on a bad escape.
+bool percent_decode(std::string_view in, std::string& out, bool plus_is_space);
 bool valid_utf8(std::string_view s);
 std::string base64_encode(std::string_view in);
 std::string url_encode(std::string_view in);  // every byte but A-Z a-z 0-9 - _ . ~
@@ -234,6 +244,13 @@ void handle_connections(State& s, const Request& r, const Reply& reply);
 void handle_channels(State& s, const Request& r, const Reply& reply);
 void handle_consumers(State& s, const Request& r, const Reply& reply);
 void handle_definitions(State& s, const Request& r, const Reply& reply);
+// --- runtime parameters and shovels (management_api_parameters.cpp) -------------
+void handle_parameters(State& s, const Request& r, const Reply& reply);
+void handle_shovels(State& s, const Request& r, const Reply& reply);
+// {"value", "vhost", "component", "name"}, as RabbitMQ's API and definitions show one.
+json::object parameter_json(const broker::RuntimeParameter& p);
+// One shovel as RabbitMQ's GET /api/shovels shows it.
+json::object shovel_status_json(State& s, const ShovelStatus& st);
 // Publishes a message through the broker's routing, as a channel would;
 // `stored` says whether it went to the durable store. False if unroutable.
 bool publish_message(broker::VHost& v, const broker::Exchange& ex, std::string_view routing_key,

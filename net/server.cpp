@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <cstdlib>
 #include <sched.h>
+#include <unistd.h>
 #include <iostream>
 #include <ctime>
 #include <list>
@@ -17,6 +18,7 @@
 #include "net/http_server.hpp"
 #include "net/listener.hpp"
 #include "net/resource_monitor.hpp"
+#include "net/shovels.hpp"
 #include "net/spin_window.hpp"
 
 namespace sluice::net {
@@ -58,6 +60,7 @@ struct Server::Impl {
     std::list<std::weak_ptr<AmqpConnection>> connections;
     std::unique_ptr<HttpServer> http;
     std::unique_ptr<HttpServer> prometheus;
+    std::unique_ptr<Shovels> shovels;  // after the AMQP listener: a shovel may connect to it
     uint16_t amqp_port = 0;
     uint16_t amqps_port = 0;
     asio::steady_timer disk_timer{io};
@@ -179,6 +182,7 @@ struct Server::Impl {
                 boost::system::error_code ec;
                 a.close(ec);
             }
+        if (shovels) shovels->stop();  // before the connections close: no reconnecting
         if (http) http->stop();
         if (prometheus) prometheus->stop();
         connections.remove_if([](auto& w) { return w.expired(); });
@@ -210,6 +214,12 @@ struct Server::Impl {
 };
 
 namespace {
+
+std::string local_host_name() {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == 0) return "localhost";
+    return buf;
+}
 
 // The event loop with a busy-poll (see spin_window.hpp): once a pass over the
 // sockets finds nothing to do, keep polling — a non-blocking epoll_wait per
@@ -256,11 +266,19 @@ std::string Server::listen() {
         if (!err.empty()) return "AMQPS listener: " + err;
         for (auto& a : m.tls_acceptors) m.accept(a, m.tls.get());
     }
+    LocalBroker local;
+    local.host = c.amqp_bind.empty() || c.amqp_bind == "0.0.0.0" ? "127.0.0.1" : c.amqp_bind == "::" ? "::1" : c.amqp_bind;
+    local.port = m.amqp_port;
+    local.default_user = m.broker.config().default_user;
+    local.default_password = m.broker.config().default_password;
+    local.node = "sluice@" + local_host_name();
+    m.shovels = std::make_unique<Shovels>(m.io, m.broker, std::move(local));
     const bool plain_http = c.http_port != 0 || !c.http_bind.empty();
     if (plain_http || c.https_port != 0)
         m.http = std::make_unique<HttpServer>(m.io, m.broker, c.http_max_connections,
                                               std::chrono::seconds(c.http_request_timeout_s),
                                               std::chrono::milliseconds(c.stats_interval_ms));
+    if (m.http) m.http->set_shovels(m.shovels.get());
     if (plain_http) {
         err = m.http->listen(c.http_bind, c.http_port);
         if (!err.empty()) return "HTTP listener: " + err;
@@ -282,6 +300,7 @@ void Server::run() {
     impl_->broker.timers().on_earliest_changed([this](uint64_t deadline_ms) { impl_->arm_deadline(deadline_ms); });
     impl_->arm_deadline(impl_->broker.timers().next_deadline());
     impl_->on_second();
+    if (impl_->shovels) impl_->shovels->start();
     impl_->wait_for_reload();
     impl_->signals.async_wait([this](const boost::system::error_code& ec, int sig) {
         if (!ec) impl_->on_signal(sig);
