@@ -13,6 +13,7 @@
 //   'q' name(vhost) name(queue)                   → queue id u64 BE, flags u8 (1 auto-delete), arguments
 //   'b' name(vhost) name(source) kind u8 ('q' or 'e') name(destination) name(routing key) arguments → ""
 //   'v', 'u', 'p', 'i': vhosts, users, permissions (broker/broker.hpp, broker/access_control.hpp)
+//   'r': runtime parameters such as shovels (broker/runtime_parameters.hpp)
 // In `msgs`: each durable queue's log (storage/queue_log.hpp), whose records
 // are of a kind below: a message inline, or the id of a body in `bodies`.
 // In `bodies`: body id u64 BE → a message (shared by several queues' logs).
