@@ -149,7 +149,17 @@ bool Session::client_has_capability(std::string_view name) const {
     return v && v->as_bool().value_or(false);
 }
 
-void Session::own_exclusive_queue(const std::shared_ptr<Queue>& queue) { exclusive_queues_.push_back(queue); }
+void Session::own_exclusive_queue(const std::shared_ptr<Queue>& queue) {
+    // A weak_ptr keeps the queue's memory (make_shared: one allocation with
+    // its control block) until it goes: drop those of deleted queues as the
+    // list doubles, or a connection that declares a reply queue per call
+    // pins every queue it ever had (a million calls: 700 MiB).
+    if (exclusive_queues_.size() >= exclusive_prune_at_) {
+        std::erase_if(exclusive_queues_, [](const std::weak_ptr<Queue>& w) { return w.expired(); });
+        exclusive_prune_at_ = std::max<size_t>(16, 2 * exclusive_queues_.size());
+    }
+    exclusive_queues_.push_back(queue);
+}
 
 size_t Session::on_bytes(std::string_view data) {
     if (state_ == State::closed) return data.size();

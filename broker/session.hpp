@@ -171,6 +171,7 @@ private:
     std::vector<std::unique_ptr<Channel>> channels_;  // indexed by channel id
     std::vector<Channel*> confirm_pending_;
     std::vector<std::weak_ptr<Queue>> exclusive_queues_;
+    size_t exclusive_prune_at_ = 16;  // exclusive_queues_ drops expired entries at this size
 };
 
 }  // namespace sluice::broker
