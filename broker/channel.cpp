@@ -53,7 +53,12 @@ void strip_names(amqp::Method& method, std::string (&store)[2]) {
 
 Channel::Channel(Session& session, VHost& vhost, uint16_t id) : session_(session), vhost_(vhost), id_(id) {}
 
-Channel::~Channel() { release(); }
+Channel::~Channel() {
+    release();
+    // A basic.get waiting for a read paused the session's parsing: a channel
+    // that goes first must not leave it paused.
+    if (waiting_get_again_) session_.read_done();
+}
 
 Status Channel::on_method(std::string_view payload) {
     if (payload.size() < 4) return amqp_error(reply::frame_error, "method frame shorter than its class and method ids");

@@ -239,6 +239,9 @@ private:
     std::string reply_token_;         // direct reply-to
     ConsumerPtr reply_consumer_;
     std::vector<QueuePtr> touched_;  // owning: settling may drop a deleted queue's last reference
+    // The last basic.get waits for its queue's head to be read from disk
+    // (Queue::head_ready_or_read; the session parses nothing meanwhile).
+    bool waiting_get_again_ = false;
     std::shared_ptr<char> alive_ = std::make_shared<char>(0);  // storage callbacks check it
 };
 

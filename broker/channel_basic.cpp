@@ -286,6 +286,30 @@ Status Channel::basic_get(const m::BasicGet& g) {
     Status error;
     QueuePtr q = resolve_queue(g.queue, error);
     if (!q) return error;
+    // The head is on disk: answer once it is read, without the broker
+    // thread waiting; the session parses nothing of this connection meanwhile.
+    const bool ready = q->head_ready_or_read(
+        [this, alive = std::weak_ptr<char>(alive_), queue = std::string(g.queue), no_ack = g.no_ack] {
+            if (alive.expired()) return;
+            session_.broker().durability().post([this, alive, queue, no_ack] {
+                if (alive.expired()) return;
+                m::BasicGet again;
+                again.queue = queue;
+                again.no_ack = no_ack;
+                const uint16_t channel = id_;
+                Session& session = session_;
+                waiting_get_again_ = false;  // basic_get sets it if it has to wait once more
+                Status st = basic_get(again);
+                const bool waits_again = !alive.expired() && waiting_get_again_;
+                if (st) session.report(channel, *st);  // may close this channel
+                if (!waits_again) session.read_done();
+            });
+        });
+    waiting_get_again_ = !ready;
+    if (!ready) {
+        session_.wait_for_read();
+        return std::nullopt;
+    }
     auto qm = q->get(g.no_ack);
     if (!qm) {
         send(m::BasicGetEmpty{});

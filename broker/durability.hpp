@@ -38,6 +38,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/executor.hpp"
 #include "broker/message.hpp"
 #include "storage/group_commit.hpp"
 #include "storage/queue_log.hpp"
@@ -196,6 +197,12 @@ public:
     void set_on_store_lost(std::function<void(const std::string& why)> fn) {
         on_store_lost_ = std::move(fn);
         if (commit_) commit_->set_on_store_lost(on_store_lost_);
+    }
+
+    // Runs fn on the broker thread, later (never inline); dropped when
+    // there is no store (nothing then waits for the disk).
+    void post(std::function<void()> fn) {
+        if (executor_) executor_->post(std::move(fn));
     }
 
     // Writes what is still gathering (graceful stop) and detaches: later

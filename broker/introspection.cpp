@@ -16,7 +16,7 @@ ConnectionSummary summarize(const Session& s) {
     c.name = s.info().peer;
     c.vhost = s.vhost() ? s.vhost()->name() : std::string();
     c.user = s.user();
-    c.state = s.closed() ? "closed" : s.reading_paused() ? "blocked" : s.user().empty() ? "starting" : "running";
+    c.state = s.closed() ? "closed" : s.flow_paused() ? "blocked" : s.user().empty() ? "starting" : "running";
     for (const auto& ch : s.channels())
         if (ch) ++c.channels;
     c.tls = s.info().tls;

@@ -175,15 +175,13 @@ bool Queue::start_read(size_t max_count) {
     // (the run was dropped meanwhile, or the queue is gone) on_dropped.
     auto done = [weak = weak_from_this()](std::function<void()> on_dropped) {
         return [weak, on_dropped = std::move(on_dropped)](PagedRead& r) {
-            if (r.applied) return;
-            r.applied = true;
             auto q = weak.lock();
-            if (q && q->read_.get() == &r) {
-                q->finish_read(r);
-                q->after_read();
-            } else if (on_dropped) {
-                on_dropped();
+            if (!r.applied) {  // (a get that waited for it applied it already)
+                r.applied = true;
+                if (q && q->read_.get() == &r) q->finish_read(r);
+                else if (on_dropped) on_dropped();
             }
+            if (q) q->after_read();
         };
     };
     if (run.spilled) {
@@ -247,6 +245,7 @@ void Queue::finish_read(PagedRead& r) {
 }
 
 void Queue::after_read() {
+    run_head_waiters();
     if (deleted_) return;
     refill();  // read ahead further, if the head is still short
     enforce_length_limit();
@@ -286,6 +285,22 @@ void Queue::refill() {
     while (!read_ && ready_.size() < chunk && !runs_.empty())
         if (!start_read(chunk)) break;
 }
+
+bool Queue::head_ready_or_read(std::function<void()> ready) {
+    if (deleted_ || !ready_.empty() || runs_.empty()) return true;
+    refill();
+    if (!ready_.empty() || runs_.empty() || !read_) return true;  // read at once, or get() reads it
+    head_waiters_.push_back(std::move(ready));
+    return false;
+}
+
+void Queue::run_head_waiters() {
+    std::vector<std::function<void()>> waiters;
+    waiters.swap(head_waiters_);
+    for (auto& fn : waiters) fn();
+}
+
+Queue::~Queue() { run_head_waiters(); }
 
 void Queue::refill_now() {
     // basic.get answers at once: if the head is on disk, wait for it here
@@ -483,6 +498,7 @@ void Queue::dispatch() {
 
 std::vector<ConsumerPtr> Queue::mark_deleted() {
     deleted_ = true;
+    run_head_waiters();  // their gets find the queue gone
     ready_.clear();
     ready_bytes_ = 0;
     drop_runs();

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,6 +71,7 @@ public:
     // `owner` is the connection that owns an exclusive queue (0 = none);
     // `id` names the queue's key range in the durable store.
     Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner, uint64_t id);
+    ~Queue();  // head_ready_or_read() callers still waiting are told
 
     const std::string& name() const { return name_; }
     uint64_t id() const { return id_; }
@@ -164,6 +166,13 @@ public:
                             consumer_count() > 0);
     }
 
+    // basic.get without waiting on the disk: true if get() can answer at
+    // once (the head is in memory, or nothing is paged); else the head's
+    // read is started and `ready` runs when it is back, or when the queue
+    // is deleted or destroyed first — possibly from inside another
+    // operation, so `ready` must only schedule work, not do it.
+    bool head_ready_or_read(std::function<void()> ready);
+
 private:
     VHost& vhost_;
     std::string name_;
@@ -256,6 +265,8 @@ private:
     uint64_t ready_bytes_ = 0;
     std::deque<PagedRun> runs_;
     PagedReadPtr read_;  // the read of the front run in flight, if any
+    std::vector<std::function<void()>> head_waiters_;  // head_ready_or_read() callers waiting for read_
+    void run_head_waiters();
     bool spill_registered_ = false;  // on Durability's list of queues with an open spill run
     uint64_t wake_ms_ = 0;       // the deadline asked of the broker's timers (0 = none)
     uint64_t arriving_seq_ = 0;  // the message Queue::publish is dispatching (its expiry not checked)

@@ -314,12 +314,22 @@ void Session::handle_frame(uint8_t type, uint16_t channel, std::string_view payl
     } else {
         st = ch->on_body(payload);
     }
-    if (!st) return;
-    if (is_hard_error(st->code)) {
-        connection_error(*st);
+    if (st) report(channel, *st);
+}
+
+void Session::report(uint16_t channel, const AmqpError& error) {
+    if (is_hard_error(error.code)) {
+        connection_error(error);
     } else if (Channel* still = find_channel(channel)) {
-        still->start_close(*st);
+        still->start_close(error);
     }
+}
+
+void Session::read_done() {
+    read_wait_ = false;
+    if (tearing_down_ || state_ == State::closed) return;
+    host_.request_flush();
+    if (!reading_paused()) host_.resume_reading();
 }
 
 void Session::handle_connection_method(std::string_view payload) {
@@ -484,6 +494,7 @@ void Session::release_connection_slot() {
 }
 
 void Session::teardown() {
+    tearing_down_ = true;  // channels that go now resume nothing (read_done)
     release_connection_slot();
     // Cancel every consumer first, so requeued messages go to consumers on
     // other connections rather than back to this one.

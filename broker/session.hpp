@@ -86,7 +86,17 @@ public:
     // A resource alarm blocks publishers: net/ stops reading from a session
     // that published while the alarm is on (consumers go on draining). So
     // does a store that is behind (flow control), until it catches up.
-    bool reading_paused() const { return (blocked_ && published_) || store_paused_; }
+    bool reading_paused() const { return flow_paused() || read_wait_; }
+    // Paused by a resource alarm or a store that fell behind ("blocked").
+    bool flow_paused() const { return (blocked_ && published_) || store_paused_; }
+    // A channel's basic.get waits for its queue's head to be read from disk:
+    // nothing after it is parsed until read_done() (frames stay in order,
+    // and the broker thread does not wait).
+    void wait_for_read() { read_wait_ = true; }
+    void read_done();
+    // What a channel's method handler returned: a hard error closes the
+    // connection, another the channel.
+    void report(uint16_t channel, const AmqpError& error);
     // The store caught up with its backlog: read on (Broker).
     void on_store_caught_up();
     // The broker's alarm state changed (connection.blocked / unblocked).
@@ -158,6 +168,8 @@ private:
     bool published_ = false;   // this connection has published
     bool blocked_sent_ = false;
     bool holds_connection_slot_ = false;
+    bool read_wait_ = false;     // a basic.get waits for a read (wait_for_read)
+    bool tearing_down_ = false;  // teardown() has begun
     bool store_paused_ = false;  // waiting for the store to catch up  // counted in Broker::open_connection_count()
 
     uint16_t channel_max_;

@@ -143,6 +143,19 @@ protected:
         settle();
         c.expect<m::QueueDeclareOk>(1);
     }
+    // basic.get, its answer once any read of the queue's head is back (a
+    // get whose head is on disk is answered when the read thread is done).
+    ServerFrame get(TestClient& c, std::string_view queue, bool no_ack) {
+        m::BasicGet g;
+        g.queue = queue;
+        g.no_ack = no_ack;
+        c.send(1, g);
+        settle();
+        ServerFrame f = c.next();
+        if (!f.is<m::BasicGetOk>() && !f.is<m::BasicGetEmpty>())
+            ADD_FAILURE() << "expected basic.get-ok or get-empty, got " << f.describe();
+        return f;
+    }
     // queue.purge or queue.delete of `name`.
     static void purge_or_delete(TestClient& c, std::string_view name, bool purge) {
         if (purge) {
@@ -159,8 +172,7 @@ protected:
     std::vector<ServerFrame> drain(TestClient& c, std::string_view name) {
         std::vector<ServerFrame> out;
         for (;;) {
-            ServerFrame f = c.get(1, name, true);
-            settle();
+            ServerFrame f = get(c, name, true);
             if (!f.is<m::BasicGetOk>()) return out;
             out.push_back(std::move(f));
         }
@@ -368,7 +380,7 @@ TEST_F(DurableBrokerTest, APowerLossDuringRecoveryAndRepeatedCrashesLoseNothing)
     c.expect<m::BasicAck>(1);
     // Acknowledge the first 20 (their chunk gets an ack record).
     for (int i = 0; i < 20; ++i) {
-        ServerFrame f = c.get(1, "q", false);
+        ServerFrame f = get(c, "q", false);
         ASSERT_TRUE(f.is<m::BasicGetOk>());
         c.ack(1, f.get<m::BasicGetOk>().delivery_tag);
     }
@@ -462,7 +474,7 @@ TEST_P(FailedWriteTest, MemoryAndDiskAgreeBeforeAnythingElseIsAcknowledged) {
     c.publish(1, "", "q3", "p1", persistent());
     settle();
     c.expect<m::BasicAck>(1);
-    ServerFrame got = c.get(1, "q1", false);
+    ServerFrame got = get(c, "q1", false);
     ASSERT_TRUE(got.is<m::BasicGetOk>());
     settle();
 
@@ -627,6 +639,92 @@ TEST_P(PagedReadTest, PagedMessagesAreReadOffTheBrokerThreadAndDeliveredInOrder)
 // A queue deleted or purged while a read of its paged tail is in flight:
 // the read's result is dropped when it comes back, and a spilled run's
 // space is given back then (not before: the read uses its file).
+// basic.get of a queue whose head is on disk: the broker thread does not
+// wait for the read. The get is answered when the read is back, and the
+// connection's later frames wait behind it (in order); other connections
+// go on meanwhile. Before, get() read the store inline.
+TEST_F(DurableBrokerTest, AGetOfAPagedHeadIsAnsweredWhenTheReadIsBackInOrder) {
+    config.queue_memory_messages = 8;
+    start();
+    TestClient& c = connect();
+    declare_durable_queue(c, "q");
+    c.batch([&] {
+        for (int i = 0; i < 100; ++i) c.publish(1, "", "q", "m" + std::to_string(i), persistent());
+    });
+    settle();
+    ASSERT_GT(queue("q")->paged_count(), 80u);
+    TestClient& other = connect();  // (connecting settles: before the gets)
+    // In one read: the 8 in memory, a 9th whose message is on disk (the
+    // first get started reading ahead; it is not back), and a frame after it.
+    c.batch([&] {
+        m::BasicGet g;
+        g.queue = "q";
+        g.no_ack = true;
+        for (int i = 0; i < 9; ++i) c.send(1, g);
+        m::QueueDeclare passive;
+        passive.queue = "q";
+        passive.passive = true;
+        c.send(1, passive);
+    });
+    for (int i = 0; i < 8; ++i) {
+        ServerFrame f = c.next();
+        ASSERT_TRUE(f.is<m::BasicGetOk>()) << f.describe();
+        EXPECT_EQ(f.body, "m" + std::to_string(i));
+    }
+    EXPECT_EQ(c.pending(), 0u) << "answered before the read was back: " << c.describe_pending();
+    // Another connection is served meanwhile.
+    m::QueueDeclare d;
+    d.queue = "other";
+    other.send(1, d);
+    other.expect<m::QueueDeclareOk>(1);
+    settle();
+    ServerFrame ninth = c.next();
+    ASSERT_TRUE(ninth.is<m::BasicGetOk>()) << ninth.describe();
+    EXPECT_EQ(ninth.body, "m8");
+    EXPECT_EQ(ninth.get<m::BasicGetOk>().message_count, 91u);
+    c.expect<m::QueueDeclareOk>(1);
+    auto rest = drain(c, "q");
+    ASSERT_EQ(rest.size(), 91u);
+    EXPECT_EQ(rest.front().body, "m9");
+    EXPECT_EQ(rest.back().body, "m99");
+}
+
+// The queue is deleted by another connection while a get waits for its
+// head: the get fails as a get of a missing queue does (404), and the
+// waiting connection parses its later frames again.
+TEST_F(DurableBrokerTest, AGetWaitingForAReadOfADeletedQueueGets404AndTheConnectionGoesOn) {
+    config.queue_memory_messages = 8;
+    start();
+    TestClient& c = connect();
+    declare_durable_queue(c, "q");
+    c.batch([&] {
+        for (int i = 0; i < 100; ++i) c.publish(1, "", "q", "m", persistent());
+    });
+    settle();
+    ASSERT_TRUE(c.open_channel(2));
+    TestClient& other = connect();  // (connecting settles: before the gets)
+    c.batch([&] {
+        m::BasicGet g;
+        g.queue = "q";
+        g.no_ack = true;
+        for (int i = 0; i < 9; ++i) c.send(1, g);  // the 9th waits for the disk
+        m::QueueDeclare d;
+        d.queue = "after";
+        c.send(2, d);
+    });
+    for (int i = 0; i < 8; ++i) ASSERT_TRUE(c.next().is<m::BasicGetOk>());
+    EXPECT_EQ(c.pending(), 0u) << c.describe_pending();
+    m::QueueDelete del;
+    del.queue = "q";
+    other.send(1, del);
+    settle();
+    other.expect<m::QueueDeleteOk>(1);
+    ServerFrame f = c.next();
+    ASSERT_TRUE(f.is<m::ChannelClose>()) << f.describe();
+    EXPECT_EQ(f.get<m::ChannelClose>().reply_code, 404);
+    c.expect<m::QueueDeclareOk>(2);  // the frame behind the get was parsed after it
+}
+
 class PagedReadDropTest : public DurableBrokerTest, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(PagedReadDropTest, DeletingOrPurgingDuringAReadLosesNothingElseAndFreesTheSpill) {

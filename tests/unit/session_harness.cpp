@@ -53,6 +53,13 @@ TestClient::TestClient(broker::Broker& broker, ClientOptions options)
     info.cert_user = options_.cert_user;
     session_ = std::make_unique<broker::Session>(broker_, host_, std::move(info));
     frame_max_ = broker_.config().frame_max;
+    host_.on_resume = [this] {
+        if (input_.empty() || resuming_) return;
+        resuming_ = true;
+        input_.erase(0, session_->on_bytes(input_));
+        resuming_ = false;
+        after_send();
+    };
 }
 
 TestClient::~TestClient() = default;

@@ -37,7 +37,11 @@ public:
     void request_flush() { ++flush_requests; }
     void close_transport() { ++close_calls; }
     void start_heartbeat(uint16_t seconds) { heartbeat = seconds; }
-    void resume_reading() { ++resume_reading_calls; }
+    void resume_reading() {
+        ++resume_reading_calls;
+        if (on_resume) on_resume();  // as a real host does: parse what it buffered
+    }
+    std::function<void()> on_resume;
 
     int flush_requests = 0;
     int close_calls = 0;
@@ -197,6 +201,7 @@ private:
     std::string input_;     // bytes the session has not consumed yet
     std::string received_;  // output bytes not yet parsed into frames
     std::deque<ServerFrame> inbox_;
+    bool resuming_ = false;  // host_.on_resume is feeding input_
     std::optional<ServerFrame> assembling_;  // content method waiting for its header/body
     bool batching_ = false;
     std::string batch_;
