@@ -7,6 +7,7 @@
 // the builders touch only their output vector).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/broker_stats.hpp"
 #include "net/metrics_text.hpp"
 #include "storage/store.hpp"
 
@@ -79,6 +81,13 @@ struct QueueTotals {
     uint64_t queues = 0, exchanges = 0, consumers = 0, ready = 0, unacked = 0, paged = 0, ram_bytes = 0;
 };
 QueueTotals queue_totals(broker::Broker& broker);
+
+// Figures both namings derive from the broker's counters.
+inline uint64_t open_channels(const broker::BrokerStats& s) { return s.channels_opened - s.channels_closed; }
+// Sessions gone (each opened one not open now).
+inline uint64_t closed_connections(const broker::BrokerStats& s, uint64_t open) {
+    return s.connections_opened - std::min(s.connections_opened, open);
+}
 
 uint64_t resident_bytes();  // RSS, from /proc/self/statm
 uint64_t open_fds();

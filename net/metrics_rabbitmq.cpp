@@ -28,6 +28,30 @@ const Labels& amqp091_classic() {
     return l;
 }
 
+struct GlobalCounter {
+    const char* name;
+    const char* help;
+    uint64_t broker::BrokerStats::*field;
+    bool per_queue_type;  // labelled queue_type too (the delivery side)
+};
+constexpr GlobalCounter kGlobalCounters[] = {
+    {"rabbitmq_global_messages_received_total", "Total number of messages received from publishers",
+     &broker::BrokerStats::messages_published, false},
+    {"rabbitmq_global_messages_routed_total", "Total number of messages routed to queues or streams",
+     &broker::BrokerStats::messages_routed, false},
+    {"rabbitmq_global_messages_unroutable_returned_total",
+     "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+     &broker::BrokerStats::messages_returned, false},
+    {"rabbitmq_global_messages_confirmed_total", "Total number of messages confirmed to publishers",
+     &broker::BrokerStats::messages_confirmed, false},
+    {"rabbitmq_global_messages_delivered_total", "Total number of messages delivered to consumers",
+     &broker::BrokerStats::messages_delivered, true},
+    {"rabbitmq_global_messages_redelivered_total", "Total number of messages redelivered to consumers",
+     &broker::BrokerStats::messages_redelivered, true},
+    {"rabbitmq_global_messages_acknowledged_total", "Total number of messages acknowledged by consumers",
+     &broker::BrokerStats::messages_acked, true},
+};
+
 }  // namespace
 
 void rabbitmq_identity_families(const std::string& node, const char* endpoint,
@@ -49,14 +73,14 @@ void rabbitmq_node_families(broker::Broker& broker, const QueueTotals& t, std::v
 
     // rabbitmq_prometheus's totals.
     f.gauge("rabbitmq_connections", "Connections currently open", double(connections));
-    f.gauge("rabbitmq_channels", "Channels currently open", double(s.channels_opened - s.channels_closed));
+    f.gauge("rabbitmq_channels", "Channels currently open", double(open_channels(s)));
     f.gauge("rabbitmq_consumers", "Consumers currently connected", double(t.consumers));
     f.gauge("rabbitmq_queues", "Queues available", double(t.queues));
 
     // connection_churn_metrics (queue churn: not counted by Sluice).
     f.counter("rabbitmq_connections_opened_total", "Total number of connections opened", double(s.connections_opened));
     f.counter("rabbitmq_connections_closed_total", "Total number of connections closed or terminated",
-              double(s.connections_opened - std::min<uint64_t>(s.connections_opened, connections)));
+              double(closed_connections(s, connections)));
     f.counter("rabbitmq_channels_opened_total", "Total number of channels opened", double(s.channels_opened));
     f.counter("rabbitmq_channels_closed_total", "Total number of channels closed", double(s.channels_closed));
 
@@ -74,28 +98,14 @@ void rabbitmq_node_families(broker::Broker& broker, const QueueTotals& t, std::v
     f.counter("rabbitmq_connection_outgoing_bytes_total", "Total number of bytes sent on a connection",
               double(s.bytes_out));
 
-    // rabbit_global_counters.
-    f.counter("rabbitmq_global_messages_received_total", "Total number of messages received from publishers",
-              double(s.messages_published), amqp091());
-    f.counter("rabbitmq_global_messages_routed_total", "Total number of messages routed to queues or streams",
-              double(s.messages_routed), amqp091());
+    // rabbit_global_counters, each a BrokerStats counter.
+    for (const GlobalCounter& c : kGlobalCounters)
+        f.counter(c.name, c.help, double(s.*c.field), c.per_queue_type ? amqp091_classic() : amqp091());
     // Every unroutable message is either returned (mandatory) or dropped.
     f.counter("rabbitmq_global_messages_unroutable_dropped_total",
               "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
               double(s.messages_unroutable - std::min(s.messages_unroutable, s.messages_returned)), amqp091());
-    f.counter("rabbitmq_global_messages_unroutable_returned_total",
-              "Total number of messages published as mandatory into an exchange and returned to the publisher as "
-              "unroutable",
-              double(s.messages_returned), amqp091());
-    f.counter("rabbitmq_global_messages_confirmed_total", "Total number of messages confirmed to publishers",
-              double(s.messages_confirmed), amqp091());
     f.gauge("rabbitmq_global_consumers", "Current number of consumers", double(t.consumers), amqp091());
-    f.counter("rabbitmq_global_messages_delivered_total", "Total number of messages delivered to consumers",
-              double(s.messages_delivered), amqp091_classic());
-    f.counter("rabbitmq_global_messages_redelivered_total", "Total number of messages redelivered to consumers",
-              double(s.messages_redelivered), amqp091_classic());
-    f.counter("rabbitmq_global_messages_acknowledged_total", "Total number of messages acknowledged by consumers",
-              double(s.messages_acked), amqp091_classic());
 
     // node_coarse_metrics and node_metrics.
     f.gauge("rabbitmq_process_open_fds", "Open file descriptors", double(open_fds()));

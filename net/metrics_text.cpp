@@ -145,13 +145,13 @@ public:
         const uint64_t connections = broker_.session_count();
 
         f.gauge("sluice_connections", "Open AMQP connections.", double(connections));
-        f.gauge("sluice_channels", "Open AMQP channels.", double(s.channels_opened - s.channels_closed));
+        f.gauge("sluice_channels", "Open AMQP channels.", double(metrics::open_channels(s)));
         f.gauge("sluice_consumers", "Consumers on all queues.", double(consumers));
         f.gauge("sluice_queues", "Queues.", double(queues));
         f.gauge("sluice_exchanges", "Exchanges, the built-in ones included.", double(exchanges));
         f.counter("sluice_connections_opened_total", "AMQP connections opened.", double(s.connections_opened));
         f.counter("sluice_connections_closed_total", "AMQP connections closed.",
-                  double(s.connections_opened - std::min<uint64_t>(s.connections_opened, connections)));
+                  double(metrics::closed_connections(s, connections)));
         f.counter("sluice_channels_opened_total", "AMQP channels opened.", double(s.channels_opened));
         f.counter("sluice_channels_closed_total", "AMQP channels closed.", double(s.channels_closed));
 

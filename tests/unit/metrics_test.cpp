@@ -140,20 +140,23 @@ TEST_F(MetricsTest, RabbitMqNamesCarryTheSameFigures) {
     const std::string text = net::metrics_text(broker(), rabbit);
     EXPECT_EQ(text.find("sluice_"), std::string::npos);
     const std::string p = "{protocol=\"amqp091\"}", pq = "{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}";
-    EXPECT_EQ(sample(text, "rabbitmq_global_messages_received_total" + p), 7);
-    EXPECT_EQ(sample(text, "rabbitmq_global_messages_routed_total" + p), 6);
-    EXPECT_EQ(sample(text, "rabbitmq_global_messages_unroutable_dropped_total" + p), 1);
-    EXPECT_EQ(sample(text, "rabbitmq_global_messages_unroutable_returned_total" + p), 0);
-    EXPECT_EQ(sample(text, "rabbitmq_global_messages_confirmed_total" + p), 7);
-    EXPECT_EQ(sample(text, "rabbitmq_global_messages_delivered_total" + pq), 3);
-    EXPECT_EQ(sample(text, "rabbitmq_global_messages_acknowledged_total" + pq), 1);
-    EXPECT_EQ(sample(text, "rabbitmq_queue_messages_ready"), 3);
-    EXPECT_EQ(sample(text, "rabbitmq_queue_messages_unacked"), 2);
-    EXPECT_EQ(sample(text, "rabbitmq_queue_messages"), 5);
-    EXPECT_EQ(sample(text, "rabbitmq_queues"), 1);
-    EXPECT_EQ(sample(text, "rabbitmq_consumers"), 1);
-    EXPECT_EQ(sample(text, "rabbitmq_connections"), 1);
-    EXPECT_EQ(sample(text, "rabbitmq_channels"), 1);
+    const std::pair<std::string, double> node_expected[] = {
+        {"rabbitmq_global_messages_received_total" + p, 7},
+        {"rabbitmq_global_messages_routed_total" + p, 6},
+        {"rabbitmq_global_messages_unroutable_dropped_total" + p, 1},
+        {"rabbitmq_global_messages_unroutable_returned_total" + p, 0},
+        {"rabbitmq_global_messages_confirmed_total" + p, 7},
+        {"rabbitmq_global_messages_delivered_total" + pq, 3},
+        {"rabbitmq_global_messages_acknowledged_total" + pq, 1},
+        {"rabbitmq_queue_messages_ready", 3},
+        {"rabbitmq_queue_messages_unacked", 2},
+        {"rabbitmq_queue_messages", 5},
+        {"rabbitmq_queues", 1},
+        {"rabbitmq_consumers", 1},
+        {"rabbitmq_connections", 1},
+        {"rabbitmq_channels", 1},
+    };
+    for (const auto& [series, value] : node_expected) EXPECT_EQ(sample(text, series), value) << series;
     EXPECT_EQ(sample(text, "rabbitmq_identity_info{rabbitmq_cluster=\"sluice\",rabbitmq_endpoint=\"aggregated\","
                            "rabbitmq_node=\"sluice@test\"}"),
               1);
@@ -162,11 +165,11 @@ TEST_F(MetricsTest, RabbitMqNamesCarryTheSameFigures) {
     const std::string per_object = net::per_object_metrics_text(broker(), net::kDefaultCapacityInterval, rabbit);
     EXPECT_EQ(per_object.find("sluice_"), std::string::npos);
     const std::string l = "{queue=\"jobs\",vhost=\"/\"}";
-    EXPECT_EQ(sample(per_object, "rabbitmq_queue_messages_ready" + l), 3);
-    EXPECT_EQ(sample(per_object, "rabbitmq_queue_messages_unacked" + l), 2);
-    EXPECT_EQ(sample(per_object, "rabbitmq_queue_messages" + l), 5);
-    EXPECT_EQ(sample(per_object, "rabbitmq_queue_consumers" + l), 1);
-    EXPECT_EQ(sample(per_object, "rabbitmq_queue_messages_acked_total" + l), 1);
+    const std::pair<const char*, double> queue_expected[] = {
+        {"rabbitmq_queue_messages_ready", 3}, {"rabbitmq_queue_messages_unacked", 2}, {"rabbitmq_queue_messages", 5},
+        {"rabbitmq_queue_consumers", 1},      {"rabbitmq_queue_messages_acked_total", 1},
+    };
+    for (const auto& [name, value] : queue_expected) EXPECT_EQ(sample(per_object, name + l), value) << name;
     EXPECT_NE(per_object.find("rabbitmq_endpoint=\"per-object\""), std::string::npos);
 
     const net::PrometheusNaming both{net::PrometheusNames::both, "sluice@test"};
