@@ -1,7 +1,5 @@
 #include "net/metrics_text.hpp"
 
-#include "net/metrics_families.hpp"
-
 #include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -21,6 +19,7 @@
 #include "broker/broker.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
+#include "net/metrics_families.hpp"
 #include "storage/store.hpp"
 
 namespace sluice::net {
@@ -45,6 +44,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 // --- reading /proc ------------------------------------------------------
 
 namespace metrics {
+
 uint64_t resident_bytes() {
     FILE* f = std::fopen("/proc/self/statm", "r");
     if (!f) return 0;
