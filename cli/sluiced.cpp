@@ -82,7 +82,7 @@ constexpr uint32_t kMaxBusyPollUs = 10'000;
 int main(int argc, char** argv) {
     sluice::broker::BrokerConfig bc;
     sluice::net::ServerConfig sc;
-    std::string data_dir, config_file, durability = "sync", definitions_file;
+    std::string data_dir, config_file, durability = "sync", definitions_file, prometheus_names = "sluice";
     unsigned sync_interval_ms = 200;
     po::options_description opts("sluiced options");
     opts.add_options()
@@ -94,6 +94,9 @@ int main(int argc, char** argv) {
         ("http-bind", po::value(&sc.http_bind)->default_value(""), "HTTP address (default: all)")
         ("prometheus-port", po::value(&sc.prometheus_port)->default_value(sc.prometheus_port),
          "Prometheus port, on http-bind: /metrics and /metrics/per-object (RabbitMQ's 15692; 0 = none)")
+        ("prometheus-names", po::value(&prometheus_names)->default_value(prometheus_names),
+         "names on the Prometheus port: sluice, rabbitmq (rabbitmq_prometheus's, for RabbitMQ's Grafana "
+         "dashboards; docs/metrics.md) or both")
         ("amqps-port", po::value(&sc.amqps_port), "AMQP over TLS port, on amqp-bind (RabbitMQ: 5671; default: none)")
         ("https-port", po::value(&sc.https_port), "HTTPS port, on http-bind (RabbitMQ: 15671; default: none)")
         ("tls-cert", po::value(&sc.tls.cert_file), "PEM file: the server's TLS certificate (and chain)")
@@ -201,6 +204,12 @@ int main(int argc, char** argv) {
     if (ec) {
         std::cerr << "sluiced: cannot create data dir " << data_dir << ": " << ec.message() << "\n";
         return 1;
+    }
+    if (auto names = sluice::net::parse_prometheus_names(prometheus_names)) {
+        sc.prometheus_names = *names;
+    } else {
+        std::cerr << "sluiced: --prometheus-names must be sluice, rabbitmq or both\n";
+        return 2;
     }
     if (durability != "sync" && durability != "async") {
         std::cerr << "sluiced: --durability must be sync or async\n";

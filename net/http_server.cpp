@@ -91,6 +91,7 @@ struct HttpSessions {
     size_t max = 1024;
     std::chrono::seconds request_timeout{20};
     std::chrono::milliseconds sample_interval = kDefaultCapacityInterval;  // the capacity series' rates
+    PrometheusNaming naming;  // the names /metrics and /metrics/per-object carry
 };
 
 // What the connection cap sees of a connection, HTTP or HTTPS: it is listed
@@ -271,7 +272,7 @@ private:
                                            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
             } else if (path == "/metrics/per-object" && renderer_) {
                 // A copy of the counters here, the text on the render thread.
-                auto snapshot = per_object_snapshot(broker_, sessions_->sample_interval);
+                auto snapshot = per_object_snapshot(broker_, sessions_->sample_interval, sessions_->naming);
                 auto executor = socket().get_executor();
                 renderer_->post([self = this->shared_from_this(), snapshot, executor] {
                     HttpResponse out;
@@ -282,8 +283,9 @@ private:
                 return;
             } else {
                 r.content_type = kMetricsContentType;
-                r.body = path == "/metrics" ? metrics_text(broker_)
-                                            : per_object_metrics_text(broker_, sessions_->sample_interval);
+                r.body = path == "/metrics"
+                             ? metrics_text(broker_, sessions_->naming)
+                             : per_object_metrics_text(broker_, sessions_->sample_interval, sessions_->naming);
             }
         } else {
             r.status = 404;
@@ -407,6 +409,8 @@ HttpServer::HttpServer(asio::io_context& io, broker::Broker& broker, size_t max_
     }
 }
 HttpServer::~HttpServer() = default;
+
+void HttpServer::set_prometheus_naming(PrometheusNaming naming) { impl_->sessions->naming = std::move(naming); }
 
 std::string HttpServer::listen(const std::string& host, uint16_t port) {
     std::string err = bind_listeners(impl_->io, host, port, impl_->acceptors, impl_->port);

@@ -11,6 +11,8 @@
 #include <memory>
 #include <string>
 
+#include "net/metrics_text.hpp"
+
 namespace boost::asio {
 class io_context;
 }
@@ -42,6 +44,8 @@ public:
     // The same for HTTPS (`tls` outlives the server).
     std::string listen_tls(const std::string& host, uint16_t port, TlsContext& tls);
     void stop();
+    // The names /metrics and /metrics/per-object carry (default: Sluice's).
+    void set_prometheus_naming(PrometheusNaming naming);
     // The shovels the API shows (/api/shovels).
     void set_shovels(Shovels* shovels);
     uint16_t port() const;

@@ -19,6 +19,7 @@
 #include "broker/broker.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
+#include "net/metrics_families.hpp"
 #include "storage/store.hpp"
 
 namespace sluice::net {
@@ -28,12 +29,21 @@ namespace {
 using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
+using metrics::Families;
 
 // Taken during static initialisation, i.e. as the process starts.
 const auto kStartSteady = std::chrono::steady_clock::now();
 const auto kStartWall = std::chrono::system_clock::now();
 
+double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
 // --- reading /proc ------------------------------------------------------
+
+namespace metrics {
 
 uint64_t resident_bytes() {
     FILE* f = std::fopen("/proc/self/statm", "r");
@@ -61,12 +71,8 @@ uint64_t max_fds() {
     return rl.rlim_cur;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
+double uptime_seconds() { return seconds_since(kStartSteady); }
 
-// Label values must be UTF-8; AMQP names may hold any byte. Invalid
-// sequences become U+FFFD.
 std::string utf8_label(const std::string& s) {
     auto valid_at = [&](size_t i, size_t& len) {
         auto c = static_cast<unsigned char>(s[i]);
@@ -102,83 +108,50 @@ std::string utf8_label(const std::string& s) {
     return out;
 }
 
-// --- building families --------------------------------------------------
-
-class Families {
-public:
-    explicit Families(std::vector<MetricFamily>& out) : out_(out) {}
-
-    MetricFamily& family(const char* name, const char* help, MetricType type) {
-        out_.push_back(MetricFamily{name, help, type, {}});
-        return out_.back();
-    }
-    void gauge(const char* name, const char* help, double v) {
-        family(name, help, MetricType::Gauge).metric.emplace_back().gauge.value = v;
-    }
-    void counter(const char* name, const char* help, double v) {
-        family(name, help, MetricType::Counter).metric.emplace_back().counter.value = v;
-    }
-    // A histogram from per-bucket counts (not cumulative); bounds and sum are
-    // divided by `unit` (1e6: µs → s).
-    template <size_t N>
-    void histogram(const char* name, const char* help, const storage::BucketCounts<N>& b,
-                   const std::array<uint64_t, N>& bounds, double unit) {
-        ClientMetric& m = family(name, help, MetricType::Histogram).metric.emplace_back();
-        uint64_t cumulative = 0;
-        m.histogram.bucket.reserve(N + 1);
-        for (size_t i = 0; i <= N; ++i) {
-            cumulative += b.counts[i];
-            double bound = i < N ? static_cast<double>(bounds[i]) / unit : std::numeric_limits<double>::infinity();
-            m.histogram.bucket.push_back({cumulative, bound});
+QueueTotals queue_totals(broker::Broker& broker) {
+    QueueTotals t;
+    for (broker::VHost* v : broker.vhosts()) {
+        t.exchanges += v->exchanges().size();
+        t.queues += v->queues().size();
+        for (const auto& [name, q] : v->queues()) {
+            t.consumers += q->consumer_count();
+            t.ready += q->ready_count();
+            t.unacked += q->unacked_count();
+            t.paged += q->paged_count();
+            t.ram_bytes += q->memory_bytes();
         }
-        m.histogram.sample_count = cumulative;
-        m.histogram.sample_sum = static_cast<double>(b.sum) / unit;
     }
-
-private:
-    std::vector<MetricFamily>& out_;
-};
-
-// Every virtual host.
-template <typename F>
-void for_each_vhost(broker::Broker& broker, F&& f) {
-    for (broker::VHost* v : broker.vhosts()) f(*v);
+    return t;
 }
 
-// Node-level series: O(1) families; one pass over the queues to sum their
-// depths, nothing per queue in the output.
+}  // namespace metrics
+
+namespace {
+
+using metrics::utf8_label;
+
+// Node-level series in Sluice's names: O(1) families from the queue totals
+// (nothing per queue in the output).
 class NodeCollector : public prometheus::Collectable {
 public:
-    explicit NodeCollector(broker::Broker& broker) : broker_(broker) {}
+    NodeCollector(broker::Broker& broker, const metrics::QueueTotals& totals) : broker_(broker), totals_(totals) {}
 
     std::vector<MetricFamily> Collect() const override {
         std::vector<MetricFamily> out;
         out.reserve(64);
         Families f(out);
         const broker::BrokerStats& s = broker_.stats();
-
-        uint64_t queues = 0, exchanges = 0, consumers = 0, ready = 0, unacked = 0, paged = 0, ram_bytes = 0;
-        for_each_vhost(broker_, [&](broker::VHost& v) {
-            exchanges += v.exchanges().size();
-            queues += v.queues().size();
-            for (const auto& [name, q] : v.queues()) {
-                consumers += q->consumer_count();
-                ready += q->ready_count();
-                unacked += q->unacked_count();
-                paged += q->paged_count();
-                ram_bytes += q->memory_bytes();
-            }
-        });
+        const auto [queues, exchanges, consumers, ready, unacked, paged, ram_bytes] = totals_;
         const uint64_t connections = broker_.session_count();
 
         f.gauge("sluice_connections", "Open AMQP connections.", double(connections));
-        f.gauge("sluice_channels", "Open AMQP channels.", double(s.channels_opened - s.channels_closed));
+        f.gauge("sluice_channels", "Open AMQP channels.", double(metrics::open_channels(s)));
         f.gauge("sluice_consumers", "Consumers on all queues.", double(consumers));
         f.gauge("sluice_queues", "Queues.", double(queues));
         f.gauge("sluice_exchanges", "Exchanges, the built-in ones included.", double(exchanges));
         f.counter("sluice_connections_opened_total", "AMQP connections opened.", double(s.connections_opened));
         f.counter("sluice_connections_closed_total", "AMQP connections closed.",
-                  double(s.connections_opened - std::min<uint64_t>(s.connections_opened, connections)));
+                  double(metrics::closed_connections(s, connections)));
         f.counter("sluice_channels_opened_total", "AMQP channels opened.", double(s.channels_opened));
         f.counter("sluice_channels_closed_total", "AMQP channels closed.", double(s.channels_closed));
 
@@ -219,17 +192,17 @@ public:
                 double(ram_bytes));
 
         f.gauge("sluice_process_resident_memory_bytes", "Resident set size of the broker process.",
-                double(resident_bytes()));
+                double(metrics::resident_bytes()));
         f.gauge("sluice_message_memory_bytes", "Bytes of message bodies the queues hold in memory (broker's account).",
                 double(broker_.message_memory()));
         f.gauge("sluice_message_memory_limit_bytes",
                 "Message memory past which every queue pages new messages out (--message-memory-limit).",
                 double(broker_.config().message_memory_limit));
-        f.gauge("sluice_process_open_fds", "Open file descriptors.", double(open_fds()));
-        f.gauge("sluice_process_max_fds", "Open file descriptor limit.", double(max_fds()));
+        f.gauge("sluice_process_open_fds", "Open file descriptors.", double(metrics::open_fds()));
+        f.gauge("sluice_process_max_fds", "Open file descriptor limit.", double(metrics::max_fds()));
         f.gauge("sluice_process_start_time_seconds", "Start time of the process since the Unix epoch, seconds.",
                 std::chrono::duration<double>(kStartWall.time_since_epoch()).count());
-        f.gauge("sluice_uptime_seconds", "Seconds since the broker process started.", seconds_since(kStartSteady));
+        f.gauge("sluice_uptime_seconds", "Seconds since the broker process started.", metrics::uptime_seconds());
 
         f.gauge("sluice_alarms_free_disk_space_watermark",
                 "1 while free disk space is below --disk-free-limit (publishers are blocked).",
@@ -285,6 +258,7 @@ public:
 
 private:
     broker::Broker& broker_;
+    const metrics::QueueTotals& totals_;
 };
 
 // Per-queue series, labels vhost and queue.
@@ -343,6 +317,34 @@ double capacity_value(const broker::QueueCapacity& c, const std::optional<double
     };
 constexpr size_t kQueueFamilies = sizeof kSpecs / sizeof kSpecs[0];
 
+constexpr size_t spec_index(std::string_view name) {
+    for (size_t i = 0; i < kQueueFamilies; ++i)
+        if (name == kSpecs[i].name) return i;
+    throw "no such Sluice family";  // at compile time: a build error
+}
+
+// The per-queue families of rabbitmq_prometheus's /metrics/per-object that
+// Sluice has (labels vhost, queue), each a Sluice family under RabbitMQ's
+// name and help. docs/metrics.md lists the ones it lacks.
+struct RabbitSpec {
+    const char* name;
+    const char* help;
+    size_t sluice;  // index in kSpecs
+};
+constexpr RabbitSpec kRabbitSpecs[] = {
+    {"rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers",
+     spec_index("sluice_queue_messages_ready")},
+    {"rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged",
+     spec_index("sluice_queue_messages_unacked")},
+    {"rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth",
+     spec_index("sluice_queue_messages")},
+    {"rabbitmq_queue_consumers", "Consumers on a queue", spec_index("sluice_queue_consumers")},
+    {"rabbitmq_queue_messages_redelivered_total", "Total number of messages redelivered from a queue to consumers",
+     spec_index("sluice_queue_messages_redelivered_total")},
+    {"rabbitmq_queue_messages_acked_total", "Total number of messages acknowledged by consumers on a queue",
+     spec_index("sluice_queue_messages_acked_total")},
+};
+
 }  // namespace
 
 // What the per-object text shows, read on the broker thread: one row per
@@ -355,13 +357,17 @@ struct PerObjectSnapshot {
         double value[kQueueFamilies];
     };
     std::vector<Row> rows;
+    PrometheusNaming naming;
 };
 
 std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(broker::Broker& broker,
-                                                             std::chrono::milliseconds sample_interval) {
+                                                             std::chrono::milliseconds sample_interval,
+                                                             const PrometheusNaming& naming) {
     auto snap = std::make_shared<PerObjectSnapshot>();
+    snap->naming = naming;
     const int64_t now_ms = broker::flow_clock_ms();
-    for_each_vhost(broker, [&](broker::VHost& v) {
+    for (broker::VHost* vh : broker.vhosts()) {
+        broker::VHost& v = *vh;
         std::string vhost = utf8_label(v.name());
         snap->rows.reserve(snap->rows.size() + v.queues().size());
         for (const auto& [name, q] : v.queues()) {
@@ -371,26 +377,36 @@ std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(broker::Broker& bro
             const broker::QueueCapacity capacity = q->capacity(now_ms, sample_interval.count());
             for (size_t i = 0; i < kQueueFamilies; ++i) row.value[i] = kSpecs[i].value(*q, capacity);
         }
-    });
+    }
     return snap;
 }
 
 namespace {
 
+// One family with a series per queue: column `i` of the snapshot's rows.
+void per_queue_family(const PerObjectSnapshot& snap, size_t i, const char* name, const char* help,
+                      std::vector<MetricFamily>& out) {
+    MetricFamily& fam = out.emplace_back();
+    fam.name = name;
+    fam.help = help;
+    fam.type = kSpecs[i].type;
+    fam.metric.resize(snap.rows.size());
+    for (size_t k = 0; k < snap.rows.size(); ++k) {
+        ClientMetric& m = fam.metric[k];
+        m.label = {{"queue", snap.rows[k].queue}, {"vhost", snap.rows[k].vhost}};
+        if (fam.type == MetricType::Counter) m.counter.value = snap.rows[k].value[i];
+        else m.gauge.value = snap.rows[k].value[i];
+    }
+}
+
 std::vector<MetricFamily> per_object_families(const PerObjectSnapshot& snap) {
-    std::vector<MetricFamily> out(kQueueFamilies);
-    for (size_t i = 0; i < kQueueFamilies; ++i) {
-        MetricFamily& fam = out[i];
-        fam.name = kSpecs[i].name;
-        fam.help = kSpecs[i].help;
-        fam.type = kSpecs[i].type;
-        fam.metric.resize(snap.rows.size());
-        for (size_t k = 0; k < snap.rows.size(); ++k) {
-            ClientMetric& m = fam.metric[k];
-            m.label = {{"queue", snap.rows[k].queue}, {"vhost", snap.rows[k].vhost}};
-            if (fam.type == MetricType::Counter) m.counter.value = snap.rows[k].value[i];
-            else m.gauge.value = snap.rows[k].value[i];
-        }
+    std::vector<MetricFamily> out;
+    out.reserve(kQueueFamilies + std::size(kRabbitSpecs) + 2);
+    if (snap.naming.sluice())
+        for (size_t i = 0; i < kQueueFamilies; ++i) per_queue_family(snap, i, kSpecs[i].name, kSpecs[i].help, out);
+    if (snap.naming.rabbitmq()) {
+        for (const RabbitSpec& r : kRabbitSpecs) per_queue_family(snap, r.sluice, r.name, r.help, out);
+        metrics::rabbitmq_identity_families(snap.naming.node, "per-object", out);
     }
     return out;
 }
@@ -418,11 +434,26 @@ std::string render(const std::vector<MetricFamily>& families) { return prometheu
 
 }  // namespace
 
-std::string metrics_text(broker::Broker& broker) {
+std::optional<PrometheusNames> parse_prometheus_names(std::string_view s) {
+    if (s == "sluice") return PrometheusNames::sluice;
+    if (s == "rabbitmq") return PrometheusNames::rabbitmq;
+    if (s == "both") return PrometheusNames::both;
+    return std::nullopt;
+}
+
+std::string metrics_text(broker::Broker& broker, const PrometheusNaming& naming) {
     const auto start = std::chrono::steady_clock::now();
     ScrapeMetrics& sm = scrape_metrics();
-    std::vector<MetricFamily> families = NodeCollector(broker).Collect();
-    for (auto& f : sm.registry.Collect()) families.push_back(std::move(f));
+    const metrics::QueueTotals totals = metrics::queue_totals(broker);
+    std::vector<MetricFamily> families;
+    if (naming.sluice()) {
+        families = NodeCollector(broker, totals).Collect();
+        for (auto& f : sm.registry.Collect()) families.push_back(std::move(f));
+    }
+    if (naming.rabbitmq()) {
+        metrics::rabbitmq_node_families(broker, totals, families);
+        metrics::rabbitmq_identity_families(naming.node, "aggregated", families);
+    }
     std::string text = render(families);
     sm.aggregated.Observe(seconds_since(start));
     return text;
@@ -435,8 +466,9 @@ std::string render_per_object(const PerObjectSnapshot& snapshot) {
     return text;
 }
 
-std::string per_object_metrics_text(broker::Broker& broker, std::chrono::milliseconds sample_interval) {
-    return render_per_object(*per_object_snapshot(broker, sample_interval));
+std::string per_object_metrics_text(broker::Broker& broker, std::chrono::milliseconds sample_interval,
+                                    const PrometheusNaming& naming) {
+    return render_per_object(*per_object_snapshot(broker, sample_interval, naming));
 }
 
 }  // namespace sluice::net

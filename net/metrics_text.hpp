@@ -9,6 +9,10 @@
 //                            and family (labels vhost, queue). Opt-in: with
 //                            10k queues it is ~10 families × 10k series.
 //
+// Each in Sluice's names (sluice_*), RabbitMQ's (rabbitmq_prometheus's
+// rabbitmq_* names and labels, so its Grafana dashboards work unchanged;
+// metrics_rabbitmq.cpp, docs/metrics.md) or both: PrometheusNaming.
+//
 // Both read the broker's plain counters (BrokerStats, Queue::counters,
 // storage::StoreStats) at scrape time through prometheus::Collectable
 // implementations; nothing on the message path touches prometheus-cpp.
@@ -21,7 +25,9 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace sluice::broker {
 class Broker;
@@ -32,19 +38,31 @@ namespace sluice::net {
 // Content-Type of both texts.
 inline constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
-std::string metrics_text(broker::Broker& broker);
+// Which names the Prometheus texts carry (sluiced --prometheus-names).
+enum class PrometheusNames { sluice, rabbitmq, both };
+std::optional<PrometheusNames> parse_prometheus_names(std::string_view s);  // "sluice", "rabbitmq", "both"
+struct PrometheusNaming {
+    PrometheusNames names = PrometheusNames::sluice;
+    std::string node = "sluice@localhost";  // rabbitmq_identity_info's rabbitmq_node
+    bool sluice() const { return names != PrometheusNames::rabbitmq; }
+    bool rabbitmq() const { return names != PrometheusNames::sluice; }
+};
+
+std::string metrics_text(broker::Broker& broker, const PrometheusNaming& naming = {});
 // The capacity series (drain time, expected wait) come from rates over at
 // least `sample_interval` (the management API's collect-statistics-interval).
 inline constexpr std::chrono::milliseconds kDefaultCapacityInterval{5000};
 // = render_per_object(per_object_snapshot())
 std::string per_object_metrics_text(broker::Broker& broker,
-                                    std::chrono::milliseconds sample_interval = kDefaultCapacityInterval);
+                                    std::chrono::milliseconds sample_interval = kDefaultCapacityInterval,
+                                    const PrometheusNaming& naming = {});
 
 // The per-object text in two steps: a copy of what it shows (broker thread,
 // O(queues), cheap), then the text (any thread).
 struct PerObjectSnapshot;
 std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(
-    broker::Broker& broker, std::chrono::milliseconds sample_interval = kDefaultCapacityInterval);
+    broker::Broker& broker, std::chrono::milliseconds sample_interval = kDefaultCapacityInterval,
+    const PrometheusNaming& naming = {});
 std::string render_per_object(const PerObjectSnapshot& snapshot);
 
 }  // namespace sluice::net

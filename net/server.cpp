@@ -290,6 +290,7 @@ std::string Server::listen() {
     if (c.prometheus_port != 0) {
         m.prometheus = std::make_unique<HttpServer>(m.io, m.broker, 64, std::chrono::seconds(c.http_request_timeout_s),
                                                     std::chrono::milliseconds(c.stats_interval_ms), true);
+        m.prometheus->set_prometheus_naming({c.prometheus_names, "sluice@" + local_host_name()});
         err = m.prometheus->listen(c.http_bind, c.prometheus_port);
         if (!err.empty()) return "Prometheus listener (--prometheus-port): " + err;
     }

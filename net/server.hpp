@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "net/metrics_text.hpp"
 #include "net/tls_context.hpp"
 
 namespace sluice::broker {
@@ -31,6 +32,10 @@ struct ServerConfig {
     uint16_t https_port = 0;     // HTTPS on http_bind; 0 = none (RabbitMQ uses 15671)
     // Prometheus scrapes (/metrics, /metrics/per-object) on http_bind; 0 = none.
     uint16_t prometheus_port = 15692;
+    // The names the Prometheus port serves: Sluice's (sluice_*), RabbitMQ's
+    // (rabbitmq_prometheus's rabbitmq_*) or both. The management port's
+    // /metrics keeps Sluice's.
+    PrometheusNames prometheus_names = PrometheusNames::sluice;
     TlsConfig tls;               // for both TLS listeners
     // Free space is checked here every second; below the limit the disk alarm
     // blocks publishers. Empty path = no check.

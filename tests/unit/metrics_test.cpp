@@ -119,6 +119,75 @@ TEST_F(MetricsTest, PerQueueSeries) {
 
 }
 
+// --prometheus-names rabbitmq: rabbitmq_prometheus's names and labels carry
+// the same figures as Sluice's, and no sluice_ series; "both" carries each.
+TEST_F(MetricsTest, RabbitMqNamesCarryTheSameFigures) {
+    TestClient& c = connect();
+    std::string q = c.declare_queue(1, "jobs");
+    ASSERT_TRUE(c.confirm_select(1));
+    for (int i = 0; i < 6; ++i) c.publish(1, "", q, "x");
+    c.publish(1, "", "nowhere", "lost");
+    c.clear();  // the confirms
+    ASSERT_TRUE(c.qos(1, 2));
+    c.consume(1, q);
+    ServerFrame d = c.expect<m::BasicDeliver>(1);
+    c.expect<m::BasicDeliver>(1);
+    c.ack(1, d.get<m::BasicDeliver>().delivery_tag);
+    c.expect<m::BasicDeliver>(1);
+    c.clear();
+
+    const net::PrometheusNaming rabbit{net::PrometheusNames::rabbitmq, "sluice@test"};
+    const std::string text = net::metrics_text(broker(), rabbit);
+    EXPECT_EQ(text.find("sluice_"), std::string::npos);
+    const std::string p = "{protocol=\"amqp091\"}", pq = "{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}";
+    const std::pair<std::string, double> node_expected[] = {
+        {"rabbitmq_global_messages_received_total" + p, 7},
+        {"rabbitmq_global_messages_routed_total" + p, 6},
+        {"rabbitmq_global_messages_unroutable_dropped_total" + p, 1},
+        {"rabbitmq_global_messages_unroutable_returned_total" + p, 0},
+        {"rabbitmq_global_messages_confirmed_total" + p, 7},
+        {"rabbitmq_global_messages_delivered_total" + pq, 3},
+        {"rabbitmq_global_messages_acknowledged_total" + pq, 1},
+        {"rabbitmq_queue_messages_ready", 3},
+        {"rabbitmq_queue_messages_unacked", 2},
+        {"rabbitmq_queue_messages", 5},
+        {"rabbitmq_queues", 1},
+        {"rabbitmq_consumers", 1},
+        {"rabbitmq_connections", 1},
+        {"rabbitmq_channels", 1},
+    };
+    for (const auto& [series, value] : node_expected) EXPECT_EQ(sample(text, series), value) << series;
+    EXPECT_EQ(sample(text, "rabbitmq_identity_info{rabbitmq_cluster=\"sluice\",rabbitmq_endpoint=\"aggregated\","
+                           "rabbitmq_node=\"sluice@test\"}"),
+              1);
+    EXPECT_EQ(text.find("queue=\""), std::string::npos);
+
+    const std::string per_object = net::per_object_metrics_text(broker(), net::kDefaultCapacityInterval, rabbit);
+    EXPECT_EQ(per_object.find("sluice_"), std::string::npos);
+    const std::string l = "{queue=\"jobs\",vhost=\"/\"}";
+    const std::pair<const char*, double> queue_expected[] = {
+        {"rabbitmq_queue_messages_ready", 3}, {"rabbitmq_queue_messages_unacked", 2}, {"rabbitmq_queue_messages", 5},
+        {"rabbitmq_queue_consumers", 1},      {"rabbitmq_queue_messages_acked_total", 1},
+    };
+    for (const auto& [name, value] : queue_expected) EXPECT_EQ(sample(per_object, name + l), value) << name;
+    EXPECT_NE(per_object.find("rabbitmq_endpoint=\"per-object\""), std::string::npos);
+
+    const net::PrometheusNaming both{net::PrometheusNames::both, "sluice@test"};
+    const std::string all = net::metrics_text(broker(), both);
+    EXPECT_EQ(sample(all, "sluice_queue_messages_ready"), 3);
+    EXPECT_EQ(sample(all, "rabbitmq_queue_messages_ready"), 3);
+    // Sluice's names by default, and no rabbitmq_ ones.
+    EXPECT_EQ(net::metrics_text(broker()).find("rabbitmq_"), std::string::npos);
+    if (have_promtool())
+        for (const std::string& t : {text, per_object, all}) {
+            auto [status, out] = promtool_check(t);
+            EXPECT_EQ(status, 0) << out;
+            EXPECT_EQ(out, "");
+        }
+    EXPECT_EQ(net::parse_prometheus_names("both"), net::PrometheusNames::both);
+    EXPECT_FALSE(net::parse_prometheus_names("RabbitMQ"));
+}
+
 TEST_F(MetricsTest, AwkwardQueueNamesAreEscapedAndValidUtf8) {
     TestClient& c = connect();
     c.declare_queue(1, "q\"uote\\back\nline");  // the newline is stripped from the name, as RabbitMQ does
