@@ -24,6 +24,15 @@ struct BrokerStats {
     uint64_t messages_expired = 0;        // dropped or dead-lettered by a TTL
     uint64_t messages_dropped_maxlen = 0; // dropped from a queue head by a length limit
     uint64_t messages_dead_lettered = 0;  // re-published to a dead-letter exchange
+    // Deliveries by how they were taken (the sum is messages_delivered).
+    uint64_t delivered_consume_ack = 0;
+    uint64_t delivered_consume_no_ack = 0;
+    uint64_t delivered_get_ack = 0;
+    uint64_t delivered_get_no_ack = 0;
+    uint64_t gets_empty = 0;       // basic.get (and the API's get) that found nothing
+    uint64_t queues_declared = 0;  // successful queue.declare (not passive), new or not
+    uint64_t queues_created = 0;
+    uint64_t queues_deleted = 0;   // by any cause: delete, auto-delete, expiry, owner gone
     uint64_t bytes_in = 0;
     uint64_t bytes_out = 0;
 };

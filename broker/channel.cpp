@@ -268,6 +268,8 @@ void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {
     Consumer& consumer = *consumer_ptr;
     const Message& msg = *qm.message;
     const uint64_t tag = write_delivery(consumer.tag, qm.redelivered, msg);
+    auto& stats = session_.broker().stats();
+    ++(consumer.no_ack ? stats.delivered_consume_no_ack : stats.delivered_consume_ack);
     if (consumer.no_ack) {
         if (qm.stored) session_.broker().durability().remove_entry(*consumer.queue, qm.seq);
     } else {  // the queue counted it as unacked too
@@ -283,6 +285,7 @@ bool Channel::deliver_reply(const MessagePtr& message) {
     // every reply sent to it: past its output limit the reply is unroutable.
     if (!reply_consumer_ || closing_ || session_.output_over_limit()) return false;
     write_delivery(reply_consumer_->tag, false, *message);
+    ++session_.broker().stats().delivered_consume_no_ack;  // direct reply-to consumes with no_ack
     session_.wrote_output();
     return true;
 }

@@ -311,10 +311,13 @@ Status Channel::basic_get(const m::BasicGet& g) {
         return std::nullopt;
     }
     auto qm = q->get(g.no_ack);
+    auto& stats = session_.broker().stats();
     if (!qm) {
+        ++stats.gets_empty;
         send(m::BasicGetEmpty{});
         return std::nullopt;
     }
+    ++(g.no_ack ? stats.delivered_get_no_ack : stats.delivered_get_ack);
     const Message& msg = *qm->message;
     m::BasicGetOk ok;
     ok.delivery_tag = next_delivery_tag_++;
@@ -324,7 +327,6 @@ Status Channel::basic_get(const m::BasicGet& g) {
     ok.message_count = static_cast<uint32_t>(q->ready_count());
     amqp::write_method(session_.output(), id_, ok);
     write_content(m::BasicGetOk::class_id, msg);
-    auto& stats = session_.broker().stats();
     ++stats.messages_delivered;
     if (qm->redelivered) ++stats.messages_redelivered;
     if (!g.no_ack) unacked_.push_back(Unacked{ok.delivery_tag, q, nullptr, std::move(*qm), session_.broker().now_s()});

@@ -177,6 +177,7 @@ bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
         bytes += qm->message->body_size();
         visit(*qm, queue.ready_count());
         ++stats.messages_delivered;
+        ++(no_ack ? stats.delivered_get_no_ack : stats.delivered_get_ack);
         if (qm->redelivered) ++stats.messages_redelivered;
         if (no_ack) {
             if (qm->stored && !queue.deleted()) {

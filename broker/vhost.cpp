@@ -218,6 +218,7 @@ Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uin
                 return inequivalent(arg, describe(got), describe(have));
         }
         q->touch();
+        ++broker_.stats().queues_declared;
         return q;
     }
     uint64_t exclusive_owner = o.exclusive ? owner : 0;
@@ -226,6 +227,8 @@ Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uin
     broker_.durability().put_queue(*this, *q);
     q->start();
     created = true;
+    ++broker_.stats().queues_declared;
+    ++broker_.stats().queues_created;
     return q;
 }
 
@@ -234,6 +237,7 @@ size_t VHost::delete_queue(const QueuePtr& queue) {
     if (it == queues_.end() || it->second != queue) return 0;
     size_t messages = queue->ready_count();
     queues_.erase(it);
+    ++broker_.stats().queues_deleted;
     std::vector<Exchange*> sources;
     for (auto& [n, ex] : exchanges_) {
         auto removed = ex->unbind_all(Destination{queue.get(), nullptr});

@@ -50,6 +50,20 @@ constexpr GlobalCounter kGlobalCounters[] = {
      &broker::BrokerStats::messages_redelivered, true},
     {"rabbitmq_global_messages_acknowledged_total", "Total number of messages acknowledged by consumers",
      &broker::BrokerStats::messages_acked, true},
+    {"rabbitmq_global_messages_delivered_consume_manual_ack_total",
+     "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+     &broker::BrokerStats::delivered_consume_ack, true},
+    {"rabbitmq_global_messages_delivered_consume_auto_ack_total",
+     "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+     &broker::BrokerStats::delivered_consume_no_ack, true},
+    {"rabbitmq_global_messages_delivered_get_manual_ack_total",
+     "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
+     &broker::BrokerStats::delivered_get_ack, true},
+    {"rabbitmq_global_messages_delivered_get_auto_ack_total",
+     "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
+     &broker::BrokerStats::delivered_get_no_ack, true},
+    {"rabbitmq_global_messages_get_empty_total",
+     "Total number of times basic.get operations fetched no message", &broker::BrokerStats::gets_empty, true},
 };
 
 }  // namespace
@@ -76,8 +90,11 @@ void rabbitmq_node_families(broker::Broker& broker, const QueueTotals& t, std::v
     f.gauge("rabbitmq_channels", "Channels currently open", double(open_channels(s)));
     f.gauge("rabbitmq_consumers", "Consumers currently connected", double(t.consumers));
     f.gauge("rabbitmq_queues", "Queues available", double(t.queues));
+    f.counter("rabbitmq_queues_declared_total", "Total number of queues declared", double(s.queues_declared));
+    f.counter("rabbitmq_queues_created_total", "Total number of queues created", double(s.queues_created));
+    f.counter("rabbitmq_queues_deleted_total", "Total number of queues deleted", double(s.queues_deleted));
 
-    // connection_churn_metrics (queue churn: not counted by Sluice).
+    // connection_churn_metrics.
     f.counter("rabbitmq_connections_opened_total", "Total number of connections opened", double(s.connections_opened));
     f.counter("rabbitmq_connections_closed_total", "Total number of connections closed or terminated",
               double(closed_connections(s, connections)));
