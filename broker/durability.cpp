@@ -347,6 +347,26 @@ void PagedRead::wait() {
     cv_.wait(lk, [&] { return done_; });
 }
 
+namespace {
+
+// The read is done (on whichever thread did it): waiters may take it now,
+// and `done` runs on the broker thread, unless the Durability went.
+void finish_read(Executor* executor, std::weak_ptr<bool> alive, const PagedReadPtr& read,
+                 std::function<void(PagedRead&)> done) {
+    read->finish();
+    executor->post([alive = std::move(alive), read, done = std::move(done)] {
+        if (!alive.expired()) done(*read);
+    });
+}
+
+void decode_spilled(std::string_view bytes, PagedRead& read) {
+    read.ok = Durability::decode_spill_run(bytes, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
+        read.entries.push_back({seq, std::move(m), expires_ms});
+    });
+}
+
+}  // namespace
+
 PagedReadPtr Durability::read_entries_off_thread(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
                                                  std::function<void(PagedRead&)> done) {
     const storage::QueueLog* log = store_ ? log_of(queue.id()) : nullptr;
@@ -359,10 +379,7 @@ PagedReadPtr Durability::read_entries_off_thread(const Queue& queue, uint64_t fr
         read->last = storage::QueueLog::read_planned(*store, plan, from, to, max_count, [&](const storage::LogRecord& r) {
             if (MessagePtr m = decode_record(*store, r)) read->entries.push_back({r.seq, std::move(m), r.expires_ms});
         });
-        read->finish();
-        executor->post([alive, read, done] {
-            if (!alive.expired()) done(*read);
-        });
+        finish_read(executor, alive, read, done);
     });
     return read;
 }
@@ -373,29 +390,18 @@ PagedReadPtr Durability::read_spill_off_thread(const storage::SpillExtent& exten
     auto read = std::make_shared<PagedRead>();
     int fd = -1;
     std::string bytes;
-    if (spill_->locate(extent, bytes, fd)) {
-        // Still in memory: no disk to wait for.
-        read->ok = decode_spill_run(bytes, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
-            read->entries.push_back({seq, std::move(m), expires_ms});
-        });
-        read->finish();
-        executor_->post([alive = std::weak_ptr<bool>(alive_), read, done = std::move(done)] {
-            if (!alive.expired()) done(*read);
-        });
+    if (spill_->locate(extent, bytes, fd)) {  // still in memory: no disk to wait for
+        decode_spilled(bytes, *read);
+        finish_read(executor_, alive_, read, std::move(done));
         return read;
     }
+    read->from_file = true;
     store_->read_off_thread([read, fd, extent, executor = executor_, alive = std::weak_ptr<bool>(alive_),
                              done = std::move(done)] {
         std::string bytes;
-        read->ok = storage::SpillFile::pread_extent(fd, extent, bytes) &&
-                   decode_spill_run(bytes, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
-                       read->entries.push_back({seq, std::move(m), expires_ms});
-                   });
-        read->bytes_read = bytes.size();
-        read->finish();
-        executor->post([alive, read, done] {
-            if (!alive.expired()) done(*read);
-        });
+        if (storage::SpillFile::pread_extent(fd, extent, bytes)) decode_spilled(bytes, *read);
+        else read->ok = false;
+        finish_read(executor, alive, read, done);
     });
     return read;
 }

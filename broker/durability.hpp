@@ -80,7 +80,7 @@ public:
     std::vector<Entry> entries;
     uint64_t last = 0;        // stored entries: the last seq read (0 if none)
     bool ok = true;           // spilled runs: the bytes were read and decoded
-    size_t bytes_read = 0;    // spilled runs: bytes read from the file
+    bool from_file = false;   // spilled runs: read from the spill file (not its buffer)
     bool applied = false;     // broker thread
 
     void finish();  // the read thread, when the fields above are set

@@ -165,14 +165,13 @@ bool Queue::start_read(size_t max_count) {
             insert_ready(QueuedMessage{std::move(m), seq, false, false, now_s, 0, expires_ms});
         });
         durability.sub_spill_pending(run.pending.size());
-        paged_count_ -= std::min(paged_count_, run.count);
-        runs_.pop_front();
+        pop_front_run();
         return true;
     }
-    // Everything else is read on the store's read thread; finish_read()
-    // takes it in when the result is back on the broker thread.
-    // The read's result: taken in if this queue still waits for it, else
-    // (the run was dropped meanwhile, or the queue is gone) on_dropped.
+    // Everything else is read on the store's read thread. When the result
+    // is back on the broker thread, finish_read() takes it in if this queue
+    // still waits for it; else (the run was dropped meanwhile, or the queue
+    // is gone) on_dropped runs.
     auto done = [weak = weak_from_this()](std::function<void()> on_dropped) {
         return [weak, on_dropped = std::move(on_dropped)](PagedRead& r) {
             auto q = weak.lock();
@@ -192,12 +191,16 @@ bool Queue::start_read(size_t max_count) {
     } else {
         read_ = durability.read_entries_off_thread(*this, run.next_seq, run.last_seq, max_count, done(nullptr));
         if (!read_) {  // no entries to read: the count was off
-            paged_count_ -= std::min(paged_count_, run.count);
-            runs_.pop_front();
+            pop_front_run();
             return true;
         }
     }
     return read_ != nullptr;
+}
+
+void Queue::pop_front_run() {
+    paged_count_ -= std::min(paged_count_, runs_.front().count);
+    runs_.pop_front();
 }
 
 void Queue::finish_read(PagedRead& r) {
@@ -207,7 +210,7 @@ void Queue::finish_read(PagedRead& r) {
     const uint32_t now_s = vhost_.broker().now_s();
     if (run.spilled) {
         if (auto* spill = durability.spill()) {
-            spill->note_read(run.extent, r.ok);
+            if (r.from_file) spill->note_read(run.extent, r.ok);
             spill->release(run.extent);
         }
         if (!r.ok) {
@@ -220,8 +223,7 @@ void Queue::finish_read(PagedRead& r) {
             add_memory(e.message->body_size());
             insert_ready(QueuedMessage{std::move(e.message), e.seq, false, false, now_s, 0, e.expires_ms});
         }
-        paged_count_ -= std::min(paged_count_, run.count);
-        runs_.pop_front();
+        pop_front_run();
         return;
     }
     size_t got = 0;
@@ -237,8 +239,7 @@ void Queue::finish_read(PagedRead& r) {
     run.count -= taken;
     paged_count_ -= std::min(paged_count_, taken);
     if (r.last == 0 || r.last >= run.last_seq || run.count == 0) {
-        paged_count_ -= std::min(paged_count_, run.count);  // entries that were not there (the count was off)
-        runs_.pop_front();
+        pop_front_run();  // what is left of its count was not there (the count was off)
     } else {
         run.next_seq = r.last + 1;
     }

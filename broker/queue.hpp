@@ -245,6 +245,8 @@ private:
     // once if its bytes are in memory, else off the broker thread (read_).
     // False if nothing could be started.
     bool start_read(size_t max_count);
+    // The front run leaves the paged tail (read back, or found empty).
+    void pop_front_run();
     // The read (read_) is back: its messages join ready_.
     void finish_read(PagedRead& read);
     // Then: read further, and serve what came in.

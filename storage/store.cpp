@@ -170,8 +170,7 @@ struct Store::Impl {
     bool unsynced = false;  // async mode: writes since the last SyncWAL
     bool needs_resume = false;  // a write failed; guarded by mu
     bool down = false;          // a reopen after a failed write failed; guarded by mu
-    // Batches whose write or sync failed, oldest first, in RocksDB's batch
-    // format. Their fate on disk is unknown (a failed fsync may or may not
+    // Batches whose write or sync failed, oldest first. Their fate on disk is unknown (a failed fsync may or may not
     // have reached the disk, and the page cache may still write it later:
     // PostgreSQL's "fsyncgate"), so each is written again, in order, ahead
     // of the next batch, until one sync covers them all. Every write the
@@ -462,16 +461,19 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
     return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 
-void Store::commit(Batch batch, std::function<void(std::string)> done) {
+void Store::reopen_after_failure() {
     bool failed;
     {
         std::lock_guard lk(impl_->mu);
         failed = impl_->needs_resume;
     }
-    if (failed) {
-        wait_idle();  // the commit thread is done with the database
-        impl_->reopen();
-    }
+    if (!failed) return;
+    wait_idle();  // the commit thread is done with the database
+    impl_->reopen();
+}
+
+void Store::commit(Batch batch, std::function<void(std::string)> done) {
+    reopen_after_failure();
     {
         std::lock_guard lk(impl_->mu);
         impl_->jobs.push_back({std::move(batch), std::move(done), std::chrono::steady_clock::now()});
@@ -480,15 +482,7 @@ void Store::commit(Batch batch, std::function<void(std::string)> done) {
 }
 
 std::string Store::commit_now(Batch batch) {
-    bool failed;
-    {
-        std::lock_guard lk(impl_->mu);
-        failed = impl_->needs_resume;
-    }
-    if (failed) {
-        wait_idle();
-        impl_->reopen();
-    }
+    reopen_after_failure();
     return impl_->write(std::move(batch), true);
 }
 
@@ -557,11 +551,6 @@ std::string Store::apply(std::string_view data) {
 bool Store::down() const {
     std::lock_guard lk(impl_->mu);
     return impl_->down;
-}
-
-bool Store::rewriting() const {
-    std::lock_guard lk(impl_->mu);
-    return impl_->needs_resume;
 }
 
 uint64_t Store::last_sequence() const { return impl_->db ? impl_->db->GetLatestSequenceNumber() : 0; }

@@ -137,8 +137,6 @@ public:
     void commit(Batch batch, std::function<void(std::string error)> done);
     // The database could not be reopened after a failed write.
     bool down() const;
-    // A write failed and has not been written again yet.
-    bool rewriting() const;
     // Writes and syncs on the calling thread (start-up, tests).
     std::string commit_now(Batch batch);
     // Blocks until every commit handed to commit() is written and its
@@ -189,6 +187,9 @@ public:
 private:
     struct Impl;
     explicit Store(std::unique_ptr<Impl> impl);
+    // After a failed write: waits for the commit thread, then closes and
+    // reopens the database (see commit()).
+    void reopen_after_failure();
     std::unique_ptr<Impl> impl_;
 };
 
