@@ -14,6 +14,7 @@ the broker reports. SLUICE_PERF names another sluice-perf."""
 import json, os, subprocess, sys, tempfile, time, urllib.request, base64
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from conftest import free_port, amqp_answers, wait_for
+from test_storage_space import dir_bytes
 
 exe = sys.argv[1]
 calls = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
@@ -33,14 +34,7 @@ def rss_kib():
 
 
 def disk_kib():
-    total = 0
-    for root, _, files in os.walk(data):
-        for f in files:
-            try:
-                total += os.stat(os.path.join(root, f)).st_blocks * 512
-            except FileNotFoundError:
-                pass
-    return total // 1024
+    return dir_bytes(data) // 1024
 
 
 def queues():

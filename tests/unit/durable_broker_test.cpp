@@ -27,7 +27,6 @@
 #include "broker/broker.hpp"
 #include "broker/executor.hpp"
 #include "broker/vhost.hpp"
-#include "storage/queue_log.hpp"
 #include "storage/spill_file.hpp"
 #include "storage/store.hpp"
 #include "tests/unit/power_loss_fs.hpp"
@@ -143,6 +142,16 @@ protected:
         settle();
         c.expect<m::QueueDeclareOk>(1);
     }
+    // A durable fanout exchange, once its declare is synced.
+    void declare_durable_fanout(TestClient& c, std::string_view name) {
+        m::ExchangeDeclare x;
+        x.exchange = name;
+        x.type = "fanout";
+        x.durable = true;
+        c.send(1, x);
+        settle();
+        c.expect<m::ExchangeDeclareOk>(1);
+    }
     // basic.get, its answer once any read of the queue's head is back (a
     // get whose head is on disk is answered when the read thread is done).
     ServerFrame get(TestClient& c, std::string_view queue, bool no_ack) {
@@ -199,13 +208,7 @@ TEST_P(SharedBodyTest, SurvivesAnAckAndTheDeleteOfTheOtherQueueInOneBatch) {
     const std::string how = GetParam();
     start();
     TestClient& c = connect();
-    m::ExchangeDeclare x;
-    x.exchange = "fx";
-    x.type = "fanout";
-    x.durable = true;
-    c.send(1, x);
-    settle();
-    c.expect<m::ExchangeDeclareOk>(1);
+    declare_durable_fanout(c, "fx");
     declare_durable_queue(c, "q1");
     declare_durable_queue(c, "q2");
     for (const char* q : {"q1", "q2"}) {
@@ -462,13 +465,7 @@ TEST_P(FailedWriteTest, MemoryAndDiskAgreeBeforeAnythingElseIsAcknowledged) {
     start();
     TestClient& c = connect();
     for (const char* q : {"q1", "q2", "q3"}) declare_durable_queue(c, q);
-    m::ExchangeDeclare x;
-    x.exchange = "fx";
-    x.type = "fanout";
-    x.durable = true;
-    c.send(1, x);
-    settle();
-    c.expect<m::ExchangeDeclareOk>(1);
+    declare_durable_fanout(c, "fx");
     ASSERT_TRUE(c.confirm_select(1));
     c.publish(1, "", "q1", "p0", persistent());
     c.publish(1, "", "q3", "p1", persistent());
@@ -764,155 +761,6 @@ INSTANTIATE_TEST_SUITE_P(Paging, PagedReadTest, ::testing::Bool(),
                          [](const auto& info) { return std::string(info.param ? "Stored" : "Spilled"); });
 INSTANTIATE_TEST_SUITE_P(Paging, PagedReadDropTest, ::testing::Bool(),
                          [](const auto& info) { return std::string(info.param ? "Purge" : "Delete"); });
-
-// --- storage::QueueLog alone -------------------------------------------------------
-
-class QueueLogTest : public ::testing::Test {
-protected:
-    QueueLogTest() {
-        std::string tmpl = (fs::temp_directory_path() / "sluice-qlog-XXXXXX").string();
-        dir_ = mkdtemp(tmpl.data());
-        reopen();
-    }
-    ~QueueLogTest() override {
-        store_.reset();
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
-    }
-    void reopen() {
-        store_.reset();
-        storage::StoreOptions o;
-        o.path = dir_;
-        std::string error;
-        store_ = storage::Store::open(o, error);
-        ASSERT_TRUE(store_) << error;
-    }
-    void commit(storage::QueueLog& log) {
-        storage::Batch b = store_->new_batch();
-        log.flush(b);
-        if (!b.empty()) {
-            ASSERT_EQ(store_->commit_now(std::move(b)), "");
-        }
-        log.release_pending();
-    }
-    size_t keys() {
-        size_t n = 0;
-        store_->scan(storage::Column::msgs, "", "", [&](std::string_view, std::string_view) { return ++n, true; });
-        return n;
-    }
-    std::vector<uint64_t> live(storage::QueueLog& log) {
-        std::vector<uint64_t> out;
-        log.read(*store_, 0, UINT64_MAX, SIZE_MAX, [&](const storage::LogRecord& r) { out.push_back(r.seq); });
-        return out;
-    }
-
-    std::string dir_;
-    std::unique_ptr<storage::Store> store_;
-};
-
-TEST_F(QueueLogTest, ABatchOfRecordsIsOneKeyAndAFullyAckedChunkIsDeletedWhole) {
-    storage::QueueLog log(7);
-    for (uint64_t s = 1; s <= 100; ++s) log.append(s, 1, 0, {"payload"});
-    commit(log);
-    EXPECT_EQ(keys(), 1u);
-    for (uint64_t s = 1; s <= 60; ++s) EXPECT_TRUE(log.remove(s));
-    EXPECT_FALSE(log.remove(5));  // twice: nothing
-    commit(log);
-    EXPECT_EQ(keys(), 2u);  // the chunk and its ack record
-    EXPECT_EQ(live(log).size(), 40u);
-    EXPECT_EQ(log.remove_from(90), 11u);
-    for (uint64_t s = 61; s < 90; ++s) log.remove(s);
-    commit(log);
-    EXPECT_EQ(keys(), 0u);
-    EXPECT_EQ(log.live(), 0u);
-}
-
-TEST_F(QueueLogTest, RecordsRemovedBeforeTheirBatchIsWrittenAreNeverWritten) {
-    storage::QueueLog log(7);
-    for (uint64_t s = 1; s <= 10; ++s) log.append(s, 1, 0, {"x"});
-    for (uint64_t s = 1; s <= 10; ++s) log.remove(s);
-    storage::Batch b = store_->new_batch();
-    EXPECT_FALSE(log.flush(b));
-    EXPECT_TRUE(b.empty());
-}
-
-TEST_F(QueueLogTest, RecoveryAppliesAckRecordsAndReadsTheOldOneEntryFormat) {
-    {
-        storage::QueueLog log(3);
-        for (uint64_t s = 10; s < 20; ++s) log.append(s, 2, s * 100, {"p" + std::to_string(s)});
-        commit(log);
-        log.remove(12);
-        log.remove(15);
-        commit(log);
-        // An entry as the previous version wrote it: kind | 0x80, expiry, payload.
-        std::string legacy;
-        legacy.push_back(static_cast<char>(1 | 0x80));
-        storage::append_u64_key(legacy, 777);
-        legacy += "old";
-        storage::Batch b = store_->new_batch();
-        b.put(storage::Column::msgs, storage::message_key(3, 30), legacy);
-        ASSERT_EQ(store_->commit_now(std::move(b)), "");
-    }
-    reopen();
-    storage::QueueLog log(3);
-    storage::Batch cleanup = store_->new_batch();
-    std::vector<storage::LogRecord> seen;
-    std::vector<std::string> payloads;
-    log.recover(*store_, cleanup, [&](const storage::LogRecord& r) {
-        seen.push_back(r);
-        payloads.emplace_back(r.payload);
-    });
-    ASSERT_EQ(seen.size(), 9u);
-    EXPECT_EQ(seen[0].seq, 10u);
-    EXPECT_EQ(seen[0].kind, 2);
-    EXPECT_EQ(seen[0].expires_ms, 1000u);
-    EXPECT_EQ(payloads[0], "p10");
-    for (const auto& r : seen) EXPECT_TRUE(r.seq != 12 && r.seq != 15);
-    EXPECT_EQ(seen.back().seq, 30u);
-    EXPECT_EQ(seen.back().expires_ms, 777u);
-    EXPECT_EQ(payloads.back(), "old");
-    EXPECT_EQ(log.live(), 9u);
-    EXPECT_TRUE(log.remove(30));
-    EXPECT_EQ(live(log).size(), 8u);
-}
-
-// --- storage::SpillFile alone ------------------------------------------------------
-
-TEST(SpillFileTest, ExtentsReadBackFromBufferAndFileAndSegmentsGoWhenDrained) {
-    std::string tmpl = (fs::temp_directory_path() / "sluice-spill-XXXXXX").string();
-    std::string dir = mkdtemp(tmpl.data());
-    {
-        std::string error;
-        auto spill = storage::SpillFile::open(dir, error, 4096);
-        ASSERT_TRUE(spill) << error;
-        std::vector<storage::SpillExtent> extents;
-        for (int i = 0; i < 20; ++i) extents.push_back(spill->append({"record-", std::string(300, 'a' + i)}));
-        std::string out;
-        ASSERT_TRUE(spill->read(extents[19], out));  // still in the buffer
-        EXPECT_EQ(out, "record-" + std::string(300, 'a' + 19));
-        ASSERT_TRUE(spill->flush());
-        ASSERT_TRUE(spill->read(extents[0], out));  // from the file
-        EXPECT_EQ(out, "record-" + std::string(300, 'a'));
-        EXPECT_GT(spill->stats().segments, 1u);  // 4 KiB segments rolled
-        for (const auto& e : extents) spill->release(e);
-        EXPECT_EQ(spill->stats().live_bytes, 0u);
-        EXPECT_EQ(spill->stats().disk_bytes, 0u);
-        EXPECT_EQ(spill->stats().segments, 1u);  // the current one, truncated
-    }
-    // A new process starts with an empty spill directory.
-    {
-        std::string error;
-        auto spill = storage::SpillFile::open(dir, error);
-        ASSERT_TRUE(spill);
-        spill->append({"x"});
-        spill->flush();
-    }
-    std::string error;
-    auto spill = storage::SpillFile::open(dir, error);
-    EXPECT_TRUE(fs::is_empty(dir));
-    spill.reset();
-    fs::remove_all(dir);
-}
 
 }  // namespace
 }  // namespace sluice::test
