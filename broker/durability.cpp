@@ -334,26 +334,12 @@ void Durability::unref_body(uint64_t body_id) {
     schedule_commit();
 }
 
-void PagedRead::finish() {
-    {
-        std::lock_guard lk(mu_);
-        done_ = true;
-    }
-    cv_.notify_all();
-}
-
-void PagedRead::wait() {
-    std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] { return done_; });
-}
-
 namespace {
 
-// The read is done (on whichever thread did it): waiters may take it now,
-// and `done` runs on the broker thread, unless the Durability went.
+// The read is done (on whichever thread did it): `done` runs on the broker
+// thread, unless the Durability went.
 void finish_read(Executor* executor, std::weak_ptr<bool> alive, const PagedReadPtr& read,
                  std::function<void(PagedRead&)> done) {
-    read->finish();
     executor->post([alive = std::move(alive), read, done = std::move(done)] {
         if (!alive.expired()) done(*read);
     });

@@ -30,9 +30,7 @@
 
 #include <cstdint>
 #include <functional>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -66,12 +64,10 @@ struct RecoveryStats {
 };
 
 // Paged messages read back off the broker thread (Durability::read_*_off_thread).
-// The read thread fills it and calls finish(); `done` then runs on the
-// broker thread. A caller that cannot wait for `done` may wait() for the
-// read itself (it blocks) and use it at once, setting `applied` so that the
-// later `done` does nothing.
-class PagedRead {
-public:
+// The read thread fills it; `done` then runs on the broker thread, which
+// never waits for it (a get whose head is on disk waits as a continuation:
+// Queue::head_ready_or_read).
+struct PagedRead {
     struct Entry {
         uint64_t seq;
         MessagePtr message;
@@ -81,15 +77,6 @@ public:
     uint64_t last = 0;        // stored entries: the last seq read (0 if none)
     bool ok = true;           // spilled runs: the bytes were read and decoded
     bool from_file = false;   // spilled runs: read from the spill file (not its buffer)
-    bool applied = false;     // broker thread
-
-    void finish();  // the read thread, when the fields above are set
-    void wait();    // blocks until finish()
-
-private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    bool done_ = false;
 };
 using PagedReadPtr = std::shared_ptr<PagedRead>;
 

@@ -179,11 +179,8 @@ bool Queue::start_read(size_t max_count) {
     auto done = [weak = weak_from_this()](std::function<void()> on_dropped) {
         return [weak, on_dropped = std::move(on_dropped)](PagedRead& r) {
             auto q = weak.lock();
-            if (!r.applied) {  // (a get that waited for it applied it already)
-                r.applied = true;
-                if (q && q->read_.get() == &r) q->finish_read(r);
-                else if (on_dropped) on_dropped();
-            }
+            if (q && q->read_.get() == &r) q->finish_read(r);
+            else if (on_dropped) on_dropped();
             if (q) q->after_read();
         };
     };
@@ -307,23 +304,6 @@ void Queue::run_head_waiters() {
 
 Queue::~Queue() { run_head_waiters(); }
 
-void Queue::refill_now() {
-    // basic.get answers at once: if the head is on disk, wait for it here
-    // (the only place the broker thread waits for a read).
-    while (ready_.empty() && !deleted_) {
-        if (!read_) {
-            refill();
-            if (!read_) return;  // in memory now, or nothing to read
-            if (!ready_.empty()) return;
-        }
-        PagedReadPtr r = read_;
-        r->wait();
-        if (r->applied) continue;
-        r->applied = true;
-        finish_read(*r);
-    }
-}
-
 void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_ms) {
     // Whether it had been delivered is not recorded: every recovered message
     // is flagged redelivered, which the flag's meaning ("may have been
@@ -337,8 +317,9 @@ void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_m
 
 std::optional<QueuedMessage> Queue::get(bool no_ack) {
     touch();
-    refill_now();
-    refill();  // and read ahead
+    // Callers ask head_ready_or_read() first: a head on disk has been read
+    // by now, and this never waits.
+    refill();  // read ahead
     if (!ready_.empty() && ready_.front().expires_ms != 0) expire_head(vhost_.broker().now_ms(), false);
     if (ready_.empty()) return std::nullopt;
     QueuedMessage qm = std::move(ready_.front());

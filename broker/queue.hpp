@@ -38,7 +38,7 @@
 
 namespace sluice::broker {
 
-class PagedRead;  // broker/durability.hpp
+struct PagedRead;  // broker/durability.hpp
 using PagedReadPtr = std::shared_ptr<PagedRead>;
 
 class Channel;
@@ -251,8 +251,6 @@ private:
     void finish_read(PagedRead& read);
     // Then: read further, and serve what came in.
     void after_read();
-    // refill(), and if the head is still empty, wait for the read (get).
-    void refill_now();
     // Gives up the paged tail's spill extents (purge, delete).
     void drop_runs();
 
