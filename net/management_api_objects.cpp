@@ -30,7 +30,7 @@ json::object queue_json(State& s, const broker::Queue& q) {
     json::object o;
     o["name"] = utf8(q.name());
     o["vhost"] = utf8(q.vhost().name());
-    o["type"] = "classic";
+    o["type"] = broker::queue_type_name(q.features().type);
     o["durable"] = q.durable();
     o["auto_delete"] = q.auto_delete();
     o["exclusive"] = q.exclusive();
