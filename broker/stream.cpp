@@ -145,11 +145,13 @@ void Stream::start_read(const ReaderPtr& reader) {
         uint64_t min_ms = 0;
     };
     auto weak_queue = std::weak_ptr<Queue>(queue_.shared_from_this());
+    // What the reader holds stays under kReadAhead plus one chunk.
+    const size_t budget = kReadAhead - reader->buffered;
     store->read_off_thread([store, executor, weak_queue, reader, id = queue_.id(), from = reader->next_read, end,
-                            min_ms = reader->min_ms] {
+                            budget, min_ms = reader->min_ms] {
         auto result = std::make_shared<Result>();
         result->min_ms = min_ms;
-        result->next = storage::StreamLog::read(*store, id, from, end, kReadAhead, [&](const storage::StreamRecord& rec) {
+        result->next = storage::StreamLog::read(*store, id, from, end, budget, [&](const storage::StreamRecord& rec) {
             if (rec.timestamp_ms < result->min_ms) return true;  // before the timestamp asked for
             result->min_ms = 0;
             if (MessagePtr m = Durability::decode_stream_record(rec.payload, rec.offset)) {
