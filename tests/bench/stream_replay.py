@@ -14,8 +14,10 @@ during the run and its CPU per delivery. The load tool is sluice-perf
                                [--brokers sluice,rabbitmq,lavinmq] [--sluiced PATH] [--perf PATH]
                                [--lavinmq PATH] [--timeout 3600]
 
-A broker that refuses streams (LavinMQ before 2.0 has none) is reported as
-such. Not a test: it prints numbers.
+A broker without streams is reported as such: one that refuses the declare
+fails, and LavinMQ 1.1.5 (which ignores x-queue-type and makes a classic
+queue, whose 10 consumers share the messages) shows deliveries missing and
+"(no stream)". Not a test: it prints numbers.
 """
 import argparse
 import json
@@ -67,6 +69,12 @@ def main():
             print("%s (%s) ..." % (b.name, b.version()), flush=True)
             res = sbs.perf(args, b, extra)
             results[b.name] = res
+            if res is not None and res["missing"]:
+                # Every reader must read every message; a broker without
+                # streams treats the queue as a classic one whose consumers
+                # share the messages (LavinMQ 1.1.5 ignores x-queue-type).
+                print("  NOT A STREAM: %d of %d deliveries missing (the readers shared the messages)"
+                      % (res["missing"], args.messages * args.consumers), flush=True)
             if res is not None:
                 print("  publish %s msg/s, read %s msg/s (all readers), peak RSS %s MiB, %s µs CPU/delivery, "
                       "missing %d" % (sbs.fmt(res["fill_rate"]), sbs.fmt(res["drain_rate"]),
@@ -95,7 +103,13 @@ def main():
         line = "%-28s" % label
         for n in names:
             r = results.get(n)
-            line += "%16s" % (sbs.fmt(get(r)) if r else "refused/failed")
+            if not r:
+                cell = "refused/failed"
+            elif r["missing"] and label != "deliveries missing":
+                cell = "(no stream)"
+            else:
+                cell = sbs.fmt(get(r))
+            line += "%16s" % cell
         print(line)
     print(json.dumps({"messages": args.messages, "size": args.size, "consumers": args.consumers,
                       "results": results}))
