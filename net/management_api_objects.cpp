@@ -42,6 +42,9 @@ json::object queue_json(State& s, const broker::Queue& q) {
     o["messages_ram"] = ready - q.paged_count();
     o["messages_paged_out"] = q.paged_count();
     o["message_bytes_ram"] = q.memory_bytes();
+    // Body bytes of the ready messages (a stream: the bytes it stores).
+    o["message_bytes"] = q.ready_bytes();
+    o["message_bytes_ready"] = q.ready_bytes();
     o["memory"] = sizeof(broker::Queue) + q.memory_bytes();
     o["consumers"] = q.consumer_count();
     o["state"] = "running";

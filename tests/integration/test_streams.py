@@ -100,6 +100,9 @@ def test_declared_stream_is_listed_as_stream_with_its_count(broker, connect):
     q = Api(broker.http_port).get("/api/queues/%2F/" + name).json
     assert q["type"] == "stream"
     assert q["messages"] == 7
+    # Each confirmed publish is a chunk of its own: 7 records of 2 bytes and
+    # their headers, stored.
+    assert q["message_bytes"] > 7 * 2, q["message_bytes"]
     # Redeclaring with the same arguments is fine.
     ch.queue_declare(queue=name, durable=True, arguments=dict(STREAM, **{"x-max-age": "7D"}))
 
