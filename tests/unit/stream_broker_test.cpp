@@ -192,5 +192,62 @@ TEST_F(StreamBrokerTest, RetentionSurvivesARestartAndReadersSkipWhatWentAway) {
     EXPECT_EQ(got.back().offset, 79);
 }
 
+TEST_F(StreamBrokerTest, EveryOffsetFormStartsWhereRabbitMQsDoes) {
+    start();
+    TestClient& c = connect();
+    declare_stream(c, "s");
+    ASSERT_TRUE(c.confirm_select(1));
+    publish_confirmed(c, "s", 0, 6);  // one batch: offsets 0-5 in one chunk
+    publish_confirmed(c, "s", 6, 4);  // another: 6-9
+    auto first_offset = [&](amqp::FieldValue offset) {
+        TestClient& r = connect();
+        consume_from(r, "s", std::move(offset), 100);
+        settle();
+        std::vector<Got> got = deliveries(r);
+        return got.empty() ? int64_t(-1) : got.front().offset;
+    };
+    EXPECT_EQ(first_offset(std::string("first")), 0);
+    EXPECT_EQ(first_offset(int64_t(7)), 7);
+    EXPECT_EQ(first_offset(int32_t(3)), 3);
+    EXPECT_EQ(first_offset(std::string("last")), 6);  // the first message of the last chunk
+    EXPECT_EQ(first_offset(std::string("next")), -1);  // nothing until the next publish
+    EXPECT_EQ(first_offset(int64_t(1000)), -1);        // past the end: next
+    EXPECT_EQ(first_offset(std::string("1h")), 0);
+    const uint64_t now_s = broker_->now_ms() / 1000;
+    EXPECT_EQ(first_offset(amqp::Timestamp{now_s - 60}), 0);
+    EXPECT_EQ(first_offset(amqp::Timestamp{now_s + 3600}), -1);
+}
+
+TEST_F(StreamBrokerTest, ConsumeAndGetRulesAreRabbitMQs) {
+    start();
+    TestClient& c = connect();
+    declare_stream(c, "s");
+    m::BasicConsume bc;
+    bc.queue = "s";
+    c.send(1, bc);  // no basic.qos
+    settle();
+    c.expect_channel_close(1, 406);
+    TestClient& c2 = connect();
+    ASSERT_TRUE(c2.qos(1, 10));
+    bc.arguments.set("x-stream-offset", std::string("yesterday"));
+    c2.send(1, bc);
+    settle();
+    c2.expect_channel_close(1, 406);
+    TestClient& c3 = connect();
+    ASSERT_TRUE(c3.qos(1, 10));
+    m::BasicConsume no_ack;
+    no_ack.queue = "s";
+    no_ack.no_ack = true;
+    c3.send(1, no_ack);
+    settle();
+    c3.expect_connection_close(540);
+    TestClient& c4 = connect();
+    m::BasicGet g;
+    g.queue = "s";
+    c4.send(1, g);
+    settle();
+    c4.expect_connection_close(540);
+}
+
 }  // namespace
 }  // namespace sluice::test
