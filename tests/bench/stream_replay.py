@@ -108,7 +108,8 @@ def main():
             elif r["missing"] and label != "deliveries missing":
                 cell = "(no stream)"
             else:
-                cell = sbs.fmt(get(r))
+                v = get(r)
+                cell = "{:,}".format(v) if isinstance(v, int) else sbs.fmt(v)
             line += "%16s" % cell
         print(line)
     print(json.dumps({"messages": args.messages, "size": args.size, "consumers": args.consumers,

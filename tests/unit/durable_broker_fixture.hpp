@@ -1,24 +1,31 @@
-// The fixture of the broker-level durability tests: the broker over a real
-// store on the power-loss file system (power_loss_fs.hpp), driven by sans-IO
-// sessions (session_harness.hpp), with its executor run by hand. Used by
-// durable_broker_test.cpp and stream_broker_test.cpp.
+// The fixture of the broker-over-a-real-store tests (durable_broker_test.cpp,
+// delayed_messages_test.cpp): a broker over RocksDB on the power-loss file
+// system (power_loss_fs.hpp), driven by sans-IO sessions
+// (session_harness.hpp), whose executor is run by hand: settle() runs it
+// until the store is idle and nothing is left to run, so every "end of
+// turn" and every commit callback happens at a point the test chooses.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <rocksdb/env.h>
 
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "broker/broker.hpp"
 #include "broker/executor.hpp"
 #include "broker/vhost.hpp"
+#include "storage/spill_file.hpp"
 #include "storage/store.hpp"
 #include "tests/unit/power_loss_fs.hpp"
 #include "tests/unit/session_harness.hpp"

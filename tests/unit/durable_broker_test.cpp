@@ -8,36 +8,11 @@
 // The broker thread's executor is run by hand: settle() runs it until the
 // store is idle and nothing is left to run, so every "end of turn" and every
 // commit callback happens at a point the test chooses.
-#include <gtest/gtest.h>
-
-#include <rocksdb/env.h>
-
-#include <algorithm>
-#include <deque>
-#include <filesystem>
-#include <functional>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <random>
-#include <set>
-#include <string>
-#include <vector>
-
-#include "broker/broker.hpp"
-#include "broker/executor.hpp"
-#include "broker/vhost.hpp"
-#include "storage/spill_file.hpp"
-#include "storage/store.hpp"
 #include "tests/unit/durable_broker_fixture.hpp"
-#include "tests/unit/power_loss_fs.hpp"
-#include "tests/unit/session_harness.hpp"
 
 namespace sluice::test {
 namespace {
 
-namespace m = amqp::method;
-namespace fs = std::filesystem;
 
 // Issue 12, item 1: a confirmed message routed to two durable queues shares
 // one stored body (8 KiB). An ack of one copy and the delete (or purge) of
