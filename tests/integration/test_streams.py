@@ -105,6 +105,16 @@ def test_declared_stream_is_listed_as_stream_with_its_count(broker, connect):
     assert q["message_bytes"] > 7 * 2, q["message_bytes"]
     # Redeclaring with the same arguments is fine.
     ch.queue_declare(queue=name, durable=True, arguments=dict(STREAM, **{"x-max-age": "7D"}))
+    # Publishes, deliveries and acks count as any queue's: two readers of
+    # all 7 are 14 deliveries, and the stream still holds 7.
+    for _ in range(2):
+        assert len(consume(ch, name, 7, "first")) == 7
+    api = Api(broker.http_port)
+    stats = wait_for(lambda: (lambda q: q if q.get("message_stats", {}).get("ack") == 14 else None)(
+        api.get("/api/queues/%2F/" + name).json), what="14 acks in the queue's message_stats")
+    assert stats["message_stats"]["publish"] == 7
+    assert stats["message_stats"]["deliver_get"] == 14
+    assert stats["messages"] == 7
 
 
 def test_consume_needs_prefetch_and_manual_ack_and_get_is_refused(connect):
