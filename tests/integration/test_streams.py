@@ -323,3 +323,22 @@ def test_memory_stays_flat_while_readers_replay(fresh_broker):
     assert growth < 40 * 2**20, "RSS grew %.1f MiB during the replay (before %.1f MiB)" % (
         growth / 2**20, before / 2**20)
     conn.close()
+
+
+def test_delete_cancels_readers_and_a_new_stream_starts_afresh(connect):
+    conn = connect()
+    ch = conn.channel()
+    name = declare_stream(ch)
+    publish_confirmed(ch, name, [b"old%d" % i for i in range(3)])
+    rch = conn.channel()
+    rch.basic_qos(prefetch_count=10)
+    cancelled = []
+    rch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = rch.basic_consume(name, lambda *a: None, arguments={"x-stream-offset": "first"})
+    ch.queue_delete(queue=name)
+    wait_for(lambda: conn.process_data_events(0.05) or cancelled, what="the reader's basic.cancel")
+    assert cancelled == [tag]
+    name = declare_stream(ch, name)
+    assert ch.queue_declare(queue=name, passive=True).method.message_count == 0
+    publish_confirmed(ch, name, [b"new"])
+    assert consume(ch, name, 1, "first") == [(0, b"new")]
