@@ -196,7 +196,7 @@ private:
     // Global qos limits classic queues' consumers only (RabbitMQ's limiter
     // does not see quorum queues).
     static bool under_global_limit(const Consumer& c) {
-        return !c.queue || c.queue->features().type != QueueType::quorum;
+        return !c.queue || c.queue->features().type == QueueType::classic;
     }
 
     bool confirm_mode_ = false;

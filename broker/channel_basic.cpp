@@ -75,7 +75,9 @@ Status Channel::basic_consume(const m::BasicConsume& c) {
     // RabbitMQ 3.10: a quorum queue refuses a consumer on a channel with a
     // global prefetch limit (a global basic.qos set after the consume is
     // accepted, and does not limit the quorum queue's deliveries).
-    if (q->features().type == QueueType::quorum && channel_prefetch_ != 0)
+    if (Stream* stream = q->stream()) {
+        if (Status st = stream->check_consume(c.no_ack, consumer_prefetch_, channel_prefetch_, c.arguments)) return st;
+    } else if (q->features().type == QueueType::quorum && channel_prefetch_ != 0)
         return amqp_error(reply::not_implemented,
                           "queue '" + q->name() + "' in vhost '" + vhost_.name() + "' does not support global qos");
     consumer->queue = q;
@@ -286,6 +288,9 @@ Status Channel::basic_get(const m::BasicGet& g) {
     Status error;
     QueuePtr q = resolve_queue(g.queue, error);
     if (!q) return error;
+    if (q->stream())  // RabbitMQ: a stream is read by consumers only
+        return amqp_error(reply::not_implemented, "basic.get not supported by stream queues queue '" + q->name() +
+                                                      "' in vhost '" + vhost_.name() + "'");
     // The head is on disk: answer once it is read, without the broker
     // thread waiting; the session parses nothing of this connection meanwhile.
     const bool ready = q->head_ready_or_read(

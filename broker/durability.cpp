@@ -11,6 +11,7 @@
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/field_table.hpp"
+#include "net/amqp/properties.hpp"
 #include "storage/records.hpp"
 #include "storage/recovery.hpp"
 
@@ -76,7 +77,7 @@ void Durability::attach(storage::Store* store, Executor* executor) {
     commit_.reset();
     if (!store_) return;
     storage::GroupCommit::Hooks hooks;
-    hooks.has_open_writes = [this] { return !dirty_logs_.empty(); };
+    hooks.has_open_writes = [this] { return !dirty_logs_.empty() || !dirty_streams_.empty(); };
     hooks.open_bytes = [this] { return open_bytes_; };
     hooks.end_of_turn = [this] { seal_spill_runs(); };
     hooks.flush = [this](storage::Batch& batch) { flush_logs(batch); };
@@ -125,6 +126,7 @@ void Durability::change_log(uint64_t queue_id, Op op, bool create) {
 constexpr uint64_t kReclaimBytes = 4u << 20;
 
 void Durability::flush_logs(storage::Batch& batch) {
+    flush_streams(batch);
     for (uint64_t id : dirty_logs_) {
         auto it = logs_.find(id);
         if (it == logs_.end()) continue;
@@ -186,10 +188,29 @@ void Durability::on_committed(bool ok) {
     // is acknowledged before it has (GroupCommit::after_sync waits for that).
     if (!ok) {
         reclaims_.insert(reclaims_.end(), in_flight_reclaims_.begin(), in_flight_reclaims_.end());
+        stream_reclaims_.insert(stream_reclaims_.end(), in_flight_stream_reclaims_.begin(),
+                                in_flight_stream_reclaims_.end());
+        in_flight_stream_reclaims_.clear();
+        // The streams' chunks stay unreadable until a later commit succeeds
+        // (it writes this batch again first): they stay on the list.
     } else {
         for (uint64_t id : in_flight_logs_)
             if (auto* log = log_of(id)) log->release_pending();
         in_flight_logs_.clear();
+        std::vector<uint64_t> streams;
+        streams.swap(in_flight_streams_);
+        for (uint64_t id : streams)
+            if (auto it = streams_.find(id); it != streams_.end()) it->second.log->committed();
+        if (store_)
+            for (const auto& [begin, end] : in_flight_stream_reclaims_) store_->reclaim(begin, end);
+        in_flight_stream_reclaims_.clear();
+        // Readers go on after everything is marked readable (a callback
+        // may delete another stream).
+        for (uint64_t id : streams)
+            if (auto it = streams_.find(id); it != streams_.end() && it->second.on_committed) {
+                auto fn = it->second.on_committed;
+                fn();
+            }
         if (store_)
             for (uint64_t id : in_flight_reclaims_)
                 store_->reclaim(storage::message_key_of(id, 0), storage::message_key_of(queue_upper(id), 0));
@@ -223,6 +244,11 @@ void Durability::remove_queue(const VHost& v, const Queue& q) {
     drop_refs_from(q.id(), 0);
     shared_refs_.erase(q.id());
     bool had_log = false;
+    if (auto it = streams_.find(q.id()); it != streams_.end()) {
+        had_log = true;
+        if (it->second.log->bytes() >= kReclaimBytes) reclaims_.push_back(q.id());
+        streams_.erase(it);
+    }
     if (auto it = logs_.find(q.id()); it != logs_.end()) {
         had_log = true;
         if (it->second->stored_bytes() + it->second->freed_bytes() >= kReclaimBytes) reclaims_.push_back(q.id());
@@ -235,6 +261,72 @@ void Durability::remove_queue(const VHost& v, const Queue& q) {
     batch().remove_range(Column::msgs, storage::message_key_of(q.id(), 0),
                          storage::message_key_of(queue_upper(q.id()), 0));
     schedule_commit();
+}
+
+storage::StreamLog* Durability::open_stream(const Queue& queue, uint64_t segment_bytes, StreamRetention retention,
+                                            std::function<void()> on_committed) {
+    if (!store_) return nullptr;
+    StreamState& st = streams_[queue.id()];
+    if (!st.log) st.log = std::make_unique<storage::StreamLog>(queue.id(), segment_bytes);
+    st.retention = retention;
+    st.on_committed = std::move(on_committed);
+    return st.log.get();
+}
+
+uint64_t Durability::stream_append(const Queue& queue, const Message& m, uint64_t now_ms) {
+    auto it = streams_.find(queue.id());
+    if (it == streams_.end()) return 0;
+    storage::StreamLog& log = *it->second.log;
+    if (!log.needs_flush()) dirty_streams_.push_back(queue.id());
+    std::string& header = scratch_;
+    header.clear();
+    storage::records::append_message_header(header, m.exchange(), m.routing_key(), m.properties().size());
+    const size_t before = log.open_bytes();
+    const uint64_t offset = log.append(now_ms, {header, m.properties(), m.body()});
+    open_bytes_ += log.open_bytes() - std::min(before, log.open_bytes());
+    schedule_commit();
+    return offset;
+}
+
+void Durability::flush_streams(storage::Batch& batch) {
+    if (dirty_streams_.empty()) return;
+    const uint64_t now_ms = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    for (uint64_t id : dirty_streams_) {
+        auto it = streams_.find(id);
+        if (it == streams_.end()) continue;
+        storage::StreamLog& log = *it->second.log;
+        const StreamRetention& r = it->second.retention;
+        if (r.max_bytes || r.max_age_ms) log.apply_retention(r.max_bytes, r.max_age_ms, now_ms);
+        log.flush(batch);
+        auto [first, end] = log.take_dropped();
+        if (first != end)
+            stream_reclaims_.emplace_back(storage::StreamLog::chunk_key(id, first),
+                                          storage::StreamLog::chunk_key(id, end));
+        if (std::find(in_flight_streams_.begin(), in_flight_streams_.end(), id) == in_flight_streams_.end())
+            in_flight_streams_.push_back(id);
+    }
+    dirty_streams_.clear();
+    in_flight_stream_reclaims_.insert(in_flight_stream_reclaims_.end(), stream_reclaims_.begin(),
+                                      stream_reclaims_.end());
+    stream_reclaims_.clear();
+}
+
+MessagePtr Durability::decode_stream_record(std::string_view payload, uint64_t offset) {
+    storage::records::MessageParts p;
+    if (!storage::records::decode_message(payload, p)) return nullptr;
+    // Every delivery from a stream carries its offset (RabbitMQ's
+    // x-stream-offset header, a long).
+    amqp::BasicProperties props;
+    if (!amqp::decode_properties(p.properties, props)) props = amqp::BasicProperties{};
+    if (!props.headers) props.headers.emplace();
+    props.headers->set("x-stream-offset", static_cast<int64_t>(offset));
+    std::string raw;
+    amqp::encode_properties(raw, props);
+    auto m = std::make_shared<Message>(p.exchange, p.routing_key, raw, p.body.size());
+    m->append_body(p.body);
+    return m;
 }
 
 void Durability::put_binding(const VHost& v, const Exchange& source, const Binding& b) {
@@ -479,6 +571,13 @@ RecoveryStats Durability::recover(Broker& broker) {
     std::vector<uint64_t> queue_ids;
     for (const auto& q : queues) {
         queue_ids.push_back(q->id());
+        if (auto it = streams_.find(q->id()); it != streams_.end()) {
+            // A stream: its segment records say where it starts and ends;
+            // no chunk is read.
+            it->second.log->recover(*store_);
+            st.messages += it->second.log->end() - it->second.log->first();
+            continue;
+        }
         auto& log = logs_[q->id()];
         log = std::make_unique<storage::QueueLog>(q->id());
         storage::QueueLog* raw = log.get();

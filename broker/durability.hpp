@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -41,6 +42,7 @@
 #include "storage/group_commit.hpp"
 #include "storage/queue_log.hpp"
 #include "storage/spill_file.hpp"
+#include "storage/stream_log.hpp"
 #include "storage/store.hpp"
 
 namespace sluice::broker {
@@ -186,6 +188,28 @@ public:
         if (commit_) commit_->set_on_store_lost(on_store_lost_);
     }
 
+    // Streams (broker/stream.hpp): each stream's storage::StreamLog, whose
+    // appends join every batch like the queue logs' chunks. `on_committed`
+    // runs on the broker thread after each batch that added to the stream
+    // is synced (its readers may read further). Retention (x-max-length-
+    // bytes, x-max-age) is applied before each flush that writes to it.
+    struct StreamRetention {
+        std::optional<uint64_t> max_bytes;
+        std::optional<uint64_t> max_age_ms;
+    };
+    storage::StreamLog* open_stream(const Queue& queue, uint64_t segment_bytes, StreamRetention retention,
+                                    std::function<void()> on_committed);
+    // The stream's broker side is gone (the log stays until the queue's delete).
+    void close_stream(uint64_t queue_id) {
+        if (auto it = streams_.find(queue_id); it != streams_.end()) it->second.on_committed = nullptr;
+    }
+    // Appends the message's record; returns its offset.
+    uint64_t stream_append(const Queue& queue, const Message& message, uint64_t now_ms);
+    // The store's read thread's owner, for readers posting results back.
+    Executor* executor() const { return executor_; }
+    // A stream record's payload as a message (any thread).
+    static MessagePtr decode_stream_record(std::string_view payload, uint64_t offset);
+
     // Runs fn on the broker thread, later (never inline); dropped when
     // there is no store (nothing then waits for the disk).
     void post(std::function<void()> fn) {
@@ -244,6 +268,16 @@ private:
     std::vector<uint64_t> reclaims_, in_flight_reclaims_;
     // Per queue id: its live entries that refer to a shared body (seq → body id).
     std::unordered_map<uint64_t, std::map<uint64_t, uint64_t>> shared_refs_;
+    struct StreamState {
+        std::unique_ptr<storage::StreamLog> log;
+        StreamRetention retention;
+        std::function<void()> on_committed;
+    };
+    std::unordered_map<uint64_t, StreamState> streams_;
+    std::vector<uint64_t> dirty_streams_, in_flight_streams_;
+    // Key ranges [begin, end) of dropped stream segments, compacted once written.
+    std::vector<std::pair<std::string, std::string>> stream_reclaims_, in_flight_stream_reclaims_;
+    void flush_streams(storage::Batch& batch);
     size_t backlog_limit_ = SIZE_MAX;
     std::function<void()> on_caught_up_;
     std::function<void(const std::string&)> on_store_lost_;

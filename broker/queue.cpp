@@ -11,7 +11,9 @@
 namespace sluice::broker {
 
 Queue::Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner, uint64_t id)
-    : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {}
+    : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {
+    if (options_.features.type == QueueType::stream) stream_ = std::make_unique<Stream>(*this, vhost_.broker().durability());
+}
 
 bool Queue::has_memory_room() const {
     // A priority queue keeps its messages in memory: its order is not the
@@ -36,6 +38,10 @@ void Queue::sub_memory(size_t n) {
 
 void Queue::publish(QueuedMessage qm) {
     ++counters.published;
+    if (stream_) {
+        stream_->publish(qm);  // readers see it once its batch is synced
+        return;
+    }
     ready_bytes_ += qm.message->body_size();
     const uint64_t expires_ms = qm.expires_ms;
     const uint64_t qm_seq = qm.seq;
@@ -289,7 +295,7 @@ void Queue::refill() {
 }
 
 bool Queue::head_ready_or_read(std::function<void()> ready) {
-    if (deleted_ || !ready_.empty() || runs_.empty()) return true;
+    if (stream_ || deleted_ || !ready_.empty() || runs_.empty()) return true;
     refill();
     if (!ready_.empty() || runs_.empty() || !read_) return true;  // read at once, or get() reads it
     head_waiters_.push_back(std::move(ready));
@@ -316,6 +322,7 @@ void Queue::restore_message(MessagePtr message, uint64_t seq, uint64_t expires_m
 }
 
 std::optional<QueuedMessage> Queue::get(bool no_ack) {
+    if (stream_) return std::nullopt;  // refused before (Channel::basic_get, operations)
     touch();
     // Callers ask head_ready_or_read() first: a head on disk has been read
     // by now, and this never waits.
@@ -335,6 +342,10 @@ std::optional<QueuedMessage> Queue::get(bool no_ack) {
 }
 
 void Queue::requeue(QueuedMessage qm) {
+    if (stream_) {
+        stream_->settle();  // the message never left the stream
+        return;
+    }
     if (unacked_ > 0) --unacked_;
     if (deleted_) return;
     qm.redelivered = true;
@@ -378,16 +389,22 @@ void Queue::requeue_at_back(QueuedMessage qm) {
 }
 
 void Queue::settle(const QueuedMessage&) {
+    if (stream_) stream_->settle();
     if (unacked_ > 0) --unacked_;
 }
 
 void Queue::reject(QueuedMessage qm) {
+    if (stream_) {
+        stream_->settle();
+        return;
+    }
     if (unacked_ > 0) --unacked_;
     if (deleted_) return;
     discard(std::move(qm), DeathReason::rejected);
 }
 
 size_t Queue::purge() {
+    if (stream_) return 0;  // a stream is trimmed by retention only
     size_t n = ready_count();
     std::vector<uint64_t> stored;
     Durability& durability = vhost_.broker().durability();
@@ -419,6 +436,7 @@ Status Queue::check_can_consume(bool exclusive) const {
 }
 
 void Queue::add_consumer(ConsumerPtr consumer) {
+    if (stream_) stream_->add_consumer(consumer);  // a reader from its x-stream-offset
     if (options_.features.single_active_consumer) {
         consumers_.push_back(std::move(consumer));  // in order of arrival: the first is active
     } else {
@@ -436,6 +454,7 @@ ConsumerPtr Queue::remove_consumer(const Consumer* consumer) {
     if (it == consumers_.end()) return nullptr;
     ConsumerPtr removed = std::move(*it);
     consumers_.erase(it);
+    if (stream_) stream_->remove_consumer(consumer);
     if (consumers_.empty() && options_.features.expires_ms) {
         touch();  // unused from now: x-expires counts from here
         wake_at(last_used_ms_ + *options_.features.expires_ms);
@@ -445,6 +464,10 @@ ConsumerPtr Queue::remove_consumer(const Consumer* consumer) {
 
 void Queue::dispatch() {
     if (dispatching_ || deleted_) return;
+    if (stream_) {
+        stream_->dispatch();
+        return;
+    }
     dispatching_ = true;
     const bool single_active = options_.features.single_active_consumer;
     while (!consumers_.empty()) {
@@ -484,6 +507,7 @@ void Queue::dispatch() {
 
 std::vector<ConsumerPtr> Queue::mark_deleted() {
     deleted_ = true;
+    if (stream_) stream_->mark_deleted();
     run_head_waiters();  // their gets find the queue gone
     ready_.clear();
     ready_bytes_ = 0;

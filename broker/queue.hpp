@@ -33,6 +33,7 @@
 #include "broker/queue_arguments.hpp"
 #include "broker/queue_counters.hpp"
 #include "broker/queue_flow.hpp"
+#include "broker/stream.hpp"
 #include "net/amqp/field_table.hpp"
 #include "storage/spill_file.hpp"
 
@@ -84,17 +85,21 @@ public:
     uint64_t owner() const { return owner_; }
     bool deleted() const { return deleted_; }
 
-    size_t ready_count() const { return ready_.size() + paged_count_; }
-    size_t paged_count() const { return paged_count_; }
-    // Body bytes of the ready messages, paged ones included (x-max-length-bytes).
-    uint64_t ready_bytes() const { return ready_bytes_; }
-    size_t memory_bytes() const { return memory_bytes_; }
+    // A stream's "ready" messages are all it keeps (on disk: paged).
+    size_t ready_count() const { return stream_ ? stream_->count() : ready_.size() + paged_count_; }
+    size_t paged_count() const { return stream_ ? stream_->count() : paged_count_; }
+    // Body bytes of the ready messages, paged ones included (x-max-length-bytes);
+    // a stream's stored bytes.
+    uint64_t ready_bytes() const { return stream_ ? stream_->bytes() : ready_bytes_; }
+    size_t memory_bytes() const { return stream_ ? stream_->buffered_bytes() : memory_bytes_; }
+    // The stream (x-queue-type stream: broker/stream.hpp), else null.
+    Stream* stream() const { return stream_.get(); }
     // Seconds the message at the head has waited (0 when empty). Paged
     // messages count from when they were read back into memory.
     uint32_t head_age_s(uint32_t now_s) const {
         return ready_.empty() || now_s < ready_.front().enqueued_s ? 0 : now_s - ready_.front().enqueued_s;
     }
-    size_t unacked_count() const { return unacked_; }
+    size_t unacked_count() const { return stream_ ? stream_->unacked() : unacked_; }
     size_t consumer_count() const { return consumers_.size(); }
     const std::vector<ConsumerPtr>& consumers() const { return consumers_; }
 
@@ -276,6 +281,7 @@ private:
     // By priority, highest first; served ones rotate back. With a single
     // active consumer: in the order they came, the first one active.
     std::vector<ConsumerPtr> consumers_;
+    std::unique_ptr<Stream> stream_;  // a stream queue's log and readers
 };
 
 using QueuePtr = std::shared_ptr<Queue>;

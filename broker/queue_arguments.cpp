@@ -93,6 +93,36 @@ private:
 
 }  // namespace
 
+const char* queue_type_name(QueueType t) {
+    switch (t) {
+        case QueueType::quorum: return "quorum";
+        case QueueType::stream: return "stream";
+        default: return "classic";
+    }
+}
+
+std::optional<uint64_t> parse_stream_duration_ms(std::string_view text) {
+    if (text.size() < 2) return std::nullopt;
+    uint64_t n = 0;
+    for (char c : text.substr(0, text.size() - 1)) {
+        if (c < '0' || c > '9' || n > (UINT64_MAX / 10 - 9) / 1000) return std::nullopt;
+        n = n * 10 + static_cast<uint64_t>(c - '0');
+    }
+    constexpr uint64_t s = 1000, day = 86400 * s;
+    uint64_t unit = 0;
+    switch (text.back()) {
+        case 'Y': unit = 365 * day; break;
+        case 'M': unit = 30 * day; break;
+        case 'D': unit = day; break;
+        case 'h': unit = 3600 * s; break;
+        case 'm': unit = 60 * s; break;
+        case 's': unit = s; break;
+        default: return std::nullopt;
+    }
+    if (n == 0 || n > UINT64_MAX / unit) return std::nullopt;
+    return n * unit;
+}
+
 std::variant<QueueArguments, AmqpError> parse_queue_arguments(const amqp::FieldTable& args, std::string_view queue,
                                                               std::string_view vhost, QueueDeclareFlags flags) {
     QueueArguments a;
@@ -125,17 +155,20 @@ std::variant<QueueArguments, AmqpError> parse_queue_arguments(const amqp::FieldT
         } else if (*type == "quorum") {
             a.type = QueueType::quorum;
         } else if (*type == "stream") {
-            if (!p.error)
-                p.error = amqp_error(reply::precondition_failed,
-                                     "queue type 'stream' is not supported (queue '" + std::string(queue) +
-                                         "' in vhost '" + std::string(vhost) +
-                                         "'); declare a classic or quorum queue");
+            a.type = QueueType::stream;
         } else {
             p.fail("x-queue-type", "{unsupported_queue_type,<<\"" + *type + "\">>}");
         }
     }
+    if (a.type == QueueType::stream) {
+        if (auto age = p.string("x-max-age")) {
+            a.max_age_ms = parse_stream_duration_ms(*age);
+            if (!a.max_age_ms) p.fail("x-max-age", "{invalid_max_age,<<\"" + *age + "\">>}");
+        }
+        if (auto seg = p.integer("x-stream-max-segment-size-bytes", true)) a.segment_bytes = *seg;
+    }
     if (p.error) return *p.error;
-    if (a.type == QueueType::quorum) {
+    if (a.type == QueueType::quorum || a.type == QueueType::stream) {
         // RabbitMQ's rules for quorum queues (replicated there, single-node here).
         auto bad = [&](const char* property) {
             return amqp_error(reply::precondition_failed, "invalid property '" + std::string(property) +
@@ -145,7 +178,18 @@ std::variant<QueueArguments, AmqpError> parse_queue_arguments(const amqp::FieldT
         if (!flags.durable) return bad("non-durable");
         if (flags.exclusive) return bad("exclusive-owner");
         if (flags.auto_delete) return bad("auto-delete");
-        if (a.max_priority) return p.invalid("x-max-priority", "not supported by quorum queues");
+        if (a.max_priority)
+            return p.invalid("x-max-priority", std::string("not supported by ") + queue_type_name(a.type) + " queues");
+        if (a.type == QueueType::stream) {
+            // What a stream does not do (RabbitMQ refuses these for streams too).
+            for (const char* arg : {"x-max-length", "x-message-ttl", "x-expires", "x-dead-letter-exchange",
+                                    "x-single-active-consumer", "x-overflow", "x-delivery-limit"})
+                if (args.find(arg))
+                    return amqp_error(reply::precondition_failed, "invalid arg '" + std::string(arg) +
+                                                                      "' for queue '" + std::string(queue) +
+                                                                      "' in vhost '" + std::string(vhost) +
+                                                                      "' of queue type rabbit_stream_queue");
+        }
     } else if (a.delivery_limit) {
         a.delivery_limit.reset();  // as RabbitMQ: a classic queue ignores it
     }

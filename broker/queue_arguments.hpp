@@ -22,7 +22,20 @@
 namespace sluice::broker {
 
 enum class Overflow : uint8_t { drop_head, reject_publish, reject_publish_dlx };
-enum class QueueType : uint8_t { classic, quorum };
+enum class QueueType : uint8_t { classic, quorum, stream };
+
+// "classic", "quorum" or "stream".
+const char* queue_type_name(QueueType t);
+
+// RabbitMQ's duration strings for streams (x-max-age, and a consumer's
+// x-stream-offset interval): a positive integer and one unit of Y, M, D,
+// h, m or s ("7D", "1h", "30m"); a year is 365 days, a month 30. Null if
+// malformed.
+std::optional<uint64_t> parse_stream_duration_ms(std::string_view text);
+
+// A stream's default segment size (x-stream-max-segment-size-bytes):
+// RabbitMQ's is 500 MB; see docs/streams.md for why Sluice's is smaller.
+inline constexpr uint64_t kDefaultStreamSegmentBytes = 64u << 20;
 
 struct QueueArguments {
     std::optional<uint64_t> message_ttl_ms;   // x-message-ttl
@@ -36,6 +49,10 @@ struct QueueArguments {
     bool single_active_consumer = false;      // x-single-active-consumer
     std::optional<uint64_t> delivery_limit;   // x-delivery-limit (quorum queues)
     QueueType type = QueueType::classic;      // x-queue-type
+    // Streams: x-max-length-bytes is retention (max_length_bytes, kept
+    // whole segments at a time), with x-max-age and the segment size.
+    std::optional<uint64_t> max_age_ms;       // x-max-age
+    uint64_t segment_bytes = kDefaultStreamSegmentBytes;  // x-stream-max-segment-size-bytes
 
     bool has_length_limit() const { return max_length || max_length_bytes; }
 };
@@ -48,7 +65,7 @@ struct QueueDeclareFlags {
 
 // Parses `args` for queue `queue` in `vhost`; 406 with RabbitMQ's text when a
 // value is invalid, or when the queue type forbids the flags (a quorum queue
-// must be durable, neither exclusive nor auto-delete; streams are refused).
+// and a stream must be durable, neither exclusive nor auto-delete).
 std::variant<QueueArguments, AmqpError> parse_queue_arguments(const amqp::FieldTable& args, std::string_view queue,
                                                               std::string_view vhost, QueueDeclareFlags flags);
 

@@ -30,7 +30,7 @@ uint64_t Queue::expiry_for(const Message& message, uint64_t now_ms) const {
 
 bool Queue::refuses(const Message& message) const {
     const QueueArguments& f = options_.features;
-    if (f.overflow == Overflow::drop_head) return false;
+    if (f.overflow == Overflow::drop_head || stream_) return false;
     // As RabbitMQ: refused when accepting it would take the queue past a limit.
     return (f.max_length && ready_count() + 1 > *f.max_length) ||
            (f.max_length_bytes && ready_bytes_ + message.body_size() > *f.max_length_bytes);

@@ -222,6 +222,9 @@ Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uin
         return q;
     }
     uint64_t exclusive_owner = o.exclusive ? owner : 0;
+    if (o.features.type == QueueType::stream && !broker_.durability().enabled())
+        return amqp_error(reply::precondition_failed, "queue '" + std::string(name) + "' in vhost '" + name_ +
+                                                          "': a stream needs the durable store (no data directory)");
     auto q = std::make_shared<Queue>(*this, std::string(name), std::move(o), exclusive_owner, broker_.next_queue_id());
     queues_.emplace(std::string(name), q);
     broker_.durability().put_queue(*this, *q);

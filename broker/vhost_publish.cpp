@@ -66,10 +66,11 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
                 e.expires_ms = q->expiry_for(*msg, now_ms);
             }
             publish_targets_.push_back(e);
-            if (persist && q->durable()) publish_entries_.push_back(e);
+            if (q->stream()) result.stored = true;  // a stream stores every message itself
+            else if (persist && q->durable()) publish_entries_.push_back(e);
         }
         durability.store_message(msg, publish_entries_);
-        result.stored = !publish_entries_.empty();
+        result.stored = result.stored || !publish_entries_.empty();
         size_t next_stored = 0;
         for (const StoredEntry& t : publish_targets_) {
             bool stored = next_stored < publish_entries_.size() && publish_entries_[next_stored].queue == t.queue;

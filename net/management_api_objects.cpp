@@ -30,7 +30,7 @@ json::object queue_json(State& s, const broker::Queue& q) {
     json::object o;
     o["name"] = utf8(q.name());
     o["vhost"] = utf8(q.vhost().name());
-    o["type"] = "classic";
+    o["type"] = broker::queue_type_name(q.features().type);
     o["durable"] = q.durable();
     o["auto_delete"] = q.auto_delete();
     o["exclusive"] = q.exclusive();
@@ -42,6 +42,9 @@ json::object queue_json(State& s, const broker::Queue& q) {
     o["messages_ram"] = ready - q.paged_count();
     o["messages_paged_out"] = q.paged_count();
     o["message_bytes_ram"] = q.memory_bytes();
+    // Body bytes of the ready messages (a stream: the bytes it stores).
+    o["message_bytes"] = q.ready_bytes();
+    o["message_bytes_ready"] = q.ready_bytes();
     o["memory"] = sizeof(broker::Queue) + q.memory_bytes();
     o["consumers"] = q.consumer_count();
     o["state"] = "running";

@@ -528,6 +528,20 @@ bool Store::get(Column c, std::string_view key, std::string& value, bool fill_ca
     return s.ok();
 }
 
+bool Store::floor(Column c, std::string_view lower, std::string_view at, std::string& key, std::string& value) const {
+    if (!impl_->db) return false;
+    rocksdb::ReadOptions ro;
+    rocksdb::Slice lo(lower.data(), lower.size());
+    ro.iterate_lower_bound = &lo;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->columns[static_cast<size_t>(c)]));
+    it->SeekForPrev(rocksdb::Slice(at.data(), at.size()));
+    if (!it->Valid()) return false;
+    key.assign(it->key().data(), it->key().size());
+    value.assign(it->value().data(), it->value().size());
+    return true;
+}
+
 const std::string& Store::path() const { return impl_->options.path; }
 
 void Store::set_batch_listener(BatchListener listener) {

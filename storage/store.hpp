@@ -169,6 +169,9 @@ public:
     // `fill_cache` false: a value read once (a message going back to
     // memory) does not push what is read often out of the block cache.
     bool get(Column c, std::string_view key, std::string& value, bool fill_cache = true) const;
+    // The last key in [lower, at] and its value (one seek backwards): the
+    // record holding a position when keys name where records start.
+    bool floor(Column c, std::string_view lower, std::string_view at, std::string& key, std::string& value) const;
 
     // The data in [begin, end) of `msgs` is deleted (a queue deleted or
     // drained): a background thread flushes the memtable and compacts that

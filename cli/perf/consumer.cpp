@@ -22,6 +22,12 @@ void Consumer::start() {
         m::BasicConsume c;
         c.queue = q;
         c.no_ack = o_.autoack;
+        if (o_.stream) {
+            const std::string& off = o_.stream_offset;
+            const bool number = !off.empty() && off.find_first_not_of("0123456789") == std::string::npos;
+            if (number) c.arguments.set("x-stream-offset", static_cast<int64_t>(std::stoll(off)));
+            else c.arguments.set("x-stream-offset", off);
+        }
         amqp::write_method(out(), 1, c);
     }
     flush();

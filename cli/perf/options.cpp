@@ -22,6 +22,7 @@ std::vector<std::string> PerfOptions::queue_names() const {
 
 int PerfOptions::deliveries_per_message() const {
     if (rpc) return 1;
+    if (stream) return consumers;  // every reader reads every message
     if (exchange_type == ExchangeType::fanout) return queues;
     // every queue is bound with the one routing key, so each message reaches all
     if (routing_key && !exchange.empty()) return queues;
@@ -172,6 +173,11 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
          "RPC where every call declares its own exclusive, auto-delete reply queue and cancels its consumer "
          "(which deletes the queue) once the reply is in; implies --rpc")
         ("backlog", po::value(&o.backlog)->default_value(0), "fill this many messages (with confirms, no consumer), then drain them")
+        ("stream", po::bool_switch(&o.stream),
+         "the queues are streams (x-queue-type stream, durable): every consumer reads every message of every "
+         "queue from --stream-offset (needs --prefetch; with --backlog: a replay)")
+        ("stream-offset", po::value(&o.stream_offset)->default_value(o.stream_offset),
+         "x-stream-offset of stream consumers: first, last, next or an offset")
         ("consumer-delay", po::value(&o.consumer_delay_s)->default_value(0),
          "consumers start this many seconds after the producers: a head start that makes the queues deep "
          "(consume rate counts from their start)")
@@ -244,6 +250,13 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
     if (o.backlog) {
         if (o.producers < 1 || o.consumers < 1) return fail("--backlog needs producers and consumers");
         if (o.confirm == 0) o.confirm = 1000;
+    }
+    if (o.stream) {
+        if (o.rpc || o.autoack || o.prefetch == 0)
+            return fail("--stream needs consumers with --prefetch and manual acks (no --autoack, no --rpc)");
+        if (o.exchange_type == ExchangeType::fanout || (o.routing_key && !o.exchange.empty()))
+            return fail("--stream: one queue per producer's routing key (no fanout or shared routing key)");
+        o.persistent = true;  // a stream is durable
     }
     if (o.time_s == 0 && o.pmessages == 0 && o.backlog == 0) o.time_s = 10;
     if (o.consumer_delay_s > 0 && o.time_s > 0 && o.consumer_delay_s >= o.time_s)

@@ -46,6 +46,10 @@ struct PerfOptions {
     bool rpc_direct = false;
     bool rpc_queue_per_call = false;
     uint64_t backlog = 0;         // 0 = off
+    // Streams (x-queue-type stream, durable): every consumer reads every
+    // queue from stream_offset ("first", "last", "next" or a number).
+    bool stream = false;
+    std::string stream_offset = "first";
     double consumer_delay_s = 0;  // consumers start this long after the producers (the queue grows meanwhile)
     int threads = 1;
     bool json = false;

@@ -134,7 +134,9 @@ void Runner::add_consumers() {
     const size_t n = static_cast<size_t>(o_.consumers);
     for (size_t j = 0; j < n; ++j) {
         std::vector<std::string> mine;
-        for (size_t q = j % queues.size(); q < queues.size(); q += n) mine.push_back(queues[q]);
+        if (o_.stream) mine = queues;  // a stream is read whole by every reader
+        else
+            for (size_t q = j % queues.size(); q < queues.size(); q += n) mine.push_back(queues[q]);
         if (mine.empty()) mine.push_back(queues[j % queues.size()]);
         const std::string name = (o_.rpc ? "rpc-server-" : "consumer-") + std::to_string(j + 1);
         if (o_.rpc) consumers_.push_back(add_client<RpcServer>(o_, name, std::move(mine)));

@@ -50,6 +50,7 @@ void TopologySetup::on_channel_open() {
         m::QueueDeclare d;
         d.queue = q;
         d.durable = o_.persistent;
+        if (o_.stream) d.arguments.set("x-queue-type", std::string("stream"));
         add_step(d);
         if (!use_exchange) continue;
         m::QueueBind b;

@@ -522,13 +522,12 @@ def test_quorum_delivery_limit_dead_letters_poison_message(connect):
     ch.queue_delete(queue=q)
 
 
-def test_stream_queues_are_refused(connect, broker):
-    if broker.external:
-        pytest.skip("RabbitMQ has streams; Sluice refuses them until it does")
+def test_stream_queues_follow_quorum_declare_rules(connect, broker):
+    # (Streams themselves: test_streams.py.)
     ch = connect().channel()
-    text = expect_close(406, ch.queue_declare, queue=unique("sq"), durable=True,
+    text = expect_close(406, ch.queue_declare, queue=unique("sq"), durable=False,
                         arguments={"x-queue-type": "stream"})
-    assert "stream" in text
+    assert "non-durable" in text
 
 
 def test_queue_types(connect):

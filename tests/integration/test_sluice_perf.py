@@ -74,6 +74,16 @@ def test_counted_confirmed_persistent_run_delivers_everything(broker):
 
 
 @pytest.mark.deadline(60)
+def test_stream_backlog_is_replayed_by_every_reader(broker):
+    # --stream: every consumer reads the whole stream from first; nothing is consumed away
+    s, _ = run_perf(broker, "--stream", "--backlog", "3000", "--consumers", "3", "--prefetch", "100",
+                    "--multi-ack-every", "10", "--size", "64")
+    assert s["confirmed"] == 3000 and s["nacked"] == 0
+    assert s["received"] == 9000 and s["missing"] == 0
+    assert s["queue_depth"] == 3000
+
+
+@pytest.mark.deadline(60)
 def test_queue_depth_at_the_end_is_what_the_producer_left(broker):
     # no consumer: every message published stays queued, and the broker's count is reported
     s, out = run_perf(broker, "--time", "1", "--rate", "2000", "--consumers", "0")

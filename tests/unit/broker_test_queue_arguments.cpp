@@ -77,8 +77,30 @@ TEST(QueueArguments, RefusesBadValuesAsRabbitMQWordsThem) {
 }
 
 TEST(QueueArguments, QueueTypes) {
-    EXPECT_NE(error_text(table({{"x-queue-type", "stream"}}), true).find("'stream' is not supported"),
-              std::string::npos);
+    // A stream: durable, x-max-age and the segment size parsed, what it does not do refused.
+    EXPECT_EQ(error_text(table({{"x-queue-type", "stream"}}), false),
+              "invalid property 'non-durable' for queue 'q' in vhost '/'");
+    auto stream = parse(table({{"x-queue-type", "stream"},
+                               {"x-max-age", "7D"},
+                               {"x-max-length-bytes", int64_t(1) << 30},
+                               {"x-stream-max-segment-size-bytes", int32_t(1000000)}}),
+                        true);
+    ASSERT_TRUE(std::holds_alternative<QueueArguments>(stream));
+    EXPECT_EQ(std::get<QueueArguments>(stream).type, broker::QueueType::stream);
+    EXPECT_EQ(std::get<QueueArguments>(stream).max_age_ms, uint64_t{7} * 86400 * 1000);
+    EXPECT_EQ(std::get<QueueArguments>(stream).max_length_bytes, uint64_t(1) << 30);
+    EXPECT_EQ(std::get<QueueArguments>(stream).segment_bytes, 1000000u);
+    EXPECT_EQ(error_text(table({{"x-queue-type", "stream"}, {"x-max-age", "7 days"}}), true),
+              "invalid arg 'x-max-age' for queue 'q' in vhost '/': {invalid_max_age,<<\"7 days\">>}");
+    EXPECT_EQ(error_text(table({{"x-queue-type", "stream"}, {"x-max-length", int32_t(10)}}), true),
+              "invalid arg 'x-max-length' for queue 'q' in vhost '/' of queue type rabbit_stream_queue");
+    EXPECT_EQ(broker::parse_stream_duration_ms("1h"), 3600000u);
+    EXPECT_EQ(broker::parse_stream_duration_ms("30m"), 1800000u);
+    EXPECT_EQ(broker::parse_stream_duration_ms("10s"), 10000u);
+    EXPECT_EQ(broker::parse_stream_duration_ms("1Y"), uint64_t{365} * 86400 * 1000);
+    EXPECT_FALSE(broker::parse_stream_duration_ms("h"));
+    EXPECT_FALSE(broker::parse_stream_duration_ms("0s"));
+    EXPECT_FALSE(broker::parse_stream_duration_ms("5w"));
     EXPECT_EQ(error_text(table({{"x-queue-type", "quorum"}}), false),
               "invalid property 'non-durable' for queue 'q' in vhost '/'");
     auto quorum = parse(table({{"x-queue-type", "quorum"}, {"x-delivery-limit", int32_t(3)}}), true);
