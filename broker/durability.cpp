@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "broker/broker.hpp"
+#include "broker/delayed_messages.hpp"
 #include "broker/executor.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
@@ -125,6 +126,7 @@ void Durability::change_log(uint64_t queue_id, Op op, bool create) {
 constexpr uint64_t kReclaimBytes = 4u << 20;
 
 void Durability::flush_logs(storage::Batch& batch) {
+    flush_delay_logs(batch);
     for (uint64_t id : dirty_logs_) {
         auto it = logs_.find(id);
         if (it == logs_.end()) continue;
@@ -206,9 +208,104 @@ void Durability::put_exchange(const VHost& v, const Exchange& e) {
 }
 
 void Durability::remove_exchange(const VHost& v, const Exchange& e) {
-    if (!store_ || !e.durable()) return;
+    if (!store_) return;
+    if (const DelayedMessages* d = e.delayed(); d && d->log_id() != 0) {
+        const uint64_t id = d->log_id();
+        delay_logs_.erase(id);  // a dirty entry left in dirty_delay_logs_ finds nothing
+        batch().remove(Column::meta, storage::records::delay_log_key(v.name(), e.name()));
+        batch().remove_range(Column::msgs, storage::message_key_of(id, 0), storage::message_key_of(queue_upper(id), 0));
+        if (d->count() > 0) reclaims_.push_back(id);
+        schedule_commit();
+    }
+    if (!e.durable()) return;
     batch().remove(Column::meta, storage::records::exchange_key(v.name(), e.name()));
     schedule_commit();
+}
+
+void Durability::put_delay_log(const VHost& v, const Exchange& e, uint64_t id) {
+    if (!store_ || !e.durable()) return;
+    DelayLogRecord& r = delay_logs_[id];
+    r.key = storage::records::delay_log_key(v.name(), e.name());
+    if (const DelayedMessages* d = e.delayed()) {
+        r.messages = d->count();
+        r.next_seq = d->next_seq();
+    }
+    if (recovering_) return;
+    batch().put(Column::meta, r.key, storage::records::delay_log_value(id, r.messages, r.next_seq));
+    schedule_commit();
+}
+
+void Durability::delay_log_changed(uint64_t id, uint64_t messages, uint64_t next_seq) {
+    auto it = delay_logs_.find(id);
+    if (it == delay_logs_.end()) return;  // not durable
+    it->second.messages = messages;
+    it->second.next_seq = next_seq;
+    if (!it->second.dirty) {
+        it->second.dirty = true;
+        dirty_delay_logs_.push_back(id);
+    }
+    schedule_commit();
+}
+
+void Durability::flush_delay_logs(storage::Batch& batch) {
+    for (uint64_t id : dirty_delay_logs_) {
+        auto it = delay_logs_.find(id);
+        if (it == delay_logs_.end() || !it->second.dirty) continue;
+        it->second.dirty = false;
+        batch.put(Column::meta, it->second.key,
+                  storage::records::delay_log_value(id, it->second.messages, it->second.next_seq));
+    }
+    dirty_delay_logs_.clear();
+}
+
+void Durability::hold_delayed(uint64_t id, uint64_t due_ms, uint64_t seq, const Message& m) {
+    if (!store_) return;
+    std::string& value = scratch_;
+    value.clear();
+    storage::records::append_message_header(value, m.exchange(), m.routing_key(), m.properties().size());
+    batch().put(Column::msgs, storage::records::delayed_key(id, due_ms, seq), {value, m.properties(), m.body()});
+    schedule_commit();
+}
+
+void Durability::release_delayed(uint64_t id, uint64_t due_ms, uint64_t seq) {
+    if (!store_) return;
+    batch().remove(Column::msgs, storage::records::delayed_key(id, due_ms, seq));
+    schedule_commit();
+}
+
+void Durability::read_delayed_off_thread(uint64_t id, uint64_t due_ms, uint64_t seq, size_t max_count,
+                                         size_t max_bytes, std::function<void(DelayedRead&)> done) {
+    if (!store_) return;
+    // After the sync: every message held so far is in the database, so the
+    // read cannot miss one that left memory before it started.
+    after_sync([this, alive = std::weak_ptr<bool>(alive_), id, due_ms, seq, max_count, max_bytes,
+                done = std::move(done)](bool) mutable {
+        if (alive.expired() || !store_) return;
+        auto read = std::make_shared<DelayedRead>();
+        store_->read_off_thread([store = store_, executor = executor_, alive, read, id, due_ms, seq, max_count,
+                                 max_bytes, done = std::move(done)] {
+            size_t bytes = 0;
+            bool stopped = false;
+            store->scan(Column::msgs, storage::records::delayed_key(id, due_ms, seq),
+                        storage::message_key_of(queue_upper(id), 0), [&](std::string_view key, std::string_view value) {
+                            if (read->entries.size() >= max_count || bytes >= max_bytes) {
+                                stopped = true;
+                                return false;
+                            }
+                            storage::records::DelayedKey k;
+                            MessagePtr m = decode_message(value);
+                            if (storage::records::decode_delayed_key(key, k) && m) {
+                                bytes += value.size();
+                                read->entries.push_back({k.due_ms, k.seq, std::move(m)});
+                            }
+                            return true;
+                        });
+            read->exhausted = !stopped;
+            executor->post([alive, read, done] {
+                if (!alive.expired()) done(*read);
+            });
+        });
+    });
 }
 
 void Durability::put_queue(const VHost& v, const Queue& q) {
@@ -458,6 +555,12 @@ RecoveryStats Durability::recover(Broker& broker) {
     });
 
     std::vector<std::shared_ptr<Queue>> queues;
+    struct RecoveredDelayLog {
+        DelayedMessages* delayed;
+        uint64_t id, messages, next_seq;
+    };
+    std::vector<RecoveredDelayLog> delayed;
+    std::vector<uint64_t> delayed_ids;
     rec::queues(*store_, [&](const storage::records::QueueRecord& r) {
         QueueOptions o;
         o.durable = true;
@@ -477,6 +580,24 @@ RecoveryStats Durability::recover(Broker& broker) {
         ++st.bindings;
     });
 
+    // Delayed exchanges' logs: their counts; the messages stay in the store
+    // until their window is read back.
+    rec::delay_logs(*store_, [&](const storage::records::DelayLogRecord& r) {
+        VHost* vhost = broker.find_vhost(r.vhost);
+        Exchange* ex = vhost ? vhost->find_exchange(r.exchange) : nullptr;
+        DelayedMessages* d = ex && ex->durable() ? ex->delayed() : nullptr;
+        if (!d || d->log_id() != 0) {  // its exchange is gone: the log goes (remove_other_queues)
+            batch().remove(Column::meta, storage::records::delay_log_key(r.vhost, r.exchange));
+            return;
+        }
+        broker.saw_queue_id(r.id);
+        delay_logs_[r.id].key = storage::records::delay_log_key(r.vhost, r.exchange);
+        delay_logs_[r.id].messages = r.messages;
+        delay_logs_[r.id].next_seq = r.next_seq;
+        delayed_ids.push_back(r.id);
+        delayed.push_back({d, r.id, r.messages, r.next_seq});
+    });
+
     // Shared bodies first: which exist (an entry pointing at one that does
     // not is a lost message, and says so).
     rec::Bodies stored = rec::bodies(*store_);
@@ -489,7 +610,7 @@ RecoveryStats Durability::recover(Broker& broker) {
     // one Message; their reference counts are rebuilt from the entries.
     // Page entries (transient, of an older version) are dropped.
     std::unordered_map<uint64_t, MessagePtr> bodies;
-    std::vector<uint64_t> queue_ids;
+    std::vector<uint64_t> queue_ids = delayed_ids;
     for (const auto& q : queues) {
         queue_ids.push_back(q->id());
         auto& log = logs_[q->id()];
@@ -540,6 +661,7 @@ RecoveryStats Durability::recover(Broker& broker) {
     in_flight_logs_.clear();  // recovered chunks hold no pending bytes
     bodies.clear();
     for (const auto& q : queues) q->start();  // TTL and x-expires timers
+
     // Shared bodies no entry refers to any more (left by a crash between an
     // entry's removal and its body's, or by a path that missed a release).
     for (uint64_t id : stored_bodies)
@@ -553,6 +675,16 @@ RecoveryStats Durability::recover(Broker& broker) {
         store_->commit_now(std::move(cleanup));
     }
     recovering_ = false;
+    // Durable delayed exchanges: their windows are read back (now that the
+    // cleanup is written) and what is due is routed; one without a log
+    // gets a new one.
+    for (const RecoveredDelayLog& r : delayed) r.delayed->recover(r.id, r.messages, r.next_seq);
+    for (VHost* vhost : broker.vhosts())
+        for (const auto& [name, ex] : vhost->exchanges())
+            if (DelayedMessages* d = ex->delayed(); d && d->log_id() == 0) {
+                d->set_log(broker.next_queue_id());
+                put_delay_log(*vhost, *ex, d->log_id());
+            }
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return st;
 }
