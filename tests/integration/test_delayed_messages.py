@@ -369,3 +369,68 @@ def test_200k_delayed_messages_stay_in_bounded_memory(fresh_broker):
     grew = (peak[0] - idle) / 2**20
     print("idle RSS %.1f MiB, peak %.1f MiB (+%.1f) with %d delayed" % (idle / 2**20, peak[0] / 2**20, grew, n))
     assert grew < 40, "RSS grew %.1f MiB holding %d delayed messages" % (grew, n)
+
+
+def test_a_delayed_exchange_behind_an_exchange_to_exchange_binding_holds_too(connect):
+    """As RabbitMQ, which calls each exchange's type on the way: a message
+    reaching a delayed exchange through an exchange-to-exchange binding is
+    held there; the front exchange's other bindings route it at once."""
+    conn = connect()
+    ch = conn.channel()
+    front, dx = unique("fx"), unique("dx")
+    ch.exchange_declare(exchange=front, exchange_type="fanout")
+    declare_delayed(ch, dx)
+    ch.exchange_bind(destination=dx, source=front)
+    now_q = bound_queue(ch, front)
+    later_q = bound_queue(ch, dx, "k")
+    t0 = time.time()
+    ch.basic_publish(front, "k", b"m", props(400))
+    wait_for(lambda: ch.queue_declare(queue=now_q, passive=True).method.message_count == 1, timeout=5)
+    assert ch.queue_declare(queue=later_q, passive=True).method.message_count == 0
+    got = collect(conn, ch, later_q, 1, timeout=5)
+    assert [b for _, b, _ in got] == [b"m"]
+    assert got[0][0] >= t0 + 0.4 - MS
+
+
+def test_api_declare_checks_x_delayed_type(broker):
+    api = Api(broker.http_port)
+    ex = unique("dx")
+    r = api.put("/api/exchanges/%2F/" + ex, {"type": "x-delayed-message", "arguments": {}})
+    assert r.status == 400, r
+    assert "x-delayed-type" in r.json["reason"]
+    r = api.put("/api/exchanges/%2F/" + ex, {"type": "x-delayed-message", "arguments": {"x-delayed-type": "topic"}})
+    assert r.status in (201, 204), r
+    assert api.get("/api/exchanges/%2F/" + ex).json["messages_delayed"] == 0
+    assert api.delete("/api/exchanges/%2F/" + ex).status == 204
+
+
+def test_held_messages_of_a_durable_exchange_survive_a_restart_transient_ones_too(fresh_broker):
+    """A durable exchange keeps its held messages across a restart, the
+    transient ones too once their batch synced (as the plugin's disc table);
+    a non-durable exchange and its held messages are gone."""
+    b = fresh_broker
+    conn = b.pika()
+    ch = conn.channel()
+    declare_delayed(ch, "keep", durable=True)
+    declare_delayed(ch, "gone", durable=False)
+    q = unique("dq")
+    ch.queue_declare(queue=q, durable=True)
+    ch.queue_bind(queue=q, exchange="keep", routing_key="k")
+    t0 = time.time()   # before the publishes: their due times are later than t0 + 1.5 s
+    ch.basic_publish("keep", "k", b"persistent", props(1500, persistent=True))
+    ch.basic_publish("keep", "k", b"transient", props(1500))
+    ch.basic_publish("gone", "k", b"lost", props(1500, persistent=True))
+    ch.exchange_declare(exchange="barrier", exchange_type="fanout", durable=True)  # answered once synced
+    conn.close()
+    b.kill9()
+    b.start()
+    api = Api(b.http_port)
+    assert api.get("/api/exchanges/%2F/keep").json["messages_delayed"] == 2
+    assert api.get("/api/exchanges/%2F/gone").status == 404
+    conn = b.pika()
+    ch = conn.channel()
+    got = collect(conn, ch, q, 2, timeout=10)
+    assert [bd for _, bd, _ in got] == [b"persistent", b"transient"]
+    assert all(t >= t0 + 1.5 - MS for t, _, _ in got)
+    assert api.get("/api/exchanges/%2F/keep").json["messages_delayed"] == 0
+    conn.close()
