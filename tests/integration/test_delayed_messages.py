@@ -333,11 +333,13 @@ def publish_pipelined(b, exchange, key, n, delay_of, dues, persistent=True, wind
 
 @pytest.mark.deadline(240)
 def test_200k_delayed_messages_stay_in_bounded_memory(fresh_broker):
-    """200k persistent delayed messages (100-byte bodies, due in 10 minutes)
-    held by a durable exchange: held in the store, only a window in memory.
-    In memory they would be at least 200k x ~250 B = 48 MiB; the bound is
-    the idle RSS + 40 MiB (the window is at most 8 MiB of messages; the rest
-    is RocksDB's memtables, block cache and the publish path's buffers)."""
+    """200k persistent delayed messages (64-byte bodies, due in 10 minutes)
+    held by a durable exchange: in the store, only a window in memory. With
+    the window made unlimited (--queue-memory-messages 1e8, -bytes 1e10) the
+    broker's RSS grew 67 MiB over idle; with the default window (8,192
+    messages, 8 MiB) it grew 14 MiB (RocksDB's memtables and block cache, the
+    window, the publish path's buffers). The bound, 35 MiB, fails the first
+    and leaves the second room on a busy machine."""
     b = fresh_broker
     n = 50000 if sanitized_build() else 200000
     api = Api(b.http_port)
@@ -368,7 +370,7 @@ def test_200k_delayed_messages_stay_in_bounded_memory(fresh_broker):
     assert x["messages_delayed"] == n
     grew = (peak[0] - idle) / 2**20
     print("idle RSS %.1f MiB, peak %.1f MiB (+%.1f) with %d delayed" % (idle / 2**20, peak[0] / 2**20, grew, n))
-    assert grew < 40, "RSS grew %.1f MiB holding %d delayed messages" % (grew, n)
+    assert grew < 35, "RSS grew %.1f MiB holding %d delayed messages" % (grew, n)
 
 
 def test_a_delayed_exchange_behind_an_exchange_to_exchange_binding_holds_too(connect):
