@@ -11,10 +11,12 @@ generously (the machine is shared).
 """
 
 import decimal
+import re
 import random
 import struct
 import threading
 import time
+import urllib.request
 
 import pika
 import pytest
@@ -205,6 +207,10 @@ def test_api_shows_type_and_messages_delayed_and_delete_drops_them(broker, conne
     assert x["type"] == "x-delayed-message"
     assert x["arguments"] == {"x-delayed-type": "topic"}
     assert x["messages_delayed"] == 5
+    if broker.prometheus_port:
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % broker.prometheus_port, timeout=5).read().decode()
+        value = re.search(r"^sluice_messages_delayed (\S+)$", text, re.M)
+        assert value and float(value.group(1)) >= 5, "sluice_messages_delayed: %r" % (value and value.group(0))
     defs = api.get("/api/definitions").json
     mine = [e for e in defs["exchanges"] if e["name"] == ex]
     assert mine and mine[0]["type"] == "x-delayed-message"
