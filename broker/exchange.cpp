@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "broker/amqp_error.hpp"
-
 #include "broker/delayed_messages.hpp"
 #include "broker/headers_match.hpp"
 #include "broker/queue.hpp"
@@ -49,8 +48,14 @@ std::optional<int64_t> x_delay(const amqp::FieldTable* headers) {
     const amqp::FieldValue* v = headers ? headers->find("x-delay") : nullptr;
     if (!v) return std::nullopt;
     if (auto i = v->as_int()) return *i;
-    if (const auto* f = std::get_if<float>(&v->v)) return std::isfinite(*f) && std::fabs(*f) < 1e18 ? std::optional<int64_t>(int64_t(*f)) : std::nullopt;
-    if (const auto* d = std::get_if<double>(&v->v)) return std::isfinite(*d) && std::fabs(*d) < 1e18 ? std::optional<int64_t>(int64_t(*d)) : std::nullopt;
+    // A float or double is truncated (Erlang's trunc/1); NaN, infinities and
+    // values past any delay are no delay.
+    auto truncated = [](double x) -> std::optional<int64_t> {
+        if (!std::isfinite(x) || std::fabs(x) >= 1e18) return std::nullopt;
+        return static_cast<int64_t>(x);
+    };
+    if (const auto* f = std::get_if<float>(&v->v)) return truncated(*f);
+    if (const auto* d = std::get_if<double>(&v->v)) return truncated(*d);
     if (const auto* d = std::get_if<amqp::Decimal>(&v->v)) {
         int64_t value = d->value;
         for (uint8_t i = 0; i < d->scale && value != 0; ++i) value /= 10;
@@ -135,7 +140,7 @@ Exchange::Exchange(std::string name, ExchangeType type, bool durable, bool auto_
     // Declares were validated (VHost::declare_exchange); a stored exchange
     // was valid when declared.
     if (type_ == ExchangeType::delayed && parse_delayed_type(arguments_, routing_type_).code != 0)
-        routing_type_ = ExchangeType::direct;  // not stored so; a definitions file may say anything
+        routing_type_ = ExchangeType::direct;  // declares are checked; only a damaged record gets here
     if (routing_type_ == ExchangeType::consistent_hash) parse_hash_source(arguments_, hash_source_);
 }
 
