@@ -374,11 +374,15 @@ Status Channel::settle_tags(uint64_t tag, bool multiple, Settlement how, uint64_
             unacked_.pop_front();
         }
     } else {
-        auto it = std::lower_bound(unacked_.begin(), unacked_.end(), tag,
-                                   [](const Unacked& u, uint64_t t) { return u.tag < t; });
+        // Consumers mostly ack in delivery order: the oldest first, no search.
+        auto it = !unacked_.empty() && unacked_.front().tag == tag
+                      ? unacked_.begin()
+                      : std::lower_bound(unacked_.begin(), unacked_.end(), tag,
+                                         [](const Unacked& u, uint64_t t) { return u.tag < t; });
         if (it == unacked_.end() || it->tag != tag) return unknown();
         settle_one(*it);
-        unacked_.erase(it);
+        if (it == unacked_.begin()) unacked_.pop_front();
+        else unacked_.erase(it);
     }
     // Settling frees credit (and requeues add work): let the queues deliver.
     for (const QueuePtr& q : touched_) q->dispatch();

@@ -409,9 +409,10 @@ PagedReadPtr Durability::read_spill_off_thread(const storage::SpillExtent& exten
     read->from_file = true;
     store_->read_off_thread([read, fd, extent, executor = executor_, alive = std::weak_ptr<bool>(alive_),
                              done = std::move(done)] {
-        std::string bytes;
-        if (storage::SpillFile::pread_extent(fd, extent, bytes)) decode_spilled(bytes, *read);
-        else read->ok = false;
+        if (auto bytes = storage::SpillFile::pread_extent(fd, extent))
+            decode_spilled(std::string_view(bytes.get(), extent.length), *read);
+        else
+            read->ok = false;
         finish_read(executor, alive, read, done);
     });
     return read;

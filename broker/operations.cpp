@@ -159,46 +159,79 @@ PublishResult publish_message(VHost& vhost, const Exchange& exchange, const Mess
     return r;
 }
 
-bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
-                  const std::function<void(const QueuedMessage&, size_t ready_left)>& visit) {
-    const bool no_ack = mode == GetAckMode::ack_requeue_false;
-    const bool requeue = mode == GetAckMode::ack_requeue_true || mode == GetAckMode::reject_requeue_true;
+namespace {
+
+// One HTTP get in progress: what it has taken so far, across reads.
+struct GetInProgress {
+    QueuePtr queue;
+    GetAckMode mode;
+    size_t count, max_bytes;
+    std::function<void(const QueuedMessage&, size_t)> visit;
+    std::function<void(bool)> done;
+    std::vector<QueuedMessage> got;
+    bool removed_stored = false;
+    size_t taken = 0, bytes = 0;
+};
+
+void continue_get(const std::shared_ptr<GetInProgress>& g) {
+    Queue& queue = *g->queue;
+    const bool no_ack = g->mode == GetAckMode::ack_requeue_false;
+    const bool requeue = g->mode == GetAckMode::ack_requeue_true || g->mode == GetAckMode::reject_requeue_true;
     BrokerStats& stats = queue.vhost().broker().stats();
     Durability& durability = queue.vhost().broker().durability();
     // Take them all first (a requeued message would come straight back),
     // then settle them as a consumer's reject would.
-    std::vector<QueuedMessage> got;
-    bool removed_stored = false;
-    size_t taken = 0, bytes = 0;
-    while (taken < count && bytes < max_bytes) {
+    while (g->taken < g->count && g->bytes < g->max_bytes) {
+        const bool ready = queue.head_ready_or_read([g, &durability] {
+            // Called back from the read's completion (or the queue's
+            // delete): go on after it, not inside it.
+            durability.post([g] { continue_get(g); });
+        });
+        if (!ready) return;
         auto qm = queue.get(no_ack);
         if (!qm) break;
-        ++taken;
-        bytes += qm->message->body_size();
-        visit(*qm, queue.ready_count());
+        ++g->taken;
+        g->bytes += qm->message->body_size();
+        g->visit(*qm, queue.ready_count());
         ++stats.messages_delivered;
         ++(no_ack ? stats.delivered_get_no_ack : stats.delivered_get_ack);
         if (qm->redelivered) ++stats.messages_redelivered;
         if (no_ack) {
             if (qm->stored && !queue.deleted()) {
                 durability.remove_entry(queue, qm->seq);
-                removed_stored = true;
+                g->removed_stored = true;
             }
             continue;
         }
-        got.push_back(std::move(*qm));
+        g->got.push_back(std::move(*qm));
     }
-    for (const auto& qm : got) {
+    for (const auto& qm : g->got) {
         ++stats.messages_rejected;
-        removed_stored = removed_stored || (!requeue && qm.stored);
+        g->removed_stored = g->removed_stored || (!requeue && qm.stored);
     }
     if (requeue) {
-        for (auto it = got.rbegin(); it != got.rend(); ++it) queue.requeue(std::move(*it));
+        for (auto it = g->got.rbegin(); it != g->got.rend(); ++it) queue.requeue(std::move(*it));
     } else {
-        for (auto& qm : got) queue.reject(std::move(qm));  // dead-lettered if the queue says so
+        for (auto& qm : g->got) queue.reject(std::move(qm));  // dead-lettered if the queue says so
     }
+    g->got.clear();
     queue.dispatch();
-    return removed_stored;
+    g->done(g->removed_stored);
+}
+
+}  // namespace
+
+void get_messages(const QueuePtr& queue, GetAckMode mode, size_t count, size_t max_bytes,
+                  std::function<void(const QueuedMessage&, size_t ready_left)> visit,
+                  std::function<void(bool removed_stored)> done) {
+    auto g = std::make_shared<GetInProgress>();
+    g->queue = queue;
+    g->mode = mode;
+    g->count = count;
+    g->max_bytes = max_bytes;
+    g->visit = std::move(visit);
+    g->done = std::move(done);
+    continue_get(g);
 }
 
 bool close_connection(Broker& broker, uint64_t connection, std::string_view reason) {

@@ -108,10 +108,14 @@ PublishResult publish_message(VHost& vhost, const Exchange& exchange, const Mess
 // message is dead-lettered), so none counts an ack.
 enum class GetAckMode { ack_requeue_true, ack_requeue_false, reject_requeue_true, reject_requeue_false };
 // Takes up to `count` messages (stopping past `max_bytes` of bodies), shows
-// each to `visit` with the ready count left, then settles them. Returns
-// whether a durable entry was removed (the answer waits for the sync).
-bool get_messages(Queue& queue, GetAckMode mode, size_t count, size_t max_bytes,
-                  const std::function<void(const QueuedMessage&, size_t ready_left)>& visit);
+// each to `visit` with the ready count left, then settles them and calls
+// `done` with whether a durable entry was removed (the answer waits for the
+// sync). A head on disk is read off the broker thread first (as basic.get
+// does): then `done` runs later, on the broker thread. A queue deleted
+// meanwhile ends the get with what it had taken.
+void get_messages(const QueuePtr& queue, GetAckMode mode, size_t count, size_t max_bytes,
+                  std::function<void(const QueuedMessage&, size_t ready_left)> visit,
+                  std::function<void(bool removed_stored)> done);
 
 // Closes connection `connection` (its id) from outside (the API):
 // connection.close with 320 CONNECTION_FORCED and `reason`. False if there

@@ -119,6 +119,10 @@ void Queue::page_out(QueuedMessage qm) {
         runs_.emplace_back();
         runs_.back().spilled = true;
         runs_.back().next_seq = qm.seq;
+        // Its bytes grow to about kRunBytes: one allocation, not a dozen
+        // doublings that copy them again (pages not yet written are not
+        // resident, so a run that stays short costs what it holds).
+        runs_.back().pending.reserve(kRunBytes + 4096);
     }
     PagedRun& run = runs_.back();
     run.last_seq = qm.seq;

@@ -79,7 +79,7 @@ json::object message_json(const broker::QueuedMessage& qm, size_t remaining, boo
 }
 
 // POST /api/queues/{vhost}/{name}/get
-void get_messages(State& s, const Request& r, broker::Queue& q, const Reply& reply) {
+void get_messages(State& s, const Request& r, const broker::QueuePtr& q, const Reply& reply) {
     json::object body;
     HttpResponse error;
     if (!parse_body(r, body, error)) return reply(error);
@@ -99,13 +99,15 @@ void get_messages(State& s, const Request& r, broker::Queue& q, const Reply& rep
         return reply(bad_request("'ackmode' must be ack_requeue_true, ack_requeue_false, reject_requeue_true or "
                                  "reject_requeue_false"));
     if (encoding != "auto" && encoding != "base64") return reply(bad_request("'encoding' must be auto or base64"));
-    json::array out;
-    bool removed_stored = broker::get_messages(q, mode, size_t(count), kMaxGetBytes,
-                                               [&](const broker::QueuedMessage& qm, size_t ready_left) {
-                                                   out.push_back(message_json(qm, ready_left, encoding == "base64",
-                                                                              truncate));
-                                               });
-    reply_when_synced(s, removed_stored, json_response(200, out), reply);
+    // The answer may come after a read of the queue's head from disk (the
+    // broker thread does not wait for it).
+    auto out = std::make_shared<json::array>();
+    broker::get_messages(
+        q, mode, size_t(count), kMaxGetBytes,
+        [out, base64 = encoding == "base64", truncate](const broker::QueuedMessage& qm, size_t ready_left) {
+            out->push_back(message_json(qm, ready_left, base64, truncate));
+        },
+        [&s, out, reply](bool removed_stored) { reply_when_synced(s, removed_stored, json_response(200, *out), reply); });
 }
 
 // POST /api/exchanges/{vhost}/{name}/publish
@@ -281,7 +283,7 @@ void handle_queues(State& s, const Request& r, const Reply& reply) {
     }
     // Get, as over AMQP, only on the owner's connection.
     if (broker::Status st = broker::check_exclusive_access(*q, 0)) return reply(from_amqp_error(*st));
-    return get_messages(s, r, *q, reply);
+    return get_messages(s, r, q, reply);
 }
 
 void handle_exchanges(State& s, const Request& r, const Reply& reply) {

@@ -20,14 +20,8 @@ constexpr uint64_t kMaxSeqSpan = 1u << 16;
 constexpr uint8_t kLegacyExpires = 0x80;
 
 void put_u64(std::string& out, uint64_t v) { append_u64_key(out, v); }
-void put_u32(std::string& out, uint32_t v) {
-    for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>(v >> (i * 8)));
-}
-uint32_t get_u32(std::string_view s, size_t at) {
-    uint32_t v = 0;
-    for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(s[at + i]);
-    return v;
-}
+void put_u32(std::string& out, uint32_t v) { append_u32_be(out, v); }
+uint32_t get_u32(std::string_view s, size_t at) { return read_u32_be(s, at); }
 
 std::string encode_bits(const std::vector<uint64_t>& bits) {
     std::string out;

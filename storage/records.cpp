@@ -14,9 +14,7 @@ void put_name(std::string& out, std::string_view s) {
     out.append(s);
 }
 
-void put_u32(std::string& out, uint32_t v) {
-    for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>(v >> (8 * i)));
-}
+void put_u32(std::string& out, uint32_t v) { append_u32_be(out, v); }
 
 // Reads what put_name and friends wrote; once a read runs past the end,
 // every later read fails too (ok() is false).
@@ -32,7 +30,7 @@ public:
     }
     uint32_t u32() {
         if (!need(4)) return 0;
-        const uint32_t v = static_cast<uint32_t>(read_u64_key(in_.substr(at_, 4)));
+        const uint32_t v = read_u32_be(in_, at_);
         at_ += 4;
         return v;
     }

@@ -148,18 +148,33 @@ bool SpillFile::locate(const SpillExtent& e, std::string& out, int& fd) const {
     return false;
 }
 
-bool SpillFile::pread_extent(int fd, const SpillExtent& e, std::string& out) {
-    out.clear();
-    if (fd < 0) return false;
-    out.resize(e.length);
+namespace {
+
+bool pread_all(int fd, char* to, const SpillExtent& e) {
     size_t got = 0;
     while (got < e.length) {
-        ssize_t r = ::pread(fd, out.data() + got, e.length - got, static_cast<off_t>(e.offset + got));
+        ssize_t r = ::pread(fd, to + got, e.length - got, static_cast<off_t>(e.offset + got));
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return false;
         got += static_cast<size_t>(r);
     }
     return true;
+}
+
+}  // namespace
+
+bool SpillFile::pread_extent(int fd, const SpillExtent& e, std::string& out) {
+    out.clear();
+    if (fd < 0) return false;
+    out.resize(e.length);
+    return pread_all(fd, out.data(), e);
+}
+
+std::unique_ptr<char[]> SpillFile::pread_extent(int fd, const SpillExtent& e) {
+    if (fd < 0) return nullptr;
+    std::unique_ptr<char[]> out(new char[e.length]);  // not zero-filled: the read overwrites every byte
+    if (!pread_all(fd, out.get(), e)) return nullptr;
+    return out;
 }
 
 void SpillFile::note_read(const SpillExtent& e, bool ok) {

@@ -70,6 +70,9 @@ public:
     // release it only after the read. note_read() counts the read (owner).
     bool locate(const SpillExtent& extent, std::string& out, int& fd) const;
     static bool pread_extent(int fd, const SpillExtent& extent, std::string& out);
+    // The same into a buffer of extent.length bytes that is not zero-filled
+    // first (a run is 128 KiB): null on an I/O error.
+    static std::unique_ptr<char[]> pread_extent(int fd, const SpillExtent& extent);
     void note_read(const SpillExtent& extent, bool ok);
     // The extent's bytes are no longer needed.
     void release(const SpillExtent& extent);

@@ -18,11 +18,7 @@
 
 namespace sluice::storage {
 
-void append_u64_key(std::string& out, uint64_t v) {
-    for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>(v >> (i * 8)));
-}
-
-uint64_t read_u64_key(std::string_view key, size_t offset) {
+uint64_t read_short_u64_key(std::string_view key, size_t offset) {
     uint64_t v = 0;
     for (size_t i = 0; i < 8 && offset + i < key.size(); ++i) v = (v << 8) | static_cast<uint8_t>(key[offset + i]);
     return v;

@@ -193,9 +193,35 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-// Big-endian u64 keys sort numerically.
-void append_u64_key(std::string& out, uint64_t v);
-uint64_t read_u64_key(std::string_view key, size_t offset = 0);
+// Big-endian integers: u64 keys sort numerically, and every record's
+// fixed-width fields use the same order. One append (or load) each, not a
+// byte at a time: they run for every message that pages out or back.
+inline void append_u64_key(std::string& out, uint64_t v) {
+    char b[8];
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (56 - 8 * i));  // compiles to bswap + store
+    out.append(b, 8);
+}
+inline void append_u32_be(std::string& out, uint32_t v) {
+    char b[4];
+    for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (24 - 8 * i));
+    out.append(b, 4);
+}
+// Reads 8 bytes at `offset`; a key that ends sooner reads as the value of
+// the bytes it has.
+uint64_t read_short_u64_key(std::string_view key, size_t offset);
+inline uint64_t read_u64_key(std::string_view key, size_t offset = 0) {
+    if (offset > key.size() || key.size() - offset < 8) return read_short_u64_key(key, offset);
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(key[offset + i]);  // a bswap'd load
+    return v;
+}
+// Reads 4 bytes at `offset`; 0 if `in` ends sooner.
+inline uint32_t read_u32_be(std::string_view in, size_t offset) {
+    if (offset > in.size() || in.size() - offset < 4) return 0;
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(in[offset + static_cast<size_t>(i)]);
+    return v;
+}
 // queue id | seq, the key of a queue entry in `msgs`.
 std::string message_key(uint64_t queue_id, uint64_t seq);
 // The same key without a heap allocation.

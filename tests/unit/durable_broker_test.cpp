@@ -8,11 +8,13 @@
 // The broker thread's executor is run by hand: settle() runs it until the
 // store is idle and nothing is left to run, so every "end of turn" and every
 // commit callback happens at a point the test chooses.
+#include <optional>
+
+#include "broker/operations.hpp"
 #include "tests/unit/durable_broker_fixture.hpp"
 
 namespace sluice::test {
 namespace {
-
 
 // Issue 12, item 1: a confirmed message routed to two durable queues shares
 // one stored body (8 KiB). An ack of one copy and the delete (or purge) of
@@ -537,6 +539,39 @@ TEST_F(DurableBrokerTest, AGetWaitingForAReadOfADeletedQueueGets404AndTheConnect
     ASSERT_TRUE(f.is<m::ChannelClose>()) << f.describe();
     EXPECT_EQ(f.get<m::ChannelClose>().reply_code, 404);
     c.expect<m::QueueDeclareOk>(2);  // the frame behind the get was parsed after it
+}
+
+// The management API's get (POST /api/queues/…/get) of a queue whose head
+// is on disk: as basic.get, the broker thread does not wait for the read —
+// the get takes what is in memory, goes on when the read is back, and
+// answers with every message in order. Before, get() read the store inline
+// and answered inside the call.
+TEST_F(DurableBrokerTest, AnApiGetOfAPagedHeadGoesOnWhenTheReadIsBack) {
+    config.queue_memory_messages = 8;
+    start();
+    TestClient& c = connect();
+    declare_durable_queue(c, "q");
+    c.batch([&] {
+        for (int i = 0; i < 100; ++i) c.publish(1, "", "q", "m" + std::to_string(i), persistent());
+    });
+    settle();
+    ASSERT_GT(queue("q")->paged_count(), 80u);
+    std::vector<std::string> got;
+    std::optional<bool> removed_stored;
+    broker::get_messages(
+        queue("q"), broker::GetAckMode::ack_requeue_false, 30, 1u << 20,
+        [&](const broker::QueuedMessage& qm, size_t) { got.push_back(std::string(qm.message->body())); },
+        [&](bool removed) { removed_stored = removed; });
+    EXPECT_FALSE(removed_stored.has_value()) << "answered inside the call, after " << got.size() << " messages";
+    EXPECT_LT(got.size(), 30u);
+    settle();
+    ASSERT_TRUE(removed_stored.has_value());
+    EXPECT_TRUE(*removed_stored);  // the answer waits for the removals' sync
+    ASSERT_EQ(got.size(), 30u);
+    for (int i = 0; i < 30; ++i) EXPECT_EQ(got[size_t(i)], "m" + std::to_string(i));
+    auto rest = drain(c, "q");
+    ASSERT_EQ(rest.size(), 70u);
+    EXPECT_EQ(rest.front().body, "m30");
 }
 
 class PagedReadDropTest : public DurableBrokerTest, public ::testing::WithParamInterface<bool> {};
