@@ -8,6 +8,7 @@
 #include "broker/delayed_messages.hpp"
 #include "broker/durability.hpp"
 #include "broker/exchange.hpp"
+#include "broker/sender_selected.hpp"
 #include "broker/vhost.hpp"
 #include "storage/records.hpp"
 
@@ -22,6 +23,9 @@ MessagePtr held_message(std::string_view value) {
     if (!storage::records::decode_message(value, p)) return nullptr;
     auto m = std::make_shared<Message>(p.exchange, p.routing_key, p.properties, p.body.size());
     m->append_body(p.body);
+    // Its CC keys again (the header stayed; BCC's were stripped at publish
+    // and kept in memory only, so they are gone).
+    apply_sender_selected(m);
     return m;
 }
 

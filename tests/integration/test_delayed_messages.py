@@ -414,8 +414,9 @@ def test_api_declare_checks_x_delayed_type(broker):
 
 def test_held_messages_of_a_durable_exchange_survive_a_restart_transient_ones_too(fresh_broker):
     """A durable exchange keeps its held messages across a restart, the
-    transient ones too once their batch synced (as the plugin's disc table);
-    a non-durable exchange and its held messages are gone."""
+    transient ones too once their batch synced (as the plugin's disc table),
+    and one read back routes by its CC header too; a non-durable exchange
+    and its held messages are gone."""
     b = fresh_broker
     conn = b.pika()
     ch = conn.channel()
@@ -427,18 +428,20 @@ def test_held_messages_of_a_durable_exchange_survive_a_restart_transient_ones_to
     t0 = time.time()   # before the publishes: their due times are later than t0 + 1.5 s
     ch.basic_publish("keep", "k", b"persistent", props(1500, persistent=True))
     ch.basic_publish("keep", "k", b"transient", props(1500))
+    ch.basic_publish("keep", "elsewhere", b"cc", props(1600, persistent=True, headers={"CC": ["k"]}))
     ch.basic_publish("gone", "k", b"lost", props(1500, persistent=True))
     ch.exchange_declare(exchange="barrier", exchange_type="fanout", durable=True)  # answered once synced
     conn.close()
     b.kill9()
     b.start()
     api = Api(b.http_port)
-    assert api.get("/api/exchanges/%2F/keep").json["messages_delayed"] == 2
+    assert api.get("/api/exchanges/%2F/keep").json["messages_delayed"] == 3
     assert api.get("/api/exchanges/%2F/gone").status == 404
     conn = b.pika()
     ch = conn.channel()
-    got = collect(conn, ch, q, 2, timeout=10)
-    assert [bd for _, bd, _ in got] == [b"persistent", b"transient"]
+    got = collect(conn, ch, q, 3, timeout=10)
+    # The third reaches q by its CC key, read back from the log after the restart.
+    assert [bd for _, bd, _ in got] == [b"persistent", b"transient", b"cc"]
     assert all(t >= t0 + 1.5 - MS for t, _, _ in got)
     assert api.get("/api/exchanges/%2F/keep").json["messages_delayed"] == 0
     conn.close()
