@@ -142,7 +142,8 @@ bool Broker::delete_vhost(std::string_view name) {
         if (!q->deleted()) v->delete_queue(q);
     std::vector<std::string> exchanges;
     for (const auto& [ename, e] : v->exchanges())
-        if (e->durable() && !ename.empty() && ename.substr(0, 4) != "amq.") exchanges.push_back(ename);
+        if ((e->durable() || e->delayed()) && !ename.empty() && ename.substr(0, 4) != "amq.")
+            exchanges.push_back(ename);  // a delayed one has a log to drop
     for (const std::string& e : exchanges) v->delete_exchange(e, false);
     access_.remove_vhost(name);
     parameters_.remove_vhost(name);

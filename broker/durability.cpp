@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "broker/broker.hpp"
+#include "broker/delayed_messages.hpp"
 #include "broker/executor.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
@@ -127,6 +128,7 @@ constexpr uint64_t kReclaimBytes = 4u << 20;
 
 void Durability::flush_logs(storage::Batch& batch) {
     flush_streams(batch);
+    flush_delay_logs(batch);
     for (uint64_t id : dirty_logs_) {
         auto it = logs_.find(id);
         if (it == logs_.end()) continue;
@@ -227,7 +229,16 @@ void Durability::put_exchange(const VHost& v, const Exchange& e) {
 }
 
 void Durability::remove_exchange(const VHost& v, const Exchange& e) {
-    if (!store_ || !e.durable()) return;
+    if (!store_) return;
+    if (const DelayedMessages* d = e.delayed(); d && d->log_id() != 0) {
+        const uint64_t id = d->log_id();
+        delay_logs_.erase(id);  // a dirty entry left in dirty_delay_logs_ finds nothing
+        batch().remove(Column::meta, storage::records::delay_log_key(v.name(), e.name()));
+        batch().remove_range(Column::msgs, storage::message_key_of(id, 0), storage::message_key_of(queue_upper(id), 0));
+        if (d->count() > 0) reclaims_.push_back(id);
+        schedule_commit();
+    }
+    if (!e.durable()) return;
     batch().remove(Column::meta, storage::records::exchange_key(v.name(), e.name()));
     schedule_commit();
 }
@@ -537,6 +548,12 @@ RecoveryStats Durability::recover(Broker& broker) {
     });
 
     std::vector<std::shared_ptr<Queue>> queues;
+    struct RecoveredDelayLog {
+        DelayedMessages* delayed;
+        uint64_t id, messages, next_seq;
+    };
+    std::vector<RecoveredDelayLog> delayed;
+    std::vector<uint64_t> delayed_ids;
     rec::queues(*store_, [&](const storage::records::QueueRecord& r) {
         QueueOptions o;
         o.durable = true;
@@ -556,6 +573,24 @@ RecoveryStats Durability::recover(Broker& broker) {
         ++st.bindings;
     });
 
+    // Delayed exchanges' logs: their counts; the messages stay in the store
+    // until their window is read back.
+    rec::delay_logs(*store_, [&](const storage::records::DelayLogRecord& r) {
+        VHost* vhost = broker.find_vhost(r.vhost);
+        Exchange* ex = vhost ? vhost->find_exchange(r.exchange) : nullptr;
+        DelayedMessages* d = ex && ex->durable() ? ex->delayed() : nullptr;
+        if (!d || d->log_id() != 0) {  // its exchange is gone: the log goes (remove_other_queues)
+            batch().remove(Column::meta, storage::records::delay_log_key(r.vhost, r.exchange));
+            return;
+        }
+        broker.saw_queue_id(r.id);
+        delay_logs_[r.id].key = storage::records::delay_log_key(r.vhost, r.exchange);
+        delay_logs_[r.id].messages = r.messages;
+        delay_logs_[r.id].next_seq = r.next_seq;
+        delayed_ids.push_back(r.id);
+        delayed.push_back({d, r.id, r.messages, r.next_seq});
+    });
+
     // Shared bodies first: which exist (an entry pointing at one that does
     // not is a lost message, and says so).
     rec::Bodies stored = rec::bodies(*store_);
@@ -568,7 +603,7 @@ RecoveryStats Durability::recover(Broker& broker) {
     // one Message; their reference counts are rebuilt from the entries.
     // Page entries (transient, of an older version) are dropped.
     std::unordered_map<uint64_t, MessagePtr> bodies;
-    std::vector<uint64_t> queue_ids;
+    std::vector<uint64_t> queue_ids = delayed_ids;
     for (const auto& q : queues) {
         queue_ids.push_back(q->id());
         if (auto it = streams_.find(q->id()); it != streams_.end()) {
@@ -626,6 +661,7 @@ RecoveryStats Durability::recover(Broker& broker) {
     in_flight_logs_.clear();  // recovered chunks hold no pending bytes
     bodies.clear();
     for (const auto& q : queues) q->start();  // TTL and x-expires timers
+
     // Shared bodies no entry refers to any more (left by a crash between an
     // entry's removal and its body's, or by a path that missed a release).
     for (uint64_t id : stored_bodies)
@@ -639,6 +675,16 @@ RecoveryStats Durability::recover(Broker& broker) {
         store_->commit_now(std::move(cleanup));
     }
     recovering_ = false;
+    // Durable delayed exchanges: their windows are read back (now that the
+    // cleanup is written) and what is due is routed; one without a log
+    // gets a new one.
+    for (const RecoveredDelayLog& r : delayed) r.delayed->recover(r.id, r.messages, r.next_seq);
+    for (VHost* vhost : broker.vhosts())
+        for (const auto& [name, ex] : vhost->exchanges())
+            if (DelayedMessages* d = ex->delayed(); d && d->log_id() == 0) {
+                d->set_log(broker.next_queue_id());
+                put_delay_log(*vhost, *ex, d->log_id());
+            }
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return st;
 }

@@ -82,6 +82,18 @@ struct PagedRead {
 };
 using PagedReadPtr = std::shared_ptr<PagedRead>;
 
+// Held messages of a delay log read back (Durability::read_delayed_off_thread),
+// in key order.
+struct DelayedRead {
+    struct Entry {
+        uint64_t due_ms;
+        uint64_t seq;
+        MessagePtr message;
+    };
+    std::vector<Entry> entries;
+    bool exhausted = false;  // the log has nothing after the last entry
+};
+
 // Messages of at least this many body bytes routed to several durable
 // queues are stored once and referenced by each entry.
 inline constexpr size_t kSharedBodyMin = 4096;
@@ -132,6 +144,21 @@ public:
     // The entry is gone for good (acked, rejected, dropped). Idempotent for
     // the entry's shared-body reference.
     void remove_entry(const Queue& queue, uint64_t seq);
+
+    // The delay logs of x-delayed-message exchanges (delayed_messages.hpp):
+    // one key per held message in `msgs`. A durable exchange's log has a
+    // 'd' record (id, messages, next seq), put here and rewritten with
+    // every batch that changes its count; remove_exchange() drops the log.
+    void put_delay_log(const VHost& vhost, const Exchange& exchange, uint64_t id);
+    void delay_log_changed(uint64_t id, uint64_t messages, uint64_t next_seq);
+    void hold_delayed(uint64_t id, uint64_t due_ms, uint64_t seq, const Message& message);
+    void release_delayed(uint64_t id, uint64_t due_ms, uint64_t seq);
+    // Reads up to max_count held messages (and about max_bytes) from key
+    // (due_ms, seq) on, on the store's read thread, once everything written
+    // so far is synced (so the read sees it). `done` runs on the broker
+    // thread; not at all once this Durability is gone.
+    void read_delayed_off_thread(uint64_t id, uint64_t due_ms, uint64_t seq, size_t max_count, size_t max_bytes,
+                                 std::function<void(DelayedRead&)> done);
 
     // Paging of messages that are not stored (transient, or in a non-durable
     // queue): they go to the spill file (storage/spill_file.hpp), in runs —
@@ -278,6 +305,17 @@ private:
     // Key ranges [begin, end) of dropped stream segments, compacted once written.
     std::vector<std::pair<std::string, std::string>> stream_reclaims_, in_flight_stream_reclaims_;
     void flush_streams(storage::Batch& batch);
+    // Durable delay logs by id: their 'd' record's key and the figures the
+    // next batch writes into it (dirty ones).
+    struct DelayLogRecord {
+        std::string key;
+        uint64_t messages = 0;
+        uint64_t next_seq = 1;
+        bool dirty = false;
+    };
+    std::unordered_map<uint64_t, DelayLogRecord> delay_logs_;
+    std::vector<uint64_t> dirty_delay_logs_;
+    void flush_delay_logs(storage::Batch& batch);
     size_t backlog_limit_ = SIZE_MAX;
     std::function<void()> on_caught_up_;
     std::function<void(const std::string&)> on_store_lost_;

@@ -1,7 +1,10 @@
 #include "broker/exchange.hpp"
 
 #include <algorithm>
+#include <cmath>
 
+#include "broker/amqp_error.hpp"
+#include "broker/delayed_messages.hpp"
 #include "broker/headers_match.hpp"
 #include "broker/queue.hpp"
 #include "net/amqp/properties.hpp"
@@ -14,6 +17,7 @@ bool parse_exchange_type(std::string_view name, ExchangeType& out) {
     else if (name == "topic") out = ExchangeType::topic;
     else if (name == "headers") out = ExchangeType::headers;
     else if (name == "x-consistent-hash") out = ExchangeType::consistent_hash;
+    else if (name == "x-delayed-message") out = ExchangeType::delayed;
     else return false;
     return true;
 }
@@ -25,8 +29,56 @@ std::string_view exchange_type_name(ExchangeType t) {
         case ExchangeType::topic: return "topic";
         case ExchangeType::headers: return "headers";
         case ExchangeType::consistent_hash: return "x-consistent-hash";
+        case ExchangeType::delayed: return "x-delayed-message";
     }
     return "direct";
+}
+
+DelayedTypeError parse_delayed_type(const amqp::FieldTable& arguments, ExchangeType& out) {
+    const amqp::FieldValue* v = arguments.find("x-delayed-type");
+    auto name = v && v->type_code() == 'S' ? v->as_string() : std::nullopt;
+    if (!name) return {reply::precondition_failed, "Invalid argument, 'x-delayed-type' must be an existing exchange type"};
+    if (*name == "x-delayed-message")
+        return {reply::precondition_failed, "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'"};
+    if (!parse_exchange_type(*name, out)) return {reply::command_invalid, "unknown exchange type '" + std::string(*name) + "'"};
+    return {};
+}
+
+std::optional<int64_t> x_delay(const amqp::FieldTable* headers) {
+    const amqp::FieldValue* v = headers ? headers->find("x-delay") : nullptr;
+    if (!v) return std::nullopt;
+    if (auto i = v->as_int()) return *i;
+    // A float or double is truncated (Erlang's trunc/1); NaN, infinities and
+    // values past any delay are no delay.
+    auto truncated = [](double x) -> std::optional<int64_t> {
+        if (!std::isfinite(x) || std::fabs(x) >= 1e18) return std::nullopt;
+        return static_cast<int64_t>(x);
+    };
+    if (const auto* f = std::get_if<float>(&v->v)) return truncated(*f);
+    if (const auto* d = std::get_if<double>(&v->v)) return truncated(*d);
+    if (const auto* d = std::get_if<amqp::Decimal>(&v->v)) {
+        int64_t value = d->value;
+        for (uint8_t i = 0; i < d->scale && value != 0; ++i) value /= 10;
+        return value;
+    }
+    if (const auto* s = std::get_if<std::string>(&v->v)) {
+        // Erlang's binary_to_integer: an optional sign, then digits. (The
+        // plugin fails the publish on anything else; here it is no delay.)
+        std::string_view t = *s;
+        bool negative = false;
+        if (!t.empty() && (t[0] == '+' || t[0] == '-')) {
+            negative = t[0] == '-';
+            t.remove_prefix(1);
+        }
+        if (t.empty() || t.size() > 18) return std::nullopt;
+        int64_t value = 0;
+        for (char c : t) {
+            if (c < '0' || c > '9') return std::nullopt;
+            value = value * 10 + (c - '0');
+        }
+        return negative ? -value : value;
+    }
+    return std::nullopt;
 }
 
 std::string parse_hash_source(const amqp::FieldTable& arguments, HashSource& out) {
@@ -78,6 +130,7 @@ Exchange::Exchange(std::string name, ExchangeType type, bool durable, bool auto_
                    amqp::FieldTable arguments)
     : name_(std::move(name)),
       type_(type),
+      routing_type_(type),
       durable_(durable),
       auto_delete_(auto_delete),
       internal_(internal),
@@ -86,7 +139,13 @@ Exchange::Exchange(std::string name, ExchangeType type, bool durable, bool auto_
         if (auto name = ae->as_string()) alternate_exchange_ = std::string(*name);
     // Declares were validated (VHost::declare_exchange); a stored exchange
     // was valid when declared.
-    if (type_ == ExchangeType::consistent_hash) parse_hash_source(arguments_, hash_source_);
+    if (type_ == ExchangeType::delayed && parse_delayed_type(arguments_, routing_type_).code != 0)
+        routing_type_ = ExchangeType::direct;  // declares are checked; only a damaged record gets here
+    if (routing_type_ == ExchangeType::consistent_hash) parse_hash_source(arguments_, hash_source_);
+}
+
+Exchange::~Exchange() {
+    if (delayed_) delayed_->detach();  // a timer or read still out finds it gone
 }
 
 bool Exchange::has_binding(Destination dest, std::string_view key) const {
@@ -99,7 +158,7 @@ bool Exchange::bind(Destination dest, std::string_view key, const amqp::FieldTab
         if (b.destination == dest && b.key == key && b.arguments == args) return false;
     bool indexed = has_binding(dest, key);
     bindings_.push_back(Binding{dest, std::string(key), args});
-    if (!indexed || type_ == ExchangeType::headers) index_add(bindings_.back());
+    if (!indexed || routing_type_ == ExchangeType::headers) index_add(bindings_.back());
     return true;
 }
 
@@ -126,7 +185,8 @@ std::vector<Binding> Exchange::unbind_all(Destination dest) {
 }
 
 void Exchange::index_add(const Binding& b) {
-    switch (type_) {
+    switch (routing_type_) {
+        case ExchangeType::delayed: break;  // never a routing type
         case ExchangeType::direct: direct_[b.key].push_back(b.destination); break;
         case ExchangeType::fanout: fanout_.push_back(b.destination); break;
         case ExchangeType::topic: topic_.add(b.key, b.destination); break;
@@ -152,7 +212,8 @@ void Exchange::index_remove(const Binding& b) {
         auto it = std::find(v.begin(), v.end(), d);
         if (it != v.end()) v.erase(it);
     };
-    switch (type_) {
+    switch (routing_type_) {
+        case ExchangeType::delayed: break;
         case ExchangeType::direct: {
             auto it = direct_.find(b.key);
             if (it == direct_.end()) break;
@@ -169,7 +230,8 @@ void Exchange::index_remove(const Binding& b) {
 
 void Exchange::route(std::string_view routing_key, const amqp::BasicProperties* properties,
                      std::vector<Destination>& out) const {
-    switch (type_) {
+    switch (routing_type_) {
+        case ExchangeType::delayed: break;
         case ExchangeType::direct: {
             // unordered_map<std::string> has no heterogeneous find in C++20's
             // default setup; routing keys are short, so the temporary is SSO.

@@ -2,7 +2,10 @@
 // direct = hash of routing keys, fanout = a list, topic = a word trie
 // (TopicMatcher), headers = a scan of the binding arguments, x-consistent-hash
 // = a weighted choice of one destination (ConsistentHashRing) by a hash of
-// the routing key, a header or a property.
+// the routing key, a header or a property. An x-delayed-message exchange
+// (RabbitMQ's rabbitmq_delayed_message_exchange) routes as the type its
+// `x-delayed-type` argument names, and holds messages with a positive
+// `x-delay` header until they are due (DelayedMessages, delayed_messages.hpp).
 //
 // A binding's identity is (destination, key, arguments), as in RabbitMQ: the
 // same queue bound twice with different arguments is two bindings.
@@ -12,6 +15,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <unordered_map>
 #include <string>
 #include <string_view>
@@ -29,6 +34,7 @@ namespace sluice::broker {
 
 class Queue;
 class Exchange;
+class DelayedMessages;
 
 // Where a binding leads: a queue or (exchange-to-exchange) another exchange.
 struct Destination {
@@ -43,9 +49,9 @@ struct DestinationHash {
 };
 
 // Stored as a number (Durability): append new types, never reorder.
-enum class ExchangeType : uint8_t { direct, fanout, topic, headers, consistent_hash };
-// "direct" → direct, …, "x-consistent-hash" → consistent_hash; false for an
-// unknown name.
+enum class ExchangeType : uint8_t { direct, fanout, topic, headers, consistent_hash, delayed };
+// "direct" → direct, …, "x-consistent-hash" → consistent_hash,
+// "x-delayed-message" → delayed; false for an unknown name.
 bool parse_exchange_type(std::string_view name, ExchangeType& out);
 std::string_view exchange_type_name(ExchangeType t);
 
@@ -62,6 +68,21 @@ std::string parse_hash_source(const amqp::FieldTable& arguments, HashSource& out
 // RabbitMQ's check of a binding key on an x-consistent-hash exchange: an
 // integer ≥ 1 (its weight). "" when valid, else the 406 text.
 std::string validate_hash_weight(std::string_view key, uint32_t& weight);
+// The plugin's checks of an x-delayed-message exchange's `x-delayed-type`:
+// the type it routes as (fills `out`), or the error (406 when it is missing,
+// not a string or x-delayed-message itself; 503 COMMAND_INVALID for an
+// unknown type, as RabbitMQ's rabbit_exchange:check_type).
+struct DelayedTypeError {
+    uint16_t code = 0;  // 0: valid
+    std::string text;
+};
+DelayedTypeError parse_delayed_type(const amqp::FieldTable& arguments, ExchangeType& out);
+// The `x-delay` header of a message as the plugin reads it: an integer of
+// any width, a float or decimal truncated, a string holding an integer.
+// Messages with a delay in (0, kMaxDelayMs] are held; others (none, 0,
+// negative, larger, not a number) are routed at once.
+std::optional<int64_t> x_delay(const amqp::FieldTable* headers);
+inline constexpr int64_t kMaxDelayMs = 4294967295;  // the plugin's bound (Erlang's longest timer)
 
 struct Binding {
     Destination destination;
@@ -73,9 +94,17 @@ class Exchange {
 public:
     Exchange(std::string name, ExchangeType type, bool durable, bool auto_delete, bool internal,
              amqp::FieldTable arguments);
+    ~Exchange();
+    Exchange(const Exchange&) = delete;
+    Exchange& operator=(const Exchange&) = delete;
 
     const std::string& name() const { return name_; }
     ExchangeType type() const { return type_; }
+    // How it routes: its type, or an x-delayed-message exchange's x-delayed-type.
+    ExchangeType routing_type() const { return routing_type_; }
+    // An x-delayed-message exchange's held messages (null for other types).
+    DelayedMessages* delayed() const { return delayed_.get(); }
+    void set_delayed(std::shared_ptr<DelayedMessages> d) { delayed_ = std::move(d); }
     bool durable() const { return durable_; }
     bool auto_delete() const { return auto_delete_; }
     bool internal() const { return internal_; }
@@ -99,12 +128,15 @@ public:
     void route(std::string_view routing_key, const amqp::BasicProperties* properties,
                std::vector<Destination>& out) const;
     // Whether route() reads the message's properties (decoded only then).
+    // (A delayed exchange reads x-delay.)
     bool needs_properties() const {
-        return type_ == ExchangeType::headers ||
-               (type_ == ExchangeType::consistent_hash && hash_source_.kind != HashSource::Kind::routing_key);
+        return type_ == ExchangeType::delayed || routing_type_ == ExchangeType::headers ||
+               (routing_type_ == ExchangeType::consistent_hash && hash_source_.kind != HashSource::Kind::routing_key);
     }
     // Whether the routing key takes part in routing (not fanout, not headers).
-    bool uses_routing_key() const { return type_ == ExchangeType::direct || type_ == ExchangeType::topic; }
+    bool uses_routing_key() const {
+        return routing_type_ == ExchangeType::direct || routing_type_ == ExchangeType::topic;
+    }
 
 private:
     void index_add(const Binding& b);
@@ -118,6 +150,7 @@ private:
 
     std::string name_;
     ExchangeType type_;
+    ExchangeType routing_type_;
     bool durable_;
     bool auto_delete_;
     bool internal_;
@@ -131,6 +164,7 @@ private:
     TopicMatcher<Destination> topic_;
     HashSource hash_source_;
     ConsistentHashRing<Destination> ring_;
+    std::shared_ptr<DelayedMessages> delayed_;
 };
 
 }  // namespace sluice::broker

@@ -154,7 +154,7 @@ PublishResult publish_message(VHost& vhost, const Exchange& exchange, const Mess
         return r;
     }
     PublishResult r = vhost.publish(exchange, message);
-    if (!r.routed) ++stats.messages_unroutable;
+    if (!r.routed && !r.held) ++stats.messages_unroutable;
     else if (!r.rejected) ++stats.messages_routed;  // a queue's reject-publish nacks it: not routed
     return r;
 }

@@ -4,7 +4,9 @@
 
 #include "broker/broker.hpp"
 #include "broker/channel.hpp"
+#include "broker/delayed_messages.hpp"
 #include "broker/headers_match.hpp"
+#include "net/amqp/properties.hpp"
 
 namespace sluice::broker {
 
@@ -95,7 +97,12 @@ Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeO
     if (reserved_name(name))
         return amqp_error(reply::access_refused,
                           "exchange name '" + std::string(name) + "' contains reserved prefix 'amq.*'");
-    if (o.type == ExchangeType::consistent_hash) {
+    ExchangeType routing_type = o.type;
+    if (o.type == ExchangeType::delayed) {
+        DelayedTypeError e = parse_delayed_type(o.arguments, routing_type);
+        if (e.code != 0) return amqp_error(e.code, std::move(e.text));
+    }
+    if (routing_type == ExchangeType::consistent_hash) {
         HashSource source;
         std::string error = parse_hash_source(o.arguments, source);
         if (!error.empty()) return amqp_error(reply::precondition_failed, std::move(error));
@@ -105,7 +112,16 @@ Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeO
     Exchange* raw = ex.get();
     exchanges_.emplace(std::string(name), std::move(ex));
     broker_.durability().put_exchange(*this, *raw);
+    if (o.type == ExchangeType::delayed) attach_delayed(*raw, false);
     return raw;
+}
+
+void VHost::attach_delayed(Exchange& exchange, bool recovering) {
+    auto delayed = std::make_shared<DelayedMessages>(*this, exchange);
+    exchange.set_delayed(delayed);
+    if (recovering || !broker_.durability().enabled()) return;
+    delayed->set_log(broker_.next_queue_id());
+    broker_.durability().put_delay_log(*this, exchange, delayed->log_id());
 }
 
 Status VHost::alternate_exchange_inequivalence(const Exchange& ex, const amqp::FieldTable& arguments) const {
@@ -154,7 +170,9 @@ void VHost::remove_exchange_bindings(Exchange* exchange) {
 
 void VHost::restore_exchange(const std::string& name, const ExchangeOptions& o) {
     if (find_exchange(name)) return;
-    exchanges_.emplace(name, std::make_unique<Exchange>(name, o.type, o.durable, o.auto_delete, o.internal, o.arguments));
+    auto ex = std::make_unique<Exchange>(name, o.type, o.durable, o.auto_delete, o.internal, o.arguments);
+    if (o.type == ExchangeType::delayed) attach_delayed(*ex, true);
+    exchanges_.emplace(name, std::move(ex));
 }
 
 QueuePtr VHost::restore_queue(const std::string& name, QueueOptions o, uint64_t id) {
@@ -267,13 +285,13 @@ Status VHost::bind_queue(std::string_view queue, std::string_view exchange, std:
 }
 
 Status VHost::check_binding(const Exchange& source, std::string_view key, const amqp::FieldTable& args) {
-    if (source.type() == ExchangeType::consistent_hash) {
+    if (source.routing_type() == ExchangeType::consistent_hash) {
         uint32_t weight = 0;
         std::string error = validate_hash_weight(key, weight);
         if (error.empty()) return std::nullopt;
         return amqp_error(reply::precondition_failed, std::move(error));
     }
-    if (source.type() != ExchangeType::headers) return std::nullopt;
+    if (source.routing_type() != ExchangeType::headers) return std::nullopt;
     std::string error = validate_headers_binding(args);
     if (error.empty()) return std::nullopt;
     return amqp_error(reply::precondition_failed, std::move(error));
@@ -333,6 +351,7 @@ void VHost::route(const Exchange& exchange, std::string_view routing_key,
                   const amqp::BasicProperties* (*properties)(void*), void* properties_ctx, std::vector<Queue*>& out,
                   const std::vector<std::string>& extra_keys) {
     ++route_epoch_;
+    route_holds_.clear();
     if (exchange.name().empty()) {  // the default exchange: the queue named by each key
         auto add = [&](std::string_view key) {
             auto it = queues_.find(key);
@@ -354,6 +373,13 @@ void VHost::route(const Exchange& exchange, std::string_view routing_key,
         const Exchange* ex = route_exchanges_[i];
         route_scratch_.clear();
         const amqp::BasicProperties* props = ex->needs_properties() ? properties(properties_ctx) : nullptr;
+        if (ex->delayed()) {
+            auto delay = x_delay(props && props->headers ? &*props->headers : nullptr);
+            if (delay && *delay > 0 && *delay <= kMaxDelayMs) {
+                route_holds_.push_back(Hold{ex, *delay});
+                continue;
+            }
+        }
         ex->route(routing_key, props, route_scratch_);
         if (ex->uses_routing_key())
             for (const std::string& key : extra_keys) ex->route(key, props, route_scratch_);

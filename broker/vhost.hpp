@@ -46,6 +46,7 @@ using Result = std::variant<T, AmqpError>;
 
 struct PublishResult {
     bool routed = false;    // some queue matched (else: unroutable, returned if mandatory)
+    bool held = false;      // an x-delayed-message exchange holds it (routed when due; not "routed" now, as the plugin)
     bool stored = false;    // written to the store: its confirm waits for the sync
     bool rejected = false;  // a queue refused it (x-overflow reject-publish): nack it
 };
@@ -86,6 +87,8 @@ public:
 
     // Appends to `out` each queue that `message`, published to `exchange`,
     // reaches (through exchange-to-exchange bindings too), each once.
+    // An x-delayed-message exchange on the path that holds the message (its
+    // x-delay is positive) is not routed through: it is in holds() after.
     // `properties` are decoded lazily by the caller's callback only when an
     // exchange on the path reads them (headers, consistent-hash on a header
     // or property). `extra_keys` (CC and BCC,
@@ -95,6 +98,12 @@ public:
     void route(const Exchange& exchange, std::string_view routing_key,
                const amqp::BasicProperties* (*properties)(void*), void* properties_ctx, std::vector<Queue*>& out,
                const std::vector<std::string>& extra_keys = {});
+
+    struct Hold {
+        const Exchange* exchange;
+        int64_t delay_ms;
+    };
+    const std::vector<Hold>& holds() const { return route_holds_; }
 
     // The one publish path (AMQP channels, the HTTP API, dead-lettering):
     // routes `message` from `exchange`, writes it once for the durable
@@ -149,6 +158,14 @@ private:
     uint64_t route_epoch_ = 0;
     std::vector<Destination> route_scratch_;
     std::vector<Exchange*> route_exchanges_;
+    std::vector<Hold> route_holds_;
+    // publish(): the held copy of `msg` (x-delay replaced by -delay) goes to
+    // each exchange in holds(); returns whether one of them must be synced
+    // before its confirm.
+    bool hold_delayed(const MessagePtr& msg, const amqp::BasicProperties& properties);
+    // A new x-delayed-message exchange's held messages (its log id: 0 at
+    // recovery, which sets it).
+    void attach_delayed(Exchange& exchange, bool recovering);
 };
 
 }  // namespace sluice::broker

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "broker/broker.hpp"
+#include "broker/delayed_messages.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/properties.hpp"
 
@@ -43,6 +44,10 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     if (dead)
         std::erase_if(queues, [&](Queue* q) { return dead_letter_cycles(dead->letter.x_death, q->name(), dead->reason); });
     result.routed = !queues.empty();
+    if (!route_holds_.empty()) {
+        result.held = true;
+        result.stored = hold_delayed(msg, *LazyProperties::get(&properties));
+    }
     if (result.routed) {
         // Queues that refuse it (x-overflow reject-publish) are out first.
         std::erase_if(queues, [&](Queue* q) {
@@ -83,6 +88,31 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     --publish_depth_;
     drain_dead_letters();
     return result;
+}
+
+bool VHost::hold_delayed(const MessagePtr& msg, const amqp::BasicProperties& properties) {
+    // As the plugin: the held copy's x-delay becomes -delay, so it is not
+    // held again on its way (exchange-to-exchange bindings, dead-lettering)
+    // and its consumers can tell it was delayed.
+    std::vector<Hold> holds = route_holds_;  // hold() must not see a later route's
+    const int64_t delay = holds.front().delay_ms;
+    amqp::BasicProperties p = properties;
+    if (!p.headers) p.headers.emplace();
+    if (-delay >= INT32_MIN) p.headers->set("x-delay", amqp::FieldValue(static_cast<int32_t>(-delay)));
+    else p.headers->set("x-delay", amqp::FieldValue(static_cast<int64_t>(-delay)));
+    std::string raw;
+    amqp::encode_properties(raw, p);
+    auto held = std::make_shared<Message>(msg->exchange(), msg->routing_key(), raw, msg->body_size());
+    held->append_body(msg->body());
+    held->set_extra_routing_keys(msg->extra_routing_keys());
+    MessagePtr copy = std::move(held);
+    const uint64_t due = broker_.now_ms() + static_cast<uint64_t>(delay);
+    bool needs_sync = false;
+    for (const Hold& h : holds) {
+        bool stored = h.exchange->delayed()->hold(copy, due);
+        if (stored && msg->persistent() && h.exchange->durable()) needs_sync = true;
+    }
+    return needs_sync;
 }
 
 void VHost::dead_letter(Queue& from, const MessagePtr& message, DeathReason reason) {

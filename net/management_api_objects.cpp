@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "broker/broker.hpp"
+#include "broker/delayed_messages.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 #include "net/management_api_internal.hpp"
@@ -106,6 +107,8 @@ json::object exchange_json(const broker::VHost& v, const broker::Exchange& e) {
     o["auto_delete"] = e.auto_delete();
     o["internal"] = e.internal();
     o["arguments"] = table_json(e.arguments());
+    // As the delayed-message plugin reports it.
+    if (const broker::DelayedMessages* d = e.delayed()) o["messages_delayed"] = d->count();
     return o;
 }
 

@@ -79,6 +79,7 @@ private:
 // One pass over every queue: what the node-level series sum.
 struct QueueTotals {
     uint64_t queues = 0, exchanges = 0, consumers = 0, ready = 0, unacked = 0, paged = 0, ram_bytes = 0;
+    uint64_t delayed = 0;  // messages held by x-delayed-message exchanges
 };
 QueueTotals queue_totals(broker::Broker& broker);
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "broker/broker.hpp"
+#include "broker/delayed_messages.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
 #include "net/metrics_families.hpp"
@@ -112,6 +113,8 @@ QueueTotals queue_totals(broker::Broker& broker) {
     QueueTotals t;
     for (broker::VHost* v : broker.vhosts()) {
         t.exchanges += v->exchanges().size();
+        for (const auto& [name, ex] : v->exchanges())
+            if (const broker::DelayedMessages* d = ex->delayed()) t.delayed += d->count();
         t.queues += v->queues().size();
         for (const auto& [name, q] : v->queues()) {
             t.consumers += q->consumer_count();
@@ -141,7 +144,7 @@ public:
         out.reserve(64);
         Families f(out);
         const broker::BrokerStats& s = broker_.stats();
-        const auto [queues, exchanges, consumers, ready, unacked, paged, ram_bytes] = totals_;
+        const auto [queues, exchanges, consumers, ready, unacked, paged, ram_bytes, delayed] = totals_;
         const uint64_t connections = broker_.session_count();
 
         f.gauge("sluice_connections", "Open AMQP connections.", double(connections));
@@ -149,6 +152,8 @@ public:
         f.gauge("sluice_consumers", "Consumers on all queues.", double(consumers));
         f.gauge("sluice_queues", "Queues.", double(queues));
         f.gauge("sluice_exchanges", "Exchanges, the built-in ones included.", double(exchanges));
+        f.gauge("sluice_messages_delayed", "Messages held by x-delayed-message exchanges until they are due.",
+                double(delayed));
         f.counter("sluice_connections_opened_total", "AMQP connections opened.", double(s.connections_opened));
         f.counter("sluice_connections_closed_total", "AMQP connections closed.",
                   double(metrics::closed_connections(s, connections)));

@@ -136,6 +136,45 @@ bool decode_binding(std::string_view key, BindingRecord& out) {
     return k.ok() && (kind == 'q' || kind == 'e');
 }
 
+std::string delay_log_key(std::string_view vhost, std::string_view exchange) { return key_of('d', vhost, exchange); }
+
+std::string delay_log_value(uint64_t id, uint64_t messages, uint64_t next_seq) {
+    std::string v;
+    append_u64_key(v, id);
+    append_u64_key(v, messages);
+    append_u64_key(v, next_seq);
+    return v;
+}
+
+bool decode_delay_log(std::string_view key, std::string_view value, DelayLogRecord& out) {
+    if (key.empty()) return false;
+    Reader k(key.substr(1));
+    out.vhost = k.name();
+    out.exchange = k.name();
+    Reader r(value);
+    out.id = r.u64();
+    out.messages = r.u64();
+    out.next_seq = r.u64();
+    return k.ok() && r.ok();
+}
+
+std::string delayed_key(uint64_t log_id, uint64_t due_ms, uint64_t seq) {
+    std::string k;
+    k.reserve(24);
+    append_u64_key(k, log_id);
+    append_u64_key(k, due_ms);
+    append_u64_key(k, seq);
+    return k;
+}
+
+bool decode_delayed_key(std::string_view key, DelayedKey& out) {
+    if (key.size() != 24) return false;
+    out.log_id = read_u64_key(key, 0);
+    out.due_ms = read_u64_key(key, 8);
+    out.seq = read_u64_key(key, 16);
+    return true;
+}
+
 void append_message_header(std::string& out, std::string_view exchange, std::string_view routing_key,
                            size_t properties_size) {
     put_name(out, exchange);

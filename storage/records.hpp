@@ -14,8 +14,13 @@
 //   'b' name(vhost) name(source) kind u8 ('q' or 'e') name(destination) name(routing key) arguments → ""
 //   'v', 'u', 'p', 'i': vhosts, users, permissions (broker/broker.hpp, broker/access_control.hpp)
 //   'r': runtime parameters such as shovels (broker/runtime_parameters.hpp)
+//   'd' name(vhost) name(exchange)                → delay log id u64 BE, messages u64 BE, next seq u64 BE
+//                                                   (a durable x-delayed-message exchange's held messages)
 // In `msgs`: each durable queue's log (storage/queue_log.hpp), whose records
 // are of a kind below: a message inline, or the id of a body in `bodies`.
+// In `msgs`, besides: each delayed exchange's delay log, one key per held
+// message, due-time order: log id (u64 BE, from the queue ids' space) | due
+// Unix ms (u64 BE) | seq (u64 BE) → a message.
 // In `bodies`: body id u64 BE → a message (shared by several queues' logs).
 // A message: name(exchange) name(routing key) u32 BE properties length,
 // properties, body.
@@ -41,6 +46,7 @@ inline constexpr uint8_t kEntryPage = 3;     // an older version's paged transie
 inline constexpr std::string_view kExchanges[2] = {"e", "f"};
 inline constexpr std::string_view kQueues[2] = {"q", "r"};
 inline constexpr std::string_view kBindings[2] = {"b", "c"};
+inline constexpr std::string_view kDelayLogs[2] = {"d", "e"};
 
 struct ExchangeRecord {
     std::string vhost, name;
@@ -71,6 +77,25 @@ struct BindingRecord {
 };
 std::string binding_key(const BindingRecord& b);
 bool decode_binding(std::string_view key, BindingRecord& out);
+
+// A delayed exchange's log: its id, how many messages it holds (written in
+// every batch that changes it, so it matches them after a crash) and the
+// next seq to give (ties among equal due times keep publish order).
+struct DelayLogRecord {
+    std::string vhost, exchange;
+    uint64_t id = 0;
+    uint64_t messages = 0;
+    uint64_t next_seq = 1;
+};
+std::string delay_log_key(std::string_view vhost, std::string_view exchange);
+std::string delay_log_value(uint64_t id, uint64_t messages, uint64_t next_seq);
+bool decode_delay_log(std::string_view key, std::string_view value, DelayLogRecord& out);
+// The key of a held message in `msgs`.
+std::string delayed_key(uint64_t log_id, uint64_t due_ms, uint64_t seq);
+struct DelayedKey {
+    uint64_t log_id = 0, due_ms = 0, seq = 0;
+};
+bool decode_delayed_key(std::string_view key, DelayedKey& out);
 
 // A message's parts (views into the bytes it was decoded from).
 struct MessageParts {

@@ -34,6 +34,10 @@ void bindings(const Store& store, const std::function<void(const records::Bindin
         f);
 }
 
+void delay_logs(const Store& store, const std::function<void(const records::DelayLogRecord&)>& f) {
+    scan_records<records::DelayLogRecord>(store, records::kDelayLogs, records::decode_delay_log, f);
+}
+
 Bodies bodies(const Store& store) {
     Bodies out;
     store.scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {

@@ -21,6 +21,7 @@ namespace sluice::storage::recovery {
 void exchanges(const Store& store, const std::function<void(const records::ExchangeRecord&)>& f);
 void queues(const Store& store, const std::function<void(const records::QueueRecord&)>& f);
 void bindings(const Store& store, const std::function<void(const records::BindingRecord&)>& f);
+void delay_logs(const Store& store, const std::function<void(const records::DelayLogRecord&)>& f);
 
 // The ids of the shared bodies in `bodies`, and the next id to use.
 struct Bodies {

@@ -16,7 +16,6 @@
 namespace sluice::test {
 namespace {
 
-
 // Issue 12, item 1: a confirmed message routed to two durable queues shares
 // one stored body (8 KiB). An ack of one copy and the delete (or purge) of
 // that queue in the same batch released the body twice — once for the ack,

@@ -39,6 +39,31 @@ TEST(Records, QueueKeyAndValueBytes) {
     EXPECT_FALSE(decode_queue(queue_key("v", "q"), "\0\0"s, r)) << "a short value is damaged";
 }
 
+TEST(Records, DelayLogRecordAndHeldMessageKeyBytes) {
+    EXPECT_EQ(delay_log_key("/", "dx"), "d\x01/\x02" "dx"s);
+    const std::string v = delay_log_value(7, 0x0102, 9);
+    EXPECT_EQ(v, "\0\0\0\0\0\0\0\x07" "\0\0\0\0\0\0\x01\x02" "\0\0\0\0\0\0\0\x09"s);
+    DelayLogRecord r;
+    ASSERT_TRUE(decode_delay_log(delay_log_key("/", "dx"), v, r));
+    EXPECT_EQ(r.vhost, "/");
+    EXPECT_EQ(r.exchange, "dx");
+    EXPECT_EQ(r.id, 7u);
+    EXPECT_EQ(r.messages, 0x0102u);
+    EXPECT_EQ(r.next_seq, 9u);
+    EXPECT_FALSE(decode_delay_log(delay_log_key("/", "dx"), v.substr(0, 16), r)) << "a short value is damaged";
+    // Keys sort by log, then due time, then seq: a log is read in due-time order.
+    EXPECT_EQ(delayed_key(1, 2, 3), "\0\0\0\0\0\0\0\x01" "\0\0\0\0\0\0\0\x02" "\0\0\0\0\0\0\0\x03"s);
+    EXPECT_LT(delayed_key(1, 2, 9), delayed_key(1, 3, 1));
+    EXPECT_LT(delayed_key(1, 0x100, 1), delayed_key(1, 0x100, 2));
+    EXPECT_LT(delayed_key(1, UINT64_MAX, UINT64_MAX), delayed_key(2, 0, 0));
+    DelayedKey k;
+    ASSERT_TRUE(decode_delayed_key(delayed_key(5, 1'900'000'000'000, 42), k));
+    EXPECT_EQ(k.log_id, 5u);
+    EXPECT_EQ(k.due_ms, 1'900'000'000'000u);
+    EXPECT_EQ(k.seq, 42u);
+    EXPECT_FALSE(decode_delayed_key("short", k));
+}
+
 TEST(Records, BindingKeyBytesRoundTrip) {
     BindingRecord b;
     b.vhost = "/";
