@@ -8,6 +8,7 @@
 
 #include "broker/broker.hpp"
 #include "broker/delayed_messages.hpp"
+#include "broker/durability_detail.hpp"
 #include "broker/executor.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
@@ -20,17 +21,45 @@ namespace sluice::broker {
 
 using storage::Column;
 
-namespace {
-
 using storage::records::kEntryBodyRef;
 using storage::records::kEntryInline;
 using storage::records::kEntryPage;
+
+namespace durability_detail {
 
 std::string encoded_arguments(const amqp::FieldTable& t) {
     std::string out;
     amqp::encode_table(out, t);
     return out;
 }
+
+storage::records::MessageParts parts_of(const Message& m) {
+    return {m.exchange(), m.routing_key(), m.properties(), m.body()};
+}
+
+std::shared_ptr<Message> message_of(const storage::records::MessageParts& p) {
+    auto m = std::make_shared<Message>(p.exchange, p.routing_key, p.properties, p.body.size());
+    m->append_body(p.body);
+    return m;
+}
+
+std::shared_ptr<Message> decode_message(std::string_view in) {
+    storage::records::MessageParts p;
+    if (!storage::records::decode_message(in, p)) return nullptr;
+    return message_of(p);
+}
+
+bool decode_arguments(std::string_view bytes, amqp::FieldTable& out) {
+    return amqp::decode_table(bytes, out) == amqp::TableError::none;
+}
+
+}  // namespace durability_detail
+
+using namespace durability_detail;
+
+namespace {
+
+uint64_t queue_upper(uint64_t id) { return id + 1; }
 
 storage::records::BindingRecord binding_record(const VHost& v, const Exchange& source, const Binding& b,
                                                std::string& arguments) {
@@ -43,28 +72,6 @@ storage::records::BindingRecord binding_record(const VHost& v, const Exchange& s
     arguments = encoded_arguments(b.arguments);
     r.arguments = arguments;
     return r;
-}
-
-storage::records::MessageParts parts_of(const Message& m) {
-    return {m.exchange(), m.routing_key(), m.properties(), m.body()};
-}
-
-MessagePtr message_of(const storage::records::MessageParts& p) {
-    auto m = std::make_shared<Message>(p.exchange, p.routing_key, p.properties, p.body.size());
-    m->append_body(p.body);
-    return m;
-}
-
-MessagePtr decode_message(std::string_view in) {
-    storage::records::MessageParts p;
-    if (!storage::records::decode_message(in, p)) return nullptr;
-    return message_of(p);
-}
-
-uint64_t queue_upper(uint64_t id) { return id + 1; }
-
-bool decode_arguments(std::string_view bytes, amqp::FieldTable& out) {
-    return amqp::decode_table(bytes, out) == amqp::TableError::none;
 }
 
 }  // namespace
@@ -274,72 +281,6 @@ void Durability::remove_queue(const VHost& v, const Queue& q) {
     schedule_commit();
 }
 
-storage::StreamLog* Durability::open_stream(const Queue& queue, uint64_t segment_bytes, StreamRetention retention,
-                                            std::function<void()> on_committed) {
-    if (!store_) return nullptr;
-    StreamState& st = streams_[queue.id()];
-    if (!st.log) st.log = std::make_unique<storage::StreamLog>(queue.id(), segment_bytes);
-    st.retention = retention;
-    st.on_committed = std::move(on_committed);
-    return st.log.get();
-}
-
-uint64_t Durability::stream_append(const Queue& queue, const Message& m, uint64_t now_ms) {
-    auto it = streams_.find(queue.id());
-    if (it == streams_.end()) return 0;
-    storage::StreamLog& log = *it->second.log;
-    if (!log.needs_flush()) dirty_streams_.push_back(queue.id());
-    std::string& header = scratch_;
-    header.clear();
-    storage::records::append_message_header(header, m.exchange(), m.routing_key(), m.properties().size());
-    const size_t before = log.open_bytes();
-    const uint64_t offset = log.append(now_ms, {header, m.properties(), m.body()});
-    open_bytes_ += log.open_bytes() - std::min(before, log.open_bytes());
-    schedule_commit();
-    return offset;
-}
-
-void Durability::flush_streams(storage::Batch& batch) {
-    if (dirty_streams_.empty()) return;
-    const uint64_t now_ms = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-            .count());
-    for (uint64_t id : dirty_streams_) {
-        auto it = streams_.find(id);
-        if (it == streams_.end()) continue;
-        storage::StreamLog& log = *it->second.log;
-        const StreamRetention& r = it->second.retention;
-        if (r.max_bytes || r.max_age_ms) log.apply_retention(r.max_bytes, r.max_age_ms, now_ms);
-        log.flush(batch);
-        auto [first, end] = log.take_dropped();
-        if (first != end)
-            stream_reclaims_.emplace_back(storage::StreamLog::chunk_key(id, first),
-                                          storage::StreamLog::chunk_key(id, end));
-        if (std::find(in_flight_streams_.begin(), in_flight_streams_.end(), id) == in_flight_streams_.end())
-            in_flight_streams_.push_back(id);
-    }
-    dirty_streams_.clear();
-    in_flight_stream_reclaims_.insert(in_flight_stream_reclaims_.end(), stream_reclaims_.begin(),
-                                      stream_reclaims_.end());
-    stream_reclaims_.clear();
-}
-
-MessagePtr Durability::decode_stream_record(std::string_view payload, uint64_t offset) {
-    storage::records::MessageParts p;
-    if (!storage::records::decode_message(payload, p)) return nullptr;
-    // Every delivery from a stream carries its offset (RabbitMQ's
-    // x-stream-offset header, a long).
-    amqp::BasicProperties props;
-    if (!amqp::decode_properties(p.properties, props)) props = amqp::BasicProperties{};
-    if (!props.headers) props.headers.emplace();
-    props.headers->set("x-stream-offset", static_cast<int64_t>(offset));
-    std::string raw;
-    amqp::encode_properties(raw, props);
-    auto m = std::make_shared<Message>(p.exchange, p.routing_key, raw, p.body.size());
-    m->append_body(p.body);
-    return m;
-}
-
 void Durability::put_binding(const VHost& v, const Exchange& source, const Binding& b) {
     if (recovering_ || !store_) return;
     std::string arguments;
@@ -526,167 +467,6 @@ void Durability::remove_entries_from(const Queue& queue, uint64_t seq) {
     change_log(queue.id(), [&](storage::QueueLog& log) { log.remove_from(seq); }, false);
     drop_refs_from(queue.id(), seq);
     schedule_commit();
-}
-
-RecoveryStats Durability::recover(Broker& broker) {
-    RecoveryStats st;
-    if (!store_) return st;
-    auto start = std::chrono::steady_clock::now();
-    recovering_ = true;
-    namespace rec = storage::recovery;
-
-    rec::exchanges(*store_, [&](const storage::records::ExchangeRecord& r) {
-        ExchangeOptions o;
-        o.type = static_cast<ExchangeType>(r.type);
-        o.durable = true;
-        o.auto_delete = r.auto_delete;
-        o.internal = r.internal;
-        VHost* vhost = broker.find_vhost(r.vhost);
-        if (!vhost || !decode_arguments(r.arguments, o.arguments)) return;
-        vhost->restore_exchange(r.name, o);
-        ++st.exchanges;
-    });
-
-    std::vector<std::shared_ptr<Queue>> queues;
-    struct RecoveredDelayLog {
-        DelayedMessages* delayed;
-        uint64_t id, messages, next_seq;
-    };
-    std::vector<RecoveredDelayLog> delayed;
-    std::vector<uint64_t> delayed_ids;
-    rec::queues(*store_, [&](const storage::records::QueueRecord& r) {
-        QueueOptions o;
-        o.durable = true;
-        o.auto_delete = r.auto_delete;
-        VHost* vhost = broker.find_vhost(r.vhost);
-        if (!vhost || !decode_arguments(r.arguments, o.arguments)) return;
-        queues.push_back(vhost->restore_queue(r.name, std::move(o), r.id));
-        ++st.queues;
-    });
-
-    rec::bindings(*store_, [&](const storage::records::BindingRecord& r) {
-        amqp::FieldTable args;
-        VHost* vhost = broker.find_vhost(r.vhost);
-        if (!vhost || !decode_arguments(r.arguments, args)) return;
-        if (r.to_queue) vhost->bind_queue(r.destination, r.source, r.routing_key, args);
-        else vhost->bind_exchange(r.destination, r.source, r.routing_key, args);
-        ++st.bindings;
-    });
-
-    // Delayed exchanges' logs: their counts; the messages stay in the store
-    // until their window is read back.
-    rec::delay_logs(*store_, [&](const storage::records::DelayLogRecord& r) {
-        VHost* vhost = broker.find_vhost(r.vhost);
-        Exchange* ex = vhost ? vhost->find_exchange(r.exchange) : nullptr;
-        DelayedMessages* d = ex && ex->durable() ? ex->delayed() : nullptr;
-        if (!d || d->log_id() != 0) {  // its exchange is gone: the log goes (remove_other_queues)
-            batch().remove(Column::meta, storage::records::delay_log_key(r.vhost, r.exchange));
-            return;
-        }
-        broker.saw_queue_id(r.id);
-        delay_logs_[r.id].key = storage::records::delay_log_key(r.vhost, r.exchange);
-        delay_logs_[r.id].messages = r.messages;
-        delay_logs_[r.id].next_seq = r.next_seq;
-        delayed_ids.push_back(r.id);
-        delayed.push_back({d, r.id, r.messages, r.next_seq});
-    });
-
-    // Shared bodies first: which exist (an entry pointing at one that does
-    // not is a lost message, and says so).
-    rec::Bodies stored = rec::bodies(*store_);
-    const auto& stored_bodies = stored.ids;
-    next_body_id_ = std::max(next_body_id_, stored.next_id);
-
-    // Messages: each durable queue's log in order. The head goes to memory
-    // (within the queue's and the broker's memory limits), the rest stays
-    // paged (not even decoded). Bodies shared by several queues come back as
-    // one Message; their reference counts are rebuilt from the entries.
-    // Page entries (transient, of an older version) are dropped.
-    std::unordered_map<uint64_t, MessagePtr> bodies;
-    std::vector<uint64_t> queue_ids = delayed_ids;
-    for (const auto& q : queues) {
-        queue_ids.push_back(q->id());
-        if (auto it = streams_.find(q->id()); it != streams_.end()) {
-            // A stream: its segment records say where it starts and ends;
-            // no chunk is read.
-            it->second.log->recover(*store_);
-            st.messages += it->second.log->end() - it->second.log->first();
-            continue;
-        }
-        auto& log = logs_[q->id()];
-        log = std::make_unique<storage::QueueLog>(q->id());
-        storage::QueueLog* raw = log.get();
-        raw->recover(*store_, batch(), [&](const storage::LogRecord& r) {
-            const uint64_t seq = r.seq;
-            if (r.kind == kEntryPage || (r.kind != kEntryInline && r.kind != kEntryBodyRef)) {
-                raw->remove(seq);
-                return;
-            }
-            uint64_t body_id = 0;
-            if (r.kind == kEntryBodyRef) {
-                if (r.payload.size() >= 8) body_id = storage::read_u64_key(r.payload, 0);
-                if (!stored_bodies.count(body_id)) {
-                    ++st.missing_bodies;
-                    fprintf(stderr,
-                            "sluiced: recovery: ERROR: queue '%s' in vhost '%s': message %llu refers to stored body "
-                            "%llu, which is missing; the message is lost and its entry removed\n",
-                            q->name().c_str(), q->vhost().name().c_str(), static_cast<unsigned long long>(seq),
-                            static_cast<unsigned long long>(body_id));
-                    raw->remove(seq);
-                    return;
-                }
-                ++body_refs_[body_id];
-                shared_refs_[q->id()][seq] = body_id;
-            }
-            ++st.messages;
-            if (!q->has_memory_room()) {
-                // Left in the store; the size is close enough for
-                // x-max-length-bytes (a shared body's is not known here).
-                q->restore_paged(seq, r.kind == kEntryInline ? r.payload.size() : 0);
-                return;
-            }
-            MessagePtr m;
-            if (r.kind == kEntryInline) {
-                m = decode_message(r.payload);
-            } else if (auto it = bodies.find(body_id); it != bodies.end()) {
-                m = it->second;
-            } else if ((m = decode_record(*store_, r))) {
-                bodies.emplace(body_id, m);
-            }
-            if (m) q->restore_message(std::move(m), seq, r.expires_ms);
-        });
-        if (raw->needs_flush()) dirty_logs_.push_back(q->id());
-    }
-    flush_logs(batch());
-    in_flight_logs_.clear();  // recovered chunks hold no pending bytes
-    bodies.clear();
-    for (const auto& q : queues) q->start();  // TTL and x-expires timers
-
-    // Shared bodies no entry refers to any more (left by a crash between an
-    // entry's removal and its body's, or by a path that missed a release).
-    for (uint64_t id : stored_bodies)
-        if (!body_refs_.count(id)) batch().remove(Column::bodies, storage::records::body_key(id));
-    // Ranges of queues that are not durable (they paged before the restart).
-    std::sort(queue_ids.begin(), queue_ids.end());
-    rec::remove_other_queues(*store_, batch(), queue_ids);
-    if (!batch().empty()) {
-        storage::Batch cleanup = std::move(batch());
-        batch() = store_->new_batch();
-        store_->commit_now(std::move(cleanup));
-    }
-    recovering_ = false;
-    // Durable delayed exchanges: their windows are read back (now that the
-    // cleanup is written) and what is due is routed; one without a log
-    // gets a new one.
-    for (const RecoveredDelayLog& r : delayed) r.delayed->recover(r.id, r.messages, r.next_seq);
-    for (VHost* vhost : broker.vhosts())
-        for (const auto& [name, ex] : vhost->exchanges())
-            if (DelayedMessages* d = ex->delayed(); d && d->log_id() == 0) {
-                d->set_log(broker.next_queue_id());
-                put_delay_log(*vhost, *ex, d->log_id());
-            }
-    st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return st;
 }
 
 }  // namespace sluice::broker

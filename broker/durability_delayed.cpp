@@ -7,6 +7,7 @@
 
 #include "broker/delayed_messages.hpp"
 #include "broker/durability.hpp"
+#include "broker/durability_detail.hpp"
 #include "broker/exchange.hpp"
 #include "broker/sender_selected.hpp"
 #include "broker/vhost.hpp"
@@ -19,10 +20,8 @@ using storage::Column;
 namespace {
 
 MessagePtr held_message(std::string_view value) {
-    storage::records::MessageParts p;
-    if (!storage::records::decode_message(value, p)) return nullptr;
-    auto m = std::make_shared<Message>(p.exchange, p.routing_key, p.properties, p.body.size());
-    m->append_body(p.body);
+    std::shared_ptr<Message> m = durability_detail::decode_message(value);
+    if (!m) return nullptr;
     // Its CC keys again (the header stayed; BCC's were stripped at publish
     // and kept in memory only, so they are gone).
     apply_sender_selected(m);
