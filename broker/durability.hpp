@@ -48,6 +48,7 @@
 namespace sluice::broker {
 
 class Broker;
+class DedupCache;
 class Exchange;
 class Executor;
 class Queue;
@@ -132,6 +133,19 @@ public:
     // Durable only when both ends are; callers check.
     void put_binding(const VHost& vhost, const Exchange& source, const Binding& binding);
     void remove_binding(const VHost& vhost, const Exchange& source, const Binding& binding);
+    // Deduplication windows (dedup.hpp). A durable object's window is
+    // durable: attach_dedup gives it its place in `meta` (nothing without a
+    // store). An entry goes into the batch gathering now, the one the
+    // confirm of the message that admitted it waits for. The entries a
+    // window has let go (by size or TTL) are deleted by one range delete
+    // once enough of them have left (never one tombstone per message);
+    // recovery reads whatever is there and applies the same rules. An
+    // object's deletion deletes its whole range.
+    void attach_dedup(const VHost& vhost, bool exchange, std::string_view name, DedupCache& cache) const;
+    void put_dedup(const DedupCache& cache, uint64_t seq, uint64_t expires_ms, std::string_view key);
+    void trim_dedup(DedupCache& cache, bool now = false);
+    void remove_dedup(const DedupCache& cache);
+
     // Records the broker keeps for others (users, permissions, vhosts):
     // written with the next batch, whatever `recovering` says.
     void put_record(std::string_view key, std::string_view value);

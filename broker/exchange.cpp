@@ -14,6 +14,7 @@ bool parse_exchange_type(std::string_view name, ExchangeType& out) {
     else if (name == "topic") out = ExchangeType::topic;
     else if (name == "headers") out = ExchangeType::headers;
     else if (name == "x-consistent-hash") out = ExchangeType::consistent_hash;
+    else if (name == "x-message-deduplication") out = ExchangeType::deduplication;
     else return false;
     return true;
 }
@@ -25,6 +26,7 @@ std::string_view exchange_type_name(ExchangeType t) {
         case ExchangeType::topic: return "topic";
         case ExchangeType::headers: return "headers";
         case ExchangeType::consistent_hash: return "x-consistent-hash";
+        case ExchangeType::deduplication: return "x-message-deduplication";
     }
     return "direct";
 }
@@ -87,7 +89,12 @@ Exchange::Exchange(std::string name, ExchangeType type, bool durable, bool auto_
     // Declares were validated (VHost::declare_exchange); a stored exchange
     // was valid when declared.
     if (type_ == ExchangeType::consistent_hash) parse_hash_source(arguments_, hash_source_);
+    auto dedup = parse_dedup_arguments(arguments_, "exchange", name_, "", type_ == ExchangeType::deduplication);
+    if (auto* s = std::get_if<std::optional<DedupSettings>>(&dedup); s && *s)
+        dedup_ = std::make_unique<DedupCache>(std::move(**s));
 }
+
+Exchange::~Exchange() = default;
 
 bool Exchange::has_binding(Destination dest, std::string_view key) const {
     return std::any_of(bindings_.begin(), bindings_.end(),
@@ -128,7 +135,8 @@ std::vector<Binding> Exchange::unbind_all(Destination dest) {
 void Exchange::index_add(const Binding& b) {
     switch (type_) {
         case ExchangeType::direct: direct_[b.key].push_back(b.destination); break;
-        case ExchangeType::fanout: fanout_.push_back(b.destination); break;
+        case ExchangeType::fanout:
+        case ExchangeType::deduplication: fanout_.push_back(b.destination); break;
         case ExchangeType::topic: topic_.add(b.key, b.destination); break;
         case ExchangeType::headers: break;  // routed by scanning bindings_
         case ExchangeType::consistent_hash: ring_update(b.destination); break;
@@ -160,7 +168,8 @@ void Exchange::index_remove(const Binding& b) {
             if (it->second.empty()) direct_.erase(it);
             break;
         }
-        case ExchangeType::fanout: erase_one(fanout_, b.destination); break;
+        case ExchangeType::fanout:
+        case ExchangeType::deduplication: erase_one(fanout_, b.destination); break;
         case ExchangeType::topic: topic_.remove(b.key, b.destination); break;
         case ExchangeType::headers: break;
         case ExchangeType::consistent_hash: ring_update(b.destination); break;
@@ -179,6 +188,7 @@ void Exchange::route(std::string_view routing_key, const amqp::BasicProperties* 
             break;
         }
         case ExchangeType::fanout:
+        case ExchangeType::deduplication:  // the plugin's type routes as fanout
             out.insert(out.end(), fanout_.begin(), fanout_.end());
             break;
         case ExchangeType::topic:

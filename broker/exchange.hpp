@@ -2,7 +2,9 @@
 // direct = hash of routing keys, fanout = a list, topic = a word trie
 // (TopicMatcher), headers = a scan of the binding arguments, x-consistent-hash
 // = a weighted choice of one destination (ConsistentHashRing) by a hash of
-// the routing key, a header or a property.
+// the routing key, a header or a property; x-message-deduplication (the
+// plugin's type) = fanout. Any exchange may have a deduplication window
+// (dedup.hpp), which VHost::publish consults before routing.
 //
 // A binding's identity is (destination, key, arguments), as in RabbitMQ: the
 // same queue bound twice with different arguments is two bindings.
@@ -12,12 +14,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <unordered_map>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "broker/consistent_hash.hpp"
+#include "broker/dedup.hpp"
 #include "broker/topic_matcher.hpp"
 #include "net/amqp/field_table.hpp"
 
@@ -43,7 +47,7 @@ struct DestinationHash {
 };
 
 // Stored as a number (Durability): append new types, never reorder.
-enum class ExchangeType : uint8_t { direct, fanout, topic, headers, consistent_hash };
+enum class ExchangeType : uint8_t { direct, fanout, topic, headers, consistent_hash, deduplication };
 // "direct" → direct, …, "x-consistent-hash" → consistent_hash; false for an
 // unknown name.
 bool parse_exchange_type(std::string_view name, ExchangeType& out);
@@ -73,6 +77,7 @@ class Exchange {
 public:
     Exchange(std::string name, ExchangeType type, bool durable, bool auto_delete, bool internal,
              amqp::FieldTable arguments);
+    ~Exchange();
 
     const std::string& name() const { return name_; }
     ExchangeType type() const { return type_; }
@@ -84,6 +89,8 @@ public:
     // The `alternate-exchange` argument: where messages this exchange cannot
     // route go instead ("" = none).
     const std::string& alternate_exchange() const { return alternate_exchange_; }
+    // Its deduplication window, null when it has none (`x-message-deduplication`).
+    DedupCache* dedup() const { return dedup_.get(); }
 
     // False if that exact binding exists already.
     bool bind(Destination dest, std::string_view key, const amqp::FieldTable& args);
@@ -123,6 +130,7 @@ private:
     bool internal_;
     amqp::FieldTable arguments_;
     std::string alternate_exchange_;
+    std::unique_ptr<DedupCache> dedup_;
     std::vector<Binding> bindings_;
 
     // Routing indexes; each holds one entry per distinct (key, destination).

@@ -11,7 +11,9 @@
 namespace sluice::broker {
 
 Queue::Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner, uint64_t id)
-    : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {}
+    : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {
+    if (options_.features.dedup) dedup_ = std::make_unique<DedupCache>(*options_.features.dedup);
+}
 
 bool Queue::has_memory_room() const {
     // A priority queue keeps its messages in memory: its order is not the

@@ -135,6 +135,9 @@ std::variant<QueueArguments, AmqpError> parse_queue_arguments(const amqp::FieldT
         }
     }
     if (p.error) return *p.error;
+    auto dedup = parse_dedup_arguments(args, "queue", queue, vhost, false);
+    if (auto* e = std::get_if<AmqpError>(&dedup)) return *e;
+    a.dedup = std::get<std::optional<DedupSettings>>(std::move(dedup));
     if (a.type == QueueType::quorum) {
         // RabbitMQ's rules for quorum queues (replicated there, single-node here).
         auto bad = [&](const char* property) {

@@ -17,6 +17,7 @@
 #include <variant>
 
 #include "broker/amqp_error.hpp"
+#include "broker/dedup.hpp"
 #include "net/amqp/field_table.hpp"
 
 namespace sluice::broker {
@@ -36,6 +37,7 @@ struct QueueArguments {
     bool single_active_consumer = false;      // x-single-active-consumer
     std::optional<uint64_t> delivery_limit;   // x-delivery-limit (quorum queues)
     QueueType type = QueueType::classic;      // x-queue-type
+    std::optional<DedupSettings> dedup;       // x-message-deduplication and its x-cache-* (dedup.hpp)
 
     bool has_length_limit() const { return max_length || max_length_bytes; }
 };

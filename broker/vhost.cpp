@@ -100,10 +100,13 @@ Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeO
         std::string error = parse_hash_source(o.arguments, source);
         if (!error.empty()) return amqp_error(reply::precondition_failed, std::move(error));
     }
+    auto dedup = parse_dedup_arguments(o.arguments, "exchange", name, name_, o.type == ExchangeType::deduplication);
+    if (auto* e = std::get_if<AmqpError>(&dedup)) return *e;
     auto ex = std::make_unique<Exchange>(std::string(name), o.type, o.durable, o.auto_delete, o.internal,
                                          o.arguments);
     Exchange* raw = ex.get();
     exchanges_.emplace(std::string(name), std::move(ex));
+    attach_dedup(*raw);
     broker_.durability().put_exchange(*this, *raw);
     return raw;
 }
@@ -154,7 +157,17 @@ void VHost::remove_exchange_bindings(Exchange* exchange) {
 
 void VHost::restore_exchange(const std::string& name, const ExchangeOptions& o) {
     if (find_exchange(name)) return;
-    exchanges_.emplace(name, std::make_unique<Exchange>(name, o.type, o.durable, o.auto_delete, o.internal, o.arguments));
+    auto it = exchanges_.emplace(name, std::make_unique<Exchange>(name, o.type, o.durable, o.auto_delete, o.internal,
+                                                                  o.arguments)).first;
+    attach_dedup(*it->second);
+}
+
+void VHost::attach_dedup(Exchange& ex) {
+    if (ex.dedup() && ex.durable()) broker_.durability().attach_dedup(*this, true, ex.name(), *ex.dedup());
+}
+
+void VHost::attach_dedup(Queue& q) {
+    if (q.dedup() && q.durable() && !q.exclusive()) broker_.durability().attach_dedup(*this, false, q.name(), *q.dedup());
 }
 
 QueuePtr VHost::restore_queue(const std::string& name, QueueOptions o, uint64_t id) {
@@ -163,6 +176,7 @@ QueuePtr VHost::restore_queue(const std::string& name, QueueOptions o, uint64_t 
     if (auto* f = std::get_if<QueueArguments>(&parsed)) o.features = *f;
     auto q = std::make_shared<Queue>(*this, name, std::move(o), 0, id);
     queues_[name] = q;
+    attach_dedup(*q);
     return q;
 }
 
@@ -177,6 +191,7 @@ Status VHost::delete_exchange(std::string_view name, bool if_unused) {
                           "exchange '" + std::string(name) + "' in vhost '" + name_ + "' in use");
     remove_exchange_bindings(ex);
     broker_.durability().remove_exchange(*this, *ex);
+    if (ex->dedup()) broker_.durability().remove_dedup(*ex->dedup());
     exchanges_.erase(it);
     return std::nullopt;
 }
@@ -187,6 +202,7 @@ void VHost::maybe_auto_delete(Exchange* exchange) {
     if (it == exchanges_.end()) return;
     remove_exchange_bindings(exchange);
     broker_.durability().remove_exchange(*this, *exchange);
+    if (exchange->dedup()) broker_.durability().remove_dedup(*exchange->dedup());
     exchanges_.erase(it);
 }
 
@@ -224,6 +240,7 @@ Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uin
     uint64_t exclusive_owner = o.exclusive ? owner : 0;
     auto q = std::make_shared<Queue>(*this, std::string(name), std::move(o), exclusive_owner, broker_.next_queue_id());
     queues_.emplace(std::string(name), q);
+    attach_dedup(*q);
     broker_.durability().put_queue(*this, *q);
     q->start();
     created = true;
@@ -245,6 +262,7 @@ size_t VHost::delete_queue(const QueuePtr& queue) {
         if (!removed.empty()) sources.push_back(ex.get());
     }
     broker_.durability().remove_queue(*this, *queue);
+    if (queue->dedup()) broker_.durability().remove_dedup(*queue->dedup());
     for (Exchange* s : sources) maybe_auto_delete(s);
     for (const ConsumerPtr& c : queue->mark_deleted()) c->channel->on_consumer_cancelled_by_broker(c);
     return messages;

@@ -48,6 +48,7 @@ struct PublishResult {
     bool routed = false;    // some queue matched (else: unroutable, returned if mandatory)
     bool stored = false;    // written to the store: its confirm waits for the sync
     bool rejected = false;  // a queue refused it (x-overflow reject-publish): nack it
+    bool duplicate = false; // the exchange's deduplication window had its key: dropped, not routed
 };
 
 class VHost {
@@ -115,6 +116,14 @@ public:
 
 private:
     void declare_builtin(std::string name, ExchangeType type, bool internal = false);
+    // A durable object's deduplication window gets its place in the store.
+    void attach_dedup(Exchange& exchange);
+    void attach_dedup(Queue& queue);
+    // A key not in `window`'s (dedup.hpp) enters it, and is written when
+    // the message is persistent and the window durable (the confirm then
+    // waits for that batch: `result.stored`).
+    void admit_dedup(DedupCache& window, const Message& message, const amqp::BasicProperties& properties,
+                     uint64_t now_ms, PublishResult& result);
     // 406 when `arguments` names another alternate exchange than `ex` has.
     Status alternate_exchange_inequivalence(const Exchange& ex, const amqp::FieldTable& arguments) const;
     // A headers exchange refuses a binding whose x-match it does not know, a
@@ -138,6 +147,7 @@ private:
     Broker& broker_;
     std::string name_;
     // publish() scratch, reused.
+    std::string dedup_key_;
     std::vector<Queue*> publish_queues_;
     std::vector<StoredEntry> publish_targets_;  // every queue it enters: seq, expiry
     std::vector<StoredEntry> publish_entries_;  // those of them that store it

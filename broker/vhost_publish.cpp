@@ -39,6 +39,24 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     std::vector<Queue*>& queues = publish_queues_;
     queues.clear();
     LazyProperties properties{msg.get(), {}, false};
+    uint64_t now_ms = 0;
+    // An exchange's deduplication window drops a duplicate before routing
+    // (so it reaches no alternate exchange either); a key it has not seen
+    // enters it, routed or not, as the plugin.
+    if (DedupCache* window = exchange.dedup()) {
+        const amqp::BasicProperties& props = *LazyProperties::get(&properties);
+        if (window->key_of(props, dedup_key_)) {
+            now_ms = broker_.now_ms();
+            if (window->contains(dedup_key_, now_ms)) {
+                ++broker_.stats().messages_deduplicated;
+                result.duplicate = true;
+                --publish_depth_;
+                drain_dead_letters();
+                return result;
+            }
+            admit_dedup(*window, *msg, props, now_ms, result);
+        }
+    }
     route(exchange, msg->routing_key(), &LazyProperties::get, &properties, queues, msg->extra_routing_keys());
     if (dead)
         std::erase_if(queues, [&](Queue* q) { return dead_letter_cycles(dead->letter.x_death, q->name(), dead->reason); });
@@ -51,12 +69,26 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
             if (q->features().overflow == Overflow::reject_publish_dlx) dead_letter(*q, msg, DeathReason::maxlen);
             return true;
         });
+        // A queue whose window has the key does not take it (not a
+        // "rejected": the publisher's confirm is an ack).
+        std::erase_if(queues, [&](Queue* q) {
+            DedupCache* window = q->dedup();
+            if (!window) return false;
+            const amqp::BasicProperties& props = *LazyProperties::get(&properties);
+            if (!window->key_of(props, dedup_key_)) return false;
+            if (now_ms == 0) now_ms = broker_.now_ms();
+            if (window->contains(dedup_key_, now_ms)) {
+                ++broker_.stats().messages_deduplicated;
+                return true;
+            }
+            admit_dedup(*window, *msg, props, now_ms, result);
+            return false;
+        });
 
         // Sequence numbers and expiries, then one write for the durable
         // queues, before any queue sees it (so an early ack finds it).
         Durability& durability = broker_.durability();
         const bool persist = msg->persistent() && durability.enabled();
-        uint64_t now_ms = 0;
         publish_targets_.clear();
         publish_entries_.clear();
         for (Queue* q : queues) {
@@ -69,7 +101,7 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
             if (persist && q->durable()) publish_entries_.push_back(e);
         }
         durability.store_message(msg, publish_entries_);
-        result.stored = !publish_entries_.empty();
+        result.stored = result.stored || !publish_entries_.empty();
         size_t next_stored = 0;
         for (const StoredEntry& t : publish_targets_) {
             bool stored = next_stored < publish_entries_.size() && publish_entries_[next_stored].queue == t.queue;
@@ -82,6 +114,18 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     --publish_depth_;
     drain_dead_letters();
     return result;
+}
+
+void VHost::admit_dedup(DedupCache& window, const Message& message, const amqp::BasicProperties& properties,
+                        uint64_t now_ms, PublishResult& result) {
+    Durability& durability = broker_.durability();
+    const uint64_t expires_ms = window.expiry_of(properties, now_ms);
+    const uint64_t seq = window.insert(dedup_key_, expires_ms, now_ms);
+    if (message.persistent() && !window.disk_prefix().empty()) {
+        durability.put_dedup(window, seq, expires_ms, dedup_key_);
+        result.stored = true;
+    }
+    durability.trim_dedup(window);
 }
 
 void VHost::dead_letter(Queue& from, const MessagePtr& message, DeathReason reason) {

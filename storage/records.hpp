@@ -14,6 +14,8 @@
 //   'b' name(vhost) name(source) kind u8 ('q' or 'e') name(destination) name(routing key) arguments → ""
 //   'v', 'u', 'p', 'i': vhosts, users, permissions (broker/broker.hpp, broker/access_control.hpp)
 //   'r': runtime parameters such as shovels (broker/runtime_parameters.hpp)
+//   'd' kind u8 ('e' or 'q') name(vhost) name(object) seq u64 BE → expires_ms u64 BE (0: never), key
+//       a deduplication window's entry (broker/dedup.hpp), in insertion order per object
 // In `msgs`: each durable queue's log (storage/queue_log.hpp), whose records
 // are of a kind below: a message inline, or the id of a body in `bodies`.
 // In `bodies`: body id u64 BE → a message (shared by several queues' logs).
@@ -41,6 +43,7 @@ inline constexpr uint8_t kEntryPage = 3;     // an older version's paged transie
 inline constexpr std::string_view kExchanges[2] = {"e", "f"};
 inline constexpr std::string_view kQueues[2] = {"q", "r"};
 inline constexpr std::string_view kBindings[2] = {"b", "c"};
+inline constexpr std::string_view kDedup[2] = {"d", "e"};
 
 struct ExchangeRecord {
     std::string vhost, name;
@@ -71,6 +74,22 @@ struct BindingRecord {
 };
 std::string binding_key(const BindingRecord& b);
 bool decode_binding(std::string_view key, BindingRecord& out);
+
+struct DedupRecord {
+    bool exchange = true;  // else a queue's
+    std::string vhost, name;
+    uint64_t seq = 0;
+    uint64_t expires_ms = 0;
+    std::string_view prefix;  // into the key: the object's prefix
+    std::string_view key;     // into the value
+};
+// The common prefix of one object's window entries; an entry's key is the
+// prefix and its seq. Every entry of the object is in [prefix, dedup_end(prefix)).
+std::string dedup_prefix(bool exchange, std::string_view vhost, std::string_view name);
+std::string dedup_key(std::string_view prefix, uint64_t seq);
+std::string dedup_end(std::string_view prefix);
+std::string dedup_value(uint64_t expires_ms, std::string_view key);
+bool decode_dedup(std::string_view key, std::string_view value, DedupRecord& out);
 
 // A message's parts (views into the bytes it was decoded from).
 struct MessageParts {

@@ -34,6 +34,10 @@ void bindings(const Store& store, const std::function<void(const records::Bindin
         f);
 }
 
+void dedup_entries(const Store& store, const std::function<void(const records::DedupRecord&)>& f) {
+    scan_records<records::DedupRecord>(store, records::kDedup, records::decode_dedup, f);
+}
+
 Bodies bodies(const Store& store) {
     Bodies out;
     store.scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {
