@@ -79,6 +79,8 @@ public:
     void restore(uint64_t seq, std::string_view key, uint64_t expires_ms, uint64_t now_ms);
 
     size_t size() const { return entries_.size(); }
+    // Places in insertion order, stale ones included (memory; tests).
+    size_t places() const { return order_.size(); }
     // Every entry inserted before this seq has left the window.
     uint64_t first_live_seq() const { return order_.empty() ? next_seq_ : order_.front().seq; }
 
