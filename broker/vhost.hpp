@@ -44,6 +44,12 @@ struct ExchangeOptions {
 template <typename T>
 using Result = std::variant<T, AmqpError>;
 
+// A key a deduplication window has just admitted: its place and expiry.
+struct DedupAdmit {
+    uint64_t seq = 0;  // 0: none
+    uint64_t expires_ms = 0;
+};
+
 struct PublishResult {
     bool routed = false;    // some queue matched (else: unroutable, returned if mandatory)
     bool stored = false;    // written to the store: its confirm waits for the sync
@@ -119,11 +125,11 @@ private:
     // A durable object's deduplication window gets its place in the store.
     void attach_dedup(Exchange& exchange);
     void attach_dedup(Queue& queue);
-    // A key not in `window`'s (dedup.hpp) enters it, and is written when
-    // the message is persistent and the window durable (the confirm then
-    // waits for that batch: `result.stored`).
-    void admit_dedup(DedupCache& window, const Message& message, const amqp::BasicProperties& properties,
-                     uint64_t now_ms, PublishResult& result);
+    // A key (dedup_key_) not in `window` (dedup.hpp) enters it.
+    DedupAdmit admit_dedup(DedupCache& window, const amqp::BasicProperties& properties, uint64_t now_ms);
+    // Writes an admitted key of a durable window with the batch gathering
+    // now; `result.stored` then says the confirm waits for it.
+    void write_dedup(DedupCache& window, const DedupAdmit& admit, std::string_view key, PublishResult& result);
     // 406 when `arguments` names another alternate exchange than `ex` has.
     Status alternate_exchange_inequivalence(const Exchange& ex, const amqp::FieldTable& arguments) const;
     // A headers exchange refuses a binding whose x-match it does not know, a
@@ -147,7 +153,7 @@ private:
     Broker& broker_;
     std::string name_;
     // publish() scratch, reused.
-    std::string dedup_key_;
+    std::string dedup_key_, exchange_key_;
     std::vector<Queue*> publish_queues_;
     std::vector<StoredEntry> publish_targets_;  // every queue it enters: seq, expiry
     std::vector<StoredEntry> publish_entries_;  // those of them that store it

@@ -40,6 +40,8 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     queues.clear();
     LazyProperties properties{msg.get(), {}, false};
     uint64_t now_ms = 0;
+    DedupAdmit exchange_admit;
+    bool durable_copy = false, transient_copy = false;
     // An exchange's deduplication window drops a duplicate before routing
     // (so it reaches no alternate exchange either); a key it has not seen
     // enters it, routed or not, as the plugin.
@@ -54,7 +56,9 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
                 drain_dead_letters();
                 return result;
             }
-            admit_dedup(*window, *msg, props, now_ms, result);
+            // Its write waits until we know where the message goes.
+            exchange_admit = admit_dedup(*window, props, now_ms);
+            exchange_key_ = dedup_key_;
         }
     }
     route(exchange, msg->routing_key(), &LazyProperties::get, &properties, queues, msg->extra_routing_keys());
@@ -81,7 +85,10 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
                 ++broker_.stats().messages_deduplicated;
                 return true;
             }
-            admit_dedup(*window, *msg, props, now_ms, result);
+            // A durable queue's window is durable: the key goes with the
+            // message's entry in that queue (same batch).
+            DedupAdmit admit = admit_dedup(*window, props, now_ms);
+            if (msg->persistent()) write_dedup(*window, admit, dedup_key_, result);
             return false;
         });
 
@@ -102,6 +109,8 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
         }
         durability.store_message(msg, publish_entries_);
         result.stored = result.stored || !publish_entries_.empty();
+        durable_copy = !publish_entries_.empty();
+        transient_copy = publish_targets_.size() > publish_entries_.size();
         size_t next_stored = 0;
         for (const StoredEntry& t : publish_targets_) {
             bool stored = next_stored < publish_entries_.size() && publish_entries_[next_stored].queue == t.queue;
@@ -111,21 +120,28 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
             t.queue->publish(std::move(qm));
         }
     }
+    // The exchange's key is as durable as the message: not when its only
+    // copies are in transient queues (they are gone after a restart, and a
+    // retry must then get in).
+    if (exchange_admit.seq && msg->persistent() && (durable_copy || !transient_copy))
+        write_dedup(*exchange.dedup(), exchange_admit, exchange_key_, result);
     --publish_depth_;
     drain_dead_letters();
     return result;
 }
 
-void VHost::admit_dedup(DedupCache& window, const Message& message, const amqp::BasicProperties& properties,
-                        uint64_t now_ms, PublishResult& result) {
-    Durability& durability = broker_.durability();
-    const uint64_t expires_ms = window.expiry_of(properties, now_ms);
-    const uint64_t seq = window.insert(dedup_key_, expires_ms, now_ms);
-    if (message.persistent() && !window.disk_prefix().empty()) {
-        durability.put_dedup(window, seq, expires_ms, dedup_key_);
-        result.stored = true;
-    }
-    durability.trim_dedup(window);
+DedupAdmit VHost::admit_dedup(DedupCache& window, const amqp::BasicProperties& properties, uint64_t now_ms) {
+    DedupAdmit a;
+    a.expires_ms = window.expiry_of(properties, now_ms);
+    a.seq = window.insert(dedup_key_, a.expires_ms, now_ms);
+    broker_.durability().trim_dedup(window);
+    return a;
+}
+
+void VHost::write_dedup(DedupCache& window, const DedupAdmit& admit, std::string_view key, PublishResult& result) {
+    if (window.disk_prefix().empty()) return;
+    broker_.durability().put_dedup(window, admit.seq, admit.expires_ms, key);
+    result.stored = true;  // the confirm waits for the key's batch
 }
 
 void VHost::dead_letter(Queue& from, const MessagePtr& message, DeathReason reason) {

@@ -214,6 +214,42 @@ TEST_F(DurableDedupTest, TtlHoldsAcrossARestart) {
     EXPECT_EQ(bodies(c), std::vector<std::string>{"a2"});
 }
 
+// An exchange's key is as durable as its message: a persistent message
+// whose only copy is in a transient queue is gone after a restart, and so is
+// its key (a retry gets in); one that reached a durable queue keeps it.
+TEST_F(DurableDedupTest, AnExchangeKeyIsDurableOnlyWithADurableCopy) {
+    start();
+    {
+        TestClient& c = connect();
+        declare(c, 1000);
+        c.declare_queue(1, "transient");
+        ASSERT_TRUE(c.bind_queue(1, "transient", "dx", "only"));
+        ASSERT_TRUE(c.confirm_select(1));
+        m::QueueUnbind u;  // "q" out for the first message: its only copy is transient
+        u.queue = "q";
+        u.exchange = "dx";
+        c.send(1, u);
+        settle();
+        c.publish(1, "dx", "", "t", keyed("transient-only"));
+        settle();
+        m::QueueBind b;
+        b.queue = "q";
+        b.exchange = "dx";
+        c.send(1, b);
+        settle();
+        c.publish(1, "dx", "", "d", keyed("with-durable-copy"));
+        settle();
+    }
+    crash();
+    start();
+    TestClient& c = connect();
+    bodies(c);
+    ASSERT_TRUE(c.confirm_select(1));
+    c.publish(1, "dx", "", "t-retry", keyed("transient-only"));
+    c.publish(1, "dx", "", "d-dup", keyed("with-durable-copy"));
+    EXPECT_EQ(bodies(c), std::vector<std::string>{"t-retry"});
+}
+
 // Deleting the exchange deletes its window from the disk in the same batch.
 TEST_F(DurableDedupTest, DeletingTheExchangeDeletesItsWindow) {
     start();
