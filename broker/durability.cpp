@@ -7,7 +7,6 @@
 #include <unordered_set>
 
 #include "broker/broker.hpp"
-#include "broker/dedup.hpp"
 #include "broker/executor.hpp"
 #include "broker/queue.hpp"
 #include "broker/vhost.hpp"
@@ -235,39 +234,6 @@ void Durability::remove_queue(const VHost& v, const Queue& q) {
     // at the next start.
     batch().remove_range(Column::msgs, storage::message_key_of(q.id(), 0),
                          storage::message_key_of(queue_upper(q.id()), 0));
-    schedule_commit();
-}
-
-void Durability::attach_dedup(const VHost& v, bool exchange, std::string_view name, DedupCache& cache) const {
-    if (store_) cache.set_disk_prefix(storage::records::dedup_prefix(exchange, v.name(), name));
-}
-
-void Durability::put_dedup(const DedupCache& cache, uint64_t seq, uint64_t expires_ms, std::string_view key) {
-    if (!store_ || cache.disk_prefix().empty()) return;
-    scratch_.clear();
-    storage::append_u64_key(scratch_, expires_ms);
-    scratch_.append(key);
-    batch().put(Column::meta, storage::records::dedup_key(cache.disk_prefix(), seq), scratch_);
-    schedule_commit();
-}
-
-void Durability::trim_dedup(DedupCache& cache, bool now) {
-    if (!store_ || cache.disk_prefix().empty()) return;
-    const uint64_t below = cache.first_live_seq();
-    if (below <= cache.trimmed_below) return;
-    // A range delete per step of entries gone: the disk holds at most the
-    // window and one step more.
-    const uint64_t step = std::clamp<uint64_t>(cache.settings().cache_size / 4, 64, 65536);
-    if (!now && below - cache.trimmed_below < step) return;
-    batch().remove_range(Column::meta, storage::records::dedup_key(cache.disk_prefix(), 0),
-                         storage::records::dedup_key(cache.disk_prefix(), below));
-    cache.trimmed_below = below;
-    schedule_commit();
-}
-
-void Durability::remove_dedup(const DedupCache& cache) {
-    if (!store_ || cache.disk_prefix().empty()) return;
-    batch().remove_range(Column::meta, cache.disk_prefix(), storage::records::dedup_end(cache.disk_prefix()));
     schedule_commit();
 }
 
@@ -511,33 +477,7 @@ RecoveryStats Durability::recover(Broker& broker) {
         ++st.bindings;
     });
 
-    // Deduplication windows, each object's in insertion order; the entries
-    // of objects that are gone (or no longer deduplicate) are deleted.
-    {
-        const uint64_t now = broker.now_ms();
-        std::string orphan;
-        std::vector<DedupCache*> windows;
-        rec::dedup_entries(*store_, [&](const storage::records::DedupRecord& r) {
-            if (!orphan.empty() && r.prefix == orphan) return;
-            DedupCache* cache = nullptr;
-            if (VHost* vhost = broker.find_vhost(r.vhost)) {
-                if (r.exchange) {
-                    if (Exchange* e = vhost->find_exchange(r.name)) cache = e->dedup();
-                } else if (QueuePtr q = vhost->find_queue(r.name)) {
-                    cache = q->dedup();
-                }
-            }
-            if (!cache || cache->disk_prefix() != r.prefix) {
-                orphan = std::string(r.prefix);
-                batch().remove_range(Column::meta, orphan, storage::records::dedup_end(orphan));
-                return;
-            }
-            if (windows.empty() || windows.back() != cache) windows.push_back(cache);
-            cache->restore(r.seq, r.key, r.expires_ms, now);
-        });
-        // What the rules let go while reading back goes from the disk too.
-        for (DedupCache* cache : windows) trim_dedup(*cache, true);
-    }
+    recover_dedup(broker);
 
     // Shared bodies first: which exist (an entry pointing at one that does
     // not is a lost message, and says so).

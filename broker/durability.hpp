@@ -243,6 +243,9 @@ private:
     void seal_spill_runs();
     void on_committed(bool ok);
     void schedule_commit();
+    // Reads the deduplication windows' entries back (durability_dedup.cpp);
+    // deletes those of objects that are gone.
+    void recover_dedup(Broker& broker);
     // Drops the shared-body reference of one entry, if it holds one.
     void drop_ref(uint64_t queue_id, uint64_t seq);
     // Drops the references of a queue's entries from `seq` on.
