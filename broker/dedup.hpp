@@ -25,11 +25,13 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <variant>
+#include <vector>
 
 #include "broker/amqp_error.hpp"
 #include "net/amqp/field_table.hpp"
@@ -59,9 +61,14 @@ std::variant<std::optional<DedupSettings>, AmqpError> parse_dedup_arguments(cons
 
 class DedupCache {
 public:
-    explicit DedupCache(DedupSettings settings) : settings_(std::move(settings)) {}
+    explicit DedupCache(DedupSettings settings) : settings_(std::move(settings)) { set_memory_cap(65536); }
 
     const DedupSettings& settings() const { return settings_; }
+
+    // At most this many keys in memory (the most recent; BrokerConfig::
+    // dedup_memory_keys). Set before the window is used.
+    void set_memory_cap(uint64_t cap);
+    uint64_t memory_cap() const { return memory_cap_; }
 
     // The message's key (its header's value, encoded with its type so that
     // 1 and "1" differ) into `out`; false when it has none.
@@ -70,10 +77,11 @@ public:
     // `x-cache-ttl` header, else the window's TTL.
     uint64_t expiry_of(const amqp::BasicProperties& properties, uint64_t now_ms) const;
 
-    // Whether `key` is in the window at `now_ms`.
+    // Whether `key` is in the memory part of the window at `now_ms`.
     bool contains(std::string_view key, uint64_t now_ms) const;
     // Adds `key` (not contained) and returns its insertion seq; the oldest
-    // entries beyond the size, and expired ones at the front, leave.
+    // entries beyond the memory cap, and expired ones at the front, leave
+    // memory.
     uint64_t insert(std::string_view key, uint64_t expires_ms, uint64_t now_ms);
     // Recovery: an entry read back, in insertion order.
     void restore(uint64_t seq, std::string_view key, uint64_t expires_ms, uint64_t now_ms);
@@ -81,14 +89,37 @@ public:
     size_t size() const { return entries_.size(); }
     // Places in insertion order, stale ones included (memory; tests).
     size_t places() const { return order_.size(); }
-    // Every entry inserted before this seq has left the window.
-    uint64_t first_live_seq() const { return order_.empty() ? next_seq_ : order_.front().seq; }
+    uint64_t next_seq() const { return next_seq_; }
+    // Every entry inserted before this seq has left the window (memory
+    // and disk): the oldest in memory while the window fits in memory,
+    // else the last x-cache-size insertions' first.
+    uint64_t first_live_seq() const;
 
     // Where its entries live in the store's `meta` ("" when the window is
     // not durable), and the seq below which they have been deleted there.
     const std::string& disk_prefix() const { return disk_prefix_; }
-    void set_disk_prefix(std::string prefix) { disk_prefix_ = std::move(prefix); }
+    void set_disk_prefix(std::string prefix);
     uint64_t trimmed_below = 0;
+    uint64_t index_trimmed_generations = 0;  // index generations below it deleted on disk
+
+    // A durable window larger than its memory cap: keys that left memory
+    // are still in the window, on disk, found through a key-addressed
+    // index in generations of generation_size() seqs (storage/records.hpp).
+    bool spills() const { return !disk_prefix_.empty() && settings_.cache_size > memory_cap_; }
+    uint64_t generation_size() const { return generation_size_; }
+    static uint64_t hash_key(std::string_view key);
+    // A written key (its entry and index record are in the store's batch):
+    // the generation's filter learns it.
+    void note_written(uint64_t seq, uint64_t hash);
+    // The generations whose index on disk may hold `key` (not in memory):
+    // those with seqs that left memory but not the window, whose filter
+    // says maybe. Empty: the key is not in the window.
+    void disk_candidates(uint64_t hash, std::vector<uint64_t>& generations) const;
+    // A key found on disk (by a lookup off the broker thread) comes back
+    // into memory with its seq and expiry, so the publish that asked sees it.
+    void promote(std::string_view key, uint64_t seq, uint64_t expires_ms, uint64_t now_ms);
+    // Gone when the window is (a lookup in flight checks it).
+    std::weak_ptr<char> alive() const { return alive_; }
 
 private:
     struct Slot {
@@ -102,17 +133,31 @@ private:
     struct Order {
         uint64_t seq;
         const std::string* key;  // the map's own key: nodes are stable, erased only from here
+        bool promoted;           // came back from disk: not an insertion in seq order
     };
-    void add(uint64_t seq, std::string_view key, uint64_t expires_ms);
+    // A fixed-size Bloom filter per index generation: its size does not
+    // grow with x-cache-size (capped, see dedup.cpp).
+    struct Filter {
+        uint64_t generation;
+        std::vector<uint64_t> bits;
+    };
+    void add(uint64_t seq, std::string_view key, uint64_t expires_ms, bool promoted);
     void evict(uint64_t now_ms);
+    void drop_old_filters();
 
     DedupSettings settings_;
+    uint64_t memory_cap_ = 0;
+    uint64_t generation_size_ = 64;
     std::unordered_map<std::string, Slot, Hash, std::equal_to<>> entries_;
     // Insertion order; an entry whose key was inserted again since (after
     // it expired) is stale and skipped.
     std::deque<Order> order_;
     uint64_t next_seq_ = 1;
+    // Inserted seqs below it have left memory (those at or above it, not).
+    uint64_t evicted_below_ = 1;
+    std::deque<Filter> filters_;
     std::string disk_prefix_;
+    std::shared_ptr<char> alive_ = std::make_shared<char>();
 };
 
 }  // namespace sluice::broker

@@ -71,6 +71,19 @@ struct RecoveryStats {
 // broker thread. A caller that cannot wait for `done` may wait() for the
 // read itself (it blocks) and use it at once, setting `applied` so that the
 // later `done` does nothing.
+// A key that may be in a durable window's disk part (dedup.hpp): where to
+// look, and what the store's read thread found.
+struct DedupLookup {
+    DedupCache* window = nullptr;
+    std::weak_ptr<char> alive;  // the window's
+    std::string index_prefix;
+    std::string key;
+    uint64_t hash = 0;
+    std::vector<uint64_t> generations;
+    bool found = false;
+    uint64_t seq = 0, expires_ms = 0;
+};
+
 class PagedRead {
 public:
     struct Entry {
@@ -142,9 +155,16 @@ public:
     // recovery reads whatever is there and applies the same rules. An
     // object's deletion deletes its whole range.
     void attach_dedup(const VHost& vhost, bool exchange, std::string_view name, DedupCache& cache) const;
-    void put_dedup(const DedupCache& cache, uint64_t seq, uint64_t expires_ms, std::string_view key);
+    // Each entry is written twice: in insertion order (for recovery and the
+    // range deletes) and in the key-addressed index of its generation (for
+    // lookups of keys that left memory, read_dedup_off_thread).
+    void put_dedup(DedupCache& cache, uint64_t seq, uint64_t expires_ms, std::string_view key);
     void trim_dedup(DedupCache& cache, bool now = false);
     void remove_dedup(const DedupCache& cache);
+    // Looks keys up in windows' indexes on the store's read thread (the
+    // broker thread never reads the store); `done` runs on the broker
+    // thread once every lookup has its answer, unless the Durability went.
+    void read_dedup_off_thread(std::shared_ptr<std::vector<DedupLookup>> lookups, std::function<void()> done);
 
     // Records the broker keeps for others (users, permissions, vhosts):
     // written with the next batch, whatever `recovering` says.

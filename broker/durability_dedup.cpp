@@ -24,12 +24,21 @@ void Durability::attach_dedup(const VHost& v, bool exchange, std::string_view na
     if (store_) cache.set_disk_prefix(storage::records::dedup_prefix(exchange, v.name(), name));
 }
 
-void Durability::put_dedup(const DedupCache& cache, uint64_t seq, uint64_t expires_ms, std::string_view key) {
+void Durability::put_dedup(DedupCache& cache, uint64_t seq, uint64_t expires_ms, std::string_view key) {
     if (!store_ || cache.disk_prefix().empty()) return;
     scratch_.clear();
     storage::append_u64_key(scratch_, expires_ms);
     scratch_.append(key);
     batch().put(Column::meta, storage::records::dedup_key(cache.disk_prefix(), seq), scratch_);
+    // Its index record, in the same batch. Written for every durable window,
+    // not only those that spill now: the memory cap may be lower after a
+    // restart.
+    const uint64_t hash = DedupCache::hash_key(key);
+    batch().put(Column::meta,
+                storage::records::dedup_index_key(storage::records::dedup_index_prefix(cache.disk_prefix()),
+                                                  seq / cache.generation_size(), hash),
+                storage::records::dedup_index_value(seq, expires_ms, key));
+    cache.note_written(seq, hash);
     schedule_commit();
 }
 
@@ -44,13 +53,50 @@ void Durability::trim_dedup(DedupCache& cache, bool now) {
     batch().remove_range(Column::meta, storage::records::dedup_key(cache.disk_prefix(), 0),
                          storage::records::dedup_key(cache.disk_prefix(), below));
     cache.trimmed_below = below;
+    // The index goes by whole generations: those wholly below the window.
+    const uint64_t generations = below / cache.generation_size();
+    if (generations > cache.index_trimmed_generations) {
+        const std::string index = storage::records::dedup_index_prefix(cache.disk_prefix());
+        batch().remove_range(Column::meta,
+                             storage::records::dedup_index_key(index, cache.index_trimmed_generations, 0),
+                             storage::records::dedup_index_key(index, generations, 0));
+        cache.index_trimmed_generations = generations;
+    }
     schedule_commit();
 }
 
 void Durability::remove_dedup(const DedupCache& cache) {
     if (!store_ || cache.disk_prefix().empty()) return;
     batch().remove_range(Column::meta, cache.disk_prefix(), storage::records::dedup_end(cache.disk_prefix()));
+    const std::string index = storage::records::dedup_index_prefix(cache.disk_prefix());
+    batch().remove_range(Column::meta, index, storage::records::dedup_end(index));
     schedule_commit();
+}
+
+void Durability::read_dedup_off_thread(std::shared_ptr<std::vector<DedupLookup>> lookups, std::function<void()> done) {
+    storage::Store* store = store_;
+    store_->read_off_thread([store, lookups, executor = executor_, alive = std::weak_ptr<bool>(alive_),
+                             done = std::move(done)] {
+        std::string value;
+        for (DedupLookup& l : *lookups) {
+            for (uint64_t g : l.generations) {
+                if (!store->get(Column::meta, storage::records::dedup_index_key(l.index_prefix, g, l.hash), value))
+                    continue;
+                uint64_t seq = 0, expires_ms = 0;
+                std::string_view key;
+                // Another key of the same hash overwrote it: not this one.
+                if (!storage::records::decode_dedup_index_value(value, seq, expires_ms, key) || key != l.key) continue;
+                if (!l.found || seq > l.seq) {
+                    l.found = true;
+                    l.seq = seq;
+                    l.expires_ms = expires_ms;
+                }
+            }
+        }
+        executor->post([alive, done] {
+            if (!alive.expired()) done();
+        });
+    });
 }
 
 void Durability::recover_dedup(Broker& broker) {
@@ -71,6 +117,8 @@ void Durability::recover_dedup(Broker& broker) {
         if (!cache || cache->disk_prefix() != r.prefix) {
             orphan = std::string(r.prefix);
             batch().remove_range(Column::meta, orphan, storage::records::dedup_end(orphan));
+            const std::string index = storage::records::dedup_index_prefix(orphan);
+            batch().remove_range(Column::meta, index, storage::records::dedup_end(index));
             return;
         }
         if (windows.empty() || windows.back() != cache) windows.push_back(cache);

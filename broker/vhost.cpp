@@ -163,11 +163,16 @@ void VHost::restore_exchange(const std::string& name, const ExchangeOptions& o) 
 }
 
 void VHost::attach_dedup(Exchange& ex) {
-    if (ex.dedup() && ex.durable()) broker_.durability().attach_dedup(*this, true, ex.name(), *ex.dedup());
+    if (!ex.dedup()) return;
+    ex.dedup()->set_memory_cap(broker_.config().dedup_memory_keys);
+    if (ex.durable()) broker_.durability().attach_dedup(*this, true, ex.name(), *ex.dedup());
 }
 
 void VHost::attach_dedup(Queue& q) {
-    if (q.dedup() && q.durable() && !q.exclusive()) broker_.durability().attach_dedup(*this, false, q.name(), *q.dedup());
+    if (!q.dedup()) return;
+    q.dedup()->set_memory_cap(broker_.config().dedup_memory_keys);
+    if (q.durable() && !q.exclusive()) broker_.durability().attach_dedup(*this, false, q.name(), *q.dedup());
+    if (q.dedup()->spills()) ++spilling_queue_windows_;
 }
 
 QueuePtr VHost::restore_queue(const std::string& name, QueueOptions o, uint64_t id) {
@@ -262,7 +267,10 @@ size_t VHost::delete_queue(const QueuePtr& queue) {
         if (!removed.empty()) sources.push_back(ex.get());
     }
     broker_.durability().remove_queue(*this, *queue);
-    if (queue->dedup()) broker_.durability().remove_dedup(*queue->dedup());
+    if (queue->dedup()) {
+        broker_.durability().remove_dedup(*queue->dedup());
+        if (queue->dedup()->spills() && spilling_queue_windows_ > 0) --spilling_queue_windows_;
+    }
     for (Exchange* s : sources) maybe_auto_delete(s);
     for (const ConsumerPtr& c : queue->mark_deleted()) c->channel->on_consumer_cancelled_by_broker(c);
     return messages;

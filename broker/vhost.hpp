@@ -22,6 +22,8 @@
 
 namespace sluice::broker {
 
+struct DedupLookup;
+
 class Broker;
 
 // Heterogeneous lookup by string_view, so the publish path never builds a
@@ -107,6 +109,17 @@ public:
     // routes `message` from `exchange`, writes it once for the durable
     // queues it reaches if persistent, and enqueues it.
     PublishResult publish(const Exchange& exchange, const MessagePtr& message);
+    // Before a channel publishes `message` from `exchange`: the keys that
+    // may be in the disk part of a durable window (dedup.hpp) it meets —
+    // the exchange's, then those of the queues it routes to — into `out`
+    // (made only then: nothing is allocated on a publish that needs none).
+    // None: publish now. Else the channel has them looked up off the broker
+    // thread (Durability::read_dedup_off_thread) and waits; then
+    // finish_dedup_lookups brings what was found into the windows' memory,
+    // and publish() sees it.
+    bool dedup_lookups(const Exchange& exchange, const MessagePtr& message,
+                       std::shared_ptr<std::vector<DedupLookup>>& out);
+    void finish_dedup_lookups(const std::vector<DedupLookup>& lookups);
     // Queue `from` gives up on `message`: re-publish it to the queue's
     // dead-letter exchange (dropping it where that would close a cycle).
     // Deferred to the end of a publish in progress, so publishing never
@@ -158,6 +171,9 @@ private:
     std::vector<StoredEntry> publish_targets_;  // every queue it enters: seq, expiry
     std::vector<StoredEntry> publish_entries_;  // those of them that store it
     int publish_depth_ = 0;
+    // Queues of this vhost whose window spills to disk: publish routes
+    // twice (once for dedup_lookups) only when there are some.
+    size_t spilling_queue_windows_ = 0;
     bool draining_dead_letters_ = false;
     std::deque<PendingDeadLetter> dead_letters_;
     StringMap<std::unique_ptr<Exchange>> exchanges_;

@@ -5,6 +5,7 @@
 #include "broker/broker.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/properties.hpp"
+#include "storage/records.hpp"
 
 namespace sluice::broker {
 
@@ -128,6 +129,46 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     --publish_depth_;
     drain_dead_letters();
     return result;
+}
+
+bool VHost::dedup_lookups(const Exchange& exchange, const MessagePtr& msg,
+                          std::shared_ptr<std::vector<DedupLookup>>& out) {
+    DedupCache* ex_window = exchange.dedup();
+    if (!(ex_window && ex_window->spills()) && spilling_queue_windows_ == 0) return false;
+    LazyProperties properties{msg.get(), {}, false};
+    const uint64_t now_ms = broker_.now_ms();
+    auto consult = [&](DedupCache& window) {
+        // false: the key is a duplicate in memory (nothing to look up, and
+        // an exchange's duplicate goes no further)
+        const amqp::BasicProperties& props = *LazyProperties::get(&properties);
+        if (!window.key_of(props, dedup_key_)) return true;
+        if (window.contains(dedup_key_, now_ms)) return false;
+        DedupLookup l;
+        l.hash = DedupCache::hash_key(dedup_key_);
+        window.disk_candidates(l.hash, l.generations);
+        if (l.generations.empty()) return true;
+        l.window = &window;
+        l.alive = window.alive();
+        l.index_prefix = storage::records::dedup_index_prefix(window.disk_prefix());
+        l.key = dedup_key_;
+        if (!out) out = std::make_shared<std::vector<DedupLookup>>();
+        out->push_back(std::move(l));
+        return true;
+    };
+    if (ex_window && ex_window->spills() && !consult(*ex_window)) return false;
+    if (spilling_queue_windows_ > 0) {
+        std::vector<Queue*> queues;
+        route(exchange, msg->routing_key(), &LazyProperties::get, &properties, queues, msg->extra_routing_keys());
+        for (Queue* q : queues)
+            if (DedupCache* w = q->dedup(); w && w->spills()) consult(*w);
+    }
+    return out && !out->empty();
+}
+
+void VHost::finish_dedup_lookups(const std::vector<DedupLookup>& lookups) {
+    const uint64_t now_ms = broker_.now_ms();
+    for (const DedupLookup& l : lookups)
+        if (l.found && !l.alive.expired()) l.window->promote(l.key, l.seq, l.expires_ms, now_ms);
 }
 
 DedupAdmit VHost::admit_dedup(DedupCache& window, const amqp::BasicProperties& properties, uint64_t now_ms) {

@@ -135,6 +135,35 @@ bool decode_dedup(std::string_view key, std::string_view value, DedupRecord& out
     return k.ok() && r.ok() && k.rest().empty();
 }
 
+std::string dedup_index_prefix(std::string_view prefix) {
+    std::string k(prefix);
+    if (!k.empty()) k[0] = 'h';
+    return k;
+}
+
+std::string dedup_index_key(std::string_view index_prefix, uint64_t generation, uint64_t hash) {
+    std::string k(index_prefix);
+    append_u64_key(k, generation);
+    append_u64_key(k, hash);
+    return k;
+}
+
+std::string dedup_index_value(uint64_t seq, uint64_t expires_ms, std::string_view key) {
+    std::string v;
+    append_u64_key(v, seq);
+    append_u64_key(v, expires_ms);
+    v.append(key);
+    return v;
+}
+
+bool decode_dedup_index_value(std::string_view value, uint64_t& seq, uint64_t& expires_ms, std::string_view& key) {
+    Reader r(value);
+    seq = r.u64();
+    expires_ms = r.u64();
+    key = r.rest();
+    return r.ok();
+}
+
 std::string queue_key(std::string_view vhost, std::string_view name) { return key_of('q', vhost, name); }
 
 std::string queue_value(uint64_t id, bool auto_delete, std::string_view arguments) {

@@ -16,6 +16,9 @@
 //   'r': runtime parameters such as shovels (broker/runtime_parameters.hpp)
 //   'd' kind u8 ('e' or 'q') name(vhost) name(object) seq u64 BE → expires_ms u64 BE (0: never), key
 //       a deduplication window's entry (broker/dedup.hpp), in insertion order per object
+//   'h' kind u8 name(vhost) name(object) generation u64 BE hash u64 BE → seq u64 BE, expires_ms u64 BE, key
+//       the same entry found by its key's hash: generation = seq / a size fixed by the window's
+//       x-cache-size, so what a window lets go leaves by a range delete per generation
 // In `msgs`: each durable queue's log (storage/queue_log.hpp), whose records
 // are of a kind below: a message inline, or the id of a body in `bodies`.
 // In `bodies`: body id u64 BE → a message (shared by several queues' logs).
@@ -44,6 +47,7 @@ inline constexpr std::string_view kExchanges[2] = {"e", "f"};
 inline constexpr std::string_view kQueues[2] = {"q", "r"};
 inline constexpr std::string_view kBindings[2] = {"b", "c"};
 inline constexpr std::string_view kDedup[2] = {"d", "e"};
+inline constexpr std::string_view kDedupIndex[2] = {"h", "i"};
 
 struct ExchangeRecord {
     std::string vhost, name;
@@ -90,6 +94,12 @@ std::string dedup_key(std::string_view prefix, uint64_t seq);
 std::string dedup_end(std::string_view prefix);
 std::string dedup_value(uint64_t expires_ms, std::string_view key);
 bool decode_dedup(std::string_view key, std::string_view value, DedupRecord& out);
+// The key-addressed index of an object's entries (its dedup_prefix): every
+// record of it is in [dedup_index_prefix(prefix), dedup_end(that)).
+std::string dedup_index_prefix(std::string_view prefix);
+std::string dedup_index_key(std::string_view index_prefix, uint64_t generation, uint64_t hash);
+std::string dedup_index_value(uint64_t seq, uint64_t expires_ms, std::string_view key);
+bool decode_dedup_index_value(std::string_view value, uint64_t& seq, uint64_t& expires_ms, std::string_view& key);
 
 // A message's parts (views into the bytes it was decoded from).
 struct MessageParts {
