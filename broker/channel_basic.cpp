@@ -183,7 +183,11 @@ Status Channel::publish_complete() {
                 const uint16_t channel = id_;
                 Session& session = session_;
                 Status st = publish_built(msg, mandatory);
-                if (st) session.report(channel, *st);  // may close this channel
+                // Its confirm (when it needs no sync) goes now: the session
+                // flushes confirms at the end of its input, and there may
+                // be no more input (a publisher waiting for this very ack).
+                if (!st) flush_confirms();
+                else session.report(channel, *st);  // may close this channel
                 session.read_done();
             });
         return std::nullopt;

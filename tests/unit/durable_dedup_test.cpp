@@ -49,28 +49,7 @@ protected:
         settle();  // a durable bind-ok waits for its sync
         c.expect<m::QueueBindOk>(1);
     }
-    // Window entries on disk (all objects).
-    size_t entries_on_disk() {
-        size_t n = 0;
-        store_->scan(storage::Column::meta, storage::records::kDedup[0], storage::records::kDedup[1],
-                     [&](std::string_view, std::string_view) { return ++n, true; });
-        return n;
-    }
-    // Every message in q (confirms still pending on the client are dropped).
-    std::vector<std::string> bodies(TestClient& c) {
-        settle();
-        c.drain();
-        c.clear();
-        std::vector<std::string> out;
-        for (const ServerFrame& f : drain(c, "q")) out.push_back(f.body);
-        return out;
-    }
-};
-
-// Confirmed keys survive a power loss at a random point, in every round:
-// their duplicates are dropped after it. (The messages are consumed each
-// round, so it is the window, not the queue's content, that drops them.)
-TEST_F(DurableDedupTest, EveryConfirmedKeySurvivesAPowerLoss) {
+    void confirmed_keys_survive_power_loss() {
     std::mt19937 rng(1505);
     start();
     {
@@ -124,6 +103,55 @@ TEST_F(DurableDedupTest, EveryConfirmedKeySurvivesAPowerLoss) {
     });
     settle();
     EXPECT_EQ(bodies(c), std::vector<std::string>{"fresh"});
+    }
+    // Window entries on disk (all objects).
+    size_t entries_on_disk() {
+        size_t n = 0;
+        store_->scan(storage::Column::meta, storage::records::kDedup[0], storage::records::kDedup[1],
+                     [&](std::string_view, std::string_view) { return ++n, true; });
+        return n;
+    }
+    // Index records on disk (all objects): the key-addressed twin of each entry.
+    size_t index_on_disk() {
+        size_t n = 0;
+        store_->scan(storage::Column::meta, storage::records::kDedupIndex[0], storage::records::kDedupIndex[1],
+                     [&](std::string_view, std::string_view) { return ++n, true; });
+        return n;
+    }
+    // The acks (and no nack) the session wrote: the highest tag, checking
+    // they come in order.
+    static uint64_t acked_up_to(TestClient& c) {
+        c.drain();
+        uint64_t acked = 0;
+        for (const ServerFrame& f : c.inbox()) {
+            EXPECT_FALSE(f.is<m::BasicNack>()) << f.describe();
+            if (!f.is<m::BasicAck>()) continue;
+            EXPECT_GT(f.get<m::BasicAck>().delivery_tag, acked);
+            acked = f.get<m::BasicAck>().delivery_tag;
+        }
+        return acked;
+    }
+    // Every message in q (confirms still pending on the client are dropped).
+    std::vector<std::string> bodies(TestClient& c) {
+        settle();
+        c.drain();
+        c.clear();
+        std::vector<std::string> out;
+        for (const ServerFrame& f : drain(c, "q")) out.push_back(f.body);
+        return out;
+    }
+};
+
+// Confirmed keys survive a power loss at a random point, in every round:
+// their duplicates are dropped after it. (The messages are consumed each
+// round, so it is the window, not the queue's content, that drops them.)
+TEST_F(DurableDedupTest, EveryConfirmedKeySurvivesAPowerLoss) { confirmed_keys_survive_power_loss(); }
+
+// The same with a window mostly on disk (8 keys in memory): the duplicates
+// are found through the disk index, after each power loss too.
+TEST_F(DurableDedupTest, EveryConfirmedKeySurvivesAPowerLossWithTheWindowOnDisk) {
+    config.dedup_memory_keys = 8;
+    confirmed_keys_survive_power_loss();
 }
 
 // Without a confirm the key may be lost with its message — never the
@@ -264,6 +292,150 @@ TEST_F(DurableDedupTest, DeletingTheExchangeDeletesItsWindow) {
     c.send(1, d);
     settle();
     EXPECT_EQ(entries_on_disk(), 0u);
+}
+
+// A durable window larger than the memory cap (x-cache-size 100,000, 1,000
+// keys in memory): a key 50,000 insertions old is still a duplicate, found
+// on disk by the store's read thread — the publish is routed and confirmed
+// only once that read is back on the broker thread (the session reads no
+// further meanwhile), and what the connection published after it keeps its
+// order. Memory holds at most the cap, before and after the lookups and
+// after a restart.
+TEST_F(DurableDedupTest, AWindowLargerThanMemoryFindsOldKeysOnDiskOffTheBrokerThread) {
+    config.dedup_memory_keys = 1000;
+    start();
+    TestClient& c = connect();
+    m::ExchangeDeclare x;  // no queue yet: the keys go on their own
+    x.exchange = "big";
+    x.type = "fanout";
+    x.durable = true;
+    x.arguments.set("x-message-deduplication", true);
+    x.arguments.set("x-cache-size", int64_t{100000});
+    c.send(1, x);
+    settle();
+    c.expect<m::ExchangeDeclareOk>(1);
+    ASSERT_TRUE(c.confirm_select(1));
+    broker::DedupCache* w = broker_->find_vhost("/")->find_exchange("big")->dedup();
+    ASSERT_TRUE(w->spills());
+    for (int t = 0; t < 60; ++t) {
+        c.batch([&] {
+            for (int i = 0; i < 1000; ++i) c.publish(1, "big", "", "m", keyed("k" + std::to_string(t * 1000 + i)));
+        });
+        settle();
+        ASSERT_LE(w->size(), 1000u);
+        c.clear();
+    }
+    EXPECT_LE(w->places(), 3024u);
+    c.drain();
+    c.clear();
+    EXPECT_EQ(entries_on_disk(), 60000u);
+    EXPECT_EQ(index_on_disk(), 60000u);
+    declare_durable_queue(c, "q");
+    m::QueueBind b;
+    b.queue = "q";
+    b.exchange = "big";
+    c.send(1, b);
+    settle();
+    c.expect<m::QueueBindOk>(1);
+    c.clear();
+
+    c.batch([&] {
+        c.publish(1, "big", "", "dup-old", keyed("k10000"));  // 50,000 insertions ago: on disk only
+        c.publish(1, "big", "", "A", keyed("a"));
+        c.publish(1, "big", "", "dup-older", keyed("k20"));
+        c.publish(1, "big", "", "B", keyed("b"));
+        c.publish(1, "big", "", "dup-recent", keyed("k59990"));  // in memory
+        c.publish(1, "big", "", "C", keyed("c"));
+        c.publish(1, "big", "", "dup-of-A", keyed("a"));
+    });
+    // The first waits for the read thread: the session parses nothing
+    // more, nothing is routed or confirmed until the broker thread runs
+    // the read's completion (the executor is not run here).
+    EXPECT_TRUE(c.session().reading_paused());
+    EXPECT_EQ(queue("q")->ready_count(), 0u);
+    EXPECT_EQ(c.pending(), 0u) << c.describe_pending();
+    settle();
+    EXPECT_FALSE(c.session().reading_paused());
+    EXPECT_EQ(acked_up_to(c), 60007u);
+    EXPECT_EQ(bodies(c), (std::vector<std::string>{"A", "B", "C"}));
+    EXPECT_LE(w->size(), 1000u);
+
+    crash();
+    start();
+    w = broker_->find_vhost("/")->find_exchange("big")->dedup();
+    EXPECT_LE(w->size(), 1000u);
+    TestClient& c2 = connect();
+    ASSERT_TRUE(c2.confirm_select(1));
+    c2.batch([&] {
+        c2.publish(1, "big", "", "dup-old", keyed("k30000"));
+        c2.publish(1, "big", "", "D", keyed("d"));
+    });
+    settle();
+    EXPECT_EQ(acked_up_to(c2), 2u);
+    EXPECT_EQ(bodies(c2), std::vector<std::string>{"D"});
+    // A waiting publish with nothing after it is confirmed all the same
+    // (a publisher may wait for that ack before sending anything more).
+    c2.clear();
+    c2.publish(1, "big", "", "dup-alone", keyed("k40000"));
+    EXPECT_TRUE(c2.session().reading_paused());
+    settle();
+    EXPECT_EQ(acked_up_to(c2), 3u);
+    EXPECT_EQ(queue("q")->ready_count(), 0u);
+}
+
+// A queue's window larger than the memory cap (5,000 keys, 100 in memory):
+// a key that left the window by size is not a duplicate (its index record
+// may still be on disk: stale, ignored), one still in it is, found on disk;
+// the disk holds the window and at most a trim step (entries) and a
+// generation (index) more; deleting the queue deletes both.
+TEST_F(DurableDedupTest, AQueueWindowOnDiskKeepsItsSizeAndIsTrimmedByGeneration) {
+    config.dedup_memory_keys = 100;
+    start();
+    TestClient& c = connect();
+    m::QueueDeclare d;
+    d.queue = "dq";
+    d.durable = true;
+    d.arguments.set("x-message-deduplication", true);
+    d.arguments.set("x-cache-size", int64_t{5000});
+    c.send(1, d);
+    settle();
+    c.expect<m::QueueDeclareOk>(1);
+    ASSERT_TRUE(c.confirm_select(1));
+    broker::DedupCache* w = queue("dq")->dedup();
+    ASSERT_TRUE(w->spills());
+    for (int t = 0; t < 6; ++t) {
+        c.batch([&] {
+            for (int i = 0; i < 1000; ++i) c.publish(1, "", "dq", "m", keyed("k" + std::to_string(t * 1000 + i)));
+        });
+        settle();
+        ASSERT_LE(w->size(), 100u);
+        c.clear();
+    }
+    EXPECT_EQ(queue("dq")->ready_count(), 6000u);
+    EXPECT_LE(entries_on_disk(), 5000u + 1250u);
+    EXPECT_LE(index_on_disk(), 5000u + 1250u);
+    purge_or_delete(c, "dq", true);
+    settle();
+    c.drain();
+    c.clear();
+    c.batch([&] {
+        c.publish(1, "", "dq", "left-the-window", keyed("k500"));
+        c.publish(1, "", "dq", "dup-on-disk", keyed("k3000"));
+        c.publish(1, "", "dq", "dup-in-memory", keyed("k5990"));
+        c.publish(1, "", "dq", "new", keyed("n"));
+    });
+    settle();
+    EXPECT_EQ(acked_up_to(c), 6004u);
+    c.clear();
+    settle();
+    std::vector<std::string> got;
+    for (const ServerFrame& f : drain(c, "dq")) got.push_back(f.body);
+    EXPECT_EQ(got, (std::vector<std::string>{"left-the-window", "new"}));
+    EXPECT_LE(w->size(), 100u);
+    purge_or_delete(c, "dq", false);
+    settle();
+    EXPECT_EQ(entries_on_disk(), 0u);
+    EXPECT_EQ(index_on_disk(), 0u);
 }
 
 }  // namespace
