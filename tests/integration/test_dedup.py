@@ -337,3 +337,45 @@ def test_management_api_and_definitions_keep_the_arguments(broker, fresh_broker)
         ch.basic_publish(ex, "r", str(i).encode(), props(key))
     assert bodies(ch, qn) == ["0", "2"]
     conn.close()
+
+
+def test_a_huge_window_stays_bounded_in_memory(fresh_broker):
+    """x-cache-size 10,000,000 and 300,000 distinct keys: sluiced keeps the
+    newest 65,536 keys in memory (--dedup-memory-keys) and a capped Bloom
+    filter per index generation; the rest of the window is on disk, and a
+    duplicate of an early key is still dropped (found there off the broker
+    thread). Before the bound, the window alone took ~134 B a key (~38 MiB
+    here, 288 MiB for 2M keys). The bound is on the growth of RSS while the
+    window fills: the memory part (65,536 keys x ~134 B = 8.4 MiB), one
+    2 MiB filter, the store's memtables (2 x 8 MiB) and slack: 40 MiB.
+    Measured 26 MiB; the unbounded window grew 38 MiB more than the
+    memtables (~54 MiB)."""
+    from proc_stats import rss_bytes, sanitized_build
+    b = fresh_broker
+    n = 60_000 if sanitized_build() else 300_000
+    conn = b.pika()
+    ch = conn.channel()
+    ex = unique("dedup.huge")
+    dedup_exchange(ch, ex, durable=True, **{"x-cache-size": 10_000_000})
+    rss_before = rss_bytes(b.proc.pid)
+    peak = rss_before
+    # No queue yet: a persistent message that reaches none keeps its key
+    # durable. No confirms on the fill (fast); a confirmed barrier after it.
+    for i in range(n):
+        ch.basic_publish(ex, "", b"m", props("key-%d" % i))
+        if i % 20_000 == 0:
+            peak = max(peak, rss_bytes(b.proc.pid))
+    ch.confirm_delivery()
+    ch.basic_publish(ex, "", b"barrier", props("barrier"))
+    peak = max(peak, rss_bytes(b.proc.pid))
+    qn = bound_queue(ch, ex, durable=True)
+    for i in list(range(0, 100)) + [n // 2, n - 1]:
+        ch.basic_publish(ex, "", b"dup", props("key-%d" % i))
+    ch.basic_publish(ex, "", b"new", props("key-new"))
+    assert bodies(ch, qn) == ["new"]
+    peak = max(peak, rss_bytes(b.proc.pid))
+    growth = (peak - rss_before) / 2**20
+    print("RSS before %.1f MiB, peak %.1f MiB, growth %.1f MiB"
+          % (rss_before / 2**20, peak / 2**20, growth))
+    assert growth < (80 if sanitized_build() else 40), "RSS grew %.1f MiB" % growth
+    conn.close()
