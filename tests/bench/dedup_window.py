@@ -16,7 +16,8 @@ the broker's peak RSS and its RSS after the run, and the data dir's size.
 
 Each is run transient and --persistent (durable exchange and queue,
 delivery_mode 2: the keys are written and synced with the messages).
-SLUICE_PERF names another sluice-perf."""
+SLUICE_PERF names another sluice-perf; SLUICED_ARGS adds sluiced options
+(e.g. --dedup-memory-keys 10000000). DEDUP_SCENARIOS=a,b runs only those."""
 import json, os, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from conftest import free_port, amqp_answers, wait_for
@@ -45,7 +46,7 @@ def run(name, extra, persistent):
     port = free_port()
     data = work + "/d"
     broker = subprocess.Popen([exe, "--amqp-port", str(port), "--http-port", "0", "--prometheus-port", "0",
-                               "--data-dir", data], stdout=open(work + "/log", "wb"), stderr=subprocess.STDOUT)
+                               "--data-dir", data] + os.environ.get("SLUICED_ARGS", "").split(), stdout=open(work + "/log", "wb"), stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: amqp_answers("127.0.0.1", port), 15)
         args = [perf, "--port", str(port), "-x", "1", "-y", "1", "--autoack", "-C", str(messages), "-c", "1000",
@@ -78,6 +79,9 @@ def run(name, extra, persistent):
 rows = []
 for persistent in (False, True):
     for name, extra in SCENARIOS:
+        only = os.environ.get("DEDUP_SCENARIOS")
+        if only and (name + (" persistent" if persistent else "")) not in only.split(","):
+            continue
         row = run(name, extra, persistent)
         if row:
             rows.append(row)
