@@ -131,8 +131,9 @@ private:
     Status channel_flow(const amqp::method::ChannelFlow& m);
     Status publish_complete();
     // The rest of a publish once its message is built (and its keys that
-    // may be on disk looked up): tx hold, or route and confirm.
-    Status publish_built(MessagePtr message, bool mandatory);
+    // may be on disk looked up): tx hold, or route and confirm. `exchange`
+    // is looked up again by name when not given (after a wait).
+    Status publish_built(MessagePtr message, bool mandatory, const Exchange* exchange = nullptr);
     // Routes and enqueues (VHost::publish), returning it if unroutable and
     // mandatory; direct reply-to replies go straight to their channel.
     PublishResult route_message(const Exchange& exchange, const MessagePtr& message, bool mandatory);

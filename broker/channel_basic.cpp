@@ -192,11 +192,11 @@ Status Channel::publish_complete() {
             });
         return std::nullopt;
     }
-    return publish_built(std::move(msg), mandatory);
+    return publish_built(std::move(msg), mandatory, ex);
 }
 
-Status Channel::publish_built(MessagePtr msg, bool mandatory) {
-    const Exchange* ex = vhost_.find_exchange(msg->exchange());
+Status Channel::publish_built(MessagePtr msg, bool mandatory, const Exchange* ex) {
+    if (!ex) ex = vhost_.find_exchange(msg->exchange());
     if (!ex)  // deleted while its keys were looked up
         return AmqpError{reply::not_found, vhost_.not_found_exchange(msg->exchange()), m::BasicPublish::key};
     if (tx_mode_) {  // held until tx.commit

@@ -176,6 +176,27 @@ TEST_F(DedupSessionTest, ExchangeDropsADuplicateAndAcksIt) {
     EXPECT_EQ(broker().stats().messages_deduplicated, 2u);
 }
 
+// A transient window larger than the memory cap has no disk to spill to:
+// it is a window of the cap's size (the oldest keys are forgotten), and
+// its memory stays within the cap (docs/deduplication.md, Memory).
+TEST_F(DedupSessionTest, ATransientWindowPastTheMemoryCapForgetsTheOldest) {
+    config.dedup_memory_keys = 10;
+    TestClient& c = connect();
+    amqp::FieldTable args;
+    args.set("x-message-deduplication", true);
+    args.set("x-cache-size", int64_t(1000));
+    declare_exchange(c, "tx", "fanout", args);
+    std::string q = c.declare_queue(1, "tq");
+    ASSERT_TRUE(c.bind_queue(1, q, "tx", ""));
+    for (int i = 0; i < 100; ++i) c.publish(1, "tx", "", "m", keyed("k" + std::to_string(i)));
+    broker::DedupCache* w = broker().find_vhost("/")->find_exchange("tx")->dedup();
+    EXPECT_FALSE(w->spills());
+    EXPECT_LE(w->size(), 10u);
+    c.publish(1, "tx", "", "m", keyed("k95"));  // among the newest 10: dropped
+    c.publish(1, "tx", "", "m", keyed("k5"));   // forgotten: gets in
+    EXPECT_EQ(queue(q)->ready_count(), 101u);
+}
+
 TEST_F(DedupSessionTest, AMandatoryDuplicateIsReturnedNoRoute) {
     TestClient& c = connect();
     declare_exchange(c, "px", "x-message-deduplication", {});
