@@ -126,7 +126,7 @@ void DedupCache::restore(uint64_t seq, std::string_view key, uint64_t expires_ms
     if (seq < next_seq_) return;  // out of order: cannot be
     next_seq_ = seq + 1;
     if (expires_ms != 0 && expires_ms <= now_ms) return;
-    note_written(seq, hash_key(key));
+    filter_add(seq, hash_key(key));  // on disk already
     add(seq, key, expires_ms, false);
     evict(now_ms);
 }
@@ -140,8 +140,25 @@ void DedupCache::promote(std::string_view key, uint64_t seq, uint64_t expires_ms
     evict(now_ms);
 }
 
-void DedupCache::note_written(uint64_t seq, uint64_t hash) {
-    if (!spills()) return;
+bool DedupCache::note_written(uint64_t seq, uint64_t hash, uint64_t batch) {
+    if (!spills()) return false;
+    filter_add(seq, hash);
+    if (batch == 0) return false;
+    if (!unsynced_.empty() && unsynced_.back().batch == batch) return false;
+    unsynced_.push_back(Unsynced{batch, seq});
+    return true;
+}
+
+void DedupCache::note_synced(uint64_t batch) {
+    bool any = false;
+    while (!unsynced_.empty() && unsynced_.front().batch <= batch) {
+        unsynced_.pop_front();
+        any = true;
+    }
+    if (any) evict(0);  // 0: by size only
+}
+
+void DedupCache::filter_add(uint64_t seq, uint64_t hash) {
     const uint64_t generation = seq / generation_size_;
     Filter* f = nullptr;
     for (auto it = filters_.rbegin(); it != filters_.rend(); ++it)
@@ -196,7 +213,7 @@ void DedupCache::evict(uint64_t now_ms) {
         const bool stale = it->second.seq != front.seq;
         if (!stale) {
             const bool expired = it->second.expires_ms != 0 && it->second.expires_ms <= now_ms;
-            if (!expired && it->second.seq >= live && entries_.size() <= memory_cap_) break;
+            if (!expired && it->second.seq >= live && (entries_.size() <= memory_cap_ || pinned(front.seq))) break;
             if (!front.promoted) evicted_below_ = std::max(evicted_below_, front.seq + 1);
             order_.pop_front();
             entries_.erase(it);

@@ -108,9 +108,14 @@ public:
     bool spills() const { return !disk_prefix_.empty() && settings_.cache_size > memory_cap_; }
     uint64_t generation_size() const { return generation_size_; }
     static uint64_t hash_key(std::string_view key);
-    // A written key (its entry and index record are in the store's batch):
-    // the generation's filter learns it.
-    void note_written(uint64_t seq, uint64_t hash);
+    // A written key (its entry and index record are in the store's batch
+    // of generation `batch`, 0: already applied): the generation's filter
+    // learns it, and it stays in memory until that batch is in the store
+    // (a lookup reads the store, which does not have it before). Returns
+    // true when the caller is to call note_synced(batch) once it is.
+    bool note_written(uint64_t seq, uint64_t hash, uint64_t batch);
+    // Batch generation `batch` is in the store: its keys may leave memory.
+    void note_synced(uint64_t batch);
     // The generations whose index on disk may hold `key` (not in memory):
     // those with seqs that left memory but not the window, whose filter
     // says maybe. Empty: the key is not in the window.
@@ -142,6 +147,10 @@ private:
         std::vector<uint64_t> bits;
     };
     void add(uint64_t seq, std::string_view key, uint64_t expires_ms, bool promoted);
+    void filter_add(uint64_t seq, uint64_t hash);
+    // Written and not yet in the store: kept in memory whatever the cap
+    // (bounded by the store's backlog limit, which stops publishers).
+    bool pinned(uint64_t seq) const { return !unsynced_.empty() && seq >= unsynced_.front().first_seq; }
     void evict(uint64_t now_ms);
     void drop_old_filters();
 
@@ -156,6 +165,11 @@ private:
     // Inserted seqs below it have left memory (those at or above it, not).
     uint64_t evicted_below_ = 1;
     std::deque<Filter> filters_;
+    struct Unsynced {
+        uint64_t batch;
+        uint64_t first_seq;
+    };
+    std::deque<Unsynced> unsynced_;  // batches holding written keys, oldest first
     std::string disk_prefix_;
     std::shared_ptr<char> alive_ = std::make_shared<char>();
 };

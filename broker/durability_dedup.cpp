@@ -38,8 +38,12 @@ void Durability::put_dedup(DedupCache& cache, uint64_t seq, uint64_t expires_ms,
                 storage::records::dedup_index_key(storage::records::dedup_index_prefix(cache.disk_prefix()),
                                                   seq / cache.generation_size(), hash),
                 storage::records::dedup_index_value(seq, expires_ms, key));
-    cache.note_written(seq, hash);
     schedule_commit();
+    const uint64_t gen = pending_generation();
+    if (cache.note_written(seq, hash, gen))
+        after_sync([&cache, alive = cache.alive(), gen](bool) {
+            if (!alive.expired()) cache.note_synced(gen);
+        });
 }
 
 void Durability::trim_dedup(DedupCache& cache, bool now) {

@@ -438,5 +438,29 @@ TEST_F(DurableDedupTest, AQueueWindowOnDiskKeepsItsSizeAndIsTrimmedByGeneration)
     EXPECT_EQ(index_on_disk(), 0u);
 }
 
+// Keys whose batch is not in the store yet stay in memory whatever the cap
+// (a lookup reads the store, which would not have them): duplicates in the
+// same batch as their first copies, with 8 keys in memory, are dropped.
+TEST_F(DurableDedupTest, KeysNotYetInTheStoreStayInMemory) {
+    config.dedup_memory_keys = 8;
+    start();
+    TestClient& c = connect();
+    declare(c, 1000);
+    ASSERT_TRUE(c.confirm_select(1));
+    broker::DedupCache* w = broker_->find_vhost("/")->find_exchange("dx")->dedup();
+    ASSERT_TRUE(w->spills());
+    c.batch([&] {
+        for (int i = 0; i < 50; ++i) c.publish(1, "dx", "", "m" + std::to_string(i), keyed("k" + std::to_string(i)));
+        for (int i = 0; i < 50; ++i) c.publish(1, "dx", "", "dup", keyed("k" + std::to_string(i)));
+    });
+    EXPECT_GE(w->size(), 50u);  // pinned until their batch is in the store
+    settle();
+    EXPECT_LE(w->size(), 8u);  // and only then gone to the disk part
+    EXPECT_EQ(acked_up_to(c), 100u);
+    std::vector<std::string> got = bodies(c);
+    EXPECT_EQ(got.size(), 50u);
+    for (const std::string& b : got) EXPECT_NE(b, "dup");
+}
+
 }  // namespace
 }  // namespace sluice::test
