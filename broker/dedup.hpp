@@ -13,12 +13,21 @@
 // A message may carry `x-cache-ttl` (ms) to override the object's TTL for
 // its own key, as the plugin.
 //
-// DedupCache is the window in memory: a hash of key → (insertion seq,
+// DedupCache is the window's memory part: a hash of key → (insertion seq,
 // expiry) and the keys in insertion order, so the oldest go first when the
-// window is over its size and expired ones go when they reach the front. The
-// insertion seq is also the key's place on disk (Durability::put_dedup), so
-// that the entries a window has let go are deleted by one range delete, not
-// one tombstone each.
+// window is over its size (or its memory cap) and expired ones go when they
+// reach the front. The insertion seq is also the key's place on disk
+// (Durability::put_dedup), so that the entries a window has let go are
+// deleted by one range delete, not one tombstone each.
+//
+// Memory is bounded whatever x-cache-size says: at most memory_cap() keys
+// (BrokerConfig::dedup_memory_keys). A durable window larger than that
+// spills(): its older keys are only on disk, behind a key-addressed index
+// in generations with a capped Bloom filter each here; a publish whose key
+// a filter points at is looked up off the broker thread first
+// (VHost::dedup_lookups) and what is found is promote()d back. A transient
+// window larger than the cap forgets its oldest keys.
+// docs/deduplication.md says why.
 //
 // Thread-safety: broker thread only.
 #pragma once
