@@ -53,6 +53,10 @@ struct BrokerConfig {
     // Publishers stop being read while this many bytes wait for the store
     // behind a commit in flight (a disk slower than the publishers).
     size_t store_backlog_limit = 16u << 20;
+    // A deduplication window keeps at most this many keys in memory (the
+    // most recent); a durable window's older keys are looked up on disk off
+    // the broker thread, a transient window forgets them (docs/deduplication.md).
+    uint64_t dedup_memory_keys = 65536;
     // Open (past connection.open) AMQP connections allowed; 0 = no limit.
     // Beyond it connection.open is refused with 530, as RabbitMQ's connection_max.
     uint32_t max_connections = 0;

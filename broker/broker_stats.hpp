@@ -14,6 +14,7 @@ struct BrokerStats {
     uint64_t messages_published = 0;
     uint64_t messages_routed = 0;
     uint64_t messages_unroutable = 0;
+    uint64_t messages_deduplicated = 0;  // dropped by an exchange's or a queue's deduplication window
     uint64_t messages_delivered = 0;
     uint64_t messages_redelivered = 0;
     uint64_t messages_acked = 0;

@@ -57,7 +57,7 @@ Channel::~Channel() {
     release();
     // A basic.get waiting for a read paused the session's parsing: a channel
     // that goes first must not leave it paused.
-    if (waiting_get_again_) session_.read_done();
+    if (waiting_get_again_ || waiting_dedup_) session_.read_done();
 }
 
 Status Channel::on_method(std::string_view payload) {

@@ -130,6 +130,10 @@ private:
     Status confirm_select(const amqp::method::ConfirmSelect& m);
     Status channel_flow(const amqp::method::ChannelFlow& m);
     Status publish_complete();
+    // The rest of a publish once its message is built (and its keys that
+    // may be on disk looked up): tx hold, or route and confirm. `exchange`
+    // is looked up again by name when not given (after a wait).
+    Status publish_built(MessagePtr message, bool mandatory, const Exchange* exchange = nullptr);
     // Routes and enqueues (VHost::publish), returning it if unroutable and
     // mandatory; direct reply-to replies go straight to their channel.
     PublishResult route_message(const Exchange& exchange, const MessagePtr& message, bool mandatory);
@@ -242,6 +246,9 @@ private:
     // The last basic.get waits for its queue's head to be read from disk
     // (Queue::head_ready_or_read; the session parses nothing meanwhile).
     bool waiting_get_again_ = false;
+    // A publish waits for its deduplication keys to be looked up on disk
+    // (VHost::dedup_lookups; the session parses nothing meanwhile).
+    bool waiting_dedup_ = false;
     std::shared_ptr<char> alive_ = std::make_shared<char>(0);  // storage callbacks check it
 };
 

@@ -169,6 +169,38 @@ Status Channel::publish_complete() {
         }
     }
 
+    // A key that may be in the disk part of a durable deduplication window
+    // is looked up on the store's read thread first; this connection's
+    // frames wait meanwhile (as a basic.get's read), so what it publishes
+    // next is routed, and confirmed, after this.
+    std::shared_ptr<std::vector<DedupLookup>> lookups;
+    if (vhost_.dedup_lookups(*ex, msg, lookups)) {
+        waiting_dedup_ = true;
+        session_.wait_for_read();
+        session_.broker().durability().read_dedup_off_thread(
+            lookups, [this, alive = std::weak_ptr<char>(alive_), lookups, msg, mandatory] {
+                if (alive.expired()) return;  // the channel went (and resumed its session)
+                waiting_dedup_ = false;
+                vhost_.finish_dedup_lookups(*lookups);
+                const uint16_t channel = id_;
+                Session& session = session_;
+                Status st = publish_built(msg, mandatory);
+                // Its confirm (when it needs no sync) goes now: the session
+                // flushes confirms at the end of its input, and there may
+                // be no more input (a publisher waiting for this very ack).
+                if (!st) flush_confirms();
+                else session.report(channel, *st);  // may close this channel
+                session.read_done();
+            });
+        return std::nullopt;
+    }
+    return publish_built(std::move(msg), mandatory, ex);
+}
+
+Status Channel::publish_built(MessagePtr msg, bool mandatory, const Exchange* ex) {
+    if (!ex) ex = vhost_.find_exchange(msg->exchange());
+    if (!ex)  // deleted while its keys were looked up
+        return AmqpError{reply::not_found, vhost_.not_found_exchange(msg->exchange()), m::BasicPublish::key};
     if (tx_mode_) {  // held until tx.commit
         tx_publishes_.push_back(TxPublish{std::move(msg), mandatory});
         return std::nullopt;

@@ -48,6 +48,7 @@
 namespace sluice::broker {
 
 class Broker;
+class DedupCache;
 class Exchange;
 class Executor;
 class Queue;
@@ -66,6 +67,19 @@ struct RecoveryStats {
 };
 
 // Paged messages read back off the broker thread (Durability::read_*_off_thread).
+// A key that may be in a durable window's disk part (dedup.hpp): where to
+// look, and what the store's read thread found.
+struct DedupLookup {
+    DedupCache* window = nullptr;
+    std::weak_ptr<char> alive;  // the window's
+    std::string index_prefix;
+    std::string key;
+    uint64_t hash = 0;
+    std::vector<uint64_t> generations;
+    bool found = false;
+    uint64_t seq = 0, expires_ms = 0;
+};
+
 // The read thread fills it; `done` then runs on the broker thread, which
 // never waits for it (a get whose head is on disk waits as a continuation:
 // Queue::head_ready_or_read).
@@ -133,6 +147,26 @@ public:
     // Durable only when both ends are; callers check.
     void put_binding(const VHost& vhost, const Exchange& source, const Binding& binding);
     void remove_binding(const VHost& vhost, const Exchange& source, const Binding& binding);
+    // Deduplication windows (dedup.hpp). A durable object's window is
+    // durable: attach_dedup gives it its place in `meta` (nothing without a
+    // store). An entry goes into the batch gathering now, the one the
+    // confirm of the message that admitted it waits for. The entries a
+    // window has let go (by size or TTL) are deleted by one range delete
+    // once enough of them have left (never one tombstone per message);
+    // recovery reads whatever is there and applies the same rules. An
+    // object's deletion deletes its whole range.
+    void attach_dedup(const VHost& vhost, bool exchange, std::string_view name, DedupCache& cache) const;
+    // Each entry is written twice: in insertion order (for recovery and the
+    // range deletes) and in the key-addressed index of its generation (for
+    // lookups of keys that left memory, read_dedup_off_thread).
+    void put_dedup(DedupCache& cache, uint64_t seq, uint64_t expires_ms, std::string_view key);
+    void trim_dedup(DedupCache& cache, bool now = false);
+    void remove_dedup(const DedupCache& cache);
+    // Looks keys up in windows' indexes on the store's read thread (the
+    // broker thread never reads the store); `done` runs on the broker
+    // thread once every lookup has its answer, unless the Durability went.
+    void read_dedup_off_thread(std::shared_ptr<std::vector<DedupLookup>> lookups, std::function<void()> done);
+
     // Records the broker keeps for others (users, permissions, vhosts):
     // written with the next batch, whatever `recovering` says.
     void put_record(std::string_view key, std::string_view value);
@@ -267,6 +301,9 @@ private:
     void seal_spill_runs();
     void on_committed(bool ok);
     void schedule_commit();
+    // Reads the deduplication windows' entries back (durability_dedup.cpp);
+    // deletes those of objects that are gone.
+    void recover_dedup(Broker& broker);
     // Drops the shared-body reference of one entry, if it holds one.
     void drop_ref(uint64_t queue_id, uint64_t seq);
     // Drops the references of a queue's entries from `seq` on.

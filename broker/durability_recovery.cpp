@@ -70,6 +70,8 @@ RecoveryStats Durability::recover(Broker& broker) {
         ++st.bindings;
     });
 
+    recover_dedup(broker);
+
     // Delayed exchanges' logs: their counts; the messages stay in the store
     // until their window is read back.
     rec::delay_logs(*store_, [&](const storage::records::DelayLogRecord& r) {

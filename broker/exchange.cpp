@@ -18,6 +18,7 @@ bool parse_exchange_type(std::string_view name, ExchangeType& out) {
     else if (name == "headers") out = ExchangeType::headers;
     else if (name == "x-consistent-hash") out = ExchangeType::consistent_hash;
     else if (name == "x-delayed-message") out = ExchangeType::delayed;
+    else if (name == "x-message-deduplication") out = ExchangeType::deduplication;
     else return false;
     return true;
 }
@@ -30,6 +31,7 @@ std::string_view exchange_type_name(ExchangeType t) {
         case ExchangeType::headers: return "headers";
         case ExchangeType::consistent_hash: return "x-consistent-hash";
         case ExchangeType::delayed: return "x-delayed-message";
+        case ExchangeType::deduplication: return "x-message-deduplication";
     }
     return "direct";
 }
@@ -142,6 +144,9 @@ Exchange::Exchange(std::string name, ExchangeType type, bool durable, bool auto_
     if (type_ == ExchangeType::delayed && parse_delayed_type(arguments_, routing_type_).code != 0)
         routing_type_ = ExchangeType::direct;  // declares are checked; only a damaged record gets here
     if (routing_type_ == ExchangeType::consistent_hash) parse_hash_source(arguments_, hash_source_);
+    auto dedup = parse_dedup_arguments(arguments_, "exchange", name_, "", type_ == ExchangeType::deduplication);
+    if (auto* s = std::get_if<std::optional<DedupSettings>>(&dedup); s && *s)
+        dedup_ = std::make_unique<DedupCache>(std::move(**s));
 }
 
 Exchange::~Exchange() {
@@ -188,7 +193,8 @@ void Exchange::index_add(const Binding& b) {
     switch (routing_type_) {
         case ExchangeType::delayed: break;  // never a routing type
         case ExchangeType::direct: direct_[b.key].push_back(b.destination); break;
-        case ExchangeType::fanout: fanout_.push_back(b.destination); break;
+        case ExchangeType::fanout:
+        case ExchangeType::deduplication: fanout_.push_back(b.destination); break;
         case ExchangeType::topic: topic_.add(b.key, b.destination); break;
         case ExchangeType::headers: break;  // routed by scanning bindings_
         case ExchangeType::consistent_hash: ring_update(b.destination); break;
@@ -221,7 +227,8 @@ void Exchange::index_remove(const Binding& b) {
             if (it->second.empty()) direct_.erase(it);
             break;
         }
-        case ExchangeType::fanout: erase_one(fanout_, b.destination); break;
+        case ExchangeType::fanout:
+        case ExchangeType::deduplication: erase_one(fanout_, b.destination); break;
         case ExchangeType::topic: topic_.remove(b.key, b.destination); break;
         case ExchangeType::headers: break;
         case ExchangeType::consistent_hash: ring_update(b.destination); break;
@@ -241,6 +248,7 @@ void Exchange::route(std::string_view routing_key, const amqp::BasicProperties* 
             break;
         }
         case ExchangeType::fanout:
+        case ExchangeType::deduplication:  // the plugin's type routes as fanout
             out.insert(out.end(), fanout_.begin(), fanout_.end());
             break;
         case ExchangeType::topic:

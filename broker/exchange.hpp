@@ -5,7 +5,10 @@
 // the routing key, a header or a property. An x-delayed-message exchange
 // (RabbitMQ's rabbitmq_delayed_message_exchange) routes as the type its
 // `x-delayed-type` argument names, and holds messages with a positive
-// `x-delay` header until they are due (DelayedMessages, delayed_messages.hpp).
+// `x-delay` header until they are due (DelayedMessages, delayed_messages.hpp);
+// x-message-deduplication (the plugin's type) routes as fanout. Any exchange
+// may have a deduplication window (dedup.hpp), which VHost::publish consults
+// before routing.
 //
 // A binding's identity is (destination, key, arguments), as in RabbitMQ: the
 // same queue bound twice with different arguments is two bindings.
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "broker/consistent_hash.hpp"
+#include "broker/dedup.hpp"
 #include "broker/topic_matcher.hpp"
 #include "net/amqp/field_table.hpp"
 
@@ -49,9 +53,10 @@ struct DestinationHash {
 };
 
 // Stored as a number (Durability): append new types, never reorder.
-enum class ExchangeType : uint8_t { direct, fanout, topic, headers, consistent_hash, delayed };
+enum class ExchangeType : uint8_t { direct, fanout, topic, headers, consistent_hash, delayed, deduplication };
 // "direct" → direct, …, "x-consistent-hash" → consistent_hash,
-// "x-delayed-message" → delayed; false for an unknown name.
+// "x-delayed-message" → delayed, "x-message-deduplication" → deduplication;
+// false for an unknown name.
 bool parse_exchange_type(std::string_view name, ExchangeType& out);
 std::string_view exchange_type_name(ExchangeType t);
 
@@ -113,6 +118,8 @@ public:
     // The `alternate-exchange` argument: where messages this exchange cannot
     // route go instead ("" = none).
     const std::string& alternate_exchange() const { return alternate_exchange_; }
+    // Its deduplication window, null when it has none (`x-message-deduplication`).
+    DedupCache* dedup() const { return dedup_.get(); }
 
     // False if that exact binding exists already.
     bool bind(Destination dest, std::string_view key, const amqp::FieldTable& args);
@@ -156,6 +163,7 @@ private:
     bool internal_;
     amqp::FieldTable arguments_;
     std::string alternate_exchange_;
+    std::unique_ptr<DedupCache> dedup_;
     std::vector<Binding> bindings_;
 
     // Routing indexes; each holds one entry per distinct (key, destination).

@@ -13,6 +13,7 @@ namespace sluice::broker {
 Queue::Queue(VHost& vhost, std::string name, QueueOptions options, uint64_t owner, uint64_t id)
     : vhost_(vhost), name_(std::move(name)), id_(id), options_(std::move(options)), owner_(owner) {
     if (options_.features.type == QueueType::stream) stream_ = std::make_unique<Stream>(*this, vhost_.broker().durability());
+    if (options_.features.dedup) dedup_ = std::make_unique<DedupCache>(*options_.features.dedup);
 }
 
 bool Queue::has_memory_room() const {

@@ -82,6 +82,8 @@ public:
     bool auto_delete() const { return options_.auto_delete; }
     const amqp::FieldTable& arguments() const { return options_.arguments; }
     const QueueArguments& features() const { return options_.features; }
+    // Its deduplication window, null when it has none (dedup.hpp).
+    DedupCache* dedup() const { return dedup_.get(); }
     uint64_t owner() const { return owner_; }
     bool deleted() const { return deleted_; }
 
@@ -179,6 +181,7 @@ public:
     bool head_ready_or_read(std::function<void()> ready);
 
 private:
+    std::unique_ptr<DedupCache> dedup_;
     VHost& vhost_;
     std::string name_;
     uint64_t id_;

@@ -168,6 +168,9 @@ std::variant<QueueArguments, AmqpError> parse_queue_arguments(const amqp::FieldT
         if (auto seg = p.integer("x-stream-max-segment-size-bytes", true)) a.segment_bytes = *seg;
     }
     if (p.error) return *p.error;
+    auto dedup = parse_dedup_arguments(args, "queue", queue, vhost, false);
+    if (auto* e = std::get_if<AmqpError>(&dedup)) return *e;
+    a.dedup = std::get<std::optional<DedupSettings>>(std::move(dedup));
     if (a.type == QueueType::quorum || a.type == QueueType::stream) {
         // RabbitMQ's rules for quorum queues (replicated there, single-node here).
         auto bad = [&](const char* property) {

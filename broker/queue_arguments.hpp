@@ -17,6 +17,7 @@
 #include <variant>
 
 #include "broker/amqp_error.hpp"
+#include "broker/dedup.hpp"
 #include "net/amqp/field_table.hpp"
 
 namespace sluice::broker {
@@ -53,6 +54,7 @@ struct QueueArguments {
     // whole segments at a time), with x-max-age and the segment size.
     std::optional<uint64_t> max_age_ms;       // x-max-age
     uint64_t segment_bytes = kDefaultStreamSegmentBytes;  // x-stream-max-segment-size-bytes
+    std::optional<DedupSettings> dedup;       // x-message-deduplication and its x-cache-* (dedup.hpp)
 
     bool has_length_limit() const { return max_length || max_length_bytes; }
 };

@@ -107,10 +107,13 @@ Result<Exchange*> VHost::declare_exchange(std::string_view name, const ExchangeO
         std::string error = parse_hash_source(o.arguments, source);
         if (!error.empty()) return amqp_error(reply::precondition_failed, std::move(error));
     }
+    auto dedup = parse_dedup_arguments(o.arguments, "exchange", name, name_, o.type == ExchangeType::deduplication);
+    if (auto* e = std::get_if<AmqpError>(&dedup)) return *e;
     auto ex = std::make_unique<Exchange>(std::string(name), o.type, o.durable, o.auto_delete, o.internal,
                                          o.arguments);
     Exchange* raw = ex.get();
     exchanges_.emplace(std::string(name), std::move(ex));
+    attach_dedup(*raw);
     broker_.durability().put_exchange(*this, *raw);
     if (o.type == ExchangeType::delayed) attach_delayed(*raw, false);
     return raw;
@@ -172,7 +175,22 @@ void VHost::restore_exchange(const std::string& name, const ExchangeOptions& o) 
     if (find_exchange(name)) return;
     auto ex = std::make_unique<Exchange>(name, o.type, o.durable, o.auto_delete, o.internal, o.arguments);
     if (o.type == ExchangeType::delayed) attach_delayed(*ex, true);
+    Exchange& raw = *ex;
     exchanges_.emplace(name, std::move(ex));
+    attach_dedup(raw);
+}
+
+void VHost::attach_dedup(Exchange& ex) {
+    if (!ex.dedup()) return;
+    ex.dedup()->set_memory_cap(broker_.config().dedup_memory_keys);
+    if (ex.durable()) broker_.durability().attach_dedup(*this, true, ex.name(), *ex.dedup());
+}
+
+void VHost::attach_dedup(Queue& q) {
+    if (!q.dedup()) return;
+    q.dedup()->set_memory_cap(broker_.config().dedup_memory_keys);
+    if (q.durable() && !q.exclusive()) broker_.durability().attach_dedup(*this, false, q.name(), *q.dedup());
+    if (q.dedup()->spills()) ++spilling_queue_windows_;
 }
 
 QueuePtr VHost::restore_queue(const std::string& name, QueueOptions o, uint64_t id) {
@@ -181,6 +199,7 @@ QueuePtr VHost::restore_queue(const std::string& name, QueueOptions o, uint64_t 
     if (auto* f = std::get_if<QueueArguments>(&parsed)) o.features = *f;
     auto q = std::make_shared<Queue>(*this, name, std::move(o), 0, id);
     queues_[name] = q;
+    attach_dedup(*q);
     return q;
 }
 
@@ -195,6 +214,7 @@ Status VHost::delete_exchange(std::string_view name, bool if_unused) {
                           "exchange '" + std::string(name) + "' in vhost '" + name_ + "' in use");
     remove_exchange_bindings(ex);
     broker_.durability().remove_exchange(*this, *ex);
+    if (ex->dedup()) broker_.durability().remove_dedup(*ex->dedup());
     exchanges_.erase(it);
     return std::nullopt;
 }
@@ -205,6 +225,7 @@ void VHost::maybe_auto_delete(Exchange* exchange) {
     if (it == exchanges_.end()) return;
     remove_exchange_bindings(exchange);
     broker_.durability().remove_exchange(*this, *exchange);
+    if (exchange->dedup()) broker_.durability().remove_dedup(*exchange->dedup());
     exchanges_.erase(it);
 }
 
@@ -245,6 +266,7 @@ Result<QueuePtr> VHost::declare_queue(std::string_view name, QueueOptions o, uin
                                                           "': a stream needs the durable store (no data directory)");
     auto q = std::make_shared<Queue>(*this, std::string(name), std::move(o), exclusive_owner, broker_.next_queue_id());
     queues_.emplace(std::string(name), q);
+    attach_dedup(*q);
     broker_.durability().put_queue(*this, *q);
     q->start();
     created = true;
@@ -266,6 +288,10 @@ size_t VHost::delete_queue(const QueuePtr& queue) {
         if (!removed.empty()) sources.push_back(ex.get());
     }
     broker_.durability().remove_queue(*this, *queue);
+    if (queue->dedup()) {
+        broker_.durability().remove_dedup(*queue->dedup());
+        if (queue->dedup()->spills() && spilling_queue_windows_ > 0) --spilling_queue_windows_;
+    }
     for (Exchange* s : sources) maybe_auto_delete(s);
     for (const ConsumerPtr& c : queue->mark_deleted()) c->channel->on_consumer_cancelled_by_broker(c);
     return messages;

@@ -22,6 +22,8 @@
 
 namespace sluice::broker {
 
+struct DedupLookup;
+
 class Broker;
 
 // Heterogeneous lookup by string_view, so the publish path never builds a
@@ -44,11 +46,18 @@ struct ExchangeOptions {
 template <typename T>
 using Result = std::variant<T, AmqpError>;
 
+// A key a deduplication window has just admitted: its place and expiry.
+struct DedupAdmit {
+    uint64_t seq = 0;  // 0: none
+    uint64_t expires_ms = 0;
+};
+
 struct PublishResult {
     bool routed = false;    // some queue matched (else: unroutable, returned if mandatory)
     bool held = false;      // an x-delayed-message exchange holds it (routed when due; not "routed" now, as the plugin)
     bool stored = false;    // written to the store: its confirm waits for the sync
     bool rejected = false;  // a queue refused it (x-overflow reject-publish): nack it
+    bool duplicate = false; // the exchange's deduplication window had its key: dropped, not routed
 };
 
 class VHost {
@@ -109,6 +118,17 @@ public:
     // routes `message` from `exchange`, writes it once for the durable
     // queues it reaches if persistent, and enqueues it.
     PublishResult publish(const Exchange& exchange, const MessagePtr& message);
+    // Before a channel publishes `message` from `exchange`: the keys that
+    // may be in the disk part of a durable window (dedup.hpp) it meets —
+    // the exchange's, then those of the queues it routes to — into `out`
+    // (made only then: nothing is allocated on a publish that needs none).
+    // None: publish now. Else the channel has them looked up off the broker
+    // thread (Durability::read_dedup_off_thread) and waits; then
+    // finish_dedup_lookups brings what was found into the windows' memory,
+    // and publish() sees it.
+    bool dedup_lookups(const Exchange& exchange, const MessagePtr& message,
+                       std::shared_ptr<std::vector<DedupLookup>>& out);
+    void finish_dedup_lookups(const std::vector<DedupLookup>& lookups);
     // Queue `from` gives up on `message`: re-publish it to the queue's
     // dead-letter exchange (dropping it where that would close a cycle).
     // Deferred to the end of a publish in progress, so publishing never
@@ -124,6 +144,14 @@ public:
 
 private:
     void declare_builtin(std::string name, ExchangeType type, bool internal = false);
+    // A durable object's deduplication window gets its place in the store.
+    void attach_dedup(Exchange& exchange);
+    void attach_dedup(Queue& queue);
+    // A key (dedup_key_) not in `window` (dedup.hpp) enters it.
+    DedupAdmit admit_dedup(DedupCache& window, const amqp::BasicProperties& properties, uint64_t now_ms);
+    // Writes an admitted key of a durable window with the batch gathering
+    // now; `result.stored` then says the confirm waits for it.
+    void write_dedup(DedupCache& window, const DedupAdmit& admit, std::string_view key, PublishResult& result);
     // 406 when `arguments` names another alternate exchange than `ex` has.
     Status alternate_exchange_inequivalence(const Exchange& ex, const amqp::FieldTable& arguments) const;
     // A headers exchange refuses a binding whose x-match it does not know, a
@@ -147,10 +175,14 @@ private:
     Broker& broker_;
     std::string name_;
     // publish() scratch, reused.
+    std::string dedup_key_, exchange_key_;
     std::vector<Queue*> publish_queues_;
     std::vector<StoredEntry> publish_targets_;  // every queue it enters: seq, expiry
     std::vector<StoredEntry> publish_entries_;  // those of them that store it
     int publish_depth_ = 0;
+    // Queues of this vhost whose window spills to disk: publish routes
+    // twice (once for dedup_lookups) only when there are some.
+    size_t spilling_queue_windows_ = 0;
     bool draining_dead_letters_ = false;
     std::deque<PendingDeadLetter> dead_letters_;
     StringMap<std::unique_ptr<Exchange>> exchanges_;

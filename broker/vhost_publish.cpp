@@ -6,6 +6,7 @@
 #include "broker/delayed_messages.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/properties.hpp"
+#include "storage/records.hpp"
 
 namespace sluice::broker {
 
@@ -40,6 +41,28 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
     std::vector<Queue*>& queues = publish_queues_;
     queues.clear();
     LazyProperties properties{msg.get(), {}, false};
+    uint64_t now_ms = 0;
+    DedupAdmit exchange_admit;
+    bool durable_copy = false, transient_copy = false;
+    // An exchange's deduplication window drops a duplicate before routing
+    // (so it reaches no alternate exchange either); a key it has not seen
+    // enters it, routed or not, as the plugin.
+    if (DedupCache* window = exchange.dedup()) {
+        const amqp::BasicProperties& props = *LazyProperties::get(&properties);
+        if (window->key_of(props, dedup_key_)) {
+            now_ms = broker_.now_ms();
+            if (window->contains(dedup_key_, now_ms)) {
+                ++broker_.stats().messages_deduplicated;
+                result.duplicate = true;
+                --publish_depth_;
+                drain_dead_letters();
+                return result;
+            }
+            // Its write waits until we know where the message goes.
+            exchange_admit = admit_dedup(*window, props, now_ms);
+            exchange_key_ = dedup_key_;
+        }
+    }
     route(exchange, msg->routing_key(), &LazyProperties::get, &properties, queues, msg->extra_routing_keys());
     if (dead)
         std::erase_if(queues, [&](Queue* q) { return dead_letter_cycles(dead->letter.x_death, q->name(), dead->reason); });
@@ -56,13 +79,31 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
             if (q->features().overflow == Overflow::reject_publish_dlx) dead_letter(*q, msg, DeathReason::maxlen);
             return true;
         });
+        // A queue whose window has the key does not take it (not a
+        // "rejected": the publisher's confirm is an ack).
+        std::erase_if(queues, [&](Queue* q) {
+            DedupCache* window = q->dedup();
+            if (!window) return false;
+            const amqp::BasicProperties& props = *LazyProperties::get(&properties);
+            if (!window->key_of(props, dedup_key_)) return false;
+            if (now_ms == 0) now_ms = broker_.now_ms();
+            if (window->contains(dedup_key_, now_ms)) {
+                ++broker_.stats().messages_deduplicated;
+                return true;
+            }
+            // A durable queue's window is durable: the key goes with the
+            // message's entry in that queue (same batch).
+            DedupAdmit admit = admit_dedup(*window, props, now_ms);
+            if (msg->persistent()) write_dedup(*window, admit, dedup_key_, result);
+            return false;
+        });
 
         // Sequence numbers and expiries, then one write for the durable
         // queues, before any queue sees it (so an early ack finds it).
         Durability& durability = broker_.durability();
         const bool persist = msg->persistent() && durability.enabled();
-        uint64_t now_ms = 0;
         publish_targets_.clear();
+        size_t stream_copies = 0;
         publish_entries_.clear();
         for (Queue* q : queues) {
             StoredEntry e{q, q->allocate_seq(), 0};
@@ -71,11 +112,17 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
                 e.expires_ms = q->expiry_for(*msg, now_ms);
             }
             publish_targets_.push_back(e);
-            if (q->stream()) result.stored = true;  // a stream stores every message itself
-            else if (persist && q->durable()) publish_entries_.push_back(e);
+            if (q->stream()) {
+                result.stored = true;  // a stream stores every message itself
+                ++stream_copies;
+            } else if (persist && q->durable()) {
+                publish_entries_.push_back(e);
+            }
         }
         durability.store_message(msg, publish_entries_);
         result.stored = result.stored || !publish_entries_.empty();
+        durable_copy = !publish_entries_.empty() || stream_copies > 0;
+        transient_copy = publish_targets_.size() > publish_entries_.size() + stream_copies;
         size_t next_stored = 0;
         for (const StoredEntry& t : publish_targets_) {
             bool stored = next_stored < publish_entries_.size() && publish_entries_[next_stored].queue == t.queue;
@@ -85,6 +132,11 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
             t.queue->publish(std::move(qm));
         }
     }
+    // The exchange's key is as durable as the message: not when its only
+    // copies are in transient queues (they are gone after a restart, and a
+    // retry must then get in).
+    if (exchange_admit.seq && msg->persistent() && (durable_copy || !transient_copy))
+        write_dedup(*exchange.dedup(), exchange_admit, exchange_key_, result);
     --publish_depth_;
     drain_dead_letters();
     return result;
@@ -113,6 +165,60 @@ bool VHost::hold_delayed(const MessagePtr& msg, const amqp::BasicProperties& pro
         if (stored && msg->persistent() && h.exchange->durable()) needs_sync = true;
     }
     return needs_sync;
+}
+
+bool VHost::dedup_lookups(const Exchange& exchange, const MessagePtr& msg,
+                          std::shared_ptr<std::vector<DedupLookup>>& out) {
+    DedupCache* ex_window = exchange.dedup();
+    if (!(ex_window && ex_window->spills()) && spilling_queue_windows_ == 0) return false;
+    LazyProperties properties{msg.get(), {}, false};
+    const uint64_t now_ms = broker_.now_ms();
+    auto consult = [&](DedupCache& window) {
+        // false: the key is a duplicate in memory (nothing to look up, and
+        // an exchange's duplicate goes no further)
+        const amqp::BasicProperties& props = *LazyProperties::get(&properties);
+        if (!window.key_of(props, dedup_key_)) return true;
+        if (window.contains(dedup_key_, now_ms)) return false;
+        DedupLookup l;
+        l.hash = DedupCache::hash_key(dedup_key_);
+        window.disk_candidates(l.hash, l.generations);
+        if (l.generations.empty()) return true;
+        l.window = &window;
+        l.alive = window.alive();
+        l.index_prefix = storage::records::dedup_index_prefix(window.disk_prefix());
+        l.key = dedup_key_;
+        if (!out) out = std::make_shared<std::vector<DedupLookup>>();
+        out->push_back(std::move(l));
+        return true;
+    };
+    if (ex_window && ex_window->spills() && !consult(*ex_window)) return false;
+    if (spilling_queue_windows_ > 0) {
+        std::vector<Queue*> queues;
+        route(exchange, msg->routing_key(), &LazyProperties::get, &properties, queues, msg->extra_routing_keys());
+        for (Queue* q : queues)
+            if (DedupCache* w = q->dedup(); w && w->spills()) consult(*w);
+    }
+    return out && !out->empty();
+}
+
+void VHost::finish_dedup_lookups(const std::vector<DedupLookup>& lookups) {
+    const uint64_t now_ms = broker_.now_ms();
+    for (const DedupLookup& l : lookups)
+        if (l.found && !l.alive.expired()) l.window->promote(l.key, l.seq, l.expires_ms, now_ms);
+}
+
+DedupAdmit VHost::admit_dedup(DedupCache& window, const amqp::BasicProperties& properties, uint64_t now_ms) {
+    DedupAdmit a;
+    a.expires_ms = window.expiry_of(properties, now_ms);
+    a.seq = window.insert(dedup_key_, a.expires_ms, now_ms);
+    broker_.durability().trim_dedup(window);
+    return a;
+}
+
+void VHost::write_dedup(DedupCache& window, const DedupAdmit& admit, std::string_view key, PublishResult& result) {
+    if (window.disk_prefix().empty()) return;
+    broker_.durability().put_dedup(window, admit.seq, admit.expires_ms, key);
+    result.stored = true;  // the confirm waits for the key's batch
 }
 
 void VHost::dead_letter(Queue& from, const MessagePtr& message, DeathReason reason) {

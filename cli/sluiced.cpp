@@ -126,6 +126,9 @@ int main(int argc, char** argv) {
          "the same as bytes (1073741824, 1GiB, 800MB); wins over the fraction")
         ("max-connections", po::value(&bc.max_connections)->default_value(bc.max_connections),
          "most open AMQP connections; past it connection.open is refused with 530 (0 = no limit)")
+        ("dedup-memory-keys", po::value(&bc.dedup_memory_keys)->default_value(bc.dedup_memory_keys),
+         "keys a deduplication window keeps in memory (the most recent); a durable window looks older ones "
+         "up on disk")
         ("consumer-timeout", po::value(&bc.consumer_timeout_ms)->default_value(bc.consumer_timeout_ms),
          "ms a delivery may stay unacknowledged before its channel is closed with 406 (0 = no limit)")
         ("handshake-timeout", po::value(&sc.handshake_timeout_ms)->default_value(sc.handshake_timeout_ms),

@@ -257,7 +257,8 @@ HttpResponse overview(State& s, const Request& req) {
     o["alarms"] = alarms_json(s);
     o["sample_interval"] = double(s.sample_interval.count()) / 1000.0;
     json::array types;
-    for (const char* t : {"direct", "fanout", "topic", "headers", "x-consistent-hash", "x-delayed-message"}) {
+    for (const char* t : {"direct", "fanout", "topic", "headers", "x-consistent-hash", "x-delayed-message",
+                          "x-message-deduplication"}) {
         json::object e;
         e["name"] = t;
         e["enabled"] = true;

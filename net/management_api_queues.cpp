@@ -219,9 +219,9 @@ void put_exchange(State& s, const Request& r, broker::VHost& v, const std::strin
         !get_bool(body, "auto_delete", o.auto_delete, error) || !get_bool(body, "internal", o.internal, error) ||
         !get_table(body, "arguments", o.arguments, error))
         return reply(error);
-    if (type.empty()) return reply(bad_request("'type' is missing (direct, fanout, topic, headers, x-consistent-hash or x-delayed-message)"));
+    if (type.empty()) return reply(bad_request("'type' is missing (direct, fanout, topic, headers, x-consistent-hash, x-delayed-message or x-message-deduplication)"));
     if (!broker::parse_exchange_type(type, o.type))
-        return reply(bad_request("unknown exchange type '" + type + "' (direct, fanout, topic, headers, x-consistent-hash or x-delayed-message)"));
+        return reply(bad_request("unknown exchange type '" + type + "' (direct, fanout, topic, headers, x-consistent-hash, x-delayed-message or x-message-deduplication)"));
     if (!check_short("exchange name", name, error)) return reply(error);
     auto who = caller_in(s, r, v.name());
     bool created = false;

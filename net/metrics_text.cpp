@@ -166,6 +166,10 @@ public:
                   double(s.messages_routed));
         f.counter("sluice_messages_unroutable_total", "Published messages routed to no queue (dropped or returned).",
                   double(s.messages_unroutable));
+        f.counter("sluice_messages_deduplicated_total",
+                  "Messages dropped by a deduplication window: by an exchange's (also counted unroutable) or a "
+                  "queue's (that queue did not take it).",
+                  double(s.messages_deduplicated));
         f.counter("sluice_messages_delivered_total", "Messages delivered to consumers or by basic.get.",
                   double(s.messages_delivered));
         f.counter("sluice_messages_redelivered_total", "Deliveries flagged redelivered.", double(s.messages_redelivered));

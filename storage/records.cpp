@@ -92,6 +92,76 @@ bool decode_exchange(std::string_view key, std::string_view value, ExchangeRecor
     return k.ok() && r.ok();
 }
 
+std::string dedup_prefix(bool exchange, std::string_view vhost, std::string_view name) {
+    std::string k(1, 'w');
+    k.push_back(exchange ? 'e' : 'q');
+    put_name(k, vhost);
+    put_name(k, name);
+    return k;
+}
+
+std::string dedup_key(std::string_view prefix, uint64_t seq) {
+    std::string k(prefix);
+    append_u64_key(k, seq);
+    return k;
+}
+
+std::string dedup_end(std::string_view prefix) {
+    std::string k(prefix);
+    k.append(9, '\xff');  // past every 8-byte seq
+    return k;
+}
+
+std::string dedup_value(uint64_t expires_ms, std::string_view key) {
+    std::string v;
+    append_u64_key(v, expires_ms);
+    v.append(key);
+    return v;
+}
+
+bool decode_dedup(std::string_view key, std::string_view value, DedupRecord& out) {
+    if (key.size() < 2 || key[0] != 'w' || (key[1] != 'e' && key[1] != 'q')) return false;
+    out.exchange = key[1] == 'e';
+    Reader k(key.substr(2));
+    out.vhost = k.name();
+    out.name = k.name();
+    out.prefix = key.substr(0, 2 + k.position());
+    out.seq = k.u64();
+    Reader r(value);
+    out.expires_ms = r.u64();
+    out.key = r.rest();
+    return k.ok() && r.ok() && k.rest().empty();
+}
+
+std::string dedup_index_prefix(std::string_view prefix) {
+    std::string k(prefix);
+    if (!k.empty()) k[0] = 'h';
+    return k;
+}
+
+std::string dedup_index_key(std::string_view index_prefix, uint64_t generation, uint64_t hash) {
+    std::string k(index_prefix);
+    append_u64_key(k, generation);
+    append_u64_key(k, hash);
+    return k;
+}
+
+std::string dedup_index_value(uint64_t seq, uint64_t expires_ms, std::string_view key) {
+    std::string v;
+    append_u64_key(v, seq);
+    append_u64_key(v, expires_ms);
+    v.append(key);
+    return v;
+}
+
+bool decode_dedup_index_value(std::string_view value, uint64_t& seq, uint64_t& expires_ms, std::string_view& key) {
+    Reader r(value);
+    seq = r.u64();
+    expires_ms = r.u64();
+    key = r.rest();
+    return r.ok();
+}
+
 std::string queue_key(std::string_view vhost, std::string_view name) { return key_of('q', vhost, name); }
 
 std::string queue_value(uint64_t id, bool auto_delete, std::string_view arguments) {

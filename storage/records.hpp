@@ -16,6 +16,11 @@
 //   'r': runtime parameters such as shovels (broker/runtime_parameters.hpp)
 //   'd' name(vhost) name(exchange)                → delay log id u64 BE, messages u64 BE, next seq u64 BE
 //                                                   (a durable x-delayed-message exchange's held messages)
+//   'w' kind u8 ('e' or 'q') name(vhost) name(object) seq u64 BE → expires_ms u64 BE (0: never), key
+//       a deduplication window's entry (broker/dedup.hpp), in insertion order per object
+//   'h' kind u8 name(vhost) name(object) generation u64 BE hash u64 BE → seq u64 BE, expires_ms u64 BE, key
+//       the same entry found by its key's hash: generation = seq / a size fixed by the window's
+//       x-cache-size, so what a window lets go leaves by a range delete per generation
 // In `msgs`: each durable queue's log (storage/queue_log.hpp), whose records
 // are of a kind below: a message inline, or the id of a body in `bodies`.
 // In `msgs`, besides: each delayed exchange's delay log, one key per held
@@ -47,6 +52,8 @@ inline constexpr std::string_view kExchanges[2] = {"e", "f"};
 inline constexpr std::string_view kQueues[2] = {"q", "r"};
 inline constexpr std::string_view kBindings[2] = {"b", "c"};
 inline constexpr std::string_view kDelayLogs[2] = {"d", "e"};
+inline constexpr std::string_view kDedup[2] = {"w", "x"};
+inline constexpr std::string_view kDedupIndex[2] = {"h", "i"};
 
 struct ExchangeRecord {
     std::string vhost, name;
@@ -96,6 +103,27 @@ struct DelayedKey {
     uint64_t log_id = 0, due_ms = 0, seq = 0;
 };
 bool decode_delayed_key(std::string_view key, DelayedKey& out);
+struct DedupRecord {
+    bool exchange = true;  // else a queue's
+    std::string vhost, name;
+    uint64_t seq = 0;
+    uint64_t expires_ms = 0;
+    std::string_view prefix;  // into the key: the object's prefix
+    std::string_view key;     // into the value
+};
+// The common prefix of one object's window entries; an entry's key is the
+// prefix and its seq. Every entry of the object is in [prefix, dedup_end(prefix)).
+std::string dedup_prefix(bool exchange, std::string_view vhost, std::string_view name);
+std::string dedup_key(std::string_view prefix, uint64_t seq);
+std::string dedup_end(std::string_view prefix);
+std::string dedup_value(uint64_t expires_ms, std::string_view key);
+bool decode_dedup(std::string_view key, std::string_view value, DedupRecord& out);
+// The key-addressed index of an object's entries (its dedup_prefix): every
+// record of it is in [dedup_index_prefix(prefix), dedup_end(that)).
+std::string dedup_index_prefix(std::string_view prefix);
+std::string dedup_index_key(std::string_view index_prefix, uint64_t generation, uint64_t hash);
+std::string dedup_index_value(uint64_t seq, uint64_t expires_ms, std::string_view key);
+bool decode_dedup_index_value(std::string_view value, uint64_t& seq, uint64_t& expires_ms, std::string_view& key);
 
 // A message's parts (views into the bytes it was decoded from).
 struct MessageParts {

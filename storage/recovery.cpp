@@ -38,6 +38,10 @@ void delay_logs(const Store& store, const std::function<void(const records::Dela
     scan_records<records::DelayLogRecord>(store, records::kDelayLogs, records::decode_delay_log, f);
 }
 
+void dedup_entries(const Store& store, const std::function<void(const records::DedupRecord&)>& f) {
+    scan_records<records::DedupRecord>(store, records::kDedup, records::decode_dedup, f);
+}
+
 Bodies bodies(const Store& store) {
     Bodies out;
     store.scan(Column::bodies, "", "", [&](std::string_view key, std::string_view) {

@@ -22,6 +22,8 @@ void exchanges(const Store& store, const std::function<void(const records::Excha
 void queues(const Store& store, const std::function<void(const records::QueueRecord&)>& f);
 void bindings(const Store& store, const std::function<void(const records::BindingRecord&)>& f);
 void delay_logs(const Store& store, const std::function<void(const records::DelayLogRecord&)>& f);
+// Deduplication windows' entries, each object's in insertion order.
+void dedup_entries(const Store& store, const std::function<void(const records::DedupRecord&)>& f);
 
 // The ids of the shared bodies in `bodies`, and the next id to use.
 struct Bodies {

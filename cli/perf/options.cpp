@@ -172,6 +172,11 @@ std::optional<PerfOptions> parse_options(int argc, char** argv, int& exit_code) 
         ("rpc-queue-per-call", po::bool_switch(&o.rpc_queue_per_call),
          "RPC where every call declares its own exclusive, auto-delete reply queue and cancels its consumer "
          "(which deletes the queue) once the reply is in; implies --rpc")
+        ("dedup-keys", po::value(&o.dedup_keys)->default_value(0),
+         "each message carries the header x-deduplication-header, a 16-hex-digit key: producer id and sequence "
+         "mod N (N distinct keys per producer; 0 = no header)")
+        ("dedup-cache", po::value(&o.dedup_cache)->default_value(0),
+         "declare the exchange with x-message-deduplication and x-cache-size N (0 = no deduplication)")
         ("backlog", po::value(&o.backlog)->default_value(0), "fill this many messages (with confirms, no consumer), then drain them")
         ("stream", po::bool_switch(&o.stream),
          "the queues are streams (x-queue-type stream, durable): every consumer reads every message of every "

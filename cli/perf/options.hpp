@@ -56,6 +56,8 @@ struct PerfOptions {
     bool quiet = false;
     int broker_pid = 0;
     bool cleanup = true;          // delete the queues and exchange at the end
+    uint64_t dedup_keys = 0;      // >0: each message carries x-deduplication-header, sequence mod this (per producer)
+    uint64_t dedup_cache = 0;     // >0: the exchange is declared with x-message-deduplication, x-cache-size this
 
     // Derived: queue names (pattern applied to 1..queues).
     std::vector<std::string> queue_names() const;

@@ -16,7 +16,7 @@ constexpr size_t kBatchBytes = 128 * 1024;
 }  // namespace
 
 void PublishTemplate::build(uint32_t frame_max, std::string_view exchange, std::string_view routing_key,
-                            uint32_t body_size, bool persistent, std::string_view reply_to) {
+                            uint32_t body_size, bool persistent, std::string_view reply_to, bool dedup_header) {
     bytes.clear();
     m::BasicPublish pub;
     pub.exchange = exchange;
@@ -30,6 +30,12 @@ void PublishTemplate::build(uint32_t frame_max, std::string_view exchange, std::
         props.reply_to = std::string(reply_to);
         props.correlation_id = placeholder;
     }
+    const std::string key_placeholder(kDedupKeySize, '%');
+    if (dedup_header) {
+        amqp::FieldTable h;
+        h.set("x-deduplication-header", key_placeholder);
+        props.headers = std::move(h);
+    }
     std::string raw;
     amqp::encode_properties(raw, props);
     const size_t header = amqp::begin_frame(bytes, amqp::kFrameHeader, 1);
@@ -37,6 +43,7 @@ void PublishTemplate::build(uint32_t frame_max, std::string_view exchange, std::
     amqp::end_frame(bytes, header);
     correlation_offset = 0;
     if (!reply_to.empty()) correlation_offset = bytes.find(placeholder, header);
+    dedup_offset = dedup_header ? bytes.find(key_placeholder, header) : 0;
 
     const size_t max_chunk = frame_max - amqp::kFrameOverhead;
     std::string chunk;
@@ -66,7 +73,7 @@ void Producer::on_channel_open() {
 }
 
 void Producer::on_setup_done() {
-    tmpl_.build(frame_max(), exchange_, routing_key_, o_.size, o_.persistent);
+    tmpl_.build(frame_max(), exchange_, routing_key_, o_.size, o_.persistent, {}, o_.dedup_keys > 0);
     out().reserve(kBatchBytes + tmpl_.bytes.size() * 2);
     mark_ready();
 }
@@ -119,6 +126,13 @@ void Producer::fill() {
         const size_t at = buf.size();
         buf.append(tmpl_.bytes);
         write_stamp(buf.data() + at + tmpl_.stamp_offset, stamp, id_, static_cast<uint32_t>(published_ + n));
+        if (tmpl_.dedup_offset) {
+            // Producer id (8 hex digits) and sequence mod --dedup-keys (8).
+            static constexpr char kHex[] = "0123456789abcdef";
+            const uint64_t key = (uint64_t{id_} << 32) | ((published_ + n) % o_.dedup_keys);
+            char* p = buf.data() + at + tmpl_.dedup_offset;
+            for (int i = 15; i >= 0; --i) p[15 - i] = kHex[(key >> (4 * i)) & 0xf];
+        }
         ++n;
     }
     if (n == 0) {

@@ -24,10 +24,12 @@ struct PublishTemplate {
     std::string bytes;
     size_t stamp_offset = 0;           // first body byte (kBodyStampSize bytes)
     size_t correlation_offset = 0;     // RPC: the correlation-id's bytes; 0 = none
+    size_t dedup_offset = 0;           // the x-deduplication-header value's bytes; 0 = none
     static constexpr size_t kCorrelationIdSize = 16;
+    static constexpr size_t kDedupKeySize = 16;
 
     void build(uint32_t frame_max, std::string_view exchange, std::string_view routing_key, uint32_t body_size,
-               bool persistent, std::string_view reply_to = {});
+               bool persistent, std::string_view reply_to = {}, bool dedup_header = false);
 };
 
 class Producer : public AmqpClient {

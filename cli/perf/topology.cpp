@@ -44,6 +44,10 @@ void TopologySetup::on_channel_open() {
         ex.exchange = o_.exchange;
         ex.type = o_.exchange_type_name();
         ex.durable = o_.persistent;
+        if (o_.dedup_cache) {
+            ex.arguments.set("x-message-deduplication", true);
+            ex.arguments.set("x-cache-size", static_cast<int64_t>(o_.dedup_cache));
+        }
         add_step(ex);
     }
     for (const auto& q : queues_) {

@@ -1,5 +1,6 @@
 // The fixture of the broker-over-a-real-store tests (durable_broker_test.cpp,
-// delayed_messages_test.cpp): a broker over RocksDB on the power-loss file
+// delayed_messages_test.cpp,
+// durable_dedup_test.cpp): a broker over RocksDB on the power-loss file
 // system (power_loss_fs.hpp), driven by sans-IO sessions
 // (session_harness.hpp), whose executor is run by hand: settle() runs it
 // until the store is idle and nothing is left to run, so every "end of
