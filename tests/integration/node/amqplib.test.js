@@ -7,11 +7,7 @@ const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const amqp = require('amqplib');
-
-const port = process.env.SLUICE_AMQP_PORT;
-if (!port) throw new Error('SLUICE_AMQP_PORT is not set');
-const host = process.env.SLUICE_AMQP_HOST || '127.0.0.1';
-const url = `amqp://guest:guest@${host}:${port}/%2F`;
+const { url, unique } = require('./broker');
 
 const opened = [];
 async function connect() {
@@ -26,10 +22,6 @@ after(async () => {
     try { await c.close(); } catch (_) { /* already closed */ }
   }
 });
-
-function unique(prefix) {
-  return `${prefix}.${crypto.randomBytes(6).toString('hex')}`;
-}
 
 // resolves with the value of `fn()` once it is truthy; rejects after `ms`
 function within(ms, what, promise) {

@@ -7,15 +7,8 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const amqp = require('amqplib');
-
-const port = process.env.SLUICE_AMQP_PORT;
-if (!port) throw new Error('SLUICE_AMQP_PORT is not set');
-const host = process.env.SLUICE_AMQP_HOST || '127.0.0.1';
-const url = `amqp://guest:guest@${host}:${port}/%2F`;
-
-const unique = (prefix) => `${prefix}.${crypto.randomBytes(6).toString('hex')}`;
+const { url, unique } = require('./broker');
 
 test('a deduplicating queue takes one copy per key', async () => {
   const conn = await amqp.connect(url, { timeout: 5000 });
