@@ -28,11 +28,10 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/stable_hash.hpp"  // stable_hash: keys and destinations
+
 namespace sluice::broker {
 
-// 64-bit hash of bytes (FNV-1a, then a mixing finaliser); fixed across
-// builds and platforms, so routing survives restarts and upgrades.
-uint64_t stable_hash(std::string_view bytes);
 // -ln(u), u uniform in (0, 1), drawn from the pair (key, destination).
 double consistent_hash_score(uint64_t key_hash, uint64_t identity);
 

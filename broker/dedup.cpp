@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "broker/stable_hash.hpp"
 #include "net/amqp/properties.hpp"
 
 namespace sluice::broker {
@@ -72,22 +73,11 @@ namespace {
 constexpr uint64_t kMaxFilterBits = uint64_t{16} << 20;
 constexpr int kFilterProbes = 4;
 
-uint64_t mix(uint64_t h) {
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
-}
 
 }  // namespace
 
 uint64_t DedupCache::hash_key(std::string_view key) {
-    // FNV-1a, then a finaliser: stable across builds (it is in the disk index).
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (unsigned char c : key) h = (h ^ c) * 0x100000001b3ULL;
-    return mix(h);
+    return stable_hash(key);  // stable across builds: it is in the disk index
 }
 
 void DedupCache::set_memory_cap(uint64_t cap) {
@@ -174,7 +164,7 @@ void DedupCache::filter_add(uint64_t seq, uint64_t hash) {
         drop_old_filters();
     }
     const uint64_t n = f->bits.size() * 64;
-    const uint64_t step = mix(hash ^ 0x9e3779b97f4a7c15ULL) | 1;
+    const uint64_t step = mix64(hash ^ 0x9e3779b97f4a7c15ULL) | 1;
     for (int i = 0; i < kFilterProbes; ++i) {
         const uint64_t b = (hash + i * step) % n;
         f->bits[b / 64] |= uint64_t{1} << (b % 64);
@@ -192,7 +182,7 @@ void DedupCache::disk_candidates(uint64_t hash, std::vector<uint64_t>& generatio
     const uint64_t live = first_live_seq();
     if (evicted_below_ <= live) return;  // everything still in the window is in memory
     const uint64_t first = live / generation_size_, last = (evicted_below_ - 1) / generation_size_;
-    const uint64_t step = mix(hash ^ 0x9e3779b97f4a7c15ULL) | 1;
+    const uint64_t step = mix64(hash ^ 0x9e3779b97f4a7c15ULL) | 1;
     for (const Filter& f : filters_) {
         if (f.generation < first || f.generation > last) continue;
         const uint64_t n = f.bits.size() * 64;
