@@ -377,5 +377,8 @@ def test_a_huge_window_stays_bounded_in_memory(fresh_broker):
     growth = (peak - rss_before) / 2**20
     print("RSS before %.1f MiB, peak %.1f MiB, growth %.1f MiB"
           % (rss_before / 2**20, peak / 2**20, growth))
-    assert growth < (80 if sanitized_build() else 40), "RSS grew %.1f MiB" % growth
+    # Under ASan the quarantine keeps freed memory resident (up to 256 MiB),
+    # so RSS follows what was allocated, not what is held.
+    if not sanitized_build():
+        assert growth < 40, "RSS grew %.1f MiB" % growth
     conn.close()

@@ -376,7 +376,10 @@ def test_200k_delayed_messages_stay_in_bounded_memory(fresh_broker):
     assert x["messages_delayed"] == n
     grew = (peak[0] - idle) / 2**20
     print("idle RSS %.1f MiB, peak %.1f MiB (+%.1f) with %d delayed" % (idle / 2**20, peak[0] / 2**20, grew, n))
-    assert grew < 35, "RSS grew %.1f MiB holding %d delayed messages" % (grew, n)
+    # Under ASan the quarantine keeps freed memory resident (up to 256 MiB),
+    # so RSS follows what was allocated, not what is held: 93 MiB for 50k.
+    if not sanitized_build():
+        assert grew < 35, "RSS grew %.1f MiB holding %d delayed messages" % (grew, n)
 
 
 def test_a_delayed_exchange_behind_an_exchange_to_exchange_binding_holds_too(connect):
