@@ -320,8 +320,11 @@ def test_memory_stays_flat_while_readers_replay(fresh_broker):
     assert done == [n, n]
     growth = peak[0] - before
     print("stream replay: RSS before %.1f MiB, peak %.1f MiB" % (before / 2**20, peak[0] / 2**20))
-    assert growth < 40 * 2**20, "RSS grew %.1f MiB during the replay (before %.1f MiB)" % (
-        growth / 2**20, before / 2**20)
+    # Under ASan the quarantine keeps freed memory resident (up to 256 MiB),
+    # so RSS follows what was allocated (108 MiB for 20k), not what is held.
+    if not sanitized_build():
+        assert growth < 40 * 2**20, "RSS grew %.1f MiB during the replay (before %.1f MiB)" % (
+            growth / 2**20, before / 2**20)
     conn.close()
 
 
