@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "broker/broker.hpp"
+#include "broker/durability.hpp"
 #include "broker/operations.hpp"
 #include "broker/vhost.hpp"
 #include "net/amqp/properties.hpp"
@@ -110,6 +111,14 @@ void get_messages(State& s, const Request& r, const broker::QueuePtr& q, const R
         [&s, out, reply](bool removed_stored) { reply_when_synced(s, removed_stored, json_response(200, *out), reply); });
 }
 
+void publish_and_reply(State& s, broker::VHost& v, const broker::Exchange& ex, const broker::MessagePtr& msg,
+                       const Reply& reply) {
+    broker::PublishResult res = broker::publish_message(v, ex, msg);
+    json::object o;
+    o["routed"] = res.routed;
+    reply_when_synced(s, res.stored, json_response(200, o), reply);
+}
+
 // POST /api/exchanges/{vhost}/{name}/publish
 void publish(State& s, const Request& r, broker::VHost& v, const broker::Exchange& ex, const Reply& reply) {
     json::object body;
@@ -146,11 +155,22 @@ void publish(State& s, const Request& r, broker::VHost& v, const broker::Exchang
     built->append_body(payload);
     // The checks basic.publish makes (user_id, expiration), the same code.
     if (broker::Status st = broker::prepare_message(r.user, built)) return reply(from_amqp_error(*st));
-    broker::PublishResult res = broker::publish_message(v, ex, std::move(built));
-    const bool stored = res.stored, routed = res.routed;
-    json::object o;
-    o["routed"] = routed;
-    reply_when_synced(s, stored, json_response(200, o), reply);
+    broker::MessagePtr msg = std::move(built);
+    // As basic.publish: a key that may be in the disk part of a durable
+    // deduplication window is looked up off the broker thread first.
+    std::shared_ptr<std::vector<broker::DedupLookup>> lookups;
+    if (v.dedup_lookups(ex, msg, lookups)) {
+        s.broker.durability().read_dedup_off_thread(
+            lookups, [&s, vhost = v.name(), exchange = ex.name(), msg, lookups, reply] {
+                broker::VHost* v = s.broker.find_vhost(vhost);
+                const broker::Exchange* ex = v ? v->find_exchange(exchange) : nullptr;
+                if (!ex) return reply(not_found("no exchange '" + exchange + "' in vhost '" + vhost + "'"));
+                v->finish_dedup_lookups(*lookups);
+                publish_and_reply(s, *v, *ex, msg, reply);
+            });
+        return;
+    }
+    publish_and_reply(s, v, ex, msg, reply);
 }
 
 // --- queues ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from conftest import unique, wait_for
+from conftest import started_broker, unique, wait_for
 from mgmt_http import api_for, q
 
 pytestmark = pytest.mark.deadline(120)
@@ -382,3 +382,36 @@ def test_a_huge_window_stays_bounded_in_memory(fresh_broker):
     if not sanitized_build():
         assert growth < 40, "RSS grew %.1f MiB" % growth
     conn.close()
+
+
+def test_an_api_publish_finds_a_key_that_left_memory():
+    """POST /api/exchanges/…/publish consults a durable window's disk part as
+    basic.publish does: with 100 keys in memory (--dedup-memory-keys 100),
+    the duplicate of the first of 1,000 confirmed keys is dropped (routed
+    false, the queue keeps its 1,000), a new key gets in. Before, the API
+    checked only the window's memory and let the duplicate in."""
+    with started_broker(["--dedup-memory-keys", "100"]) as b:
+        if b.external:
+            pytest.skip("needs a sluiced started by the test (SLUICED)")
+        conn = b.pika()
+        ch = conn.channel()
+        ex = unique("dedup.api")
+        dedup_exchange(ch, ex, durable=True, **{"x-cache-size": 100_000})
+        qn = bound_queue(ch, ex, durable=True)
+        ch.confirm_delivery()
+        for i in range(1000):
+            ch.basic_publish(ex, "", b"m", props("key-%d" % i))
+        assert count(ch, qn) == 1000
+        api = api_for(b)
+        pub = "/api/exchanges/%2F/" + q(ex) + "/publish"
+
+        def publish(key):
+            return api.post(pub, {"routing_key": "", "payload": "api", "payload_encoding": "string",
+                                  "properties": {"delivery_mode": 2, "headers": {"x-deduplication-header": key}}})
+        r = publish("key-0")
+        assert r.status == 200 and r.json == {"routed": False}
+        assert count(ch, qn) == 1000
+        r = publish("key-new")
+        assert r.status == 200 and r.json == {"routed": True}
+        assert count(ch, qn) == 1001
+        conn.close()
