@@ -2,8 +2,8 @@
 # Installs what Sluice needs on Debian 12, and nothing that is already there.
 #
 #   deploy/install-deps.sh          build dependencies
-#   deploy/install-deps.sh --test   also what the tests need (Python and Node
-#                                   clients, amqp-tools) and the Node test
+#   deploy/install-deps.sh --test   also what the tests need (Python, Go and
+#                                   Node clients, amqp-tools) and the Node test
 #                                   packages (npm ci in tests/integration/node)
 #
 # Idempotent and quick to rerun: apt-get runs (after one `apt-get update`) only
@@ -37,6 +37,7 @@ build_packages=(
 test_packages=(
   python3-pytest python3-pika python3-amqp python3-kombu python3-yaml amqp-tools
   ca-certificates prometheus chromium
+  golang-go golang-github-rabbitmq-amqp091-go-dev   # tests/integration/go: Go 1.19 + amqp091-go, GOPATH mode
   clang libclang-rt-14-dev llvm   # tests/fuzz: clang, libFuzzer + sanitizer runtimes, llvm-symbolizer
 )
 # The machine may already have a newer Node.js than Debian's (e.g. from
