@@ -140,6 +140,16 @@ protected:
         settle();
         c.expect<m::QueueDeclareOk>(1);
     }
+    // A durable queue `name` holding `n` persistent messages "m0", "m1", …
+    // published in one read: with a small config.queue_memory_messages, all
+    // but its head are paged.
+    void fill_durable_queue(TestClient& c, std::string_view name, int n) {
+        declare_durable_queue(c, name);
+        c.batch([&] {
+            for (int i = 0; i < n; ++i) c.publish(1, "", name, "m" + std::to_string(i), persistent());
+        });
+        settle();
+    }
     // A durable fanout exchange, once its declare is synced.
     void declare_durable_fanout(TestClient& c, std::string_view name) {
         m::ExchangeDeclare x;

@@ -452,9 +452,6 @@ TEST_P(PagedReadTest, PagedMessagesAreReadOffTheBrokerThreadAndDeliveredInOrder)
     EXPECT_EQ(broker_->message_memory(), 0u);
 }
 
-// A queue deleted or purged while a read of its paged tail is in flight:
-// the read's result is dropped when it comes back, and a spilled run's
-// space is given back then (not before: the read uses its file).
 // basic.get of a queue whose head is on disk: the broker thread does not
 // wait for the read. The get is answered when the read is back, and the
 // connection's later frames wait behind it (in order); other connections
@@ -463,11 +460,7 @@ TEST_F(DurableBrokerTest, AGetOfAPagedHeadIsAnsweredWhenTheReadIsBackInOrder) {
     config.queue_memory_messages = 8;
     start();
     TestClient& c = connect();
-    declare_durable_queue(c, "q");
-    c.batch([&] {
-        for (int i = 0; i < 100; ++i) c.publish(1, "", "q", "m" + std::to_string(i), persistent());
-    });
-    settle();
+    fill_durable_queue(c, "q", 100);
     ASSERT_GT(queue("q")->paged_count(), 80u);
     TestClient& other = connect();  // (connecting settles: before the gets)
     // In one read: the 8 in memory, a 9th whose message is on disk (the
@@ -512,11 +505,7 @@ TEST_F(DurableBrokerTest, AGetWaitingForAReadOfADeletedQueueGets404AndTheConnect
     config.queue_memory_messages = 8;
     start();
     TestClient& c = connect();
-    declare_durable_queue(c, "q");
-    c.batch([&] {
-        for (int i = 0; i < 100; ++i) c.publish(1, "", "q", "m", persistent());
-    });
-    settle();
+    fill_durable_queue(c, "q", 100);
     ASSERT_TRUE(c.open_channel(2));
     TestClient& other = connect();  // (connecting settles: before the gets)
     c.batch([&] {
@@ -550,11 +539,7 @@ TEST_F(DurableBrokerTest, AnApiGetOfAPagedHeadGoesOnWhenTheReadIsBack) {
     config.queue_memory_messages = 8;
     start();
     TestClient& c = connect();
-    declare_durable_queue(c, "q");
-    c.batch([&] {
-        for (int i = 0; i < 100; ++i) c.publish(1, "", "q", "m" + std::to_string(i), persistent());
-    });
-    settle();
+    fill_durable_queue(c, "q", 100);
     ASSERT_GT(queue("q")->paged_count(), 80u);
     std::vector<std::string> got;
     std::optional<bool> removed_stored;
@@ -574,6 +559,9 @@ TEST_F(DurableBrokerTest, AnApiGetOfAPagedHeadGoesOnWhenTheReadIsBack) {
     EXPECT_EQ(rest.front().body, "m30");
 }
 
+// A queue deleted or purged while a read of its paged tail is in flight:
+// the read's result is dropped when it comes back, and a spilled run's
+// space is given back then (not before: the read uses its file).
 class PagedReadDropTest : public DurableBrokerTest, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(PagedReadDropTest, DeletingOrPurgingDuringAReadLosesNothingElseAndFreesTheSpill) {

@@ -13,32 +13,15 @@
 #include "storage/queue_log.hpp"
 #include "storage/spill_file.hpp"
 #include "storage/store.hpp"
+#include "tests/unit/temp_store_fixture.hpp"
 
 namespace sluice::test {
 namespace {
 
 namespace fs = std::filesystem;
 
-class QueueLogTest : public ::testing::Test {
+class QueueLogTest : public TempStoreTest {
 protected:
-    QueueLogTest() {
-        std::string tmpl = (fs::temp_directory_path() / "sluice-qlog-XXXXXX").string();
-        dir_ = mkdtemp(tmpl.data());
-        reopen();
-    }
-    ~QueueLogTest() override {
-        store_.reset();
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
-    }
-    void reopen() {
-        store_.reset();
-        storage::StoreOptions o;
-        o.path = dir_;
-        std::string error;
-        store_ = storage::Store::open(o, error);
-        ASSERT_TRUE(store_) << error;
-    }
     void commit(storage::QueueLog& log) {
         storage::Batch b = store_->new_batch();
         log.flush(b);
@@ -58,8 +41,6 @@ protected:
         return out;
     }
 
-    std::string dir_;
-    std::unique_ptr<storage::Store> store_;
 };
 
 TEST_F(QueueLogTest, ABatchOfRecordsIsOneKeyAndAFullyAckedChunkIsDeletedWhole) {

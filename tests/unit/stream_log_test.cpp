@@ -4,39 +4,20 @@
 // time, and start-up from the segment records alone.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "storage/store.hpp"
+#include "tests/unit/temp_store_fixture.hpp"
 #include "storage/stream_log.hpp"
 
 namespace sluice::test {
 namespace {
 
-namespace fs = std::filesystem;
 using storage::StreamLog;
 
-class StreamLogTest : public ::testing::Test {
+class StreamLogTest : public TempStoreTest {
 protected:
-    StreamLogTest() {
-        std::string tmpl = (fs::temp_directory_path() / "sluice-slog-XXXXXX").string();
-        dir_ = mkdtemp(tmpl.data());
-        reopen();
-    }
-    ~StreamLogTest() override {
-        store_.reset();
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
-    }
-    void reopen() {
-        store_.reset();
-        storage::StoreOptions o;
-        o.path = dir_;
-        std::string error;
-        store_ = storage::Store::open(o, error);
-        ASSERT_TRUE(store_) << error;
-    }
     // One batch: what was appended becomes chunks, synced, readable.
     void commit(StreamLog& log) {
         storage::Batch b = store_->new_batch();
@@ -70,8 +51,6 @@ protected:
         return v;
     }
 
-    std::string dir_;
-    std::unique_ptr<storage::Store> store_;
 };
 
 TEST_F(StreamLogTest, OffsetsReadFromAnywhereOnlyOnceCommitted) {
