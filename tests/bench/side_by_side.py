@@ -361,6 +361,25 @@ def one_line(figures, r):
     return ", ".join("%s %s" % (label, fmt(get(r))) for label, get in figures)
 
 
+def pick_brokers(spec, sluiced, lavinmq, work, error):
+    """The brokers `spec` names ("sluice,lavinmq,rabbitmq"), in its order,
+    leaving out (with a line saying why) those this machine cannot run;
+    `error` reports an unknown name."""
+    known = {"sluice": lambda: Sluice(sluiced, work), "lavinmq": lambda: LavinMQ(lavinmq),
+             "rabbitmq": lambda: RabbitMQ(work)}
+    brokers = []
+    for k in [x.strip().lower() for x in spec.split(",") if x.strip()]:
+        if k not in known:
+            error("--brokers: unknown broker %r (sluice, lavinmq, rabbitmq)" % k)
+        b = known[k]()
+        why = b.missing() if hasattr(b, "missing") else None
+        if why:
+            print("%s: skipped — %s" % (b.name, why), flush=True)
+            continue
+        brokers.append(b)
+    return brokers
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sluiced", default=os.path.join(ROOT, "build/release/cli/sluiced"))
@@ -384,18 +403,7 @@ def main():
     if args.growing:
         only |= set(GROWING)
     work = tempfile.mkdtemp(prefix="sluice-bench-")
-    known = {"sluice": lambda: Sluice(args.sluiced, work), "lavinmq": lambda: LavinMQ(args.lavinmq),
-             "rabbitmq": lambda: RabbitMQ(work)}
-    brokers = []
-    for k in [x.strip().lower() for x in args.brokers.split(",") if x.strip()]:
-        if k not in known:
-            ap.error("--brokers: unknown broker %r (sluice, lavinmq, rabbitmq)" % k)
-        b = known[k]()
-        why = b.missing() if hasattr(b, "missing") else None
-        if why:
-            print("%s: skipped — %s" % (b.name, why), flush=True)
-            continue
-        brokers.append(b)
+    brokers = pick_brokers(args.brokers, args.sluiced, args.lavinmq, work, ap.error)
     if not brokers:
         sys.exit("no broker to run")
     names = [b.name for b in brokers]

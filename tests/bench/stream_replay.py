@@ -45,18 +45,7 @@ def main():
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="sluice-stream-bench-")
-    known = {"sluice": lambda: sbs.Sluice(args.sluiced, work), "lavinmq": lambda: sbs.LavinMQ(args.lavinmq),
-             "rabbitmq": lambda: sbs.RabbitMQ(work)}
-    brokers = []
-    for k in [x.strip().lower() for x in args.brokers.split(",") if x.strip()]:
-        if k not in known:
-            ap.error("--brokers: unknown broker %r" % k)
-        b = known[k]()
-        why = b.missing() if hasattr(b, "missing") else None
-        if why:
-            print("%s: skipped — %s" % (b.name, why), flush=True)
-            continue
-        brokers.append(b)
+    brokers = sbs.pick_brokers(args.brokers, args.sluiced, args.lavinmq, work, ap.error)
     extra = ["--stream", "--backlog", str(args.messages), "--producers", "1", "--consumers", str(args.consumers),
              "--prefetch", "1000", "--multi-ack-every", "100", "--confirm", "1000", "--size", str(args.size)]
     results = {}
