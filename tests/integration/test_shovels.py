@@ -381,7 +381,10 @@ def test_api_validation_status_and_restart(broker):
     assert [s["name"] for s in api.ok("GET", "/api/shovels/%2F")] == ["s1"]
     conn = broker.pika()
     publish(conn, src, 5)
-    wait_for(lambda: sluice_length(api, dest) == 5, 10, what="s1 to move 5")
+    # Moved and settled: until the destination's confirms reach the source as
+    # acks, a restart requeues the five and moves them again (at least once).
+    wait_for(lambda: sluice_length(api, dest) == 5 and sluice_length(api, src) == 0, 10,
+             what="s1 to move 5 and ack them at the source")
     assert api.delete("/api/shovels/vhost/%2F/s1/restart").status == 204
     wait_for(lambda: (shovel_status(api, "s1") or {}).get("state") == "running", 10, what="s1 running again")
     publish(conn, src, 5, start=5)
