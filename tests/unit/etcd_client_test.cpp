@@ -8,12 +8,14 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -52,6 +54,7 @@ public:
         if (fd_ >= 0) ::close(fd_);
         fd_ = -1;
     }
+    int fd() const { return fd_; }
     uint16_t port() const { return port_; }
     std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
 
@@ -62,6 +65,56 @@ private:
 
 // An endpoint where nothing listens: connects are refused.
 std::string dead_endpoint() { return BoundSocket().endpoint(); }
+
+// A stand-in for an etcd member that misbehaves: on each of `connections`
+// connections it reads one request, writes `response` (keep-alive, as etcd
+// does) and then closes the connection, as a server closing an idle
+// keep-alive connection would. Gives up after 5 s so a broken client cannot
+// hang the test.
+class OneRequestPerConnectionServer {
+public:
+    OneRequestPerConnectionServer(unsigned status, std::string body, int connections) : socket_(true) {
+        response_ = "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\n\r\n" + body;
+        thread_ = std::thread([this, connections] { serve(connections); });
+    }
+    ~OneRequestPerConnectionServer() { thread_.join(); }
+    std::string endpoint() const { return socket_.endpoint(); }
+    int served() const { return served_; }
+
+private:
+    void serve(int connections) {
+        const auto deadline = Clock::now() + 5s;
+        for (int i = 0; i < connections; ++i) {
+            pollfd p{socket_.fd(), POLLIN, 0};
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            if (left.count() <= 0 || ::poll(&p, 1, int(left.count())) != 1) return;
+            int fd = ::accept4(socket_.fd(), nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0) return;
+            timeval tv{5, 0};
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            std::string request;
+            char buf[4096];
+            size_t header_end = std::string::npos, length = 0;
+            while (header_end == std::string::npos || request.size() < header_end + 4 + length) {
+                ssize_t n = ::read(fd, buf, sizeof buf);
+                if (n <= 0) break;
+                request.append(buf, size_t(n));
+                if (header_end == std::string::npos && (header_end = request.find("\r\n\r\n")) != std::string::npos) {
+                    size_t at = request.find("Content-Length: ");
+                    if (at != std::string::npos && at < header_end) length = std::stoul(request.substr(at + 16));
+                }
+            }
+            if (::write(fd, response_.data(), response_.size()) == ssize_t(response_.size())) ++served_;
+            ::close(fd);
+        }
+    }
+
+    BoundSocket socket_;
+    std::string response_;
+    std::atomic<int> served_{0};
+    std::thread thread_;
+};
 
 std::string read_file(const std::filesystem::path& p) {
     std::ifstream in(p);
@@ -429,6 +482,37 @@ TEST_F(EtcdClientTest, ASilentEndpointTimesOutAndTheNextAnswers) {
     EtcdClient c({silent.endpoint(), endpoint_}, 300ms);
     ASSERT_TRUE(c.put(prefix_ + "k", "v")) << c.error();
     EXPECT_EQ(c.endpoint(), endpoint_);
+}
+
+TEST_F(EtcdClientTest, ReconnectsWhenTheServerClosedTheKeptAliveConnection) {
+    OneRequestPerConnectionServer server(200, R"({"header":{"revision":"7"}})", 2);
+    EtcdClient c({server.endpoint()}, 1s);
+    ASSERT_TRUE(c.put("k", "v")) << c.error();
+    ASSERT_TRUE(c.put("k", "v")) << c.error();  // the kept connection is dead: a fresh one, same endpoint
+    EXPECT_EQ(server.served(), 2);
+}
+
+TEST_F(EtcdClientTest, Http503MovesOnButOtherEtcdErrorsDoNot) {
+    const std::string no_leader = R"({"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14})";
+    {
+        OneRequestPerConnectionServer unavailable(503, no_leader, 1);
+        EtcdClient c({unavailable.endpoint(), endpoint_}, 1s);
+        ASSERT_TRUE(c.put(prefix_ + "k", "v")) << c.error();
+        EXPECT_EQ(c.endpoint(), endpoint_);
+    }
+    {
+        OneRequestPerConnectionServer unavailable(503, no_leader, 1);
+        EtcdClient c({unavailable.endpoint()}, 1s);
+        EXPECT_FALSE(c.put(prefix_ + "k", "v"));
+        EXPECT_EQ(c.error(), "etcd " + unavailable.endpoint() + ": etcdserver: no leader (HTTP 503)");
+    }
+    {
+        const std::string bad = R"({"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3})";
+        OneRequestPerConnectionServer refuses(400, bad, 1);
+        EtcdClient c({refuses.endpoint(), endpoint_}, 1s);
+        EXPECT_FALSE(c.put(prefix_ + "k", "v"));
+        EXPECT_EQ(c.error(), "etcd " + refuses.endpoint() + ": etcdserver: key is not provided (HTTP 400)");
+    }
 }
 
 }  // namespace
