@@ -3,7 +3,7 @@
 #
 #   deploy/install-deps.sh          build dependencies
 #   deploy/install-deps.sh --test   also what the tests need (Python, Go and
-#                                   Node clients, amqp-tools) and the Node test
+#                                   Node clients, amqp-tools, etcd) and the Node test
 #                                   packages (npm ci in tests/integration/node)
 #
 # Idempotent and quick to rerun: apt-get runs (after one `apt-get update`) only
@@ -39,6 +39,7 @@ test_packages=(
   ca-certificates prometheus chromium
   golang-go golang-github-rabbitmq-amqp091-go-dev   # tests/integration/go: Go 1.19 + amqp091-go, GOPATH mode
   clang libclang-rt-14-dev llvm   # tests/fuzz: clang, libFuzzer + sanitizer runtimes, llvm-symbolizer
+  etcd-server etcd-client   # tests/unit/etcd_client_test.cpp: a real etcd 3.4 (/usr/bin/etcd) for the cluster coordinator
 )
 # The machine may already have a newer Node.js than Debian's (e.g. from
 # another repository); Debian's npm would conflict with it, so only install
