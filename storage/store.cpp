@@ -5,6 +5,7 @@
 #include <rocksdb/transaction_log.h>
 #include <rocksdb/perf_level.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
 
@@ -33,6 +34,12 @@ std::string message_key(uint64_t queue_id, uint64_t seq) {
 }
 
 namespace {
+
+// The replicated log's records, in RocksDB's default column: the position
+// of the last batch (epoch | index) and one history entry per epoch
+// ('e' | epoch → its first index).
+constexpr std::string_view kLogPositionKey = "p";
+constexpr char kEpochPrefix = 'e';
 
 // RocksDB's info log goes to stderr (warnings and worse), not to a LOG file
 // on the data volume: that file fails first when the disk is full, and
@@ -74,6 +81,7 @@ struct Batch::Impl {
     std::vector<Op> ops;
     size_t bytes = 0;
     size_t count = 0;
+    uint64_t log_index = 0;  // its place in the replicated log, once given one
 
     rocksdb::ColumnFamilyHandle* cf(Column c) const { return (*columns)[static_cast<size_t>(c)]; }
     // Bound to a store whose database is open (not between a failed write
@@ -177,6 +185,56 @@ struct Store::Impl {
     std::vector<Batch> redo;
     rocksdb::DBOptions db_options;                          // kept for reopen()
     std::vector<rocksdb::ColumnFamilyDescriptor> cf_descriptors;
+
+    // The replicated log (Store::lead). `leading`, `epoch` and `last_index`
+    // change on the owner's thread with the commit thread idle, and are read
+    // by the commit thread.
+    bool leading = false;
+    uint64_t epoch = 0;
+    uint64_t last_index = 0;
+    Store::LogListener log_listener;
+    bool writing = false;  // guarded by mu: a write is in progress since write_started
+    std::chrono::steady_clock::time_point write_started;
+    // Callbacks held until the replicas have the batch: release_mu orders
+    // the releasers (callbacks run in commit order), gate_mu guards the rest.
+    struct Held {
+        uint64_t index;
+        std::function<void(std::string)> done;
+    };
+    std::mutex release_mu, gate_mu;
+    std::deque<Held> held;
+    uint64_t released = 0;
+    std::string held_error;  // fail_held(): every callback gets it
+
+    rocksdb::ColumnFamilyHandle* log_column() const { return columns[3]; }  // RocksDB's default column
+
+    void hold(uint64_t index, std::function<void(std::string)> done) {
+        std::lock_guard order(release_mu);
+        std::string error;
+        {
+            std::lock_guard lk(gate_mu);
+            if (held_error.empty() && index > released) {
+                held.push_back({index, std::move(done)});
+                return;
+            }
+            error = held_error;
+        }
+        done(error);
+    }
+
+    void release(uint64_t index) {
+        std::lock_guard order(release_mu);
+        std::deque<Held> ready;
+        {
+            std::lock_guard lk(gate_mu);
+            if (index > released) released = index;
+            while (!held.empty() && held.front().index <= released) {
+                ready.push_back(std::move(held.front()));
+                held.pop_front();
+            }
+        }
+        for (auto& h : ready) h.done("");
+    }
 
     // After a failed write (a full disk) RocksDB's Resume() keeps the failed
     // WAL writer, and the next append aborts in Debian's assert-enabled
@@ -323,6 +381,15 @@ struct Store::Impl {
         for (size_t i = 0; i < redo.size() && s.ok(); ++i) {
             Batch& r = redo[i];
             bind(r);
+            if (leading && r.impl_->log_index == 0) {
+                // Its place in the log, in the same atomic write (a batch
+                // written again after a failure keeps the one it got).
+                r.impl_->log_index = ++last_index;
+                std::string pos;
+                append_u64_key(pos, epoch);
+                append_u64_key(pos, last_index);
+                r.impl_->wb.Put(log_column(), kLogPositionKey, pos);
+            }
             rocksdb::WriteOptions wo;
             wo.sync = sync && i + 1 == redo.size();
             s = db->Write(wo, &r.impl_->wb);
@@ -351,6 +418,11 @@ struct Store::Impl {
             for (size_t i = 0; i < redo.size(); ++i) {
                 const auto& rep = redo[i].impl_->wb.Data();
                 listener(firsts[i], std::string_view(rep.data(), rep.size()));
+            }
+        if (log_listener && leading)
+            for (auto& r : redo) {
+                const auto& rep = r.impl_->wb.Data();
+                log_listener({epoch, r.impl_->log_index}, std::string_view(rep.data(), rep.size()));
             }
         stats.rewritten_batches += earlier;
         redo.clear();
@@ -389,11 +461,18 @@ struct Store::Impl {
             Job job = std::move(jobs.front());
             jobs.pop_front();
             busy = true;
+            writing = true;
+            write_started = std::chrono::steady_clock::now();
             lk.unlock();
             std::string err = write(std::move(job.batch), sync);
             auto waited = std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now() - job.queued);
-            job.done(std::move(err));
+            {
+                std::lock_guard wl(mu);
+                writing = false;
+            }
+            if (err.empty() && leading) hold(last_index, std::move(job.done));  // until the replicas have it
+            else job.done(std::move(err));
             lk.lock();
             busy = false;
             stats.commit_micros.record(kLatencyBucketMicros, static_cast<uint64_t>(waited.count()));
@@ -549,12 +628,105 @@ void Store::set_batch_listener(BatchListener listener) {
     impl_->listener = std::move(listener);
 }
 
-std::string Store::apply(std::string_view data) {
+std::string Store::apply(std::string_view data, bool sync) {
     if (!impl_->db) return "the store is closed";
     rocksdb::WriteBatch wb{std::string(data)};
     rocksdb::WriteOptions wo;
-    wo.sync = true;
+    wo.sync = sync;
     rocksdb::Status s = impl_->db->Write(wo, &wb);
+    return s.ok() ? "" : s.ToString();
+}
+
+std::string Store::sync() {
+    if (!impl_->db) return "the store is closed";
+    rocksdb::Status s = impl_->db->SyncWAL();
+    return s.ok() ? "" : s.ToString();
+}
+
+Store::LogPosition Store::log_position() const {
+    LogPosition p;
+    if (impl_->leading) return {impl_->epoch, impl_->last_index};
+    std::string v;
+    if (impl_->db && impl_->db->Get(rocksdb::ReadOptions(), impl_->log_column(), kLogPositionKey, &v).ok()) {
+        p.epoch = read_u64_key(v, 0);
+        p.index = read_u64_key(v, 8);
+    }
+    return p;
+}
+
+std::map<uint64_t, uint64_t> Store::epoch_history() const {
+    std::map<uint64_t, uint64_t> out;
+    if (!impl_->db) return out;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->log_column()));
+    const char prefix[1] = {kEpochPrefix};
+    for (it->Seek(rocksdb::Slice(prefix, 1)); it->Valid() && it->key().size() == 9 && it->key()[0] == kEpochPrefix;
+         it->Next())
+        out[read_u64_key(std::string_view(it->key().data(), it->key().size()), 1)] =
+            read_u64_key(std::string_view(it->value().data(), it->value().size()), 0);
+    return out;
+}
+
+std::string Store::lead(uint64_t epoch) {
+    wait_idle();
+    if (!impl_->db) return "the store is closed";
+    const LogPosition at = log_position();
+    if (epoch <= at.epoch) return "epoch " + std::to_string(epoch) + " is not past the log's " + std::to_string(at.epoch);
+    {
+        std::lock_guard lk(impl_->gate_mu);
+        impl_->released = at.index;  // earlier epochs' batches are not this leader's to confirm
+        impl_->held_error.clear();
+    }
+    impl_->epoch = epoch;
+    impl_->last_index = at.index;
+    impl_->leading = true;
+    Batch b = new_batch();
+    std::string key(1, kEpochPrefix), first;
+    append_u64_key(key, epoch);
+    append_u64_key(first, at.index + 1);
+    b.impl_->wb.Put(impl_->log_column(), key, first);
+    ++b.impl_->count;
+    return impl_->write(std::move(b), true);
+}
+
+bool Store::leading() const { return impl_->leading; }
+
+void Store::set_log_listener(LogListener listener) {
+    std::lock_guard lk(impl_->mu);
+    impl_->log_listener = std::move(listener);
+}
+
+void Store::release_through(uint64_t index) { impl_->release(index); }
+
+uint64_t Store::released_through() const {
+    std::lock_guard lk(impl_->gate_mu);
+    return impl_->released;
+}
+
+void Store::fail_held(const std::string& error) {
+    std::lock_guard order(impl_->release_mu);
+    std::deque<Impl::Held> failed;
+    {
+        std::lock_guard lk(impl_->gate_mu);
+        impl_->held_error = error.empty() ? "failed" : error;
+        failed.swap(impl_->held);
+    }
+    for (auto& h : failed) h.done(impl_->held_error);
+}
+
+std::chrono::milliseconds Store::write_stalled_for() const {
+    std::lock_guard lk(impl_->mu);
+    if (!impl_->writing) return std::chrono::milliseconds(0);
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 impl_->write_started);
+}
+
+std::string Store::checkpoint(const std::string& dir) {
+    if (!impl_->db) return "the store is closed";
+    rocksdb::Checkpoint* raw = nullptr;
+    rocksdb::Status s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw);
+    if (!s.ok()) return s.ToString();
+    std::unique_ptr<rocksdb::Checkpoint> cp(raw);
+    s = cp->CreateCheckpoint(dir, 0);  // 0: flush the memtables, so the copy needs no WAL
     return s.ok() ? "" : s.ToString();
 }
 

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -157,11 +158,61 @@ public:
     // callback runs. Set it before the first commit.
     using BatchListener = std::function<void(uint64_t sequence, std::string_view data)>;
     void set_batch_listener(BatchListener listener);
-    // A replica's side: writes (and syncs) a batch from another store's
-    // stream. Returns "" or an error.
-    std::string apply(std::string_view data);
+    // A replica's side: writes a batch from another store's stream, synced
+    // when `sync` (several applied unsynced and the last synced are all
+    // durable together). Returns "" or an error.
+    std::string apply(std::string_view data, bool sync = true);
+    // Syncs what apply() wrote unsynced. Returns "" or an error.
+    std::string sync();
     // The sequence of the last write (0 for an empty store).
     uint64_t last_sequence() const;
+
+    // ---- The replicated log (cluster mode, net/replication.hpp) ----
+    // Every batch a leading store writes carries its place in the log: the
+    // leader's epoch and an index one past the last batch's, stored by a put
+    // in that same batch (RocksDB's `default` column, which nothing else
+    // uses). A replica that applies the batch therefore holds exactly the
+    // position of what it has, across crashes and snapshots.
+    struct LogPosition {
+        uint64_t epoch = 0;
+        uint64_t index = 0;
+        bool operator==(const LogPosition&) const = default;
+    };
+    LogPosition log_position() const;
+    // Epoch → the index of its first batch, for every epoch this log has
+    // seen (each leader writes its entry as the first batch of its epoch):
+    // a replica's position is on the leader's history if no later epoch
+    // began at or before the replica's index.
+    std::map<uint64_t, uint64_t> epoch_history() const;
+    // Makes this store the leader's for `epoch` (greater than any in its
+    // history): writes and syncs the epoch's history entry now, and from
+    // then on every commit's callback waits until release_through() covers
+    // its batch (every in-sync replica has synced it). Call before the
+    // first commit of the epoch, on the owner's thread with the commit
+    // thread idle.
+    std::string lead(uint64_t epoch);
+    bool leading() const;
+    // The log listener: every batch written while leading, with its
+    // position and bytes, on the writing thread, before its callback is
+    // held (commit_now's batches too).
+    using LogListener = std::function<void(LogPosition position, std::string_view data)>;
+    void set_log_listener(LogListener listener);
+    // Runs (on the calling thread, in commit order) the held callbacks of
+    // batches up to `index`. Any thread.
+    void release_through(uint64_t index);
+    uint64_t released_through() const;
+    // Stops holding: callbacks still held get `error` (their fate is
+    // unknown: a new leader decides), later commits fail with it. For a
+    // leader that lost its lease.
+    void fail_held(const std::string& error);
+    // How long the write (or sync) in progress has taken so far; zero when
+    // the commit thread is idle. A leader whose disk stalls must lose its
+    // lease (it can confirm nothing).
+    std::chrono::milliseconds write_stalled_for() const;
+    // A consistent copy of the database in `dir` (a RocksDB checkpoint: hard
+    // links to the table files, memtables flushed first), for a replica that
+    // is too far behind or diverged. Returns "" or an error.
+    std::string checkpoint(const std::string& dir);
 
     // Visits keys in [lower, upper) in order until f returns false.
     void scan(Column c, std::string_view lower, std::string_view upper,
