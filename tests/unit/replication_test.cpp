@@ -1,0 +1,264 @@
+// The replicated log (storage/store.hpp: Store::lead and the held commit
+// callbacks) and its shipping between two real stores over loopback TCP
+// (net/replication.hpp): confirms wait for the in-sync replica, a follower's
+// store ends up equal to the leader's, a follower whose log left the
+// leader's (an old leader that wrote what nobody got) is resynced from a
+// snapshot — and loses those batches — and batches of an older epoch are
+// refused.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "net/replication.hpp"
+#include "storage/store.hpp"
+
+namespace sluice {
+namespace {
+
+using storage::Batch;
+using storage::Column;
+using storage::Store;
+using namespace std::chrono_literals;
+
+struct Dir {
+    Dir() {
+        std::string t = (std::filesystem::temp_directory_path() / "sluice-repl-XXXXXX").string();
+        path = mkdtemp(t.data());
+    }
+    ~Dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    std::string path;
+};
+
+storage::StoreOptions options_in(const std::string& dir) {
+    storage::StoreOptions o;
+    o.path = dir + "/db";
+    return o;
+}
+
+std::unique_ptr<Store> open_store(const std::string& dir) {
+    std::string error;
+    auto s = Store::open(options_in(dir), error);
+    EXPECT_TRUE(s) << error;
+    return s;
+}
+
+// A commit whose callback is observed (it may run on another thread).
+struct Pending {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::string error;
+    void commit(Store& s, const std::string& key, const std::string& value) {
+        Batch b = s.new_batch();
+        b.put(Column::meta, key, value);
+        s.commit(std::move(b), [this](std::string e) {
+            std::lock_guard lk(mu);
+            done = true;
+            error = std::move(e);
+            cv.notify_all();
+        });
+    }
+    bool wait(std::chrono::milliseconds timeout) {
+        std::unique_lock lk(mu);
+        return cv.wait_for(lk, timeout, [&] { return done; });
+    }
+    bool is_done() {
+        std::lock_guard lk(mu);
+        return done;
+    }
+};
+
+std::map<std::string, std::string> meta_of(Store& s) {
+    std::map<std::string, std::string> out;
+    s.scan(Column::meta, "", "", [&](std::string_view k, std::string_view v) {
+        out.emplace(k, v);
+        return true;
+    });
+    return out;
+}
+
+template <class F>
+bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (f()) return true;
+        std::this_thread::sleep_for(5ms);
+    }
+    return f();
+}
+
+TEST(ReplicatedLog, EveryBatchOfALeaderCarriesItsPositionAcrossARestart) {
+    Dir d;
+    auto s = open_store(d.path);
+    EXPECT_EQ(s->log_position(), (Store::LogPosition{0, 0}));
+    ASSERT_EQ(s->lead(7), "");
+    EXPECT_EQ(s->log_position(), (Store::LogPosition{7, 1}));  // the epoch's history entry
+    for (int i = 0; i < 3; ++i) {
+        Batch b = s->new_batch();
+        b.put(Column::meta, "k" + std::to_string(i), "v");
+        ASSERT_EQ(s->commit_now(std::move(b)), "");
+    }
+    EXPECT_EQ(s->log_position(), (Store::LogPosition{7, 4}));
+    s.reset();
+    s = open_store(d.path);
+    EXPECT_EQ(s->log_position(), (Store::LogPosition{7, 4}));
+    EXPECT_EQ(s->epoch_history(), (std::map<uint64_t, uint64_t>{{7, 1}}));
+    EXPECT_NE(s->lead(7), "") << "an epoch the log has seen cannot lead again";
+    ASSERT_EQ(s->lead(9), "");
+    EXPECT_EQ(s->epoch_history(), (std::map<uint64_t, uint64_t>{{7, 1}, {9, 5}}));
+}
+
+TEST(ReplicatedLog, ALeadersCommitCallbacksWaitForTheRelease) {
+    Dir d;
+    auto s = open_store(d.path);
+    ASSERT_EQ(s->lead(1), "");
+    Pending a, b;
+    a.commit(*s, "a", "1");
+    ASSERT_TRUE(eventually([&] { return s->log_position().index == 2; }));
+    b.commit(*s, "b", "2");
+    ASSERT_TRUE(eventually([&] { return s->log_position().index == 3; }));
+    s->wait_idle();
+    EXPECT_FALSE(a.is_done()) << "synced here, but no replica has it yet";
+    s->release_through(2);
+    EXPECT_TRUE(a.wait(1s));
+    EXPECT_FALSE(b.is_done());
+    s->fail_held("leadership lost");
+    ASSERT_TRUE(b.wait(1s));
+    EXPECT_EQ(b.error, "leadership lost") << "a batch whose replication is unknown is not confirmed";
+    Pending c;
+    c.commit(*s, "c", "3");
+    ASSERT_TRUE(c.wait(2s));
+    EXPECT_EQ(c.error, "leadership lost");
+}
+
+struct Node {
+    Dir dir;
+    std::unique_ptr<Store> store = open_store(dir.path);
+};
+
+net::ReplicationLeader::Options leader_options(uint64_t epoch, const std::string& snapshots) {
+    net::ReplicationLeader::Options o;
+    o.bind_host = "127.0.0.1";
+    o.cluster_id = "test-cluster";
+    o.epoch = epoch;
+    o.snapshot_dir = snapshots;
+    return o;
+}
+
+TEST(Replication, AConfirmWaitsForTheInSyncFollowerAndItsStoreEqualsTheLeaders) {
+    Node leader, follower;
+    net::ReplicationLeader shipping(*leader.store, leader_options(3, leader.dir.path + "/snapshots"));
+    ASSERT_EQ(shipping.start(), "");
+    ASSERT_EQ(leader.store->lead(3), "");
+    shipping.set_in_sync({"f"});
+    net::ReplicationFollower applying(follower.store, {"test-cluster", "f", options_in(follower.dir.path)});
+    applying.follow("127.0.0.1", shipping.port(), 3);
+    for (int i = 0; i < 50; ++i) {
+        Pending p;
+        p.commit(*leader.store, "key" + std::to_string(i), std::string(100, 'x'));
+        ASSERT_TRUE(p.wait(10s)) << "batch " << i;
+        ASSERT_EQ(p.error, "");
+        // Confirmed only once the follower synced it: it is there now.
+        std::string v;
+        ASSERT_TRUE(follower.store->get(Column::meta, "key" + std::to_string(i), v)) << "confirmed before replicated";
+    }
+    auto reps = shipping.replicas();
+    ASSERT_EQ(reps.size(), 1u);
+    EXPECT_EQ(reps[0].state, "streaming");
+    EXPECT_EQ(reps[0].acked, shipping.last_index());
+    applying.stop();
+    EXPECT_EQ(meta_of(*follower.store), meta_of(*leader.store));
+    EXPECT_EQ(follower.store->log_position(), leader.store->log_position());
+
+    // With the follower gone, confirms wait — until it leaves the ISR.
+    Pending held;
+    held.commit(*leader.store, "after", "1");
+    EXPECT_FALSE(held.wait(300ms));
+    shipping.set_in_sync({});
+    EXPECT_TRUE(held.wait(2s));
+}
+
+TEST(Replication, AnOldLeadersUnreplicatedBatchesAreReplacedByASnapshot) {
+    Node a, b;
+    // A leads epoch 1; B gets everything up to k2.
+    {
+        net::ReplicationLeader shipping(*a.store, leader_options(1, a.dir.path + "/snapshots"));
+        ASSERT_EQ(shipping.start(), "");
+        ASSERT_EQ(a.store->lead(1), "");
+        shipping.set_in_sync({"b"});
+        net::ReplicationFollower applying(b.store, {"test-cluster", "b", options_in(b.dir.path)});
+        applying.follow("127.0.0.1", shipping.port(), 1);
+        for (int i = 0; i < 3; ++i) {
+            Pending p;
+            p.commit(*a.store, "k" + std::to_string(i), "a");
+            ASSERT_TRUE(p.wait(10s));
+        }
+        applying.stop();
+        // A writes on alone (synced locally, never confirmed), then dies.
+        shipping.set_in_sync({});
+        for (int i = 3; i < 6; ++i) {
+            Pending p;
+            p.commit(*a.store, "lost" + std::to_string(i), "a");
+            ASSERT_TRUE(p.wait(10s));
+        }
+        shipping.stop();
+    }
+    a.store.reset();
+    a.store = open_store(a.dir.path);  // A restarts: its log is (1, 7), B's (1, 4)
+    EXPECT_EQ(a.store->log_position(), (Store::LogPosition{1, 7}));
+    ASSERT_EQ(b.store->log_position(), (Store::LogPosition{1, 4}));
+
+    // B leads epoch 2 and writes on; A follows it.
+    net::ReplicationLeader shipping(*b.store, leader_options(2, b.dir.path + "/snapshots"));
+    ASSERT_EQ(shipping.start(), "");
+    ASSERT_EQ(b.store->lead(2), "");
+    Pending p;
+    p.commit(*b.store, "b-wrote", "b");
+    ASSERT_TRUE(p.wait(10s));
+    shipping.set_in_sync({"a"});
+    net::ReplicationFollower applying(a.store, {"test-cluster", "a", options_in(a.dir.path)});
+    applying.follow("127.0.0.1", shipping.port(), 2);
+    Pending q;
+    q.commit(*b.store, "b-wrote-2", "b");
+    ASSERT_TRUE(q.wait(20s));
+    EXPECT_EQ(q.error, "");
+    applying.stop();
+    EXPECT_EQ(applying.status().snapshots, 1u);
+    auto meta = meta_of(*a.store);
+    EXPECT_EQ(meta, meta_of(*b.store));
+    EXPECT_EQ(meta.count("lost3"), 0u) << "what only the old leader had is gone";
+    EXPECT_EQ(meta.count("k2"), 1u);
+    EXPECT_EQ(meta.count("b-wrote-2"), 1u);
+}
+
+TEST(Replication, AFollowerRefusesALeaderOfAnOlderEpochAndAnotherClustersLeaderRefusesIt) {
+    Node leader, follower;
+    net::ReplicationLeader shipping(*leader.store, leader_options(4, leader.dir.path + "/snapshots"));
+    ASSERT_EQ(shipping.start(), "");
+    ASSERT_EQ(leader.store->lead(4), "");
+    {
+        // The follower knows epoch 5 has begun: the leader of 4 is deposed.
+        net::ReplicationFollower applying(follower.store, {"test-cluster", "f", options_in(follower.dir.path)});
+        applying.follow("127.0.0.1", shipping.port(), 5);
+        ASSERT_TRUE(eventually([&] { return !applying.status().error.empty(); }));
+        EXPECT_NE(applying.status().error.find("older"), std::string::npos) << applying.status().error;
+        EXPECT_EQ(follower.store->log_position().index, 0u);
+    }
+    {
+        net::ReplicationFollower applying(follower.store, {"other-cluster", "f", options_in(follower.dir.path)});
+        applying.follow("127.0.0.1", shipping.port(), 4);
+        ASSERT_TRUE(eventually([&] { return !applying.status().error.empty(); }));
+        EXPECT_NE(applying.status().error.find("cluster"), std::string::npos) << applying.status().error;
+    }
+}
+
+}  // namespace
+}  // namespace sluice
