@@ -8,12 +8,20 @@
 
 #include <boost/program_options.hpp>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+
 #include "broker/broker.hpp"
+#include "net/cluster.hpp"
 #include "net/management_api.hpp"
 #include "net/resource_monitor.hpp"
 #include "net/server.hpp"
@@ -73,6 +81,40 @@ std::optional<uint64_t> memory_limit(const po::variables_map& vm, std::string& e
     return static_cast<uint64_t>(fraction * double(sluice::net::total_memory_bytes()));
 }
 
+// A leader that lost its lease starts again as a follower: the same
+// program with the same arguments (its data dir resyncs from the new
+// leader). Every descriptor but stdio closes on the exec: listeners, the
+// store's lock.
+[[noreturn]] void restart_as_follower(char** argv) {
+    if (DIR* d = opendir("/proc/self/fd")) {
+        const int own = dirfd(d);
+        while (dirent* e = readdir(d)) {
+            const int fd = atoi(e->d_name);
+            if (fd > 2 && fd != own) fcntl(fd, F_SETFD, FD_CLOEXEC);
+        }
+        closedir(d);
+    }
+    execv("/proc/self/exe", argv);
+    std::cerr << "sluiced: cluster: cannot restart (" << std::strerror(errno) << "); exiting" << std::endl;
+    std::_Exit(75);
+}
+
+std::vector<std::string> split_endpoints(const std::string& list) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start <= list.size()) {
+        size_t comma = list.find(',', start);
+        if (comma == std::string::npos) comma = list.size();
+        std::string e = list.substr(start, comma - start);
+        for (const char* scheme : {"http://", "https://"})
+            if (e.rfind(scheme, 0) == 0) e = e.substr(std::strlen(scheme));
+        while (!e.empty() && e.back() == '/') e.pop_back();
+        if (!e.empty()) out.push_back(e);
+        start = comma + 1;
+    }
+    return out;
+}
+
 // Past 10 ms a busy-poll saves nothing (a wake-up costs tens of µs) and
 // burns a core after every event.
 constexpr uint32_t kMaxBusyPollUs = 10'000;
@@ -84,6 +126,8 @@ int main(int argc, char** argv) {
     sluice::net::ServerConfig sc;
     std::string data_dir, config_file, durability = "sync", definitions_file, prometheus_names = "sluice";
     unsigned sync_interval_ms = 200;
+    sluice::net::ClusterConfig cc;
+    std::string cluster_etcd;
     po::options_description opts("sluiced options");
     opts.add_options()
         ("help,h", "show this help")
@@ -163,6 +207,20 @@ int main(int argc, char** argv) {
         ("default-password", po::value(&bc.default_password)->default_value(bc.default_password), "its password")
         ("default-user-loopback-only", po::value(&bc.default_user_loopback_only)->default_value(true),
          "the default user may log in only from loopback (as RabbitMQ's guest)")
+        ("cluster-etcd", po::value(&cluster_etcd),
+         "cluster mode (docs/cluster.md): etcd's client endpoints, host:port[,host:port...]")
+        ("cluster-name", po::value(&cc.name)->default_value(cc.name), "the cluster's name (its etcd key prefix)")
+        ("node-id", po::value(&cc.node_id), "this node's id in the cluster (unique)")
+        ("advertise-host", po::value(&cc.advertise_host)->default_value(cc.advertise_host),
+         "the address the other nodes (and forwarded clients) reach this node at")
+        ("replication-port", po::value(&cc.replication_port)->default_value(cc.replication_port),
+         "the port the leader ships its log on, on amqp-bind")
+        ("cluster-lease-ttl", po::value(&cc.lease_ttl_s)->default_value(cc.lease_ttl_s),
+         "seconds the leader's etcd lease lasts unrenewed: the longest a dead leader is waited for")
+        ("isr-max-lag-ms", po::value(&cc.isr_max_lag_ms)->default_value(cc.isr_max_lag_ms),
+         "an in-sync replica whose oldest unacknowledged batch is older than this leaves the ISR")
+        ("isr-max-lag-bytes", po::value(&cc.isr_max_lag_bytes)->default_value(cc.isr_max_lag_bytes),
+         "or which is this many bytes behind")
         ("load-definitions", po::value(&definitions_file),
          "import this definitions file (RabbitMQ's JSON: users, vhosts, permissions, limits, exchanges, queues, "
          "bindings) at every start, as RabbitMQ's load_definitions");
@@ -230,9 +288,47 @@ int main(int argc, char** argv) {
         std::cerr << "sluiced: " << err << "\n";
         return 1;
     }
+    // Cluster mode: follow the leader until this node is elected (then it
+    // recovers from its replica and serves, as a single node would).
+    std::unique_ptr<sluice::net::ClusterNode> cluster;
+    uint64_t epoch = 0;
+    if (!cluster_etcd.empty()) {
+        cc.etcd_endpoints = split_endpoints(cluster_etcd);
+        if (cc.node_id.empty() || cc.etcd_endpoints.empty()) {
+            std::cerr << "sluiced: cluster mode needs --node-id and --cluster-etcd host:port\n";
+            return 2;
+        }
+        cc.amqp_port = sc.amqp_port;
+        cc.http_port = sc.http_port;
+        cc.bind_host = sc.amqp_bind;
+        cc.data_dir = data_dir;
+        cluster = std::make_unique<sluice::net::ClusterNode>(cc);
+        err = cluster->join(*store);
+        if (!err.empty()) {
+            std::cerr << "sluiced: cluster: " << err << std::endl;
+            return 1;
+        }
+        epoch = cluster->run_follower(store, so);
+        if (!epoch) return 0;
+    }
     sluice::broker::Broker broker(bc);
     sc.disk_path = data_dir;
     sluice::net::Server server(broker, sc);
+    std::atomic<bool> leadership_lost{false};
+    if (cluster) {
+        // Replication starts before the epoch's first write, so every batch
+        // of the epoch is in the ring for the followers to stream.
+        err = cluster->lead(*store, epoch, [&](const std::string&) {
+            leadership_lost = true;
+            server.stop();  // every client gets 320 CONNECTION_FORCED
+        });
+        if (err.empty()) err = store->lead(epoch);
+        if (!err.empty()) {
+            std::cerr << "sluiced: cluster: cannot lead: " << err << std::endl;
+            restart_as_follower(argv);
+        }
+        server.set_cluster_view([c = cluster.get()] { return c->nodes(); });
+    }
     broker.attach_storage(store.get(), &server.executor());
     // After a failed write the store reopens its database; if that fails too,
     // nothing can be stored or read back. Serving on from memory would answer
@@ -308,6 +404,8 @@ int main(int argc, char** argv) {
               << ", data in " << data_dir << ", open-file limit " << fds << " (about " << (fds > 64 ? fds - 64 : 0)
               << " connections), memory high watermark " << sc.memory_limit << " bytes" << std::endl;
     server.run();
+    if (leadership_lost) restart_as_follower(argv);  // nothing more is written: the new leader decides
+    if (cluster) cluster->stop();
     broker.durability().shutdown();  // write what was gathering; nothing after
     std::cerr << "sluiced: stopped" << std::endl;
     return 0;

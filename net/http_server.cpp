@@ -435,6 +435,10 @@ void HttpServer::stop() {
         }
 }
 
+void HttpServer::set_cluster_view(std::function<std::vector<ClusterNodeStatus>()> view) {
+    if (impl_->api) impl_->api->set_cluster_view(std::move(view));
+}
+
 void HttpServer::set_shovels(Shovels* shovels) {
     if (impl_->api) impl_->api->set_shovels(shovels);
 }

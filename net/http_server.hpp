@@ -10,7 +10,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <functional>
+#include <vector>
 
+#include "net/cluster_status.hpp"
 #include "net/metrics_text.hpp"
 
 namespace boost::asio {
@@ -48,6 +51,7 @@ public:
     void set_prometheus_naming(PrometheusNaming naming);
     // The shovels the API shows (/api/shovels).
     void set_shovels(Shovels* shovels);
+    void set_cluster_view(std::function<std::vector<ClusterNodeStatus>()> view);
     uint16_t port() const;
     uint16_t tls_port() const;
 

@@ -285,6 +285,42 @@ uint64_t open_fds() {
     return n;
 }
 
+json::object node_json(State& s);
+
+// Cluster mode: one object per node, this one with its own figures; every
+// one named sluice@<node id>, with its role, ISR membership and lag.
+std::vector<json::object> cluster_nodes_json(State& s) {
+    std::vector<json::object> out;
+    const std::string self = s.node;
+    for (const auto& n : s.cluster()) {
+        json::object o;
+        if (n.role == "leader") {
+            o = node_json(s);  // the API is served by the leader
+        } else {
+            o["type"] = "disc";
+            o["running"] = n.alive;
+        }
+        o["name"] = "sluice@" + n.node;
+        o["node_id"] = n.node;
+        o["role"] = n.role;
+        o["in_sync"] = n.in_sync;
+        o["host"] = n.host;
+        o["amqp_port"] = n.amqp_port;
+        o["http_port"] = n.http_port;
+        o["replication_port"] = n.replication_port;
+        o["replication_state"] = n.state;
+        o["log_index"] = n.index;
+        o["lag_batches"] = n.lag_batches;
+        o["lag_bytes"] = n.lag_bytes;
+        o["lag_ms"] = n.lag_ms;
+        o["epoch"] = n.epoch;
+        out.push_back(std::move(o));
+    }
+    if (out.empty()) out.push_back(node_json(s));
+    (void)self;
+    return out;
+}
+
 json::object node_json(State& s) {
     broker::Broker& b = s.broker;
     json::object o;
@@ -368,9 +404,16 @@ void route(State& s, const Request& r, const Reply& reply) {
     if (what == "nodes") {
         if (p.size() == 1) {
             json::array a;
-            a.push_back(node_json(s));
+            if (s.cluster) {
+                for (auto& o : cluster_nodes_json(s)) a.push_back(std::move(o));
+            } else {
+                a.push_back(node_json(s));
+            }
             return reply(list_response(r, std::move(a)));
         }
+        if (p.size() == 2 && s.cluster)
+            for (auto& o : cluster_nodes_json(s))
+                if (o.at("name").as_string() == p[1]) return reply(json_response(200, o));
         if (p.size() == 2 && p[1] == s.node) return reply(json_response(200, node_json(s)));
         return reply(not_found("no node '" + (p.size() > 1 ? p[1] : "") + "'"));
     }
@@ -490,6 +533,7 @@ ManagementApi::ManagementApi(broker::Broker& broker) : state_(std::make_unique<S
 ManagementApi::~ManagementApi() = default;
 
 void ManagementApi::set_shovels(Shovels* shovels) { state_->shovels = shovels; }
+void ManagementApi::set_cluster_view(ClusterView view) { state_->cluster = std::move(view); }
 
 void ManagementApi::sample() { state_->rates.sample(state_->broker); }
 

@@ -16,6 +16,9 @@
 
 #include <chrono>
 #include <functional>
+#include <vector>
+
+#include "net/cluster_status.hpp"
 #include <memory>
 #include <string>
 #include <string_view>
@@ -67,6 +70,9 @@ public:
     void set_sample_interval(std::chrono::milliseconds interval);
     // The shovels whose status /api/shovels shows (null: none).
     void set_shovels(Shovels* shovels);
+    // Cluster mode: every node as the coordinator sees it (/api/nodes).
+    using ClusterView = std::function<std::vector<ClusterNodeStatus>()>;
+    void set_cluster_view(ClusterView view);
     static constexpr std::chrono::milliseconds kDefaultSampleInterval{5000};
 
     struct State;  // shared with the handlers in management_api_*.cpp

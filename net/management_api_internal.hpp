@@ -127,6 +127,7 @@ struct ManagementApi::State {
     // request first needs them, emptied before the next.
     std::optional<std::unordered_map<uint64_t, std::string>> connection_names;
     Shovels* shovels = nullptr;  // the shovels' status (null: none run here)
+    ManagementApi::ClusterView cluster;  // every node of the cluster (empty: not clustered)
 };
 
 }  // namespace sluice::net

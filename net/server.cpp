@@ -61,6 +61,7 @@ struct Server::Impl {
     std::unique_ptr<HttpServer> http;
     std::unique_ptr<HttpServer> prometheus;
     std::unique_ptr<Shovels> shovels;  // after the AMQP listener: a shovel may connect to it
+    std::function<std::vector<ClusterNodeStatus>()> cluster_view;  // for the HTTP server made by listen()
     uint16_t amqp_port = 0;
     uint16_t amqps_port = 0;
     asio::steady_timer disk_timer{io};
@@ -279,6 +280,7 @@ std::string Server::listen() {
                                               std::chrono::seconds(c.http_request_timeout_s),
                                               std::chrono::milliseconds(c.stats_interval_ms));
     if (m.http) m.http->set_shovels(m.shovels.get());
+    if (m.http && m.cluster_view) m.http->set_cluster_view(m.cluster_view);
     if (plain_http) {
         err = m.http->listen(c.http_bind, c.http_port);
         if (!err.empty()) return "HTTP listener: " + err;
@@ -319,6 +321,11 @@ void Server::stop() {
 }
 
 broker::Executor& Server::executor() { return impl_->executor; }
+
+void Server::set_cluster_view(std::function<std::vector<ClusterNodeStatus>()> view) {
+    impl_->cluster_view = view;
+    if (impl_->http) impl_->http->set_cluster_view(std::move(view));
+}
 
 void Server::on_reload(std::function<void()> fn) { impl_->on_reload = std::move(fn); }
 

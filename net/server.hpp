@@ -13,6 +13,9 @@
 #include <memory>
 #include <string>
 
+#include <vector>
+
+#include "net/cluster_status.hpp"
 #include "net/metrics_text.hpp"
 #include "net/tls_context.hpp"
 
@@ -82,6 +85,9 @@ public:
     broker::Executor& executor();
     // Called on the server's thread when the process gets SIGHUP.
     void on_reload(std::function<void()> fn);
+    // Cluster mode: what /api/nodes shows of every node (any thread may
+    // call it; it is called on the server's).
+    void set_cluster_view(std::function<std::vector<ClusterNodeStatus>()> view);
     // New alarm thresholds (server's thread); applied at the next check.
     void set_resource_limits(uint64_t memory_limit, uint64_t disk_free_limit);
     uint16_t amqp_port() const;
