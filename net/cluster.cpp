@@ -601,6 +601,7 @@ std::string ClusterNode::lead(Store& store, uint64_t epoch, std::function<void(c
     std::string err = d.replication->start();
     if (!err.empty()) return err;
     d.etcd.put(d.key("nodes/" + d.me.node), address_json(d.me, "leader"), d.lease);
+    d.refresh_view("leader");  // not the view it had as a follower
     d.thread = std::thread([&d] { d.lead_loop(); });
     return "";
 }
