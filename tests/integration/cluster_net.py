@@ -53,8 +53,9 @@ CONNECT_CHECK_TIMEOUT = 3.0    # seconds for the set-up connectivity check
 _counter = 0                   # clusters made by this process (names)
 _counter_lock = threading.Lock()
 
-_NS_RE = re.compile(r"^sl(\d+)c(\d+)n(\d+)$")
-_LINK_RE = re.compile(r"^sl(?:br)?(\d+)c(\d+)(?:h\d+)?$")
+# names this module makes (group 1: the pid): namespaces sl<pid>c<k>n<i>,
+# bridges slbr<pid>c<k>, veths sl<pid>c<k>h<i>, can_use_netns()'s sl<pid>probe
+_NAME_RE = re.compile(r"^sl(?:br)?(\d+)(?:c\d+(?:n\d+|h\d+)?|probe)$")
 _BRIDGE_RE = re.compile(r"slbr(\d+)c(\d+)")
 
 
@@ -265,7 +266,7 @@ def cleanup_leftovers():
     _, out, _ = _ip("netns", "list", check=False)
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = _NS_RE.match(name)
+        m = _NAME_RE.match(name)
         if m and dead(int(m.group(1))):
             _kill_netns_pids(name)
             _ip("netns", "del", name, check=False)
@@ -276,7 +277,7 @@ def cleanup_leftovers():
         if len(parts) < 2:
             continue
         name = parts[1].strip().split("@")[0]
-        m = _LINK_RE.match(name)
+        m = _NAME_RE.match(name)
         if m and dead(int(m.group(1))):
             _ip("link", "del", name, check=False)
             removed.append(name)
@@ -542,7 +543,26 @@ class NetnsCluster:
                "setpriv", "--pdeathsig", "KILL", "--"] + list(argv)
         p = subprocess.Popen(cmd, **popen_kwargs)
         self._procs.append(p)
+        self._wait_armed(p)
         return p
+
+    @staticmethod
+    def _wait_armed(p, timeout=5.0):
+        """Wait until p runs the program itself, i.e. setpriv has set the
+        parent-death signal: had we died before that, the program would
+        outlive us."""
+        def armed():
+            if p.poll() is not None:
+                return True
+            try:
+                with open("/proc/%d/cmdline" % p.pid, "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                return p.poll() is not None
+            # empty while an exec is under way
+            return cmdline and not (cmdline.startswith(b"ip\0netns\0exec\0")
+                                    or cmdline.startswith(b"setpriv\0--pdeathsig\0"))
+        wait_until(armed, timeout, "pid %d to exec its program" % p.pid, interval=0.002)
 
     @staticmethod
     def signal_group(proc, sig):
