@@ -820,6 +820,8 @@ class SluicedNode:
 
     def __init__(self, net, i, etcd_endpoints, node_id=None, lease_ttl=None, exe=None,
                  extra_args=()):
+        """etcd_endpoints: EtcdCluster.endpoints(), or None for a standalone
+        sluiced (no cluster flags) in the namespace."""
         self.net = net
         self.i = i
         self.node_id = node_id or "n%d" % i
@@ -844,9 +846,11 @@ class SluicedNode:
     def argv(self):
         a = [self.exe, "--amqp-port", str(self.AMQP_PORT), "--http-port", str(self.HTTP_PORT),
              "--prometheus-port", "0", "--data-dir", self.data_dir,
-             "--default-user-loopback-only", "false",
-             "--cluster-etcd", self.etcd_endpoints, "--node-id", self.node_id,
-             "--advertise-host", self.host, "--replication-port", str(self.REPLICATION_PORT)]
+             "--default-user-loopback-only", "false"]
+        if self.etcd_endpoints is not None:
+            a += ["--cluster-etcd", self.etcd_endpoints, "--node-id", self.node_id,
+                  "--advertise-host", self.host,
+                  "--replication-port", str(self.REPLICATION_PORT)]
         if self.lease_ttl is not None:
             a += ["--cluster-lease-ttl", str(self.lease_ttl)]
         return a + self.extra_args

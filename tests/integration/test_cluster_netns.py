@@ -343,3 +343,37 @@ def test_workload_against_a_single_broker(broker):
     assert r.confirmed >= 300 and r.delivered >= r.confirmed
     with broker.pika() as c:
         c.channel().queue_delete(queue)
+
+
+# --------------------------------------------------------------------------
+# SluicedNode, standalone (cluster mode is not there yet)
+
+@pytest.mark.deadline(90)
+def test_sluiced_node_in_a_namespace(net):
+    """start, api, pika_params, sigstop/sigcont, kill9 and restart on the data
+    dir, as the cluster tests will use them -- without the cluster flags."""
+    import pika
+    from cluster_net import SluicedNode
+    from conftest import amqp_answers
+    n = SluicedNode(net, 2, None).start()
+    assert isinstance(n.api("/api/overview"), dict)
+    wait_until(lambda: amqp_answers(n.host, n.AMQP_PORT), 10, "AMQP on node 2")
+    with pika.BlockingConnection(n.pika_params()) as c:
+        ch = c.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("kept", durable=True)
+        ch.basic_publish("", "kept", b"m", pika.BasicProperties(delivery_mode=2))
+    n.sigstop()
+    with pytest.raises(OSError):
+        n.api("/api/overview", timeout=0.5)
+    n.sigcont()
+    wait_until(lambda: n.api("/api/overview"), 10, "sluiced to answer after SIGCONT")
+    n.kill9()
+    assert not n.alive()
+    n.restart()
+    wait_until(lambda: amqp_answers(n.host, n.AMQP_PORT), 10, "AMQP on node 2 after restart")
+    with pika.BlockingConnection(n.pika_params()) as c:
+        method, _, body = c.channel().basic_get("kept", auto_ack=True)
+        assert body == b"m", "the data dir survives restart()"
+    assert n.stop() == 0
+    assert "==== start" in n.log_tail()
