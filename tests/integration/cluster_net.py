@@ -623,14 +623,24 @@ class NetnsCluster:
     # -- failure reports --------------------------------------------------
 
     def add_reporter(self, obj):
-        """obj.failure_report() -> str is printed (stderr) if the with-block
-        fails, e.g. log tails of the processes it runs."""
+        """Include obj.failure_report() -> str (e.g. the log tails of the
+        processes it runs) in this cluster's failure_report()."""
         self._reporters.append(obj)
 
-    def print_failure_report(self):
+    def failure_report(self):
+        """What to show when a test on this cluster fails: printed (stderr)
+        when the with-block fails, and added to the pytest report by
+        conftest.py for a fixture that yields the cluster."""
+        parts = []
         for r in self._reporters:
-            with contextlib.suppress(Exception):
-                sys.stderr.write(r.failure_report() + "\n")
+            try:
+                parts.append(r.failure_report())
+            except Exception as e:
+                parts.append("(%r.failure_report() failed: %r)" % (r, e))
+        return "\n".join(parts) or "(nothing ran on cluster %s)" % self.tag
+
+    def print_failure_report(self):
+        sys.stderr.write(self.failure_report() + "\n")
         sys.stderr.flush()
 
 
