@@ -955,19 +955,25 @@ class SluicedNode:
         return None
 
     def pika_params(self, **kw):
-        import pika
-        opts = dict(host=self.host, port=self.AMQP_PORT, virtual_host="/",
-                    credentials=pika.PlainCredentials("guest", "guest"),
-                    socket_timeout=5, stack_timeout=10, blocked_connection_timeout=5,
-                    connection_attempts=1, heartbeat=10)
-        opts.update(kw)
-        return pika.ConnectionParameters(**opts)
+        return pika_params(self.host, self.AMQP_PORT, **kw)
 
     def failure_report(self):
         state = "running" if self.alive() else "not running (exit %s)" % (
             self.proc.returncode if self.proc else "never started")
         return "---- sluiced %s (node %d, %s) log tail ----\n%s" % (
             self.node_id, self.i, state, self.log_tail())
+
+
+def pika_params(host, port=SluicedNode.AMQP_PORT, **kw):
+    """pika.ConnectionParameters for guest on host:port, with timeouts short
+    enough for fault tests (kw overrides)."""
+    import pika
+    opts = dict(host=host, port=port, virtual_host="/",
+                credentials=pika.PlainCredentials("guest", "guest"),
+                socket_timeout=5, stack_timeout=10, blocked_connection_timeout=5,
+                connection_attempts=1, heartbeat=10)
+    opts.update(kw)
+    return pika.ConnectionParameters(**opts)
 
 
 def wait_for_leader(nodes, timeout):

@@ -377,3 +377,35 @@ def test_sluiced_node_in_a_namespace(net):
         assert body == b"m", "the data dir survives restart()"
     assert n.stop() == 0
     assert "==== start" in n.log_tail()
+
+
+@pytest.mark.deadline(90)
+def test_workload_clients_move_on_to_the_next_node(net):
+    """Publishers and consumers skip a node that refuses connections and
+    come back after the broker is killed and restarted; the checker finds
+    nothing lost and no unflagged duplicate (one standalone sluiced: its store
+    must keep confirmed messages and mark what it redelivers)."""
+    from cluster_net import SluicedNode, pika_params
+    from conftest import amqp_answers
+    n = SluicedNode(net, 2, None).start()
+    wait_until(lambda: amqp_answers(n.host, n.AMQP_PORT), 10, "AMQP on node 2")
+    nodes = [pika_params(net.addr(1)), n.pika_params()]    # nothing listens on node 1
+    w = Workload(nodes, "jepsen.failover", publishers=2, consumers=2,
+                 reconnect_timeout=20).start()
+    delivered = lambda: len(w.history.deliveries)
+    try:
+        wait_until(lambda: w.confirmed() >= 300 and delivered() >= 100, 20,
+                   "300 confirmed publishes and 100 deliveries")
+        n.kill9()
+        confirmed, deliveries = w.confirmed(), delivered()
+        n.restart()
+        wait_until(lambda: w.confirmed() >= confirmed + 300 and delivered() >= deliveries + 100,
+                   30, "300 more confirmed publishes and 100 more deliveries after the restart")
+    finally:
+        w.stop()
+    w.drain(timeout=20)
+    r = w.check()
+    assert r.ok, r
+    clients = w.publishers + w.consumers
+    assert all(c.connects >= 2 for c in clients), [(c.name, c.connects) for c in clients]
+    assert any("connect %s:5672" % net.addr(1) in e for _, e in w.history.errors)
