@@ -1,5 +1,6 @@
 """Network namespaces for multi-node tests: a private bridge with K nodes, and
-helpers to run etcd and sluiced on them.
+helpers to run etcd (EtcdCluster) and cluster-mode sluiced (SluicedNode,
+wait_for_leader) on them.
 
     with NetnsCluster(3) as net:            # nodes 1..3, node i at 10.x.y.i
         with EtcdCluster(net) as etcd:      # one etcd member per node
@@ -32,7 +33,6 @@ a missing install step cannot pass unnoticed.
 import base64
 import contextlib
 import ctypes
-import errno
 import http.client
 import json
 import os
@@ -821,8 +821,10 @@ class EtcdCluster:
 # sluiced in cluster mode
 
 class SluicedNode:
-    """A `sluiced` in cluster mode on node i of a NetnsCluster: AMQP 5672 and
-    HTTP 15672 on the node's address, data dir kept across restart()."""
+    """A `sluiced` in cluster mode on node i of a NetnsCluster: AMQP 5672,
+    HTTP 15672 and replication 5679 on the node's address, node id "n<i>",
+    data dir kept across restart(); guest may log in from anywhere (the test
+    process connects from the bridge's host address)."""
 
     AMQP_PORT = 5672
     HTTP_PORT = 15672
@@ -872,7 +874,8 @@ class SluicedNode:
         with open(self.log_path, "ab") as log:
             log.write(b"\n==== start %s ====\n" % time.ctime().encode())
             log.flush()
-            self.proc = self.net.run(self.i, self.argv(), stdout=log, stderr=subprocess.STDOUT)
+            self.proc = self.net.run(self.i, self.argv(), stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=self.workdir)      # core files, if any, land there
 
         def listening():
             if self.proc.poll() is not None:
