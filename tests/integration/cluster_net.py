@@ -947,13 +947,16 @@ class SluicedNode:
         return js
 
     def role(self):
-        """This node's own role from /api/nodes ("leader"/"follower"), or
-        None if it does not answer."""
+        """This node's role ("leader", "follower", "starting") as /api/nodes
+        through this node shows it (entries are {"name": "sluice@<id>",
+        "node_id": <id>, "role", "in_sync", ...}), or None if it does not
+        answer."""
         try:
             for n in self.api("/api/nodes", timeout=2.0):
-                if n.get("name") == self.node_id:
+                if self.node_id in (n.get("node_id"), n.get("name"),
+                                    (n.get("name") or "").partition("@")[2]):
                     return n.get("role")
-        except (OSError, RuntimeError, ValueError):
+        except (OSError, RuntimeError, ValueError, TypeError):
             return None
         return None
 
