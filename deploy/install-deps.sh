@@ -40,6 +40,7 @@ test_packages=(
   golang-go golang-github-rabbitmq-amqp091-go-dev   # tests/integration/go: Go 1.19 + amqp091-go, GOPATH mode
   clang libclang-rt-14-dev llvm   # tests/fuzz: clang, libFuzzer + sanitizer runtimes, llvm-symbolizer
   etcd-server etcd-client   # tests/unit/etcd_client_test.cpp: a real etcd 3.4 (/usr/bin/etcd) for the cluster coordinator
+  nftables   # tests/integration/cluster_net.py: partitions between namespaces
 )
 # The machine may already have a newer Node.js than Debian's (e.g. from
 # another repository); Debian's npm would conflict with it, so only install

@@ -409,3 +409,18 @@ def pytest_runtest_makereport(item, call):
                 state = "running" if b.alive() else "NOT RUNNING (exit %s)" % b.proc.returncode
                 report.sections.append(
                     ("sluiced log tail (%s, %s)" % (name, state), b.log_tail()))
+        # fixtures yielding e.g. cluster_net.NetnsCluster: their processes'
+        # logs (a report that is part of another one, e.g. an EtcdCluster's in
+        # its NetnsCluster's, is shown once)
+        texts = []
+        for name, value in (getattr(item, "funcargs", None) or {}).items():
+            failure_report = getattr(value, "failure_report", None)
+            if callable(failure_report):
+                try:
+                    texts.append((name, failure_report()))
+                except Exception as e:
+                    texts.append((name, "failure_report() failed: %r" % e))
+        for k, (name, text) in enumerate(texts):
+            if not any(text in other and (len(other) > len(text) or j < k)
+                       for j, (_, other) in enumerate(texts) if j != k):
+                report.sections.append(("%s: failure report" % name, text))
