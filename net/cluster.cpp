@@ -120,6 +120,7 @@ struct ClusterNode::Impl {
     ClusterConfig cfg;
     std::string prefix;  // /sluice/<name>/
     EtcdClient etcd;
+    EtcdClient etcd_for_watchdog;  // its own connection: the coordinator's may be blocked
     Identity identity;
     Address me;
 
@@ -138,6 +139,11 @@ struct ClusterNode::Impl {
     // Leading.
     std::unique_ptr<ReplicationLeader> replication;
     std::thread thread;
+    // The watchdog steps down on time even while the coordinator thread is
+    // blocked in an etcd call (each may take its timeout per endpoint).
+    std::thread watchdog;
+    std::atomic<int64_t> safe_until_ns{0};  // lease_safe_until(), for the watchdog
+    std::atomic<bool> stepped_down{false};
     std::function<void(const std::string&)> lost;
     uint64_t epoch = 0;
     std::set<std::string> isr;
@@ -145,7 +151,8 @@ struct ClusterNode::Impl {
 
     explicit Impl(ClusterConfig c)
         : cfg(std::move(c)), prefix("/sluice/" + cfg.name + "/"),
-          etcd(cfg.etcd_endpoints, std::chrono::milliseconds(std::max<uint32_t>(cfg.lease_ttl_s * 1000 / 5, 500))) {
+          etcd(cfg.etcd_endpoints, std::chrono::milliseconds(std::max<uint32_t>(cfg.lease_ttl_s * 1000 / 5, 500))),
+          etcd_for_watchdog(cfg.etcd_endpoints, std::chrono::milliseconds(500)) {
         me.node = cfg.node_id;
         me.host = cfg.advertise_host;
         me.amqp = cfg.amqp_port;
@@ -176,7 +183,12 @@ struct ClusterNode::Impl {
         lease_ttl = ttl > 0 ? ttl : cfg.lease_ttl_s;
         lease_sent = sent;
         next_keepalive = sent + std::chrono::milliseconds(lease_ttl * 1000 / 3);
+        publish_safe_until();
         return true;
+    }
+
+    void publish_safe_until() {
+        safe_until_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(lease_safe_until().time_since_epoch()).count();
     }
 
     // The lease is safe to act on until this point: the others see it
@@ -199,6 +211,7 @@ struct ClusterNode::Impl {
             if (ttl_left <= 0) return false;
             lease_sent = sent;
             next_keepalive = sent + std::chrono::milliseconds(lease_ttl * 1000 / 3);
+            publish_safe_until();
             return true;
         }
         next_keepalive = Clock::now() + std::chrono::milliseconds(200);  // etcd unreachable: try again soon
@@ -346,7 +359,11 @@ struct ClusterNode::Impl {
             std::string role;
             if (parse_address(e2.value, a, &role)) add(a, true, role == "leader" ? "follower" : role);
         }
-        for (const auto& n : isr_now)
+        // Nodes whose lease ran out (dead, paused, cut off) but that are in
+        // the ISR or that this leader has replicated to: still shown.
+        std::set<std::string> known = isr_now;
+        for (const auto& r : reps) known.insert(r.node);
+        for (const auto& n : known)
             if (!seen.count(n)) {
                 Address a;
                 a.node = n;
@@ -361,6 +378,7 @@ struct ClusterNode::Impl {
     // ---- leading -------------------------------------------------------
 
     void step_down(const std::string& why) {
+        if (stepped_down.exchange(true)) return;  // once, from whichever thread saw it first
         std::cerr << "sluiced: cluster: " << me.node << " stops leading: " << why << std::endl;
         if (leading_store) leading_store->fail_held("leadership lost: " + why);
         if (lost) {
@@ -370,20 +388,33 @@ struct ClusterNode::Impl {
         }
     }
 
+    // Runs beside lead_loop: the lease's deadline and the disk, checked
+    // every 20 ms whatever etcd is doing.
+    void watch() {
+        while (!stopping && !stepped_down) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+            if (now >= safe_until_ns) return step_down("the lease could not be renewed in time");
+            auto stalled = leading_store->write_stalled_for();
+            if (stalled > std::chrono::milliseconds(cfg.lease_ttl_s * 1000 / 2)) {
+                // It can confirm nothing; holding the lease would keep every
+                // other node from serving (LavinMQ #2151). Give it up now.
+                step_down("a disk write has not finished for " + std::to_string(stalled.count()) + " ms");
+                etcd_for_watchdog.lease_revoke(lease);
+                return;
+            }
+        }
+    }
+
     void lead_loop() {
         auto next_check = Clock::now();
         auto next_view = Clock::now();
         std::map<std::string, Clock::time_point> caught_up_since;
-        while (!stopping) {
+        while (!stopping && !stepped_down) {
             std::this_thread::sleep_for(kTick);
-            if (stopping) return;
+            if (stopping || stepped_down) return;
             if (!keep_lease_alive() || Clock::now() >= lease_safe_until())
                 return step_down("the lease could not be renewed in time");
-            auto stalled = leading_store->write_stalled_for();
-            if (stalled > std::chrono::milliseconds(cfg.lease_ttl_s * 1000 / 2)) {
-                etcd.lease_revoke(lease);  // let another node take over now
-                return step_down("a disk write has not finished for " + std::to_string(stalled.count()) + " ms");
-            }
             if (Clock::now() >= next_check) {
                 next_check = Clock::now() + std::chrono::milliseconds(500);
                 Address l;
@@ -436,6 +467,7 @@ ClusterNode::~ClusterNode() { stop(); }
 void ClusterNode::stop() {
     impl_->stopping = true;
     if (impl_->thread.joinable()) impl_->thread.join();
+    if (impl_->watchdog.joinable()) impl_->watchdog.join();
     if (impl_->replication) impl_->replication->stop();
 }
 
@@ -602,7 +634,9 @@ std::string ClusterNode::lead(Store& store, uint64_t epoch, std::function<void(c
     if (!err.empty()) return err;
     d.etcd.put(d.key("nodes/" + d.me.node), address_json(d.me, "leader"), d.lease);
     d.refresh_view("leader");  // not the view it had as a follower
+    d.publish_safe_until();
     d.thread = std::thread([&d] { d.lead_loop(); });
+    d.watchdog = std::thread([&d] { d.watch(); });
     return "";
 }
 

@@ -370,6 +370,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "deadline(seconds): fail the test if it runs longer (default %.0f s)"
         % DEFAULT_DEADLINE)
+    config.addinivalue_line(
+        "markers", "loop_mounts: test_cluster.py's nodes keep their data on loop-mounted file systems of their own")
 
 
 class DeadlineExceeded(Exception):

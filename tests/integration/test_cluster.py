@@ -10,6 +10,7 @@ promises one at a time, with real clients (pika) through any node:
   was away does not come back with it (LavinMQ #1143);
 - a stuck follower (SIGSTOP) leaves the ISR and confirms go on (LavinMQ #884);
 - a paused leader is replaced, and steps down when it wakes;
+- a leader whose disk stalls (fsfreeze) gives up its leadership (LavinMQ #2151);
 - bad set-ups: another cluster's data dir, a node id already in use, data of
   no cluster joining a running one, etcd down at start.
 """
@@ -20,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 import pika
@@ -117,11 +119,58 @@ class Node(Broker):
                 self.proc.wait()
 
 
+class LoopMount:
+    """A small ext4 file system of its own (a loop device), so that one
+    node's disk can be frozen (fsfreeze) without touching the others'."""
+
+    def __init__(self, path, mib=256):
+        self.path = path
+        self.image = path + ".img"
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["truncate", "-s", "%dM" % mib, self.image], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", self.image], check=True)
+        subprocess.run(["mount", "-o", "loop", self.image, path], check=True)
+        self.frozen = False
+
+    def freeze(self):
+        subprocess.run(["fsfreeze", "-f", self.path], check=True)
+        self.frozen = True
+
+    def thaw(self):
+        if self.frozen:
+            subprocess.run(["fsfreeze", "-u", self.path], check=True)
+            self.frozen = False
+
+    def remove(self):
+        self.thaw()
+        subprocess.run(["umount", "-l", self.path], check=False)
+        try:
+            os.unlink(self.image)
+        except OSError:
+            pass
+
+
+def can_loop_mount():
+    if os.geteuid() != 0:
+        return "needs root (mount, fsfreeze)"
+    for tool in ("mkfs.ext4", "fsfreeze", "losetup"):
+        if not shutil.which(tool):
+            return "%s is missing" % tool
+    r = subprocess.run(["losetup", "-f"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return "no free loop device: " + r.stderr.strip()
+    return None
+
+
 class Cluster:
-    def __init__(self, tmp, size=3):
+    def __init__(self, tmp, size=3, loop_mounts=False):
         self.tmp = tmp
         self.etcd = Etcd(tmp)
         self.etcd.start()
+        self.mounts = {}
+        if loop_mounts:
+            for i in range(1, size + 1):
+                self.mounts["n%d" % i] = LoopMount(os.path.join(tmp, "n%d" % i, "data"))
         self.nodes = [Node(os.path.join(tmp, "n%d" % i), "n%d" % i, self.etcd.endpoint) for i in range(1, size + 1)]
         for n in self.nodes:
             n.start()
@@ -167,23 +216,35 @@ class Cluster:
                         pass
                 n._hard_stop()
         self.etcd.stop()
+        for m in self.mounts.values():
+            m.remove()
 
     def logs(self):
         return "\n".join("---- %s ----\n%s" % (n.node_id, n.log_tail(40)) for n in self.nodes)
 
 
 @pytest.fixture
-def cluster():
+def cluster(request):
+    loop = request.node.get_closest_marker("loop_mounts") is not None
+    if loop:
+        why = can_loop_mount()
+        if why:
+            if os.environ.get("CI"):
+                pytest.fail("this test freezes a node's disk: " + why)
+            pytest.skip(why)
     tmp = tempfile.mkdtemp(prefix="sluice-cluster-")
-    c = Cluster(tmp)
+    c = None
     try:
+        c = Cluster(tmp, loop_mounts=loop)
         wait_for(lambda: c.settled(3), 30, interval=0.1, what="a leader and two followers in sync")
         yield c
     except BaseException:
-        print(c.logs())
+        if c:
+            print(c.logs())
         raise
     finally:
-        c.stop()
+        if c:
+            c.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -328,6 +389,35 @@ def test_a_paused_leader_is_replaced_and_steps_down_when_it_wakes(cluster):
     assert cluster.leader() is new
     bodies = drain(new, q)
     assert bodies == [b"a%d" % i for i in range(20)] + [b"b"]
+
+
+@pytest.mark.loop_mounts
+@pytest.mark.deadline(120)
+def test_a_leader_whose_disk_stalls_gives_up_leadership(cluster):
+    old = cluster.leader()
+    q = unique("stall")
+    publish_confirmed(old, q, [b"a%d" % i for i in range(20)])
+    cluster.mounts[old.node_id].freeze()
+    try:
+        # A publish to the old leader now: its write hangs on the frozen disk.
+        def stuck_publish():
+            try:
+                publish_confirmed(old, q, [b"stuck"], declare=False)
+            except Exception:  # noqa: BLE001 - closed with 320 or cut off: either way unconfirmed
+                pass
+        threading.Thread(target=stuck_publish, daemon=True).start()
+        survivors = [n for n in cluster.nodes if n is not old]
+        wait_for(lambda: "a disk write has not finished" in old.log(), 20, interval=0.05,
+                 what="the stalled leader to give up its leadership")
+        publish_once_up(survivors, q, b"b", timeout=30)
+        new = wait_for(cluster.leader, 10, what="a new leader")
+        assert new is not old
+    finally:
+        cluster.mounts[old.node_id].thaw()
+    wait_for(lambda: cluster.settled(3), 40, interval=0.1, what="the old leader back, in sync")
+    bodies = drain(cluster.leader(), q)
+    # The unconfirmed "stuck" may be there or not (its batch may have reached the disk).
+    assert [b for b in bodies if b != b"stuck"] == [b"a%d" % i for i in range(20)] + [b"b"]
 
 
 @pytest.mark.deadline(120)
