@@ -193,10 +193,11 @@ struct ClusterNode::Impl {
 
     // The lease is safe to act on until this point: the others see it
     // expire no sooner than TTL after the last renewal reached etcd, which
-    // is after we sent it. A margin keeps clock-rate and scheduling slack.
+    // is after we sent it. The margin covers stopping (the watchdog's 20 ms
+    // and the 320s going out) and clock-rate slack.
     Clock::time_point lease_safe_until() const {
         auto ttl = std::chrono::milliseconds(lease_ttl * 1000);
-        auto margin = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(1000), ttl / 5);
+        auto margin = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(250), ttl / 5);
         return lease_sent + ttl - margin;
     }
 
@@ -633,7 +634,10 @@ std::string ClusterNode::lead(Store& store, uint64_t epoch, std::function<void(c
     std::string err = d.replication->start();
     if (!err.empty()) return err;
     d.etcd.put(d.key("nodes/" + d.me.node), address_json(d.me, "leader"), d.lease);
-    d.refresh_view("leader");  // not the view it had as a follower
+    {
+        std::lock_guard lk(d.mu);
+        d.view.clear();  // not the one it had as a follower; the coordinator refreshes it at once
+    }
     d.publish_safe_until();
     d.thread = std::thread([&d] { d.lead_loop(); });
     d.watchdog = std::thread([&d] { d.watch(); });

@@ -259,6 +259,7 @@ struct ReplicationLeader::Impl {
     void append(Store::LogPosition pos, std::string_view data) {
         {
             std::lock_guard lk(mu);
+            if (pos.index <= last && !ring.empty()) return;  // shipped already (a failed sync's batch written again)
             if (!ring.empty() && pos.index != ring.back().index + 1) {
                 ring.clear();  // cannot happen (one writer, in order): start afresh rather than ship a gap
                 ring_bytes = 0;

@@ -377,6 +377,16 @@ struct Store::Impl {
         firsts.reserve(redo.size());
         rocksdb::Status s;
         size_t bytes = 0, count = 0;
+        // A leader ships its batches before its own sync, so that the
+        // replicas' syncs run beside it instead of after it: a confirm still
+        // waits for both (the callback is held until the replicas' acks, and
+        // runs only after this sync). A replica may then hold a batch this
+        // node lost in a crash; the log's history check sends it a snapshot.
+        bool ship_early;
+        {
+            std::lock_guard lk(mu);
+            ship_early = sync && leading && log_listener;
+        }
         auto start = std::chrono::steady_clock::now();
         for (size_t i = 0; i < redo.size() && s.ok(); ++i) {
             Batch& r = redo[i];
@@ -391,11 +401,21 @@ struct Store::Impl {
                 r.impl_->wb.Put(log_column(), kLogPositionKey, pos);
             }
             rocksdb::WriteOptions wo;
-            wo.sync = sync && i + 1 == redo.size();
+            wo.sync = sync && !ship_early && i + 1 == redo.size();
             s = db->Write(wo, &r.impl_->wb);
             if (s.ok()) firsts.push_back(db->GetLatestSequenceNumber() + 1 - r.impl_->wb.Count());
             bytes += r.bytes();
             count += r.count();
+        }
+        if (ship_early && s.ok() && !redo.empty()) {
+            {
+                std::lock_guard lk(mu);
+                for (auto& r : redo) {
+                    const auto& rep = r.impl_->wb.Data();
+                    log_listener({epoch, r.impl_->log_index}, std::string_view(rep.data(), rep.size()));
+                }
+            }
+            s = db->SyncWAL();
         }
         auto micros = static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
@@ -419,7 +439,7 @@ struct Store::Impl {
                 const auto& rep = redo[i].impl_->wb.Data();
                 listener(firsts[i], std::string_view(rep.data(), rep.size()));
             }
-        if (log_listener && leading)
+        if (log_listener && leading && !ship_early)
             for (auto& r : redo) {
                 const auto& rep = r.impl_->wb.Data();
                 log_listener({epoch, r.impl_->log_index}, std::string_view(rep.data(), rep.size()));

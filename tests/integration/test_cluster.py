@@ -27,7 +27,7 @@ import time
 import pika
 import pytest
 
-from conftest import Broker, free_port, wait_for, unique, _sluiced_path
+from conftest import Broker, amqp_answers, free_port, wait_for, unique, _sluiced_path
 from mgmt_http import Api
 
 LEASE_TTL = 2          # seconds: the tests' lease (the default is 5)
@@ -172,6 +172,8 @@ class Cluster:
             for i in range(1, size + 1):
                 self.mounts["n%d" % i] = LoopMount(os.path.join(tmp, "n%d" % i, "data"))
         self.nodes = [Node(os.path.join(tmp, "n%d" % i), "n%d" % i, self.etcd.endpoint) for i in range(1, size + 1)]
+
+    def start(self):
         for n in self.nodes:
             n.start()
 
@@ -236,6 +238,7 @@ def cluster(request):
     c = None
     try:
         c = Cluster(tmp, loop_mounts=loop)
+        c.start()
         wait_for(lambda: c.settled(3), 30, interval=0.1, what="a leader and two followers in sync")
         yield c
     except BaseException:
@@ -459,6 +462,7 @@ def test_etcd_down_at_start_is_retried_with_one_line_per_attempt(tmp_path):
         assert node.proc.poll() is None
         etcd.start()
         wait_for(lambda: "n1 is the leader" in node.log(), 20, interval=0.05, what="the node to join and lead")
+        wait_for(lambda: amqp_answers(node.host, node.port), 15, interval=0.05, what="the leader to serve AMQP")
         attempts = [line for line in node.log().splitlines() if "(attempt " in line]
         assert len(attempts) >= 2 and all("etcd" in line for line in attempts), attempts
         publish_confirmed(node, "q", [b"x"])

@@ -1,0 +1,124 @@
+#!/usr/bin/python3
+"""Cluster mode's two figures (issue 14), on this machine's loopback:
+
+1. failover: kill -9 the leader of a 3-node cluster (the default 5 s lease
+   unless --lease-ttl), then time until a publish with confirm through a
+   surviving node is accepted — the client's view of a failover, reconnect
+   included. Repeated --failovers times; prints each and the median.
+
+2. the cost of replication: persistent messages with confirms through
+   sluice-perf against a single node, a leader with 1 follower and a leader
+   with 2, in one run; prints each rate and its ratio to the single node.
+
+    /usr/bin/python3 tests/bench/cluster_bench.py [--seconds 15] [--failovers 5]
+
+Needs etcd (Debian's etcd-server), build/release/cli/sluiced and sluice-perf
+(or SLUICED / SLUICE_PERF). Every node, etcd and the load tool share this
+machine's cores: on loopback, replication costs CPU that separate machines
+would not share.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+os.environ.setdefault("SLUICED", os.path.join(REPO, "build", "release", "cli", "sluiced"))
+
+import test_cluster as tc  # noqa: E402  (Etcd, Node, Cluster: the tests' own helpers)
+from conftest import Broker, free_port, wait_for  # noqa: E402
+
+
+def perf_binary():
+    return os.environ.get("SLUICE_PERF") or os.path.join(REPO, "build", "release", "cli", "sluice-perf")
+
+
+def perf(port, seconds, producers):
+    out = subprocess.run([perf_binary(), "--port", str(port), "-x", str(producers), "-y", "1", "-s", "512",
+                          "--persistent", "-c", "1000", "-z", str(seconds)],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"confirm rate ([\d,]+) msg/s", out)
+    return int(m.group(1).replace(",", "")) if m else 0
+
+
+def cluster_of(size, lease_ttl):
+    tc.LEASE_TTL = lease_ttl
+    tmp = tempfile.mkdtemp(prefix="sluice-cluster-bench-")
+    c = tc.Cluster(tmp, size=size)
+    c.start()
+    wait_for(lambda: c.settled(size), 30, interval=0.1, what="the cluster to settle")
+    return c, tmp
+
+
+def replication_cost(seconds, producers):
+    rates = {}
+    tmp = tempfile.mkdtemp(prefix="sluice-single-bench-")
+    single = Broker("127.0.0.1", free_port(), http_port=free_port(), data_dir=os.path.join(tmp, "data"),
+                    exe=os.environ["SLUICED"], workdir=tmp)
+    single.start()
+    try:
+        rates["single node"] = perf(single.port, seconds, producers)
+    finally:
+        single.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    for size, name in ((2, "leader + 1 follower"), (3, "leader + 2 followers")):
+        c, tmp = cluster_of(size, 5)
+        try:
+            rates[name] = perf(c.leader().port, seconds, producers)
+        finally:
+            c.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+    base = rates["single node"] or 1
+    print("persistent 512 B, confirms (1000 outstanding), %d producer(s), 1 consumer, %d s each:" % (producers, seconds))
+    for name, rate in rates.items():
+        print("  %-22s %9d msg/s  %.2fx" % (name, rate, rate / base))
+
+
+def failover(count, lease_ttl):
+    c, tmp = cluster_of(3, lease_ttl)
+    times = []
+    try:
+        for i in range(count):
+            old = c.leader()
+            tc.publish_confirmed(old, "failover", [b"x"])
+            old.kill9()
+            t0 = time.monotonic()
+            tc.publish_once_up([n for n in c.nodes if n is not old], "failover", b"y", timeout=60)
+            took = time.monotonic() - t0
+            times.append(took)
+            print("  failover %d: %.2f s (leader %s killed)" % (i + 1, took, old.node_id))
+            old.start()
+            wait_for(lambda: c.settled(3), 60, interval=0.1, what="the killed node back in sync")
+    finally:
+        c.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("failover with a %d s lease: median %.2f s, max %.2f s over %d kills"
+          % (lease_ttl, statistics.median(times), max(times), len(times)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--producers", type=int, default=1)
+    ap.add_argument("--failovers", type=int, default=5)
+    ap.add_argument("--lease-ttl", type=int, default=5)
+    ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument("--skip-failover", action="store_true")
+    a = ap.parse_args()
+    if not a.skip_cost:
+        replication_cost(a.seconds, a.producers)
+    if not a.skip_failover:
+        failover(a.failovers, a.lease_ttl)
+
+
+if __name__ == "__main__":
+    main()
