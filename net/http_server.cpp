@@ -92,6 +92,7 @@ struct HttpSessions {
     std::chrono::seconds request_timeout{20};
     std::chrono::milliseconds sample_interval = kDefaultCapacityInterval;  // the capacity series' rates
     PrometheusNaming naming;  // the names /metrics and /metrics/per-object carry
+    std::function<std::vector<ClusterNodeStatus>()> cluster;  // cluster mode: /metrics adds the nodes' series
 };
 
 // What the connection cap sees of a connection, HTTP or HTTPS: it is listed
@@ -286,6 +287,8 @@ private:
                 r.body = path == "/metrics"
                              ? metrics_text(broker_, sessions_->naming)
                              : per_object_metrics_text(broker_, sessions_->sample_interval, sessions_->naming);
+                if (path == "/metrics" && sessions_->cluster && sessions_->naming.sluice())
+                    r.body += cluster_metrics_text(sessions_->cluster());
             }
         } else {
             r.status = 404;
@@ -436,6 +439,7 @@ void HttpServer::stop() {
 }
 
 void HttpServer::set_cluster_view(std::function<std::vector<ClusterNodeStatus>()> view) {
+    impl_->sessions->cluster = view;
     if (impl_->api) impl_->api->set_cluster_view(std::move(view));
 }
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <optional>
@@ -478,6 +479,49 @@ std::string render_per_object(const PerObjectSnapshot& snapshot) {
 std::string per_object_metrics_text(broker::Broker& broker, std::chrono::milliseconds sample_interval,
                                     const PrometheusNaming& naming) {
     return render_per_object(*per_object_snapshot(broker, sample_interval, naming));
+}
+
+std::string cluster_metrics_text(const std::vector<ClusterNodeStatus>& nodes) {
+    std::string out;
+    auto label = [](const std::string& node) {
+        std::string v;
+        for (char c : node) {
+            if (c == '\\' || c == '"') v.push_back('\\');
+            if (c == '\n') {
+                v += "\\n";
+                continue;
+            }
+            v.push_back(c);
+        }
+        return v;
+    };
+    auto family = [&](const char* name, const char* help, auto value) {
+        out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n";
+        for (const auto& n : nodes)
+            out += std::string(name) + "{node=\"" + label(n.node) + "\"} " + value(n) + "\n";
+    };
+    auto num = [](auto v) { return std::to_string(v); };
+    family("sluice_cluster_leader", "1 for the node that leads the cluster",
+           [&](const ClusterNodeStatus& n) { return num(n.role == "leader" ? 1 : 0); });
+    family("sluice_cluster_in_sync", "1 for a member of the in-sync replica set (confirms wait for it)",
+           [&](const ClusterNodeStatus& n) { return num(n.in_sync ? 1 : 0); });
+    family("sluice_cluster_node_up", "1 while the node holds a live registration (lease) in etcd",
+           [&](const ClusterNodeStatus& n) { return num(n.alive ? 1 : 0); });
+    family("sluice_cluster_replica_lag_batches", "batches the leader wrote that the node has not acknowledged",
+           [&](const ClusterNodeStatus& n) { return num(n.lag_batches); });
+    family("sluice_cluster_replica_lag_bytes", "bytes of those batches (as far as the leader's ring holds them)",
+           [&](const ClusterNodeStatus& n) { return num(n.lag_bytes); });
+    family("sluice_cluster_replica_lag_seconds", "age of the oldest batch the node has not acknowledged",
+           [&](const ClusterNodeStatus& n) {
+               char b[32];
+               std::snprintf(b, sizeof b, "%.3f", double(n.lag_ms) / 1000.0);
+               return std::string(b);
+           });
+    uint64_t epoch = 0;
+    for (const auto& n : nodes) epoch = std::max(epoch, n.epoch);
+    out += "# HELP sluice_cluster_epoch the leader's epoch (its etcd key's create revision)\n"
+           "# TYPE sluice_cluster_epoch gauge\nsluice_cluster_epoch " + std::to_string(epoch) + "\n";
+    return out;
 }
 
 }  // namespace sluice::net

@@ -28,6 +28,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "net/cluster_status.hpp"
 
 namespace sluice::broker {
 class Broker;
@@ -64,5 +67,12 @@ std::shared_ptr<const PerObjectSnapshot> per_object_snapshot(
     broker::Broker& broker, std::chrono::milliseconds sample_interval = kDefaultCapacityInterval,
     const PrometheusNaming& naming = {});
 std::string render_per_object(const PerObjectSnapshot& snapshot);
+
+// Cluster mode (docs/cluster.md): one series per node and family, label
+// `node` (the node id): sluice_cluster_leader (1 for the leader),
+// sluice_cluster_in_sync, sluice_cluster_node_up (registered in etcd),
+// sluice_cluster_replica_lag_batches, _lag_bytes, _lag_seconds (the leader's
+// view of each follower), and sluice_cluster_epoch.
+std::string cluster_metrics_text(const std::vector<ClusterNodeStatus>& nodes);
 
 }  // namespace sluice::net

@@ -293,6 +293,7 @@ std::string Server::listen() {
         m.prometheus = std::make_unique<HttpServer>(m.io, m.broker, 64, std::chrono::seconds(c.http_request_timeout_s),
                                                     std::chrono::milliseconds(c.stats_interval_ms), true);
         m.prometheus->set_prometheus_naming({c.prometheus_names, "sluice@" + local_host_name()});
+        if (m.cluster_view) m.prometheus->set_cluster_view(m.cluster_view);
         err = m.prometheus->listen(c.http_bind, c.prometheus_port);
         if (!err.empty()) return "Prometheus listener (--prometheus-port): " + err;
     }
@@ -324,6 +325,7 @@ broker::Executor& Server::executor() { return impl_->executor; }
 
 void Server::set_cluster_view(std::function<std::vector<ClusterNodeStatus>()> view) {
     impl_->cluster_view = view;
+    if (impl_->prometheus) impl_->prometheus->set_cluster_view(view);
     if (impl_->http) impl_->http->set_cluster_view(std::move(view));
 }
 

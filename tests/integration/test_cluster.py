@@ -312,6 +312,13 @@ def test_one_leader_followers_forward_and_api_nodes_shows_every_node(cluster):
     for f in (n for n in view if n["role"] == "follower"):
         assert f["log_index"] == lead["log_index"], view  # every batch acknowledged
     assert len(drain(follower, q)) == 100
+    # The same in Prometheus's text (the management port's /metrics, forwarded).
+    text = follower.api().get("/metrics").body.decode()
+    assert 'sluice_cluster_leader{node="%s"} 1' % leader.node_id in text, text[-2000:]
+    for n in cluster.nodes:
+        assert 'sluice_cluster_in_sync{node="%s"} 1' % n.node_id in text
+        if n is not leader:
+            assert 'sluice_cluster_leader{node="%s"} 0' % n.node_id in text
 
 
 @pytest.mark.deadline(150)
