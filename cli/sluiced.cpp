@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include <boost/program_options.hpp>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -85,6 +86,13 @@ std::optional<uint64_t> memory_limit(const po::variables_map& vm, std::string& e
 // program with the same arguments (its data dir resyncs from the new
 // leader). Every descriptor but stdio closes on the exec: listeners, the
 // store's lock.
+// SIGINT/SIGTERM while following (the server, which handles them later,
+// is not running yet): stop following and exit cleanly.
+sluice::net::ClusterNode* g_following = nullptr;
+extern "C" void stop_following(int) {
+    if (g_following) g_following->request_stop();
+}
+
 [[noreturn]] void restart_as_follower(char** argv) {
     if (DIR* d = opendir("/proc/self/fd")) {
         const int own = dirfd(d);
@@ -303,13 +311,24 @@ int main(int argc, char** argv) {
         cc.bind_host = sc.amqp_bind;
         cc.data_dir = data_dir;
         cluster = std::make_unique<sluice::net::ClusterNode>(cc);
+        g_following = cluster.get();
+        std::signal(SIGTERM, stop_following);
+        std::signal(SIGINT, stop_following);
         err = cluster->join(*store);
+        if (err == "stopped") return 0;  // SIGTERM while etcd was unreachable
         if (!err.empty()) {
             std::cerr << "sluiced: cluster: " << err << std::endl;
             return 1;
         }
         epoch = cluster->run_follower(store, so);
-        if (!epoch) return 0;
+        std::signal(SIGTERM, SIG_DFL);
+        std::signal(SIGINT, SIG_DFL);
+        g_following = nullptr;
+        if (!epoch) {
+            cluster->stop();
+            std::cerr << "sluiced: stopped" << std::endl;
+            return 0;
+        }
     }
     sluice::broker::Broker broker(bc);
     sc.disk_path = data_dir;
@@ -405,8 +424,8 @@ int main(int argc, char** argv) {
               << " connections), memory high watermark " << sc.memory_limit << " bytes" << std::endl;
     server.run();
     if (leadership_lost) restart_as_follower(argv);  // nothing more is written: the new leader decides
-    if (cluster) cluster->stop();
-    broker.durability().shutdown();  // write what was gathering; nothing after
+    broker.durability().shutdown();  // write what was gathering (shipped to the followers too); nothing after
+    if (cluster) cluster->stop();    // then hand leadership over
     std::cerr << "sluiced: stopped" << std::endl;
     return 0;
 }

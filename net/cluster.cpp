@@ -135,6 +135,7 @@ struct ClusterNode::Impl {
     Address leader;
     uint64_t leader_epoch = 0;
     std::atomic<bool> stopping{false};
+    bool stopped = false;  // stop() ran
 
     // Leading.
     std::unique_ptr<ReplicationLeader> replication;
@@ -466,11 +467,16 @@ ClusterNode::ClusterNode(ClusterConfig config) : impl_(std::make_unique<Impl>(st
 ClusterNode::~ClusterNode() { stop(); }
 
 void ClusterNode::stop() {
+    if (impl_->stopped) return;
+    impl_->stopped = true;
     impl_->stopping = true;
     if (impl_->thread.joinable()) impl_->thread.join();
     if (impl_->watchdog.joinable()) impl_->watchdog.join();
     if (impl_->replication) impl_->replication->stop();
+    if (impl_->lease) impl_->etcd.lease_revoke(impl_->lease);  // its keys go now: a successor need not wait
 }
+
+void ClusterNode::request_stop() noexcept { impl_->stopping = true; }
 
 std::string ClusterNode::join(Store& store) {
     Impl& d = *impl_;

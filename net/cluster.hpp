@@ -74,7 +74,11 @@ public:
 
     // Every node as this one sees it (the leader's view has the lags).
     std::vector<ClusterNodeStatus> nodes() const;
+    // Stops the coordinator and gives up this node's lease in etcd, so
+    // another node takes over at once rather than a TTL later.
     void stop();
+    // Makes run_follower() return 0 soon; async-signal-safe (SIGTERM).
+    void request_stop() noexcept;
 
 private:
     struct Impl;
