@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import REPO, _sluiced_path, amqp_answers, free_port, wait_for
+from conftest import REPO, Broker, _sluiced_path, amqp_answers, free_port, wait_for
 
 DEPLOY = os.path.join(REPO, "deploy")
 
@@ -474,3 +474,160 @@ def test_k8s_manifests_agree():
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Cluster mode: compose.cluster.yaml, Dockerfile.etcd
+
+def flag_values(args):
+    """{"--flag": value} of '--flag=value' arguments (a bare flag: True)."""
+    out = {}
+    for a in args:
+        assert a.startswith("--"), a
+        name, eq, value = a.partition("=")
+        assert name not in out, "%s given twice" % name
+        out[name] = value if eq else True
+    return out
+
+
+def etcd_options():
+    """etcd's flags (from `etcd --help`), or None without etcd."""
+    exe = shutil.which("etcd")
+    if exe is None:
+        return None
+    r = run([exe, "--help"])
+    return set(re.findall(r"^\s+(--[a-z0-9-]+)", r.stdout + r.stderr, re.M))
+
+
+def check_etcd_members(members, etcd_flags):
+    """members: {name: {flag: value}}. Every member in --initial-cluster, at
+    its advertised peer URL, with one token; the flags are etcd's."""
+    for name, f in members.items():
+        assert f["--name"] == name
+        initial = dict(m.split("=", 1) for m in f["--initial-cluster"].split(","))
+        assert set(initial) == set(members), initial
+        assert initial[name] == f["--initial-advertise-peer-urls"], name
+        assert f["--initial-cluster-state"] == "new"
+        if etcd_flags is not None:
+            assert set(f) <= etcd_flags, "not etcd flags: %s" % sorted(set(f) - etcd_flags)
+    assert len({f["--initial-cluster-token"] for f in members.values()}) == 1
+
+
+def dockerfile_etcd_instructions():
+    with open(path("Dockerfile.etcd")) as f:
+        text = f.read().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_dockerfile_etcd_is_debians_etcd_as_a_user():
+    ins = dockerfile_etcd_instructions()
+    froms = [i for i in ins if i.startswith("FROM ")]
+    assert froms == ["FROM debian:12-slim"]
+    run_lines = " ".join(i for i in ins if i.startswith("RUN "))
+    assert "etcd-server" in run_lines and "--uid 10002" in run_lines
+    users = [i.split()[1] for i in ins if i.startswith("USER ")]
+    assert users == ["10002:10002"]
+    assert not any(i.startswith(("COPY ", "ADD ")) for i in ins)   # built from Debian's packages only
+    entry = json.loads([i for i in ins if i.startswith("ENTRYPOINT ")][0][len("ENTRYPOINT "):])
+    assert entry[0] == "/usr/bin/etcd" and "--data-dir" in entry
+    assert any(i.startswith("VOLUME ") and "/var/lib/etcd" in i for i in ins)
+    opts = etcd_options()
+    if opts is not None:
+        assert "--data-dir" in opts
+
+
+def compose_cluster():
+    c = load_yaml("compose.cluster.yaml")
+    services = c["services"]
+    etcd = {n: s for n, s in services.items() if n.startswith("etcd")}
+    nodes = {n: s for n, s in services.items() if n.startswith("sluice")}
+    assert len(etcd) == 3 and len(nodes) == 3 and len(services) == 6, sorted(services)
+    return c, etcd, nodes
+
+
+def test_cluster_compose_parses_and_agrees():
+    c, etcd, nodes = compose_cluster()
+    declared = set(c.get("volumes") or {})
+    for name, svc in c["services"].items():
+        b = svc["build"]
+        assert os.path.isfile(os.path.join(DEPLOY, b["context"], b["dockerfile"])), name
+        for v in svc.get("volumes", []):
+            assert v.split(":")[0] in declared, "%s uses undeclared volume %s" % (name, v)
+    # Each service its own volume; each node its own host ports.
+    mounts = [v.split(":")[0] for s in c["services"].values() for v in s["volumes"]]
+    assert len(mounts) == len(set(mounts)) == 6
+    host_ports = [p.split(":")[0] for s in nodes.values() for p in s["ports"]]
+    assert len(host_ports) == len(set(host_ports)) and "5672" in host_ports and "15672" in host_ports
+
+    check_etcd_members({n: flag_values(s["command"]) for n, s in etcd.items()}, etcd_options())
+    for n, s in etcd.items():
+        f = flag_values(s["command"])
+        assert f["--advertise-client-urls"] == "http://%s:2379" % n
+        assert f["--initial-advertise-peer-urls"] == "http://%s:2380" % n
+        assert s["image"] == "sluice-etcd:latest" and "/var/lib/etcd" in s["volumes"][0]
+
+    opts = help_options()
+    ids = set()
+    for n, s in nodes.items():
+        f = flag_values(s["command"])
+        assert {k[2:] for k in f} <= set(opts), "not sluiced options: %s" % sorted(
+            k for k in f if k[2:] not in opts)
+        # id and advertised host: the service's name, which the others resolve
+        assert f["--node-id"] == n and f["--advertise-host"] == n
+        ids.add(f["--node-id"])
+        assert sorted(f["--cluster-etcd"].split(",")) == ["%s:2379" % e for e in sorted(etcd)]
+        assert set(s["depends_on"]) == set(etcd)
+        assert f["--default-user-loopback-only"] == "false"
+        assert s["image"] == "sluice:latest" and s["volumes"][0].endswith(":/var/lib/sluice")
+    assert len(ids) == 3
+    # Every node passes the same cluster settings.
+    shared = [{k: v for k, v in flag_values(s["command"]).items() if k not in ("--node-id", "--advertise-host")}
+              for s in nodes.values()]
+    assert all(x == shared[0] for x in shared)
+
+
+@pytest.mark.deadline(90)
+def test_cluster_compose_nodes_form_a_cluster_with_a_real_etcd(tmp_path):
+    """The compose file's sluiced commands, run here against one etcd (test_
+    cluster.py's) with loopback addresses and free ports for the compose
+    network's names: one leader, the other two in sync, logged in as the
+    compose file's user."""
+    from mgmt_http import Api
+    from test_cluster import Etcd
+    _, _, nodes = compose_cluster()
+    etcd = Etcd(str(tmp_path))
+    etcd.start()
+    started = []
+    try:
+        for name, svc in sorted(nodes.items()):
+            args = []
+            for a in svc["command"]:
+                flag = a.partition("=")[0]
+                a = {"--cluster-etcd": "--cluster-etcd=" + etcd.endpoint,
+                     "--advertise-host": "--advertise-host=127.0.0.1",
+                     "--replication-port": "--replication-port=%d" % free_port(),
+                     "--default-password": "--default-password=secret"}.get(flag, a)
+                args.append(a)
+            b = Broker("127.0.0.1", free_port(), http_port=free_port(), data_dir=str(tmp_path / name / "data"),
+                       exe=_sluiced_path(), workdir=str(tmp_path / name), extra_args=args)
+            os.makedirs(b.workdir)
+            b.start()
+            started.append(b)
+        api = Api(started[0].http_port, user="sluice", password="secret")
+
+        def settled():
+            r = api.get("/api/nodes")
+            if r.status != 200:
+                return None
+            # (Just elected, a leader may answer before its first view of
+            # the cluster: one node, without the cluster's fields.)
+            view = r.json
+            ok = (sorted(n.get("node_id", "") for n in view) == sorted(nodes)
+                  and sorted(n.get("role", "") for n in view) == ["follower", "follower", "leader"]
+                  and all(n.get("in_sync") for n in view))
+            return view if ok else None
+        wait_for(settled, 30, interval=0.1, what="a leader and two followers in sync")
+    finally:
+        for b in started:
+            b._hard_stop()
+        etcd.stop()
