@@ -477,7 +477,7 @@ def test_k8s_manifests_agree():
 
 
 # --------------------------------------------------------------------------
-# Cluster mode: compose.cluster.yaml, Dockerfile.etcd
+# Cluster mode: compose.cluster.yaml, Dockerfile.etcd, k8s/cluster/
 
 def flag_values(args):
     """{"--flag": value} of '--flag=value' arguments (a bare flag: True)."""
@@ -631,3 +631,119 @@ def test_cluster_compose_nodes_form_a_cluster_with_a_real_etcd(tmp_path):
         for b in started:
             b._hard_stop()
         etcd.stop()
+
+
+def cluster_k8s_docs():
+    docs = []
+    for name in sorted(os.listdir(path("k8s", "cluster"))):
+        if name.endswith(".yaml"):
+            docs.extend((name, d) for d in load_yaml_all("k8s", "cluster", name))
+    return docs
+
+
+def env_refs(container):
+    """$(VAR) references in args resolve to env entries of the container."""
+    names = {e["name"]: e for e in container.get("env", [])}
+    for a in container.get("args", []):
+        for ref in re.findall(r"\$\(([A-Z_]+)\)", a):
+            assert ref in names, "%s: $(%s) is not in env" % (a, ref)
+    return names
+
+
+def test_cluster_k8s_manifests_agree():
+    docs = cluster_k8s_docs()
+    by_kind = {}
+    for name, d in docs:
+        assert d.get("apiVersion") and d.get("kind"), name
+        by_kind.setdefault(d["kind"], []).append(d)
+    for res in by_kind["Kustomization"][0]["resources"]:
+        assert os.path.isfile(path("k8s", "cluster", res)), res
+    sets = {s["metadata"]["name"]: s for s in by_kind["StatefulSet"]}
+    services = {s["metadata"]["name"]: s for s in by_kind["Service"]}
+    assert set(sets) == {"sluice-cluster", "sluice-etcd"}
+
+    # Selectors: each Service picks the pods of one StatefulSet, and none of
+    # the single-node manifests' (deploy/k8s) pods.
+    single = [d for _, d in k8s_docs() if d["kind"] == "StatefulSet"][0]
+    single_labels = single["spec"]["template"]["metadata"]["labels"]
+    for sts in sets.values():
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in sts["spec"]["selector"]["matchLabels"].items())
+        assert not all(single_labels.get(k) == v for k, v in sts["spec"]["selector"]["matchLabels"].items())
+        headless = services[sts["spec"]["serviceName"]]
+        assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+        assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    for s in services.values():
+        picked = [n for n, sts in sets.items()
+                  if all(sts["spec"]["template"]["metadata"]["labels"].get(k) == v
+                         for k, v in s["spec"]["selector"].items())]
+        assert len(picked) == 1, s["metadata"]["name"]
+        ports = {p["name"] for p in sets[picked[0]]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        for p in s["spec"]["ports"]:
+            assert p["targetPort"] in ports, (s["metadata"]["name"], p)
+
+    # etcd: the members are the StatefulSet's pods at their headless names.
+    etcd = sets["sluice-etcd"]
+    ec = etcd["spec"]["template"]["spec"]["containers"][0]
+    env = env_refs(ec)
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    svc = etcd["spec"]["serviceName"]
+    pods = ["sluice-etcd-%d" % i for i in range(etcd["spec"]["replicas"])]
+    members = {}
+    for pod in pods:   # the args as each pod sees them
+        members[pod] = flag_values([a.replace("$(POD_NAME)", pod) for a in ec["args"]])
+        assert members[pod]["--initial-advertise-peer-urls"] == "http://%s.%s:2380" % (pod, svc)
+    check_etcd_members(members, etcd_options())
+    with open(path("Dockerfile.etcd")) as f:
+        assert "USER %d:" % etcd["spec"]["template"]["spec"]["securityContext"]["runAsUser"] in f.read()
+    client_port = {p["name"]: p["containerPort"] for p in ec["ports"]}["client"]
+
+    # sluiced: node id from the pod name, advertised at its headless name.
+    sts = sets["sluice-cluster"]
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    env = env_refs(c)
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    f = flag_values(c["args"])
+    assert f["--node-id"] == "$(POD_NAME)"
+    assert f["--advertise-host"].startswith("$(POD_NAME).%s." % sts["spec"]["serviceName"])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["amqp"] == 5672 and ports["http"] == 15672
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["data"] == "/var/lib/sluice"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        action = c[probe].get("httpGet") or c[probe]["tcpSocket"]
+        assert action["port"] in ports, probe
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    cm = [d for d in by_kind["ConfigMap"] if d["metadata"]["name"] == volumes["config"]["configMap"]["name"]][0]
+    assert f["--config"] == mounts["config"] + "/sluiced.conf"
+    conf = dict(line.split("=", 1) for line in cm["data"]["sluiced.conf"].splitlines()
+                if line.strip() and not line.lstrip().startswith("#"))
+    conf = {k.strip(): v.strip() for k, v in conf.items()}
+    opts = help_options()
+    assert set(conf) <= set(opts) and {k[2:] for k in f} - {"config"} <= set(opts)
+    assert int(conf["replication-port"]) == ports["replication"]
+    assert sorted(conf["cluster-etcd"].split(",")) == ["%s.%s:%d" % (p, svc, client_port) for p in pods]
+    # The runtime user is the sluice image's, as in deploy/k8s.
+    assert sts["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == \
+        single["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+
+    # sluiced accepts the ConfigMap's file and the pod's arguments.
+    work = tempfile.mkdtemp(prefix="sluice-k8s-cluster-")
+    try:
+        with open(os.path.join(work, "sluiced.conf"), "w") as fh:
+            fh.write(cm["data"]["sluiced.conf"])
+        args = [a.replace("$(POD_NAME)", "sluice-cluster-0").replace("$(POD_NAMESPACE)", "default")
+                 .replace("$(SLUICE_PASSWORD)", "x").replace(mounts["config"], work) for a in c["args"]]
+        r = run([_sluiced_path()] + args + ["--help"])
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    # kubectl renders the kustomization as it is (no cluster needed).
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        r = run([kubectl, "kustomize", path("k8s", "cluster")])
+        assert r.returncode == 0, r.stderr
+        rendered = [d for d in yaml.safe_load_all(r.stdout) if d]
+        assert sorted(d["kind"] for d in rendered) == sorted(d["kind"] for _, d in docs if d["kind"] != "Kustomization")
