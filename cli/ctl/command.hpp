@@ -45,7 +45,7 @@ struct Command {
 std::vector<Command> list_commands();     // commands_list.cpp
 std::vector<Command> object_commands();   // commands_objects.cpp: declare, delete, purge
 std::vector<Command> message_commands();  // commands_messages.cpp: publish, get
-std::vector<Command> admin_commands();    // commands_admin.cpp: status, close, export/import, users, vhosts
+std::vector<Command> admin_commands();    // commands_admin.cpp: status, nodes, close, export/import, users, vhosts
 
 // --- shared by the command files ---------------------------------------------
 

@@ -1,5 +1,5 @@
-// The broker as a whole: status/overview, close connection, export/import of
-// definitions, and users, permissions and vhosts (RabbitMQ's /api/users,
+// The broker as a whole: status/overview, nodes, close connection,
+// export/import of definitions, and users, permissions and vhosts (RabbitMQ's /api/users,
 // /api/permissions and /api/vhosts).
 #include <boost/json/parse.hpp>
 #include <cstdio>
@@ -87,6 +87,46 @@ void status(Context& c) {
             alarms += (alarms.empty() ? "" : "; ") + text_at(alarm, "resource") + ": " + text_at(alarm, "reason");
     p.emplace_back("alarms", alarms.empty() ? "none" : alarms);
     write_pairs(c.out, p);
+}
+
+// One row per node of GET /api/nodes. In cluster mode (docs/cluster.md) each
+// node has a role, ISR membership and replication lag; a standalone node has
+// none of them and shows as one "standalone" row.
+constexpr std::string_view kNodeColumns = "id,role,in_sync,state,log_index,lag_batches,lag_bytes,lag_ms,address";
+
+json::object node_row(const json::value& n) {
+    auto text = [&](std::string_view field) {
+        std::string t = n.is_object() ? cell_text(field_at(n.get_object(), field)) : "";
+        return t.empty() ? std::string("-") : t;
+    };
+    json::object row;
+    bool clustered = n.is_object() && n.get_object().contains("role");
+    row["id"] = clustered ? text("node_id") : text("name");
+    if (!clustered) {
+        row["role"] = "standalone";
+        for (const char* f : {"in_sync", "state", "log_index", "lag_batches", "lag_bytes", "lag_ms", "address"})
+            row[f] = "-";
+        return row;
+    }
+    row["role"] = text("role");
+    const json::value* sync = field_at(n.get_object(), "in_sync");
+    row["in_sync"] = sync && sync->is_bool() ? (sync->get_bool() ? "yes" : "no") : "?";
+    // A node whose etcd lease is gone is "down" whatever the leader last saw.
+    const json::value* running = field_at(n.get_object(), "running");
+    bool down = running && running->is_bool() && !running->get_bool();
+    row["state"] = down ? std::string("down") : text("replication_state");
+    for (const char* f : {"log_index", "lag_batches", "lag_bytes", "lag_ms"}) row[f] = text(f);
+    row["address"] = text("host") + ":" + text("amqp_port");
+    return row;
+}
+
+void nodes(Context& c) {
+    json::value v = c.api.get("/api/nodes");
+    if (!v.is_array()) throw ApiError(200, "the server's list of nodes is not a JSON array");
+    if (c.args.flag("json")) return print_json(c.out, v);
+    json::array rows;
+    for (const json::value& n : v.get_array()) rows.push_back(node_row(n));
+    write_table(c.out, split_columns(kNodeColumns), rows, !c.args.flag("no-headers"));
 }
 
 void close_connection(Context& c) {
@@ -209,6 +249,12 @@ std::vector<Command> admin_commands() {
          status},
         {"overview", "", "the broker's state at a glance (the same as status)", kStatusDetails, {kJsonOption}, 0, 0,
          status},
+        {"nodes", "", "list the nodes (in cluster mode: role, in-sync, replication lag)",
+         "Columns: id; role (leader, follower; standalone outside cluster mode); in_sync (in the ISR,\n"
+         "whose acks hold confirms back); state (the leader's view of its replication: streaming,\n"
+         "snapshot, disconnected; down once its etcd lease is gone); log_index; lag_batches, lag_bytes,\n"
+         "lag_ms; address (AMQP host:port). See docs/cluster.md.",
+         {kJsonOption, kNoHeadersOption}, 0, 0, nodes},
         {"close connection", "NAME", "close a client connection (NAME as 'list connections' shows it)", "",
          {kReason}, 1, 1, close_connection},
         {"export", "[FILE]", "write the definitions (users, vhosts, queues, exchanges, bindings) as JSON",

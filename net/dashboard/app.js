@@ -339,8 +339,51 @@
       stat('Unacked', qt.messages_unacknowledged, 'total-unacked'),
       stat('Total messages', qt.messages));
     drawCharts();
+    await renderNodes();
     const page = await api('queues?page=1&page_size=10&sort=messages&sort_reverse=true');
     replaceKeepFocus($('top-queues'), queuesTable(page.items, null, null, 'Busiest queues'));
+  }
+
+  // --- cluster nodes (docs/cluster.md) -------------------------------------------------
+
+  // In cluster mode /api/nodes lists every node with its role, ISR membership
+  // and replication lag; a standalone node has no role and the panel stays
+  // hidden.
+  const NODE_COLUMNS = [
+    { label: 'Node', col: 'node' },
+    { label: 'Role', col: 'role' },
+    { label: 'In sync', col: 'in_sync', title: 'in the ISR: confirms wait for its acks; it may become leader' },
+    { label: 'Replication', col: 'state', title: 'the leader\'s view: streaming, snapshot, disconnected' },
+    { label: 'Log index', num: true, col: 'log_index' },
+    { label: 'Lag (batches)', num: true, col: 'lag_batches' },
+    { label: 'Lag (bytes)', num: true, col: 'lag_bytes' },
+    { label: 'Lag (ms)', num: true, col: 'lag_ms' },
+    { label: 'Address', col: 'address', title: 'AMQP host:port' },
+  ];
+
+  async function renderNodes() {
+    const nodes = await api('nodes');
+    const clustered = Array.isArray(nodes) && nodes.some((n) => n.role);
+    $('nodes-panel').hidden = !clustered;
+    if (!clustered) {
+      $('nodes-table').replaceChildren();
+      return;
+    }
+    const rows = nodes.map((n) => {
+      const repl = n.running === false ? 'down' : (n.replication_state || '–');
+      return {
+        attrs: { 'data-node': n.node_id },
+        cells: [
+          n.node_id,
+          el('span', { class: n.role === 'leader' ? 'state state-running' : undefined, text: n.role }),
+          el('span', { class: 'state ' + (n.in_sync ? 'state-running' : 'state-closed'), text: n.in_sync ? 'yes' : 'no' }),
+          repl,
+          fmtInt(n.log_index), fmtInt(n.lag_batches), fmtBytes(n.lag_bytes), fmtInt(n.lag_ms),
+          n.host ? `${n.host}:${n.amqp_port}` : '–',
+        ],
+      };
+    });
+    replaceKeepFocus($('nodes-table'), table('Cluster nodes', NODE_COLUMNS, rows, null, null, 'No nodes.'));
   }
 
   const RATE_SERIES = [

@@ -1,7 +1,8 @@
 """The dashboard in a real browser: headless Chromium (Debian's `chromium`)
 loads the page from a running sluiced, and the test reads the DOM the page
 built from the management API: a queue a pika client filled, with its message
-count; the login form; the alarm banner. Screenshots go to
+count; the login form; the alarm banner; the Nodes panel of a cluster
+(test_cluster.py's loopback etcd and three sluiced), hidden on a single node. Screenshots go to
 $SLUICE_TEST_OUTPUT (default: build/test-output/) for a person to look at.
 
 Chromium is driven over the DevTools protocol on a pipe (no WebDriver, no
@@ -17,6 +18,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import time
 
@@ -25,6 +27,8 @@ import pytest
 
 from conftest import REPO, unique, wait_for
 from mgmt_http import ExtraBroker, api_for, q
+import test_cluster
+from test_cluster import cluster, publish_confirmed  # noqa: F401 - cluster is a fixture
 
 pytestmark = pytest.mark.deadline(120)
 
@@ -171,6 +175,15 @@ def queue_row(dom, name):
     return {k: re.sub(r"<[^>]+>", "", v) for k, v in cells.items()}
 
 
+def node_rows(dom):
+    """The Nodes panel's rows: {node id: {column: text}}."""
+    rows = {}
+    for node_id, body in re.findall(r'<tr data-node="([^"]+)">(.*?)</tr>', dom, re.S):
+        cells = dict(re.findall(r'<td[^>]*data-col="([a-z_]+)"[^>]*>(.*?)</td>', body, re.S))
+        rows[node_id] = {k: re.sub(r"<[^>]+>", "", v) for k, v in cells.items()}
+    return rows
+
+
 def fill_queue(broker, name, n):
     c = broker.pika(client_properties={"connection_name": "dashboard-test"})
     ch = c.channel()
@@ -221,6 +234,7 @@ def test_queue_and_its_count_show_in_chromium(broker, tmp_path):
             assert queue_row(dom, name)["messages"] == "17"          # busiest queues
             assert re.search(r'id="total-queues"><span class="value">\d+', dom)
             assert 'id="chart-rates"' in dom and "Publish:" in dom
+            assert 'hidden=""' in section(dom, "nodes-panel")   # not clustered: no Nodes panel
 
             b.call("Page.navigate", url=url(broker, "/queues/%s/%s" % (q("/"), q(name))))
             b.wait("/\\d/.test(document.getElementById('queue-ready')?.textContent || '')")
@@ -391,3 +405,47 @@ def test_alarm_is_shown(tmp_path):
         assert "Resource alarm" in banner.group(1) and "disk" in banner.group(1)
     finally:
         assert b.stop() == 0
+
+
+@pytest.fixture
+def long_lease_cluster(monkeypatch, request):
+    """test_cluster's cluster with a 10 s lease, so a stopped follower is
+    still listed (out of the ISR) while the page refreshes."""
+    monkeypatch.setattr(test_cluster, "LEASE_TTL", 10)
+    return request.getfixturevalue("cluster")
+
+
+@pytest.mark.deadline(150)
+def test_nodes_panel_shows_a_cluster_and_a_stuck_follower(long_lease_cluster, tmp_path):
+    cluster = long_lease_cluster
+    leader = cluster.leader()
+    follower = next(n for n in cluster.nodes if n is not leader)
+    rows_js = "document.querySelectorAll('#nodes-table tr[data-node]').length === 3"
+    with browser(tmp_path, height=1100) as b:
+        b.open(url(follower, "/overview"))   # through a follower: its HTTP goes to the leader
+        b.wait("!document.getElementById('nodes-panel').hidden && " + rows_js, what="the Nodes panel")
+        dom = b.dom()
+        b.screenshot("dashboard-nodes.png")
+        rows = node_rows(dom)
+        assert sorted(rows) == ["n1", "n2", "n3"], rows
+        assert [r["role"] for r in rows.values()].count("leader") == 1, rows
+        assert rows[leader.node_id]["role"] == "leader"
+        for n in cluster.nodes:
+            r = rows[n.node_id]
+            assert r["in_sync"] == "yes" and r["address"] == "127.0.0.1:%d" % n.port, r
+        assert rows[leader.node_id]["lag_batches"] == "0" and rows[follower.node_id]["state"] == "streaming", rows
+
+        b.open(url(leader, "/overview"))   # another port: another origin, another login
+        b.wait(rows_js)
+        b.js("""(() => { const s = document.getElementById('refresh-interval');
+                          s.value = '2000'; s.dispatchEvent(new Event('change')); })()""")
+        os.kill(follower.proc.pid, signal.SIGSTOP)
+        try:
+            publish_confirmed(leader, unique("dash-stuck"), [b"%d" % i for i in range(20)])
+            cell = "document.querySelector('#nodes-table tr[data-node=%s] td[data-col=in_sync]')?.textContent"
+            b.wait("%s === 'no'" % (cell % json.dumps(follower.node_id)), timeout=10,
+                   what="the stuck follower shown out of sync")
+            b.screenshot("dashboard-nodes-stuck.png")
+            assert node_rows(b.dom())[leader.node_id]["in_sync"] == "yes"
+        finally:
+            os.kill(follower.proc.pid, signal.SIGCONT)

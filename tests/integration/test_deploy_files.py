@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import REPO, _sluiced_path, amqp_answers, free_port, wait_for
+from conftest import REPO, Broker, _sluiced_path, amqp_answers, free_port, wait_for
 
 DEPLOY = os.path.join(REPO, "deploy")
 
@@ -474,3 +474,276 @@ def test_k8s_manifests_agree():
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Cluster mode: compose.cluster.yaml, Dockerfile.etcd, k8s/cluster/
+
+def flag_values(args):
+    """{"--flag": value} of '--flag=value' arguments (a bare flag: True)."""
+    out = {}
+    for a in args:
+        assert a.startswith("--"), a
+        name, eq, value = a.partition("=")
+        assert name not in out, "%s given twice" % name
+        out[name] = value if eq else True
+    return out
+
+
+def etcd_options():
+    """etcd's flags (from `etcd --help`), or None without etcd."""
+    exe = shutil.which("etcd")
+    if exe is None:
+        return None
+    r = run([exe, "--help"])
+    return set(re.findall(r"^\s+(--[a-z0-9-]+)", r.stdout + r.stderr, re.M))
+
+
+def check_etcd_members(members, etcd_flags):
+    """members: {name: {flag: value}}. Every member in --initial-cluster, at
+    its advertised peer URL, with one token; the flags are etcd's."""
+    for name, f in members.items():
+        assert f["--name"] == name
+        initial = dict(m.split("=", 1) for m in f["--initial-cluster"].split(","))
+        assert set(initial) == set(members), initial
+        assert initial[name] == f["--initial-advertise-peer-urls"], name
+        assert f["--initial-cluster-state"] == "new"
+        if etcd_flags is not None:
+            assert set(f) <= etcd_flags, "not etcd flags: %s" % sorted(set(f) - etcd_flags)
+    assert len({f["--initial-cluster-token"] for f in members.values()}) == 1
+
+
+def dockerfile_etcd_instructions():
+    with open(path("Dockerfile.etcd")) as f:
+        text = f.read().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_dockerfile_etcd_is_debians_etcd_as_a_user():
+    ins = dockerfile_etcd_instructions()
+    froms = [i for i in ins if i.startswith("FROM ")]
+    assert froms == ["FROM debian:12-slim"]
+    run_lines = " ".join(i for i in ins if i.startswith("RUN "))
+    assert "etcd-server" in run_lines and "--uid 10002" in run_lines
+    users = [i.split()[1] for i in ins if i.startswith("USER ")]
+    assert users == ["10002:10002"]
+    assert not any(i.startswith(("COPY ", "ADD ")) for i in ins)   # built from Debian's packages only
+    entry = json.loads([i for i in ins if i.startswith("ENTRYPOINT ")][0][len("ENTRYPOINT "):])
+    assert entry[0] == "/usr/bin/etcd" and "--data-dir" in entry
+    assert any(i.startswith("VOLUME ") and "/var/lib/etcd" in i for i in ins)
+    opts = etcd_options()
+    if opts is not None:
+        assert "--data-dir" in opts
+
+
+def compose_cluster():
+    c = load_yaml("compose.cluster.yaml")
+    services = c["services"]
+    etcd = {n: s for n, s in services.items() if n.startswith("etcd")}
+    nodes = {n: s for n, s in services.items() if n.startswith("sluice")}
+    assert len(etcd) == 3 and len(nodes) == 3 and len(services) == 6, sorted(services)
+    return c, etcd, nodes
+
+
+def test_cluster_compose_parses_and_agrees():
+    c, etcd, nodes = compose_cluster()
+    declared = set(c.get("volumes") or {})
+    for name, svc in c["services"].items():
+        b = svc["build"]
+        assert os.path.isfile(os.path.join(DEPLOY, b["context"], b["dockerfile"])), name
+        for v in svc.get("volumes", []):
+            assert v.split(":")[0] in declared, "%s uses undeclared volume %s" % (name, v)
+    # Each service its own volume; each node its own host ports.
+    mounts = [v.split(":")[0] for s in c["services"].values() for v in s["volumes"]]
+    assert len(mounts) == len(set(mounts)) == 6
+    host_ports = [p.split(":")[0] for s in nodes.values() for p in s["ports"]]
+    assert len(host_ports) == len(set(host_ports)) and "5672" in host_ports and "15672" in host_ports
+
+    check_etcd_members({n: flag_values(s["command"]) for n, s in etcd.items()}, etcd_options())
+    for n, s in etcd.items():
+        f = flag_values(s["command"])
+        assert f["--advertise-client-urls"] == "http://%s:2379" % n
+        assert f["--initial-advertise-peer-urls"] == "http://%s:2380" % n
+        assert s["image"] == "sluice-etcd:latest" and "/var/lib/etcd" in s["volumes"][0]
+
+    opts = help_options()
+    ids = set()
+    for n, s in nodes.items():
+        f = flag_values(s["command"])
+        assert {k[2:] for k in f} <= set(opts), "not sluiced options: %s" % sorted(
+            k for k in f if k[2:] not in opts)
+        # id and advertised host: the service's name, which the others resolve
+        assert f["--node-id"] == n and f["--advertise-host"] == n
+        ids.add(f["--node-id"])
+        assert sorted(f["--cluster-etcd"].split(",")) == ["%s:2379" % e for e in sorted(etcd)]
+        assert set(s["depends_on"]) == set(etcd)
+        assert f["--default-user-loopback-only"] == "false"
+        assert s["image"] == "sluice:latest" and s["volumes"][0].endswith(":/var/lib/sluice")
+    assert len(ids) == 3
+    # Every node passes the same cluster settings.
+    shared = [{k: v for k, v in flag_values(s["command"]).items() if k not in ("--node-id", "--advertise-host")}
+              for s in nodes.values()]
+    assert all(x == shared[0] for x in shared)
+
+
+@pytest.mark.deadline(90)
+def test_cluster_compose_nodes_form_a_cluster_with_a_real_etcd(tmp_path):
+    """The compose file's sluiced commands, run here against one etcd (test_
+    cluster.py's) with loopback addresses and free ports for the compose
+    network's names: one leader, the other two in sync, logged in as the
+    compose file's user."""
+    from mgmt_http import Api
+    from test_cluster import Etcd
+    _, _, nodes = compose_cluster()
+    etcd = Etcd(str(tmp_path))
+    etcd.start()
+    started = []
+    try:
+        for name, svc in sorted(nodes.items()):
+            args = []
+            for a in svc["command"]:
+                flag = a.partition("=")[0]
+                a = {"--cluster-etcd": "--cluster-etcd=" + etcd.endpoint,
+                     "--advertise-host": "--advertise-host=127.0.0.1",
+                     "--replication-port": "--replication-port=%d" % free_port(),
+                     "--default-password": "--default-password=secret"}.get(flag, a)
+                args.append(a)
+            b = Broker("127.0.0.1", free_port(), http_port=free_port(), data_dir=str(tmp_path / name / "data"),
+                       exe=_sluiced_path(), workdir=str(tmp_path / name), extra_args=args)
+            os.makedirs(b.workdir)
+            b.start()
+            started.append(b)
+        api = Api(started[0].http_port, user="sluice", password="secret")
+
+        def settled():
+            r = api.get("/api/nodes")
+            if r.status != 200:
+                return None
+            # (Just elected, a leader may answer before its first view of
+            # the cluster: one node, without the cluster's fields.)
+            view = r.json
+            ok = (sorted(n.get("node_id", "") for n in view) == sorted(nodes)
+                  and sorted(n.get("role", "") for n in view) == ["follower", "follower", "leader"]
+                  and all(n.get("in_sync") for n in view))
+            return view if ok else None
+        wait_for(settled, 30, interval=0.1, what="a leader and two followers in sync")
+    finally:
+        for b in started:
+            b._hard_stop()
+        etcd.stop()
+
+
+def cluster_k8s_docs():
+    docs = []
+    for name in sorted(os.listdir(path("k8s", "cluster"))):
+        if name.endswith(".yaml"):
+            docs.extend((name, d) for d in load_yaml_all("k8s", "cluster", name))
+    return docs
+
+
+def env_refs(container):
+    """$(VAR) references in args resolve to env entries of the container."""
+    names = {e["name"]: e for e in container.get("env", [])}
+    for a in container.get("args", []):
+        for ref in re.findall(r"\$\(([A-Z_]+)\)", a):
+            assert ref in names, "%s: $(%s) is not in env" % (a, ref)
+    return names
+
+
+def test_cluster_k8s_manifests_agree():
+    docs = cluster_k8s_docs()
+    by_kind = {}
+    for name, d in docs:
+        assert d.get("apiVersion") and d.get("kind"), name
+        by_kind.setdefault(d["kind"], []).append(d)
+    for res in by_kind["Kustomization"][0]["resources"]:
+        assert os.path.isfile(path("k8s", "cluster", res)), res
+    sets = {s["metadata"]["name"]: s for s in by_kind["StatefulSet"]}
+    services = {s["metadata"]["name"]: s for s in by_kind["Service"]}
+    assert set(sets) == {"sluice-cluster", "sluice-etcd"}
+
+    # Selectors: each Service picks the pods of one StatefulSet, and none of
+    # the single-node manifests' (deploy/k8s) pods.
+    single = [d for _, d in k8s_docs() if d["kind"] == "StatefulSet"][0]
+    single_labels = single["spec"]["template"]["metadata"]["labels"]
+    for sts in sets.values():
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in sts["spec"]["selector"]["matchLabels"].items())
+        assert not all(single_labels.get(k) == v for k, v in sts["spec"]["selector"]["matchLabels"].items())
+        headless = services[sts["spec"]["serviceName"]]
+        assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+        assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    for s in services.values():
+        picked = [n for n, sts in sets.items()
+                  if all(sts["spec"]["template"]["metadata"]["labels"].get(k) == v
+                         for k, v in s["spec"]["selector"].items())]
+        assert len(picked) == 1, s["metadata"]["name"]
+        ports = {p["name"] for p in sets[picked[0]]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        for p in s["spec"]["ports"]:
+            assert p["targetPort"] in ports, (s["metadata"]["name"], p)
+
+    # etcd: the members are the StatefulSet's pods at their headless names.
+    etcd = sets["sluice-etcd"]
+    ec = etcd["spec"]["template"]["spec"]["containers"][0]
+    env = env_refs(ec)
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    svc = etcd["spec"]["serviceName"]
+    pods = ["sluice-etcd-%d" % i for i in range(etcd["spec"]["replicas"])]
+    members = {}
+    for pod in pods:   # the args as each pod sees them
+        members[pod] = flag_values([a.replace("$(POD_NAME)", pod) for a in ec["args"]])
+        assert members[pod]["--initial-advertise-peer-urls"] == "http://%s.%s:2380" % (pod, svc)
+    check_etcd_members(members, etcd_options())
+    with open(path("Dockerfile.etcd")) as f:
+        assert "USER %d:" % etcd["spec"]["template"]["spec"]["securityContext"]["runAsUser"] in f.read()
+    client_port = {p["name"]: p["containerPort"] for p in ec["ports"]}["client"]
+
+    # sluiced: node id from the pod name, advertised at its headless name.
+    sts = sets["sluice-cluster"]
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    env = env_refs(c)
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    f = flag_values(c["args"])
+    assert f["--node-id"] == "$(POD_NAME)"
+    assert f["--advertise-host"].startswith("$(POD_NAME).%s." % sts["spec"]["serviceName"])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["amqp"] == 5672 and ports["http"] == 15672
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["data"] == "/var/lib/sluice"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        action = c[probe].get("httpGet") or c[probe]["tcpSocket"]
+        assert action["port"] in ports, probe
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    cm = [d for d in by_kind["ConfigMap"] if d["metadata"]["name"] == volumes["config"]["configMap"]["name"]][0]
+    assert f["--config"] == mounts["config"] + "/sluiced.conf"
+    conf = dict(line.split("=", 1) for line in cm["data"]["sluiced.conf"].splitlines()
+                if line.strip() and not line.lstrip().startswith("#"))
+    conf = {k.strip(): v.strip() for k, v in conf.items()}
+    opts = help_options()
+    assert set(conf) <= set(opts) and {k[2:] for k in f} - {"config"} <= set(opts)
+    assert int(conf["replication-port"]) == ports["replication"]
+    assert sorted(conf["cluster-etcd"].split(",")) == ["%s.%s:%d" % (p, svc, client_port) for p in pods]
+    # The runtime user is the sluice image's, as in deploy/k8s.
+    assert sts["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == \
+        single["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+
+    # sluiced accepts the ConfigMap's file and the pod's arguments.
+    work = tempfile.mkdtemp(prefix="sluice-k8s-cluster-")
+    try:
+        with open(os.path.join(work, "sluiced.conf"), "w") as fh:
+            fh.write(cm["data"]["sluiced.conf"])
+        args = [a.replace("$(POD_NAME)", "sluice-cluster-0").replace("$(POD_NAMESPACE)", "default")
+                 .replace("$(SLUICE_PASSWORD)", "x").replace(mounts["config"], work) for a in c["args"]]
+        r = run([_sluiced_path()] + args + ["--help"])
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    # kubectl renders the kustomization as it is (no cluster needed).
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        r = run([kubectl, "kustomize", path("k8s", "cluster")])
+        assert r.returncode == 0, r.stderr
+        rendered = [d for d in yaml.safe_load_all(r.stdout) if d]
+        assert sorted(d["kind"] for d in rendered) == sorted(d["kind"] for _, d in docs if d["kind"] != "Kustomization")
