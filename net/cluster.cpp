@@ -641,8 +641,20 @@ std::string ClusterNode::lead(Store& store, uint64_t epoch, std::function<void(c
     if (!err.empty()) return err;
     d.etcd.put(d.key("nodes/" + d.me.node), address_json(d.me, "leader"), d.lease);
     {
+        // Not the view it had as a follower: itself as leader until the
+        // coordinator's first refresh (at once, on its thread).
+        ClusterNodeStatus self;
+        self.node = d.me.node;
+        self.role = "leader";
+        self.alive = true;
+        self.in_sync = true;
+        self.host = d.me.host;
+        self.amqp_port = d.me.amqp;
+        self.http_port = d.me.http;
+        self.replication_port = d.me.repl;
+        self.epoch = epoch;
         std::lock_guard lk(d.mu);
-        d.view.clear();  // not the one it had as a follower; the coordinator refreshes it at once
+        d.view = {self};
     }
     d.publish_safe_until();
     d.thread = std::thread([&d] { d.lead_loop(); });
