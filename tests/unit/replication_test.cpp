@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "net/replication.hpp"
@@ -153,14 +154,32 @@ net::ReplicationLeader::Options leader_options(uint64_t epoch, const std::string
     return o;
 }
 
+// `node` leads `epoch`, shipping on an ephemeral loopback port; confirms
+// wait for `in_sync`.
+std::unique_ptr<net::ReplicationLeader> lead(Node& node, uint64_t epoch, const std::set<std::string>& in_sync) {
+    auto shipping =
+        std::make_unique<net::ReplicationLeader>(*node.store, leader_options(epoch, node.dir.path + "/snapshots"));
+    EXPECT_EQ(shipping->start(), "");
+    EXPECT_EQ(node.store->lead(epoch), "");
+    shipping->set_in_sync(in_sync);
+    return shipping;
+}
+
+// `node` (named `id`, of `cluster`) follows that leader, knowing `epoch`.
+std::unique_ptr<net::ReplicationFollower> follow(Node& node, const std::string& id, const net::ReplicationLeader& leader,
+                                                 uint64_t epoch, const std::string& cluster = "test-cluster") {
+    auto applying = std::make_unique<net::ReplicationFollower>(
+        node.store, net::ReplicationFollower::Options{cluster, id, options_in(node.dir.path)});
+    applying->follow("127.0.0.1", leader.port(), epoch);
+    return applying;
+}
+
 TEST(Replication, AConfirmWaitsForTheInSyncFollowerAndItsStoreEqualsTheLeaders) {
     Node leader, follower;
-    net::ReplicationLeader shipping(*leader.store, leader_options(3, leader.dir.path + "/snapshots"));
-    ASSERT_EQ(shipping.start(), "");
-    ASSERT_EQ(leader.store->lead(3), "");
-    shipping.set_in_sync({"f"});
-    net::ReplicationFollower applying(follower.store, {"test-cluster", "f", options_in(follower.dir.path)});
-    applying.follow("127.0.0.1", shipping.port(), 3);
+    auto shipping_ptr = lead(leader, 3, {"f"});
+    auto& shipping = *shipping_ptr;
+    auto applying_ptr = follow(follower, "f", shipping, 3);
+    auto& applying = *applying_ptr;
     for (int i = 0; i < 50; ++i) {
         Pending p;
         p.commit(*leader.store, "key" + std::to_string(i), std::string(100, 'x'));
@@ -190,12 +209,10 @@ TEST(Replication, AnOldLeadersUnreplicatedBatchesAreReplacedByASnapshot) {
     Node a, b;
     // A leads epoch 1; B gets everything up to k2.
     {
-        net::ReplicationLeader shipping(*a.store, leader_options(1, a.dir.path + "/snapshots"));
-        ASSERT_EQ(shipping.start(), "");
-        ASSERT_EQ(a.store->lead(1), "");
-        shipping.set_in_sync({"b"});
-        net::ReplicationFollower applying(b.store, {"test-cluster", "b", options_in(b.dir.path)});
-        applying.follow("127.0.0.1", shipping.port(), 1);
+        auto shipping_ptr = lead(a, 1, {"b"});
+        auto& shipping = *shipping_ptr;
+        auto applying_ptr = follow(b, "b", shipping, 1);
+        auto& applying = *applying_ptr;
         for (int i = 0; i < 3; ++i) {
             Pending p;
             p.commit(*a.store, "k" + std::to_string(i), "a");
@@ -217,15 +234,13 @@ TEST(Replication, AnOldLeadersUnreplicatedBatchesAreReplacedByASnapshot) {
     ASSERT_EQ(b.store->log_position(), (Store::LogPosition{1, 4}));
 
     // B leads epoch 2 and writes on; A follows it.
-    net::ReplicationLeader shipping(*b.store, leader_options(2, b.dir.path + "/snapshots"));
-    ASSERT_EQ(shipping.start(), "");
-    ASSERT_EQ(b.store->lead(2), "");
+    auto shipping = lead(b, 2, {});
     Pending p;
     p.commit(*b.store, "b-wrote", "b");
     ASSERT_TRUE(p.wait(10s));
-    shipping.set_in_sync({"a"});
-    net::ReplicationFollower applying(a.store, {"test-cluster", "a", options_in(a.dir.path)});
-    applying.follow("127.0.0.1", shipping.port(), 2);
+    shipping->set_in_sync({"a"});
+    auto applying_ptr = follow(a, "a", *shipping, 2);
+    auto& applying = *applying_ptr;
     Pending q;
     q.commit(*b.store, "b-wrote-2", "b");
     ASSERT_TRUE(q.wait(20s));
@@ -241,22 +256,18 @@ TEST(Replication, AnOldLeadersUnreplicatedBatchesAreReplacedByASnapshot) {
 
 TEST(Replication, AFollowerRefusesALeaderOfAnOlderEpochAndAnotherClustersLeaderRefusesIt) {
     Node leader, follower;
-    net::ReplicationLeader shipping(*leader.store, leader_options(4, leader.dir.path + "/snapshots"));
-    ASSERT_EQ(shipping.start(), "");
-    ASSERT_EQ(leader.store->lead(4), "");
+    auto shipping = lead(leader, 4, {});
     {
         // The follower knows epoch 5 has begun: the leader of 4 is deposed.
-        net::ReplicationFollower applying(follower.store, {"test-cluster", "f", options_in(follower.dir.path)});
-        applying.follow("127.0.0.1", shipping.port(), 5);
-        ASSERT_TRUE(eventually([&] { return !applying.status().error.empty(); }));
-        EXPECT_NE(applying.status().error.find("older"), std::string::npos) << applying.status().error;
+        auto applying = follow(follower, "f", *shipping, 5);
+        ASSERT_TRUE(eventually([&] { return !applying->status().error.empty(); }));
+        EXPECT_NE(applying->status().error.find("older"), std::string::npos) << applying->status().error;
         EXPECT_EQ(follower.store->log_position().index, 0u);
     }
     {
-        net::ReplicationFollower applying(follower.store, {"other-cluster", "f", options_in(follower.dir.path)});
-        applying.follow("127.0.0.1", shipping.port(), 4);
-        ASSERT_TRUE(eventually([&] { return !applying.status().error.empty(); }));
-        EXPECT_NE(applying.status().error.find("cluster"), std::string::npos) << applying.status().error;
+        auto applying = follow(follower, "f", *shipping, 4, "other-cluster");
+        ASSERT_TRUE(eventually([&] { return !applying->status().error.empty(); }));
+        EXPECT_NE(applying->status().error.find("cluster"), std::string::npos) << applying->status().error;
     }
 }
 
