@@ -15,7 +15,7 @@
 #include <charconv>
 #include <utility>
 
-#include "net/management_api_internal.hpp"  // base64_encode / base64_decode
+#include "net/base64.hpp"
 
 namespace sluice::net {
 
@@ -24,8 +24,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
-using mgmt::base64_decode;
-using mgmt::base64_encode;
 
 namespace {
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "broker/amqp_error.hpp"
+#include "net/base64.hpp"
 #include "broker/broker_stats.hpp"
 #include "broker/introspection.hpp"
 #include "broker/operations.hpp"
@@ -179,9 +180,9 @@ json::string utf8(std::string_view s);  // invalid UTF-8 bytes become U+FFFD
 // %XX → byte ('+' → ' ' too when `plus_is_space`: a query); false on a bad escape.
 bool percent_decode(std::string_view in, std::string& out, bool plus_is_space);
 bool valid_utf8(std::string_view s);
-std::string base64_encode(std::string_view in);
 std::string url_encode(std::string_view in);  // every byte but A-Z a-z 0-9 - _ . ~
-bool base64_decode(std::string_view in, std::string& out);
+using net::base64_decode;
+using net::base64_encode;
 // {"rate": r} rounded to 0.1 (an integer when whole: Boost.JSON writes 0.0 as 0E0).
 json::object rate_json(double r);
 json::value field_value_json(const amqp::FieldValue& v);
