@@ -18,7 +18,10 @@ message lost and no duplicate that is not flagged redelivered.  The faults:
    ext4) below --disk-free-limit: the disk alarm blocks publishers, consumers
    go on, and once the space is back the same leader serves on (a disk
    alarm is not a reason to step down: sluiced promises to block and resume,
-   as a single node does);
+   as a single node does); and without the alarm (--disk-free-limit 0) a
+   write that hits ENOSPC makes the leader exit 75 (EX_TEMPFAIL) rather than
+   serve on from memory: the cluster fails over, and the node, restarted
+   once space is back, rejoins as a follower in sync;
 5. heavy load with the default lease (LavinMQ #1486, leaders flapping under
    load): sluice-perf plus the checked clients for ~20 s, and the leader's
    epoch never changes, no node logs "stops leading".
@@ -61,8 +64,10 @@ PROGRESS = 100           # confirmed publishes (and deliveries) that show the cl
 class JepsenCluster:
     """NetnsCluster(3) + EtcdCluster + a SluicedNode on each node."""
 
-    def __init__(self, lease_ttl=LEASE_TTL, extra_args=(), data_dirs=None):
+    def __init__(self, lease_ttl=LEASE_TTL, extra_args=(), data_dirs=None,
+                 isr_max_lag_ms=ISR_MAX_LAG_MS):
         self.lease_ttl = lease_ttl
+        self.isr_max_lag_ms = isr_max_lag_ms
         self.extra_args = list(extra_args)
         self.data_dirs = data_dirs or {}
         self.stack = contextlib.ExitStack()
@@ -72,7 +77,8 @@ class JepsenCluster:
             self.net = self.stack.enter_context(NetnsCluster(3))
             self.etcd = self.stack.enter_context(EtcdCluster(self.net))
             self.etcd.wait_healthy(20)
-            args = ["--isr-max-lag-ms", str(ISR_MAX_LAG_MS)] + self.extra_args
+            args = (["--isr-max-lag-ms", str(self.isr_max_lag_ms)] if self.isr_max_lag_ms
+                    else []) + self.extra_args
             self.nodes = []
             for i in (1, 2, 3):
                 n = SluicedNode(self.net, i, self.etcd.endpoints(), lease_ttl=self.lease_ttl,
@@ -388,3 +394,146 @@ def test_a_full_disk_on_the_leader_blocks_publishers_until_space_returns(need_cl
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(filler)
                 finish(c, w)
+
+
+BALLAST_BYTES = 16 << 20      # fits on a follower's disk, not on the full leader's
+
+
+def publish_ballast(c, stop, sizes=256 << 10):
+    """Persistent 256 KiB messages to queue jepsen.ballast (nobody consumes
+    them) through any node, BALLAST_BYTES in all: writes that need new disk
+    space, unlike the checked workload whose queue stays short."""
+    import pika
+    sent = 0
+    while sent < BALLAST_BYTES and not stop.is_set():
+        for n in c.nodes:
+            try:
+                with contextlib.closing(pika.BlockingConnection(n.pika_params())) as conn:
+                    ch = conn.channel()
+                    ch.confirm_delivery()
+                    ch.queue_declare("jepsen.ballast", durable=True)
+                    while sent < BALLAST_BYTES and not stop.is_set():
+                        ch.basic_publish("", "jepsen.ballast", b"b" * sizes,
+                                         pika.BasicProperties(delivery_mode=2))
+                        sent += sizes
+            except Exception:        # noqa: BLE001 - the fault under test; try the next node
+                stop.wait(0.2)
+            if sent >= BALLAST_BYTES or stop.is_set():
+                break
+
+
+@pytest.mark.deadline(150)
+def test_a_leader_whose_disk_fills_without_the_alarm_fails_over_and_rejoins(need_cluster):
+    """--disk-free-limit 0 (no alarm) and writes that need new space: the
+    leader's RocksDB write fails with ENOSPC.  sluiced promises to stop
+    without another write (exit 75, EX_TEMPFAIL, for a supervisor to restart
+    it) rather than serve on from memory; the cluster fails over, and the
+    node, restarted once space is back, rejoins as a follower in sync.
+    (If it stepped down instead of exiting, that is fine too.)"""
+    import threading
+    with loop_disks() as mounts:
+        data = {i: os.path.join(m, "data") for i, m in mounts.items()}
+        for d in data.values():
+            os.mkdir(d)
+        with JepsenCluster(extra_args=["--disk-free-limit", "0"], data_dirs=data) as c:
+            old = c.leader()
+            mnt = mounts[old.i]
+            filler = os.path.join(mnt, "filler")
+            stop_ballast = threading.Event()
+            ballast = threading.Thread(target=publish_ballast, args=(c, stop_ballast), daemon=True)
+            w = workload(c, "jepsen.enospc")
+            try:
+                wait_progress(w, 30, "before the fault")
+                fill(filler, mnt, 0)
+                ballast.start()
+                wait_until(lambda: not old.alive() or log_has(old, "stops leading"),
+                           FAILOVER_TIMEOUT, "%s, its disk full, to exit or step down" % old.node_id)
+                survivors = [n for n in c.nodes if n is not old]
+                new = wait_until(lambda: c.leader(survivors), FAILOVER_TIMEOUT,
+                                 "a new leader among %s" % [n.node_id for n in survivors])
+                wait_progress(w, FAILOVER_TIMEOUT, "with the new leader")
+                os.remove(filler)
+                if not old.alive():
+                    assert old.proc.returncode == 75, (old.proc.returncode, key_lines(old))
+                    assert log_has(old, "fatal: "), key_lines(old)
+                    old.start()                 # what a supervisor does with EX_TEMPFAIL
+                v = wait_until(c.settled, SETTLE_TIMEOUT, "%s back and in sync" % old.node_id)
+                me = next(e for e in v if e["node_id"] == old.node_id)
+                assert me["role"] == "follower" and me["in_sync"], v
+                assert c.leader() is new
+                wait_progress(w, 30, "after the old leader rejoined")
+            finally:
+                stop_ballast.set()
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(filler)
+                try:
+                    finish(c, w)
+                finally:
+                    ballast.join(30)
+
+
+# --------------------------------------------------------------------------
+# 5. no flapping under load (LavinMQ #1486)
+
+LOAD_SECONDS = 20
+
+
+def sluice_perf_path():
+    exe = os.environ.get("SLUICE_PERF") or os.path.join(REPO, "build", "release", "cli",
+                                                        "sluice-perf")
+    if not os.access(exe, os.X_OK):
+        pytest.fail("set SLUICE_PERF to the sluice-perf binary (not found: %s)" % exe,
+                    pytrace=False)
+    return exe
+
+
+@pytest.mark.deadline(120)
+def test_the_leader_does_not_flap_under_heavy_load(need_cluster):
+    """The default lease (5 s) and ISR lag bound; sluice-perf with confirms
+    through the leader and through a follower (forwarded), plus the checked
+    clients, for LOAD_SECONDS: the leader's epoch never changes and nobody
+    logs "stops leading" -- a busy leader must keep renewing its lease."""
+    exe = sluice_perf_path()
+    with JepsenCluster(lease_ttl=None, isr_max_lag_ms=None) as c:
+        leader = c.leader()
+        epoch = c.leader_entry()["epoch"]
+        follower = next(n for n in c.nodes if n is not leader)
+        w = workload(c, "jepsen.load", publishers=2, consumers=2)
+        perfs = []
+        try:
+            for n, tag in ((leader, "l"), (follower, "f")):
+                argv = [exe, "--host", n.host, "--port", str(n.AMQP_PORT), "-x", "3", "-y", "2",
+                        "-c", "100", "--persistent", "-s", "512", "--queues", "2",
+                        "--queue-pattern", "jepsen-perf-%s-%%d" % tag,
+                        "-e", "jepsen-perf-" + tag,     # each run deletes its exchange first
+                        "-z", str(LOAD_SECONDS)]
+                perfs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True))
+            seen = set()
+
+            def perf_done():
+                e = c.leader_entry()
+                if e is not None:
+                    seen.add((e["node_id"], e["epoch"]))
+                return all(p.poll() is not None for p in perfs)
+            wait_until(perf_done, LOAD_SECONDS + 30, "sluice-perf to finish", interval=0.5)
+            outs = [p.communicate()[0] for p in perfs]
+            for p, out in zip(perfs, outs):
+                print(out[-1500:])
+                assert p.returncode == 0, "sluice-perf failed (%d):\n%s" % (p.returncode, out)
+            assert seen == {(leader.node_id, epoch)}, \
+                "the leadership changed under load: %s" % sorted(seen)
+            e = c.leader_entry()
+            assert (e["node_id"], e["epoch"]) == (leader.node_id, epoch), e
+            assert leader.leader_epoch() == epoch
+            for n in c.nodes:
+                assert not log_has(n, "stops leading"), key_lines(n)
+                if n is not leader:
+                    assert not log_has(n, "%s is the leader" % n.node_id), key_lines(n)
+            wait_progress(w, 30, "after the load")
+        finally:
+            for p in perfs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            finish(c, w)
