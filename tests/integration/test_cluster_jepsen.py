@@ -147,8 +147,17 @@ def read_log(node):
         return f.read().decode("utf-8", "replace")
 
 
-def log_has(node, text):
-    return text in read_log(node)
+def log_has(node, text, since=None):
+    """True if node's log has text (after position since[node.node_id] if
+    given: see log_marks())."""
+    log = read_log(node)
+    return text in (log[since[node.node_id]:] if since else log)
+
+
+def log_marks(c):
+    """Where each node's log ends now: faults look only at what follows
+    (a soak runs many faults on one cluster)."""
+    return {n.node_id: len(read_log(n)) for n in c.nodes}
 
 
 def key_lines(node, pattern=r"cluster: |stops leading|disk alarm|fatal|replication: "):
@@ -189,99 +198,246 @@ def finish(c, w):
 
 
 # --------------------------------------------------------------------------
-# 1. kill -9
+# the faults: each runs with a Workload `w` going, from a settled cluster
+# `c`, and returns once the cluster serves again with all three in sync
+# (AssertionError if not).  Shared with tests/soak/cluster_soak.py.
 
-@pytest.mark.deadline(120)
-def test_kill9_the_leader_then_it_rejoins_as_a_follower(need_cluster):
-    with JepsenCluster() as c:
-        old = c.leader()
-        w = workload(c, "jepsen.kill9")
+def others(c, node):
+    return [n for n in c.nodes if n is not node]
+
+
+def wait_new_leader(c, old, what):
+    new = wait_until(lambda: c.leader(others(c, old)), FAILOVER_TIMEOUT,
+                     "a new leader among %s %s" % ([n.node_id for n in others(c, old)], what))
+    assert new is not old
+    return new
+
+
+def wait_rejoined(c, old, new):
+    """old is back as a follower in the ISR of new; returns the view."""
+    v = wait_until(c.settled, SETTLE_TIMEOUT, "%s back as a follower in sync" % old.node_id)
+    me = next(e for e in v if e["node_id"] == old.node_id)
+    assert me["role"] == "follower" and me["in_sync"], v
+    assert c.leader() is new, v
+    return v
+
+
+def fault_kill9(c, w, mounts=None):
+    """kill -9 the leader; a new one serves; the old one, restarted,
+    rejoins as a follower and is in sync again."""
+    old = c.leader()
+    epoch = c.leader_entry()["epoch"]
+    mark = log_marks(c)
+    old.kill9()
+    new = wait_new_leader(c, old, "after kill -9 of %s" % old.node_id)
+    wait_progress(w, FAILOVER_TIMEOUT, "with the new leader")
+    old.start()
+    wait_rejoined(c, old, new)
+    assert c.leader_entry()["epoch"] > epoch
+    assert log_has(old, "following " + new.node_id, mark)
+    return "%s killed, %s leads" % (old.node_id, new.node_id)
+
+
+def fault_sigstop(c, w, mounts=None):
+    """SIGSTOP the leader until another leads and serves (longer than the
+    lease), then SIGCONT: it steps down ("stops leading") and follows."""
+    old = c.leader()
+    epoch = c.leader_entry()["epoch"]
+    mark = log_marks(c)
+    old.sigstop()
+    try:
+        new = wait_new_leader(c, old, "while %s is stopped" % old.node_id)
+        wait_progress(w, FAILOVER_TIMEOUT, "while the old leader is stopped")
+    finally:
+        old.sigcont()
+    wait_until(lambda: log_has(old, "stops leading", mark), 20,
+               "%s to log that it stops leading" % old.node_id)
+    wait_rejoined(c, old, new)
+    assert c.leader_entry()["epoch"] > epoch
+    return "%s stopped, %s leads" % (old.node_id, new.node_id)
+
+
+def fault_partition(c, w, mounts=None):
+    """Cut the leader off from both other nodes (the test process still
+    reaches it, so its clients stay connected) until it has stepped down and
+    a new leader serves, then heal: it rejoins as a follower."""
+    old = c.leader()
+    epoch = c.leader_entry()["epoch"]
+    mark = log_marks(c)
+    c.net.partition([[n.i for n in others(c, old)], [old.i]])
+    try:
+        wait_until(lambda: log_has(old, "stops leading", mark), FAILOVER_TIMEOUT,
+                   "%s, cut off from the majority, to step down" % old.node_id)
+        new = wait_new_leader(c, old, "in the majority")
+        wait_progress(w, FAILOVER_TIMEOUT, "during the partition")
+    finally:
+        c.net.heal_partition()
+    wait_rejoined(c, old, new)
+    assert c.leader_entry()["epoch"] > epoch
+    return "%s partitioned, %s leads" % (old.node_id, new.node_id)
+
+
+def fault_disk_alarm(c, w, mounts):
+    """Fill the leader's disk below --disk-free-limit (DISK_FREE_LIMIT):
+    publishers are blocked (connection.blocked, nothing confirmed), the
+    leader keeps leading; once space is back publishing resumes on the same
+    leader and epoch."""
+    leader = c.leader()
+    epoch = c.leader_entry()["epoch"]
+    mark = log_marks(c)
+    mnt = mounts[leader.i]
+    filler = os.path.join(mnt, "filler")
+    try:
+        fill(filler, mnt, ALARM_FREE)
+        wait_until(lambda: log_has(leader, "disk alarm set", mark), 20, "the leader's disk alarm")
+        at_alarm, blocked0 = w.confirmed(), blocked_timeouts(w)
+        # Every publisher goes to the leader (followers forward): each is
+        # blocked long enough for pika's blocked-connection timeout.
+        wait_until(lambda: blocked_timeouts(w) >= blocked0 + len(w.publishers), 30,
+                   "every publisher to be held by connection.blocked")
+        assert w.confirmed() <= at_alarm + 2 * len(w.publishers), \
+            "publishes confirmed during the disk alarm: %d -> %d" % (at_alarm, w.confirmed())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(filler)
+    wait_until(lambda: log_has(leader, "disk alarm cleared", mark), 20,
+               "the leader's disk alarm to clear")
+    wait_progress(w, 40, "once space is back")
+    v = wait_until(c.settled, SETTLE_TIMEOUT, "all three in sync again")
+    assert c.leader() is leader, v
+    assert c.leader_entry()["epoch"] == epoch, v
+    for n in c.nodes:
+        assert not log_has(n, "stops leading", mark), key_lines(n)
+    return "%s's disk below the limit: publishers blocked, still leads epoch %d" % (leader.node_id, epoch)
+
+
+def fault_enospc(c, w, mounts):
+    """With --disk-free-limit 0: fill the leader's disk to the last block
+    and publish ballast that needs new space.  The leader's write fails
+    (ENOSPC): it exits 75 (EX_TEMPFAIL: the store is lost, it will not serve
+    from memory) or steps down; a new leader serves; once space is back the
+    old one, restarted as a supervisor would, rejoins as a follower."""
+    import threading
+    old = c.leader()
+    mark = log_marks(c)
+    mnt = mounts[old.i]
+    filler = os.path.join(mnt, "filler")
+    stop = threading.Event()
+    ballast = threading.Thread(target=publish_ballast, args=(c, stop), daemon=True)
+    try:
+        fill(filler, mnt, 0)
+        ballast.start()
+        wait_until(lambda: not old.alive() or log_has(old, "stops leading", mark),
+                   FAILOVER_TIMEOUT, "%s, its disk full, to exit or step down" % old.node_id)
+        new = wait_new_leader(c, old, "after %s's disk filled" % old.node_id)
+        wait_progress(w, FAILOVER_TIMEOUT, "with the new leader")
+    finally:
+        stop.set()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(filler)
+        if ballast.is_alive():
+            ballast.join(30)
+    exited = not old.alive()
+    if exited:
+        assert old.proc.returncode == 75, (old.proc.returncode, key_lines(old))
+        assert log_has(old, "fatal: ", mark), key_lines(old)
+        old.start()                 # what a supervisor does with EX_TEMPFAIL
+    wait_rejoined(c, old, new)
+    purge(c, "jepsen.ballast")
+    return "%s's disk full: %s, %s leads" % (old.node_id, "exit 75" if exited else "stepped down",
+                                             new.node_id)
+
+
+def fault_load(c, w, mounts=None, seconds=None):
+    """sluice-perf with confirms through the leader and through a follower
+    (forwarded) for `seconds`: the leader and its epoch stay, nobody logs
+    "stops leading" or wins an election."""
+    seconds = seconds or LOAD_SECONDS
+    exe = sluice_perf_path()
+    leader = c.leader()
+    epoch = c.leader_entry()["epoch"]
+    mark = log_marks(c)
+    follower = others(c, leader)[0]
+    perfs = []
+    try:
+        for n, tag in ((leader, "l"), (follower, "f")):
+            argv = [exe, "--host", n.host, "--port", str(n.AMQP_PORT), "-x", "3", "-y", "2",
+                    "-c", "100", "--persistent", "-s", "512", "--queues", "2",
+                    "--queue-pattern", "jepsen-perf-%s-%%d" % tag,
+                    "-e", "jepsen-perf-" + tag,     # each run deletes its exchange first
+                    "-z", str(seconds)]
+            perfs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+        seen = set()
+
+        def perf_done():
+            e = c.leader_entry()
+            if e is not None:
+                seen.add((e["node_id"], e["epoch"]))
+            return all(p.poll() is not None for p in perfs)
+        wait_until(perf_done, seconds + 30, "sluice-perf to finish", interval=0.5)
+        outs = [p.communicate()[0] for p in perfs]
+        rates = []
+        for p, out in zip(perfs, outs):
+            assert p.returncode == 0, "sluice-perf failed (%d):\n%s" % (p.returncode, out)
+            m = re.search(r"confirmed\s+([\d,]+) msgs", out)
+            rates.append(int(m.group(1).replace(",", "")) if m else 0)
+        assert seen == {(leader.node_id, epoch)}, \
+            "the leadership changed under load: %s" % sorted(seen)
+        e = c.leader_entry()
+        assert e and (e["node_id"], e["epoch"]) == (leader.node_id, epoch), e
+        assert leader.leader_epoch() == epoch
+        for n in c.nodes:
+            assert not log_has(n, "stops leading", mark), key_lines(n)
+            if n is not leader:
+                assert not log_has(n, "%s is the leader" % n.node_id, mark), key_lines(n)
+        wait_progress(w, 30, "after the load")
+        return "%s led epoch %d throughout; sluice-perf confirmed %d" % (
+            leader.node_id, epoch, sum(rates))
+    finally:
+        for p in perfs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+FAULTS = {"kill9": fault_kill9, "sigstop": fault_sigstop, "partition": fault_partition,
+          "disk-alarm": fault_disk_alarm, "enospc": fault_enospc, "load": fault_load}
+
+
+def run_fault(c, queue, fault, mounts=None, publishers=3, consumers=2):
+    """A Workload on `queue` through the fault, then the check; returns
+    (what the fault did, Report)."""
+    w = workload(c, queue, publishers, consumers)
+    try:
+        wait_progress(w, 30, "before the fault")
+        what = fault(c, w, mounts)
+        wait_progress(w, 30, "after the fault")
+    finally:
+        r = finish(c, w)
+    return what, r
+
+
+def purge(c, queue):
+    """Delete queue through any node (best effort)."""
+    import pika
+    for n in c.nodes:
         try:
-            wait_progress(w, 30, "before the fault")
-            old.kill9()
-            survivors = [n for n in c.nodes if n is not old]
-            new = wait_until(lambda: c.leader(survivors), FAILOVER_TIMEOUT,
-                             "a new leader among %s" % [n.node_id for n in survivors])
-            assert new is not old
-            wait_progress(w, FAILOVER_TIMEOUT, "with the new leader")
-            old.start()
-            v = wait_until(c.settled, SETTLE_TIMEOUT, "%s back and in sync" % old.node_id)
-            me = next(e for e in v if e["node_id"] == old.node_id)
-            assert me["role"] == "follower" and me["in_sync"], v
-            assert c.leader() is new
-            assert log_has(old, "following " + new.node_id)
-            wait_progress(w, 30, "after the old leader rejoined")
-        finally:
-            finish(c, w)
+            with contextlib.closing(pika.BlockingConnection(n.pika_params())) as conn:
+                conn.channel().queue_delete(queue)
+                return True
+        except Exception:           # noqa: BLE001 - try the next node
+            continue
+    return False
 
 
 # --------------------------------------------------------------------------
-# 2. SIGSTOP past the lease
-
-@pytest.mark.deadline(120)
-def test_sigstop_the_leader_past_its_lease_then_it_steps_down(need_cluster):
-    with JepsenCluster() as c:
-        old = c.leader()
-        epoch = c.leader_entry()["epoch"]
-        w = workload(c, "jepsen.sigstop")
-        try:
-            wait_progress(w, 30, "before the fault")
-            old.sigstop()
-            try:
-                survivors = [n for n in c.nodes if n is not old]
-                new = wait_until(lambda: c.leader(survivors), FAILOVER_TIMEOUT,
-                                 "a new leader while %s is stopped" % old.node_id)
-                assert new is not old
-                wait_progress(w, FAILOVER_TIMEOUT, "while the old leader is stopped")
-            finally:
-                old.sigcont()
-            wait_until(lambda: log_has(old, "stops leading"), 20,
-                       "%s to log that it stops leading" % old.node_id)
-            v = wait_until(c.settled, SETTLE_TIMEOUT, "%s back as a follower in sync" % old.node_id)
-            assert c.leader() is new
-            assert c.leader_entry()["epoch"] > epoch, v
-            wait_progress(w, 30, "after the old leader rejoined")
-        finally:
-            finish(c, w)
-
-
-# --------------------------------------------------------------------------
-# 3. partition the leader from the majority
-
-@pytest.mark.deadline(120)
-def test_partition_the_leader_from_the_majority_then_heal(need_cluster):
-    with JepsenCluster() as c:
-        old = c.leader()
-        epoch = c.leader_entry()["epoch"]
-        others = [n.i for n in c.nodes if n is not old]
-        w = workload(c, "jepsen.partition")
-        try:
-            wait_progress(w, 30, "before the fault")
-            c.net.partition([others, [old.i]])
-            try:
-                wait_until(lambda: log_has(old, "stops leading"), FAILOVER_TIMEOUT,
-                           "%s, cut off from the majority, to step down" % old.node_id)
-                survivors = [n for n in c.nodes if n is not old]
-                new = wait_until(lambda: c.leader(survivors), FAILOVER_TIMEOUT,
-                                 "a new leader in the majority")
-                assert new is not old
-                wait_progress(w, FAILOVER_TIMEOUT, "during the partition")
-            finally:
-                c.net.heal_partition()
-            v = wait_until(c.settled, SETTLE_TIMEOUT, "%s back as a follower in sync" % old.node_id)
-            assert c.leader() is new
-            assert c.leader_entry()["epoch"] > epoch, v
-            wait_progress(w, 30, "after healing")
-        finally:
-            finish(c, w)
-
-
-# --------------------------------------------------------------------------
-# 4. the leader's disk fills up
+# disks
 
 DISK_MIB = 96                 # each node's ext4 image
 DISK_FREE_LIMIT = 24 << 20    # --disk-free-limit: the alarm's threshold
 ALARM_FREE = 8 << 20          # what the filler leaves: under the limit, room for acks
+BALLAST_BYTES = 16 << 20      # fits on a follower's disk, not on the full leader's
 
 
 def _run(argv):
@@ -292,17 +448,20 @@ def _run(argv):
     return p.stdout
 
 
-@contextlib.contextmanager
-def loop_disks(nodes=(1, 2, 3), mib=DISK_MIB):
-    """A fresh ext4 of `mib` MiB, loop-mounted, per node: {node: mount
-    point}.  Unmounted, loop devices detached and images removed on exit,
-    also when the test fails (exit the cluster first: its processes keep
-    the mounts busy)."""
+def need_disk_tools():
     for tool in ("mkfs.ext4", "losetup", "mount", "umount"):
         if shutil.which(tool) is None:
             if os.environ.get("CI"):
                 pytest.fail("%s is missing (e2fsprogs, util-linux, mount)" % tool, pytrace=False)
             pytest.skip("%s is missing" % tool)
+
+
+@contextlib.contextmanager
+def loop_disks(nodes=(1, 2, 3), mib=DISK_MIB):
+    """A fresh ext4 of `mib` MiB, loop-mounted, per node, with an empty
+    data/ in it: {node: mount point}.  Unmounted, loop devices detached and
+    images removed on exit, also when the test fails (exit the cluster
+    first: its processes keep the mounts busy)."""
     base = tempfile.mkdtemp(prefix="sluice-jepsen-disk-")
     mounts, devices = {}, {}
     try:
@@ -316,6 +475,7 @@ def loop_disks(nodes=(1, 2, 3), mib=DISK_MIB):
             devices[i] = _run(["losetup", "--find", "--show", img]).strip()
             _run(["mount", "-t", "ext4", devices[i], mnt])
             mounts[i] = mnt
+            os.mkdir(os.path.join(mnt, "data"))
         yield mounts
     finally:
         for i, mnt in mounts.items():
@@ -324,6 +484,10 @@ def loop_disks(nodes=(1, 2, 3), mib=DISK_MIB):
         for dev in devices.values():
             subprocess.run(["losetup", "-d", dev], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def data_dirs(mounts):
+    return {i: os.path.join(m, "data") for i, m in mounts.items()}
 
 
 def free_bytes(path):
@@ -352,54 +516,13 @@ def fill(path, mnt, leave):
 
 
 def blocked_timeouts(w):
+    """Publishers' connections pika closed after connection.blocked held
+    them for blocked_connection_timeout."""
     return sum(1 for who, e in w.history.errors
                if who.startswith("p") and "ConnectionBlockedTimeout" in e)
 
 
-@pytest.mark.deadline(120)
-def test_a_full_disk_on_the_leader_blocks_publishers_until_space_returns(need_cluster):
-    with loop_disks() as mounts:
-        data = {i: os.path.join(m, "data") for i, m in mounts.items()}
-        for d in data.values():
-            os.mkdir(d)
-        with JepsenCluster(extra_args=["--disk-free-limit", str(DISK_FREE_LIMIT)],
-                           data_dirs=data) as c:
-            leader = c.leader()
-            epoch = c.leader_entry()["epoch"]
-            mnt = mounts[leader.i]
-            filler = os.path.join(mnt, "filler")
-            w = workload(c, "jepsen.disk")
-            try:
-                wait_progress(w, 30, "before the fault")
-                fill(filler, mnt, ALARM_FREE)
-                wait_until(lambda: log_has(leader, "disk alarm set"), 20,
-                           "the leader's disk alarm")
-                at_alarm, blocked0 = w.confirmed(), blocked_timeouts(w)
-                # Every publisher goes to the leader (followers forward): each
-                # is blocked long enough for pika's blocked-connection timeout.
-                wait_until(lambda: blocked_timeouts(w) >= blocked0 + len(w.publishers), 30,
-                           "every publisher to be held by connection.blocked")
-                assert w.confirmed() <= at_alarm + 2 * len(w.publishers), \
-                    "publishes confirmed during the disk alarm: %d -> %d" % (at_alarm, w.confirmed())
-                os.remove(filler)
-                wait_until(lambda: log_has(leader, "disk alarm cleared"), 20,
-                           "the leader's disk alarm to clear")
-                wait_progress(w, 40, "once space is back")
-                v = wait_until(c.settled, SETTLE_TIMEOUT, "all three in sync again")
-                assert c.leader() is leader, v
-                assert c.leader_entry()["epoch"] == epoch, v
-                for n in c.nodes:
-                    assert not log_has(n, "stops leading"), key_lines(n)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(filler)
-                finish(c, w)
-
-
-BALLAST_BYTES = 16 << 20      # fits on a follower's disk, not on the full leader's
-
-
-def publish_ballast(c, stop, sizes=256 << 10):
+def publish_ballast(c, stop, size=256 << 10):
     """Persistent 256 KiB messages to queue jepsen.ballast (nobody consumes
     them) through any node, BALLAST_BYTES in all: writes that need new disk
     space, unlike the checked workload whose queue stays short."""
@@ -413,67 +536,14 @@ def publish_ballast(c, stop, sizes=256 << 10):
                     ch.confirm_delivery()
                     ch.queue_declare("jepsen.ballast", durable=True)
                     while sent < BALLAST_BYTES and not stop.is_set():
-                        ch.basic_publish("", "jepsen.ballast", b"b" * sizes,
+                        ch.basic_publish("", "jepsen.ballast", b"b" * size,
                                          pika.BasicProperties(delivery_mode=2))
-                        sent += sizes
+                        sent += size
             except Exception:        # noqa: BLE001 - the fault under test; try the next node
                 stop.wait(0.2)
             if sent >= BALLAST_BYTES or stop.is_set():
                 break
 
-
-@pytest.mark.deadline(150)
-def test_a_leader_whose_disk_fills_without_the_alarm_fails_over_and_rejoins(need_cluster):
-    """--disk-free-limit 0 (no alarm) and writes that need new space: the
-    leader's RocksDB write fails with ENOSPC.  sluiced promises to stop
-    without another write (exit 75, EX_TEMPFAIL, for a supervisor to restart
-    it) rather than serve on from memory; the cluster fails over, and the
-    node, restarted once space is back, rejoins as a follower in sync.
-    (If it stepped down instead of exiting, that is fine too.)"""
-    import threading
-    with loop_disks() as mounts:
-        data = {i: os.path.join(m, "data") for i, m in mounts.items()}
-        for d in data.values():
-            os.mkdir(d)
-        with JepsenCluster(extra_args=["--disk-free-limit", "0"], data_dirs=data) as c:
-            old = c.leader()
-            mnt = mounts[old.i]
-            filler = os.path.join(mnt, "filler")
-            stop_ballast = threading.Event()
-            ballast = threading.Thread(target=publish_ballast, args=(c, stop_ballast), daemon=True)
-            w = workload(c, "jepsen.enospc")
-            try:
-                wait_progress(w, 30, "before the fault")
-                fill(filler, mnt, 0)
-                ballast.start()
-                wait_until(lambda: not old.alive() or log_has(old, "stops leading"),
-                           FAILOVER_TIMEOUT, "%s, its disk full, to exit or step down" % old.node_id)
-                survivors = [n for n in c.nodes if n is not old]
-                new = wait_until(lambda: c.leader(survivors), FAILOVER_TIMEOUT,
-                                 "a new leader among %s" % [n.node_id for n in survivors])
-                wait_progress(w, FAILOVER_TIMEOUT, "with the new leader")
-                os.remove(filler)
-                if not old.alive():
-                    assert old.proc.returncode == 75, (old.proc.returncode, key_lines(old))
-                    assert log_has(old, "fatal: "), key_lines(old)
-                    old.start()                 # what a supervisor does with EX_TEMPFAIL
-                v = wait_until(c.settled, SETTLE_TIMEOUT, "%s back and in sync" % old.node_id)
-                me = next(e for e in v if e["node_id"] == old.node_id)
-                assert me["role"] == "follower" and me["in_sync"], v
-                assert c.leader() is new
-                wait_progress(w, 30, "after the old leader rejoined")
-            finally:
-                stop_ballast.set()
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(filler)
-                try:
-                    finish(c, w)
-                finally:
-                    ballast.join(30)
-
-
-# --------------------------------------------------------------------------
-# 5. no flapping under load (LavinMQ #1486)
 
 LOAD_SECONDS = 20
 
@@ -487,53 +557,58 @@ def sluice_perf_path():
     return exe
 
 
+# --------------------------------------------------------------------------
+# the tests
+
+@pytest.mark.deadline(120)
+def test_kill9_the_leader_then_it_rejoins_as_a_follower(need_cluster):
+    with JepsenCluster() as c:
+        run_fault(c, "jepsen.kill9", fault_kill9)
+
+
+@pytest.mark.deadline(120)
+def test_sigstop_the_leader_past_its_lease_then_it_steps_down(need_cluster):
+    with JepsenCluster() as c:
+        run_fault(c, "jepsen.sigstop", fault_sigstop)
+
+
+@pytest.mark.deadline(120)
+def test_partition_the_leader_from_the_majority_then_heal(need_cluster):
+    with JepsenCluster() as c:
+        run_fault(c, "jepsen.partition", fault_partition)
+
+
+@pytest.mark.deadline(120)
+def test_a_full_disk_on_the_leader_blocks_publishers_until_space_returns(need_cluster):
+    need_disk_tools()
+    with loop_disks() as mounts:
+        with JepsenCluster(extra_args=["--disk-free-limit", str(DISK_FREE_LIMIT)],
+                           data_dirs=data_dirs(mounts)) as c:
+            run_fault(c, "jepsen.disk", fault_disk_alarm, mounts)
+
+
+@pytest.mark.deadline(150)
+def test_a_leader_whose_disk_fills_without_the_alarm_fails_over_and_rejoins(need_cluster):
+    """--disk-free-limit 0 (no alarm) and writes that need new space: the
+    leader's RocksDB write fails with ENOSPC.  sluiced promises to stop
+    without another write (exit 75, EX_TEMPFAIL, for a supervisor to restart
+    it) rather than serve on from memory; the cluster fails over, and the
+    node, restarted once space is back, rejoins as a follower in sync.
+    (Stepping down instead of exiting would be fine too.)"""
+    need_disk_tools()
+    with loop_disks() as mounts:
+        with JepsenCluster(extra_args=["--disk-free-limit", "0"],
+                           data_dirs=data_dirs(mounts)) as c:
+            run_fault(c, "jepsen.enospc", fault_enospc, mounts)
+
+
 @pytest.mark.deadline(120)
 def test_the_leader_does_not_flap_under_heavy_load(need_cluster):
     """The default lease (5 s) and ISR lag bound; sluice-perf with confirms
     through the leader and through a follower (forwarded), plus the checked
     clients, for LOAD_SECONDS: the leader's epoch never changes and nobody
-    logs "stops leading" -- a busy leader must keep renewing its lease."""
-    exe = sluice_perf_path()
+    logs "stops leading" -- a busy leader must keep renewing its lease
+    (LavinMQ #1486)."""
+    sluice_perf_path()
     with JepsenCluster(lease_ttl=None, isr_max_lag_ms=None) as c:
-        leader = c.leader()
-        epoch = c.leader_entry()["epoch"]
-        follower = next(n for n in c.nodes if n is not leader)
-        w = workload(c, "jepsen.load", publishers=2, consumers=2)
-        perfs = []
-        try:
-            for n, tag in ((leader, "l"), (follower, "f")):
-                argv = [exe, "--host", n.host, "--port", str(n.AMQP_PORT), "-x", "3", "-y", "2",
-                        "-c", "100", "--persistent", "-s", "512", "--queues", "2",
-                        "--queue-pattern", "jepsen-perf-%s-%%d" % tag,
-                        "-e", "jepsen-perf-" + tag,     # each run deletes its exchange first
-                        "-z", str(LOAD_SECONDS)]
-                perfs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                              stderr=subprocess.STDOUT, text=True))
-            seen = set()
-
-            def perf_done():
-                e = c.leader_entry()
-                if e is not None:
-                    seen.add((e["node_id"], e["epoch"]))
-                return all(p.poll() is not None for p in perfs)
-            wait_until(perf_done, LOAD_SECONDS + 30, "sluice-perf to finish", interval=0.5)
-            outs = [p.communicate()[0] for p in perfs]
-            for p, out in zip(perfs, outs):
-                print(out[-1500:])
-                assert p.returncode == 0, "sluice-perf failed (%d):\n%s" % (p.returncode, out)
-            assert seen == {(leader.node_id, epoch)}, \
-                "the leadership changed under load: %s" % sorted(seen)
-            e = c.leader_entry()
-            assert (e["node_id"], e["epoch"]) == (leader.node_id, epoch), e
-            assert leader.leader_epoch() == epoch
-            for n in c.nodes:
-                assert not log_has(n, "stops leading"), key_lines(n)
-                if n is not leader:
-                    assert not log_has(n, "%s is the leader" % n.node_id), key_lines(n)
-            wait_progress(w, 30, "after the load")
-        finally:
-            for p in perfs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-            finish(c, w)
+        run_fault(c, "jepsen.load", fault_load, publishers=2, consumers=2)
