@@ -15,8 +15,8 @@ message lost and no duplicate that is not flagged redelivered.  The faults:
    reaches every node, so clients stay connected to the old leader) for
    longer than its lease, then heal: it steps down and rejoins;
 4. fill the leader's disk (every data dir is its own small loop-mounted
-   ext4) below --disk-free-limit: the disk alarm blocks publishers, consumers
-   go on, and once the space is back the same leader serves on (a disk
+   ext4) below --disk-free-limit: the disk alarm blocks publishers (nothing
+   is confirmed meanwhile), and once the space is back the same leader serves on (a disk
    alarm is not a reason to step down: sluiced promises to block and resume,
    as a single node does); and without the alarm (--disk-free-limit 0) a
    write that hits ENOSPC makes the leader exit 75 (EX_TEMPFAIL) rather than
@@ -25,6 +25,10 @@ message lost and no duplicate that is not flagged redelivered.  The faults:
 5. heavy load with the default lease (LavinMQ #1486, leaders flapping under
    load): sluice-perf plus the checked clients for ~20 s, and the leader's
    epoch never changes, no node logs "stops leading".
+
+The faults are functions (fault_kill9 ... fault_load) that
+tests/soak/cluster_soak.py also runs, many on one cluster, so each looks only
+at log lines written after it began.  The whole file takes ~80 s on 2 cores.
 
 Tests 1-4 use --cluster-lease-ttl 2 to keep them short.  Failover times are
 not asserted (that is a benchmark); deadlines leave room for etcd extending
