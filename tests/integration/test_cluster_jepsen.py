@@ -38,13 +38,13 @@ Needs root, iproute2, etcd-server, nftables, e2fsprogs (mkfs.ext4) and loop
 devices; skips without them, except under CI (then it fails).
 """
 
+import collections
 import contextlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -317,36 +317,61 @@ def fault_disk_alarm(c, w, mounts):
 
 def fault_enospc(c, w, mounts):
     """With --disk-free-limit 0: fill the leader's disk to the last block
-    and publish ballast that needs new space.  The leader's write fails
-    (ENOSPC): it exits 75 (EX_TEMPFAIL: the store is lost, it will not serve
-    from memory) or steps down; a new leader serves; once space is back the
-    old one, restarted as a supervisor would, rejoins as a follower."""
+    and publish ballast that needs new space, until a write fails (ENOSPC).
+    sluiced reopens its store after a failed write; the leader then either
+    (a) exits 75 (EX_TEMPFAIL) because the reopen failed too -- it will not
+    serve from memory -- or steps down: a new leader serves, and once space
+    is back the old one (restarted as a supervisor would) rejoins as a
+    follower in sync; or (b) keeps leading, not confirming what it could not
+    write, and serves on normally once space is back.  Either way nothing
+    confirmed is lost (the workload's check)."""
     import threading
     old = c.leader()
+    epoch = c.leader_entry()["epoch"]
     mark = log_marks(c)
     mnt = mounts[old.i]
     filler = os.path.join(mnt, "filler")
     stop = threading.Event()
-    ballast = threading.Thread(target=publish_ballast, args=(c, stop), daemon=True)
+    counts = collections.Counter()
+    ballast = threading.Thread(target=publish_ballast, args=(c, stop, counts), daemon=True)
+    stepped_down = lambda: log_has(old, "stops leading", mark)
     try:
         fill(filler, mnt, 0)
         ballast.start()
-        wait_until(lambda: not old.alive() or log_has(old, "stops leading", mark),
-                   FAILOVER_TIMEOUT, "%s, its disk full, to exit or step down" % old.node_id)
-        new = wait_new_leader(c, old, "after %s's disk filled" % old.node_id)
-        wait_progress(w, FAILOVER_TIMEOUT, "with the new leader")
+        wait_until(lambda: not old.alive() or stepped_down() or not ballast.is_alive(),
+                   FAILOVER_TIMEOUT, "%s, its disk full, to exit or step down, or the ballast "
+                   "to be confirmed or nacked" % old.node_id)
+        assert log_has(old, "No space left on device", mark), \
+            "the ballast (%s) never hit ENOSPC on %s:\n%s" % (dict(counts), old.node_id,
+                                                             key_lines(old))
+        if not old.alive() or stepped_down():
+            new = wait_new_leader(c, old, "after %s's disk filled" % old.node_id)
+            wait_progress(w, FAILOVER_TIMEOUT, "with the new leader")
     finally:
         stop.set()
         with contextlib.suppress(FileNotFoundError):
             os.remove(filler)
         if ballast.is_alive():
             ballast.join(30)
+    if old.alive() and not stepped_down():
+        # (b), unless it is on its way out: then (a) below
+        wait_until(lambda: not old.alive() or stepped_down() or c.settled(), SETTLE_TIMEOUT,
+                       "%s, its disk free again, to serve on in sync (or exit)" % old.node_id)
+        if old.alive() and not stepped_down():
+            wait_progress(w, 30, "once space is back")
+            e = c.leader_entry()
+            purge(c, "jepsen.ballast")
+            return "%s's disk full: writes failed, ballast %d confirmed / %d nacked; " \
+                   "%s leads epoch %s" % (old.node_id, counts["confirmed"], counts["nacked"],
+                                          e and e["node_id"], e and e["epoch"])
+        new = wait_new_leader(c, old, "after %s's disk filled" % old.node_id)
     exited = not old.alive()
     if exited:
         assert old.proc.returncode == 75, (old.proc.returncode, key_lines(old))
         assert log_has(old, "fatal: ", mark), key_lines(old)
         old.start()                 # what a supervisor does with EX_TEMPFAIL
     wait_rejoined(c, old, new)
+    assert c.leader_entry()["epoch"] > epoch
     purge(c, "jepsen.ballast")
     return "%s's disk full: %s, %s leads" % (old.node_id, "exit 75" if exited else "stepped down",
                                              new.node_id)
@@ -526,26 +551,32 @@ def blocked_timeouts(w):
                if who.startswith("p") and "ConnectionBlockedTimeout" in e)
 
 
-def publish_ballast(c, stop, size=256 << 10):
+def publish_ballast(c, stop, counts, size=256 << 10):
     """Persistent 256 KiB messages to queue jepsen.ballast (nobody consumes
-    them) through any node, BALLAST_BYTES in all: writes that need new disk
-    space, unlike the checked workload whose queue stays short."""
+    them) through any node, BALLAST_BYTES in all (confirmed or nacked):
+    writes that need new disk space, unlike the checked workload whose queue
+    stays short.  counts["confirmed"], counts["nacked"]: what it got."""
     import pika
-    sent = 0
-    while sent < BALLAST_BYTES and not stop.is_set():
+    import pika.exceptions
+    attempted = 0
+    while attempted < BALLAST_BYTES and not stop.is_set():
         for n in c.nodes:
             try:
                 with contextlib.closing(pika.BlockingConnection(n.pika_params())) as conn:
                     ch = conn.channel()
                     ch.confirm_delivery()
                     ch.queue_declare("jepsen.ballast", durable=True)
-                    while sent < BALLAST_BYTES and not stop.is_set():
-                        ch.basic_publish("", "jepsen.ballast", b"b" * size,
-                                         pika.BasicProperties(delivery_mode=2))
-                        sent += size
+                    while attempted < BALLAST_BYTES and not stop.is_set():
+                        attempted += size
+                        try:
+                            ch.basic_publish("", "jepsen.ballast", b"b" * size,
+                                             pika.BasicProperties(delivery_mode=2))
+                            counts["confirmed"] += 1
+                        except pika.exceptions.NackError:
+                            counts["nacked"] += 1
             except Exception:        # noqa: BLE001 - the fault under test; try the next node
                 stop.wait(0.2)
-            if sent >= BALLAST_BYTES or stop.is_set():
+            if attempted >= BALLAST_BYTES or stop.is_set():
                 break
 
 
