@@ -41,6 +41,7 @@ test_packages=(
   clang libclang-rt-14-dev llvm   # tests/fuzz: clang, libFuzzer + sanitizer runtimes, llvm-symbolizer
   etcd-server etcd-client   # tests/unit/etcd_client_test.cpp: a real etcd 3.4 (/usr/bin/etcd) for the cluster coordinator
   nftables   # tests/integration/cluster_net.py: partitions between namespaces
+  e2fsprogs   # tests/integration/test_cluster_jepsen.py: mkfs.ext4 for the loop-mounted data dirs it fills
 )
 # The machine may already have a newer Node.js than Debian's (e.g. from
 # another repository); Debian's npm would conflict with it, so only install

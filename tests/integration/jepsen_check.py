@@ -32,7 +32,11 @@ from dataclasses import dataclass, field
 try:
     import pika
     import pika.exceptions
-    _AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
+    from pika.adapters.utils.connection_workflow import AMQPConnectorException
+    # pika 1.x raises a handshake that times out (a node that accepts TCP but
+    # is SIGSTOPped or cut off) as AMQPConnectorStackTimeout, which is no
+    # AMQPError: without it here the client thread dies instead of moving on.
+    _AMQP_ERRORS = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 except ImportError:             # check() works without pika
     pika = None
     _AMQP_ERRORS = (OSError,)
