@@ -114,6 +114,12 @@ bool store_has_data(Store& store) {
     return any || store.log_position().index > 0;
 }
 
+// The in-sync replica set as etcd has it, and its key's mod_revision.
+struct Isr {
+    std::set<std::string> members;
+    int64_t revision = 0;
+};
+
 }  // namespace
 
 struct ClusterNode::Impl {
@@ -147,8 +153,17 @@ struct ClusterNode::Impl {
     std::atomic<bool> stepped_down{false};
     std::function<void(const std::string&)> lost;
     uint64_t epoch = 0;
-    std::set<std::string> isr;
     Store* leading_store = nullptr;
+    // The ISR as this leader last saw it in etcd (this node included) and
+    // that key's mod_revision; proposals whose answer was lost (a timeout)
+    // and that may still apply while the key keeps the revision they
+    // compared. Confirms wait for all of them (waiting_set()).
+    Isr isr;
+    struct Ambiguous {
+        int64_t compared;
+        std::set<std::string> proposed;
+    };
+    std::vector<Ambiguous> ambiguous;
 
     explicit Impl(ClusterConfig c)
         : cfg(std::move(c)), prefix("/sluice/" + cfg.name + "/"),
@@ -262,35 +277,65 @@ struct ClusterNode::Impl {
         return true;
     }
 
-    bool in_isr(const std::string& node, bool& yes) {
+    // The ISR is one key, `isr`: a JSON array of node ids. Every change is a
+    // compare-and-swap on its mod_revision (and, by a leader, on its leader
+    // key's create_revision): a change whose answer was lost can apply only
+    // while the key still has the revision it compared, so a leader keeps
+    // waiting for what it proposed until it sees a later revision. (With one
+    // key per member, a timed-out add could commit later, unseen, and a
+    // replica the leader no longer waited for could be elected: the Jepsen
+    // helper's flickering partitions left the two views apart.)
+    bool read_isr(Isr& out) {
         std::vector<EtcdKV> kv;
-        if (!etcd.range(key("isr/" + node), "", kv)) return false;
-        yes = !kv.empty();
+        if (!etcd.range(key("isr"), "", kv)) return false;
+        out = Isr{};
+        if (!kv.empty()) {
+            out.members = parse_isr(kv[0].value);
+            out.revision = kv[0].mod_revision;
+        }
         return true;
     }
 
+    static std::string isr_json(const std::set<std::string>& members) {
+        json::array a;
+        for (const auto& m : members) a.emplace_back(m);
+        return json::serialize(a);
+    }
+
+    static std::set<std::string> parse_isr(const std::string& text) {
+        std::set<std::string> out;
+        boost::system::error_code ec;
+        json::value v = json::parse(text, ec);
+        if (!ec && v.is_array())
+            for (const auto& e : v.as_array())
+                if (e.is_string()) out.insert(std::string(e.as_string()));
+        return out;
+    }
+
     // Campaigns once. Returns the epoch won, or 0.
-    uint64_t campaign(const std::string& previous_leader) {
+    uint64_t campaign(const std::string& previous_leader, bool initialized, const Isr& seen) {
         bool won = false;
         const std::string value = address_json(me, "leader");
-        std::vector<EtcdOp> take = {EtcdOp{EtcdOp::Kind::put, key("leader"), value, "", lease}};
-        // The previous leader lost its lease: it may hold batches nobody
-        // else has, so it is out of the ISR until it has resynced.
-        if (!previous_leader.empty() && previous_leader != me.node)
-            take.push_back(EtcdOp{EtcdOp::Kind::del, key("isr/" + previous_leader), "", "", 0});
-        // Bootstrap: the first leader of a new cluster.
-        std::vector<EtcdOp> first = take;
-        first.push_back(EtcdOp{EtcdOp::Kind::put, key("initialized"), "1", "", 0});
-        first.push_back(EtcdOp{EtcdOp::Kind::put, key("isr/" + me.node), "", "", 0});
-        if (!etcd.txn({EtcdCompare{key("initialized"), EtcdCompare::Target::version, EtcdCompare::Result::equal, 0, ""},
-                       EtcdCompare{key("leader"), EtcdCompare::Target::version, EtcdCompare::Result::equal, 0, ""}},
-                      first, {}, won, nullptr))
-            return 0;
-        if (!won &&
-            !etcd.txn({EtcdCompare{key("leader"), EtcdCompare::Target::version, EtcdCompare::Result::equal, 0, ""},
-                       EtcdCompare{key("isr/" + me.node), EtcdCompare::Target::version, EtcdCompare::Result::greater, 0, ""}},
-                      take, {}, won, nullptr))
-            return 0;
+        const EtcdOp take{EtcdOp::Kind::put, key("leader"), value, "", lease};
+        if (!initialized) {
+            // Bootstrap: the first leader of a new cluster.
+            if (!etcd.txn({EtcdCompare{key("initialized"), EtcdCompare::Target::version, EtcdCompare::Result::equal, 0, ""},
+                           EtcdCompare{key("leader"), EtcdCompare::Target::version, EtcdCompare::Result::equal, 0, ""}},
+                          {take, EtcdOp{EtcdOp::Kind::put, key("initialized"), "1", "", 0},
+                           EtcdOp{EtcdOp::Kind::put, key("isr"), isr_json({me.node}), "", 0}},
+                          {}, won, nullptr))
+                return 0;
+        } else {
+            if (!seen.members.count(me.node)) return 0;
+            // The previous leader lost its lease: it may hold batches nobody
+            // else has, so it leaves the ISR until it has resynced.
+            std::set<std::string> members = seen.members;
+            if (!previous_leader.empty() && previous_leader != me.node) members.erase(previous_leader);
+            if (!etcd.txn({EtcdCompare{key("leader"), EtcdCompare::Target::version, EtcdCompare::Result::equal, 0, ""},
+                           EtcdCompare{key("isr"), EtcdCompare::Target::mod, EtcdCompare::Result::equal, seen.revision, ""}},
+                          {take, EtcdOp{EtcdOp::Kind::put, key("isr"), isr_json(members), "", 0}}, {}, won, nullptr))
+                return 0;
+        }
         if (!won) return 0;
         Address a;
         uint64_t e = 0;
@@ -299,32 +344,64 @@ struct ClusterNode::Impl {
         return e;
     }
 
-    // The ISR as etcd has it.
-    bool read_isr(std::set<std::string>& out) {
-        std::vector<EtcdKV> kv;
-        if (!etcd.range(key("isr/"), EtcdClient::prefix_end(key("isr/")), kv)) return false;
-        out.clear();
-        for (const auto& e : kv) out.insert(e.key.substr(key("isr/").size()));
-        return true;
+    // What confirms wait for: every member etcd may have, but this node.
+    std::set<std::string> waiting_set() const {
+        std::set<std::string> out = isr.members;
+        for (const auto& a : ambiguous)
+            if (a.compared == isr.revision) out.insert(a.proposed.begin(), a.proposed.end());
+        out.erase(me.node);
+        return out;
     }
 
-    // An ISR change, fenced: only while this node's leader key (of this
-    // epoch) exists.
+    // The ISR key moved on: proposals that compared an older revision can
+    // never apply.
+    void saw_isr(const Isr& now) {
+        isr = now;
+        std::erase_if(ambiguous, [&](const Ambiguous& a) { return a.compared != isr.revision; });
+    }
+
+    // An ISR change, fenced by this leader's epoch and the key's revision.
+    // True if it applied; on false the caller tries again later.
     bool change_isr(const std::string& node, bool add) {
+        std::set<std::string> proposed = isr.members;
+        if (add) proposed.insert(node);
+        else proposed.erase(node);
         bool ok = false;
-        EtcdOp op{add ? EtcdOp::Kind::put : EtcdOp::Kind::del, key("isr/" + node), "", "", 0};
+        std::vector<std::vector<EtcdKV>> got;
+        const EtcdOp read{EtcdOp::Kind::range, key("isr"), "", "", 0};
         if (!etcd.txn({EtcdCompare{key("leader"), EtcdCompare::Target::create, EtcdCompare::Result::equal,
-                                   static_cast<int64_t>(epoch), ""}},
-                      {op}, {}, ok, nullptr))
+                                   static_cast<int64_t>(epoch), ""},
+                       EtcdCompare{key("isr"), EtcdCompare::Target::mod, EtcdCompare::Result::equal, isr.revision, ""}},
+                      {EtcdOp{EtcdOp::Kind::put, key("isr"), isr_json(proposed), "", 0}, read}, {read}, ok, &got)) {
+            ambiguous.push_back({isr.revision, std::move(proposed)});  // it may yet apply
             return false;
+        }
+        const std::vector<EtcdKV>* now = got.empty() ? nullptr : &got.back();
+        Isr seen;
+        if (now && !now->empty()) {
+            seen.members = parse_isr((*now)[0].value);
+            seen.revision = (*now)[0].mod_revision;
+        }
+        saw_isr(seen);
         return ok;
+    }
+
+    // Every half second: the ISR as etcd has it now; a lost answer is
+    // settled by moving the key on (a write of the same members), so a
+    // proposal for a dead replica cannot hold confirms forever.
+    void reconcile_isr() {
+        Isr now;
+        if (!read_isr(now)) return;
+        saw_isr(now);
+        if (!ambiguous.empty()) change_isr(me.node, true);  // same members, a new revision
     }
 
     void refresh_view(const std::string& my_role) {
         std::vector<EtcdKV> kv;
         if (!etcd.range(key("nodes/"), EtcdClient::prefix_end(key("nodes/")), kv)) return;
-        std::set<std::string> isr_now;
-        read_isr(isr_now);
+        Isr isr_seen;
+        read_isr(isr_seen);
+        const std::set<std::string>& isr_now = isr_seen.members;
         Address l;
         uint64_t e = 0;
         bool present = false;
@@ -424,34 +501,32 @@ struct ClusterNode::Impl {
                 bool present = false;
                 if (read_leader(l, e, present) && (!present || e != epoch))
                     return step_down(present ? "node " + l.node + " leads epoch " + std::to_string(e) : "the leader key is gone");
+                reconcile_isr();
+                replication->set_in_sync(waiting_set());
             }
             // The ISR: a member too far behind leaves it (so it stops holding
             // confirms back); a replica that caught up joins it.
             for (const auto& r : replication->replicas()) {
                 if (r.node == me.node) continue;
-                if (r.in_sync) {
+                if (isr.members.count(r.node)) {
                     const bool behind = r.lag_time > std::chrono::milliseconds(cfg.isr_max_lag_ms) ||
                                         r.lag_bytes > cfg.isr_max_lag_bytes;
                     if (!behind) continue;
-                    if (change_isr(r.node, false)) {
-                        isr.erase(r.node);
-                        replication->set_in_sync(isr);
+                    // Confirms keep waiting for it until etcd no longer has it.
+                    if (change_isr(r.node, false))
                         std::cerr << "sluiced: cluster: " << r.node << " left the ISR (" << r.lag_batches << " batches, "
                                   << r.lag_bytes << " bytes, " << r.lag_time.count() << " ms behind, " << r.state << ")"
                                   << std::endl;
-                    }
+                    replication->set_in_sync(waiting_set());
                 } else if (r.state == "streaming" && r.lag_batches == 0) {
                     // Wait for it before it is a member: from now on confirms
                     // need it too, and it has everything confirmed so far.
-                    auto add = isr;
+                    auto add = waiting_set();
                     add.insert(r.node);
                     replication->set_in_sync(add);
-                    if (change_isr(r.node, true)) {
-                        isr = add;
+                    if (change_isr(r.node, true))
                         std::cerr << "sluiced: cluster: " << r.node << " joined the ISR" << std::endl;
-                    } else {
-                        replication->set_in_sync(isr);
-                    }
+                    replication->set_in_sync(waiting_set());
                 }
             }
             if (Clock::now() >= next_view) {
@@ -586,14 +661,14 @@ uint64_t ClusterNode::run_follower(std::unique_ptr<Store>& store, const storage:
                 follower->follow(l.host, l.repl, e);
                 said_waiting = false;
             } else if (!present) {
-                bool member = false;
                 bool initialized = true;
                 std::vector<EtcdKV> kv;
+                Isr seen;
                 if (d.etcd.range(d.key("initialized"), "", kv)) initialized = !kv.empty();
-                if (d.in_isr(d.me.node, member) && (member || !initialized)) {
+                if (d.read_isr(seen) && (seen.members.count(d.me.node) || !initialized)) {
                     // Stop applying before the store changes hands.
                     follower.reset();
-                    if (uint64_t won = d.campaign(previous)) {
+                    if (uint64_t won = d.campaign(previous, initialized, seen)) {
                         proxy.stop();
                         {
                             std::lock_guard lk(d.mu);
@@ -635,8 +710,8 @@ std::string ClusterNode::lead(Store& store, uint64_t epoch, std::function<void(c
     ro.snapshot_dir = (fs::path(d.cfg.data_dir) / "snapshots").string();
     d.replication = std::make_unique<ReplicationLeader>(store, ro);
     if (!d.read_isr(d.isr)) return "reading the ISR: " + d.etcd.error();
-    d.isr.erase(d.me.node);  // this node's own writes are synced before they are shipped
-    d.replication->set_in_sync(d.isr);
+    d.ambiguous.clear();
+    d.replication->set_in_sync(d.waiting_set());  // not itself: its own writes are synced before they are shipped
     std::string err = d.replication->start();
     if (!err.empty()) return err;
     d.etcd.put(d.key("nodes/" + d.me.node), address_json(d.me, "leader"), d.lease);

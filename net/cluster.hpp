@@ -9,9 +9,11 @@
 //   initialized     set by the first leader (bootstrap)
 //   leader          the leader's address (JSON), put with its lease; the
 //                   key's create_revision is the leader's epoch
-//   isr/<node>      one key per in-sync replica; only they may become leader;
-//                   changed only by transactions that compare the leader key's
-//                   create_revision with the leader's epoch (fencing)
+//   isr             the in-sync replicas (a JSON array); only they may become
+//                   leader; changed only by compare-and-swap transactions on
+//                   its mod_revision and the leader key's create_revision
+//                   (fencing); a change whose answer was lost is waited for
+//                   until the key's revision moves on
 //   nodes/<node>    each live node's address and instance (JSON), with its lease
 //
 // Threads: the coordinator runs on its own thread (etcd calls block there,
