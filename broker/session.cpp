@@ -92,6 +92,10 @@ Session::~Session() {
     teardown();
 }
 
+// As RabbitMQ: connection.blocked goes to publishing connections only (a
+// connection that only consumes is never blocked, and a client such as pika
+// with blocked_connection_timeout would otherwise drop its consumers during
+// every alarm); one that publishes during the alarm hears it then.
 void Session::on_alarm(bool active, const std::string& reason) {
     blocked_ = active;
     if (state_ != State::running || !client_has_capability("connection.blocked")) {
@@ -99,6 +103,7 @@ void Session::on_alarm(bool active, const std::string& reason) {
         return;
     }
     if (active && !blocked_sent_) {
+        if (!published_) return;
         m::ConnectionBlocked b;
         b.reason = reason;
         amqp::write_method(out_, 0, b);
@@ -112,6 +117,10 @@ void Session::on_alarm(bool active, const std::string& reason) {
 }
 
 void Session::note_publish() {
+    if (!published_ && blocked_ && !blocked_sent_) {
+        published_ = true;
+        on_alarm(true, broker_.alarm_reason());  // its first publish, during an alarm
+    }
     published_ = true;
     if (!store_paused_ && broker_.durability().backlogged()) {
         store_paused_ = true;
