@@ -266,13 +266,14 @@ struct ClusterNode::Impl {
         }
     }
 
-    bool read_leader(Address& a, uint64_t& epoch_out, bool& present) {
+    bool read_leader(Address& a, uint64_t& epoch_out, bool& present, int64_t* lease_out = nullptr) {
         std::vector<EtcdKV> kv;
         if (!etcd.range(key("leader"), "", kv)) return false;
         present = !kv.empty();
         if (present) {
             parse_address(kv[0].value, a);
             epoch_out = static_cast<uint64_t>(kv[0].create_revision);
+            if (lease_out) *lease_out = kv[0].lease;
         }
         return true;
     }
@@ -626,6 +627,7 @@ uint64_t ClusterNode::run_follower(std::unique_ptr<Store>& store, const storage:
     if (!err.empty()) std::cerr << "sluiced: cluster: forwarding to the leader: " << err << std::endl;
     proxy.start();
     std::string previous;  // the last leader followed
+    uint64_t revoked_epoch = 0;  // the epoch whose leader's lease this node revoked
     auto next_view = Clock::now();
     bool said_waiting = false;
     while (!d.stopping) {
@@ -640,7 +642,26 @@ uint64_t ClusterNode::run_follower(std::unique_ptr<Store>& store, const storage:
         Address l;
         uint64_t e = 0;
         bool present = false;
-        if (d.read_leader(l, e, present)) {
+        int64_t leader_lease = 0;
+        if (d.read_leader(l, e, present, &leader_lease)) {
+            if (present && l.node != d.me.node && follower && e == revoked_epoch) {
+                // Revoked already; the key goes with the lease.
+            } else if (present && l.node != d.me.node && follower && d.leader_epoch == e) {
+                // A leader killed (kill -9, a crash) leaves its lease to run for
+                // up to the TTL. Its host answering our reconnects with resets
+                // means no process serves its replication port: it is gone
+                // (a partitioned or hung one would time out instead). Revoke
+                // its lease so an in-sync node takes over now; should it be
+                // alive after all, it finds its key gone and steps down, and
+                // it can confirm nothing meanwhile without the ISR's acks.
+                auto st = follower->status();
+                if (st.streamed_from_leader && st.refused >= 3 && leader_lease) {
+                    std::cerr << "sluiced: cluster: " << l.node << "'s replication port refuses connections (" << st.refused
+                              << " in a row): its process is gone; revoking its lease" << std::endl;
+                    d.etcd.lease_revoke(leader_lease);
+                    revoked_epoch = e;
+                }
+            }
             if (present && l.node != d.me.node) {
                 bool changed;
                 {

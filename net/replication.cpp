@@ -103,7 +103,8 @@ public:
         if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
     }
 
-    static Socket connect(const std::string& host, uint16_t port, std::string& error) {
+    static Socket connect(const std::string& host, uint16_t port, std::string& error, bool* refused = nullptr) {
+        if (refused) *refused = false;
         addrinfo hints{};
         hints.ai_family = AF_UNSPEC;
         hints.ai_socktype = SOCK_STREAM;
@@ -140,6 +141,7 @@ public:
                 break;
             }
             error = "connecting to " + host + ":" + std::to_string(port) + ": " + std::strerror(errno);
+            if (refused) *refused = errno == ECONNREFUSED;
             ::close(fd);
         }
         ::freeaddrinfo(res);
@@ -660,9 +662,11 @@ struct ReplicationFollower::Impl {
                 e = epoch;
                 version = target_version;
             }
-            std::string why = session(h, p, e, version);
+            bool refused = false;
+            std::string why = session(h, p, e, version, refused);
             std::unique_lock lk(mu);
             status.connected = false;
+            if (version == target_version) status.refused = refused ? status.refused + 1 : 0;
             if (stopping) return;
             if (!why.empty() && version == target_version) {
                 if (why != status.error) std::cerr << "sluiced: replication: following " << h << ":" << p << ": " << why << std::endl;
@@ -675,9 +679,9 @@ struct ReplicationFollower::Impl {
         }
     }
 
-    std::string session(const std::string& h, uint16_t p, uint64_t leader_epoch, uint64_t version) {
+    std::string session(const std::string& h, uint16_t p, uint64_t leader_epoch, uint64_t version, bool& refused) {
         std::string error;
-        Socket sock = Socket::connect(h, p, error);
+        Socket sock = Socket::connect(h, p, error, &refused);
         if (!sock.valid()) return error;
         {
             std::lock_guard lk(mu);
@@ -715,6 +719,7 @@ struct ReplicationFollower::Impl {
         {
             std::lock_guard lk(mu);
             status.connected = true;
+            status.streamed_from_leader = true;
             status.leader_index = their_last;
             status.position = at;
             status.error.clear();
@@ -843,6 +848,8 @@ void ReplicationFollower::follow(const std::string& host, uint16_t port, uint64_
         impl_->port = port;
         impl_->epoch = epoch;
         ++impl_->target_version;
+        impl_->status.streamed_from_leader = false;
+        impl_->status.refused = 0;
         if (impl_->current) impl_->current->shutdown();
     }
     impl_->cv.notify_all();

@@ -105,6 +105,12 @@ public:
         uint64_t leader_index = 0;             // the leader's last index, as last heard
         std::string error;                     // why the last connection ended, "" if none
         uint64_t snapshots = 0;                // snapshots installed
+        // Whether this follower has had a session with the leader it now
+        // follows, and how many connection attempts to it were refused in a
+        // row since: a host that answers with a reset has no process on the
+        // port — the leader is gone, whatever its lease says.
+        bool streamed_from_leader = false;
+        uint32_t refused = 0;
     };
     Status status() const;
 
