@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <list>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -248,8 +249,15 @@ struct ReplicationLeader::Impl {
     uint64_t last = 0;           // the last index written
     std::set<std::string> isr;
     std::map<std::string, Replica> replicas;
-    std::vector<std::thread> finished;  // session threads that ended, joined at stop
-    std::vector<std::unique_ptr<Socket>> sockets;  // every session's socket, for stop()
+    // One per follower connection. Ended ones are joined and dropped at the
+    // next accept (a follower that is refused reconnects every 200 ms: they
+    // must not pile up), the rest at stop().
+    struct Session {
+        std::unique_ptr<Socket> socket;
+        std::thread thread;
+        std::atomic<bool> done{false};
+    };
+    std::list<Session> sessions;
     bool stopping = false;
     uint64_t pin = 0;                 // while a snapshot is sent: keep entries after this index
     Clock::time_point pin_until{};
@@ -485,10 +493,21 @@ struct ReplicationLeader::Impl {
                 ::close(fd);
                 return;
             }
-            sockets.push_back(std::make_unique<Socket>(fd));
-            Socket* s = sockets.back().get();
+            for (auto it = sessions.begin(); it != sessions.end();) {
+                if (!it->done) {
+                    ++it;
+                    continue;
+                }
+                it->thread.join();  // its last step was setting done: it takes no lock now
+                it = sessions.erase(it);
+            }
+            Session& s = sessions.emplace_back();
+            s.socket = std::make_unique<Socket>(fd);
             const uint64_t gen = ++generations;
-            finished.emplace_back([this, s, gen] { session(s, gen); });
+            s.thread = std::thread([this, &s, gen] {
+                session(s.socket.get(), gen);
+                s.done = true;
+            });
         }
     }
 };
@@ -557,12 +576,11 @@ std::string ReplicationLeader::start() {
 
 void ReplicationLeader::stop() {
     Impl& d = *impl_;
-    std::vector<std::thread> threads;
     {
         std::lock_guard lk(d.mu);
         if (d.stopping) return;
         d.stopping = true;
-        for (auto& s : d.sockets) s->shutdown();
+        for (auto& s : d.sessions) s.socket->shutdown();
     }
     d.cv.notify_all();
     if (d.listen_fd >= 0) {
@@ -570,11 +588,7 @@ void ReplicationLeader::stop() {
         ::close(d.listen_fd);
     }
     if (d.accept_thread.joinable()) d.accept_thread.join();
-    {
-        std::lock_guard lk(d.mu);
-        threads.swap(d.finished);
-    }
-    for (auto& t : threads) t.join();
+    for (auto& s : d.sessions) s.thread.join();  // no accept adds one now
     d.store.set_log_listener(nullptr);
 }
 
@@ -586,11 +600,6 @@ void ReplicationLeader::set_in_sync(const std::set<std::string>& nodes) {
         impl_->isr = nodes;
     }
     impl_->release();
-}
-
-std::set<std::string> ReplicationLeader::in_sync() const {
-    std::lock_guard lk(impl_->mu);
-    return impl_->isr;
 }
 
 uint64_t ReplicationLeader::last_index() const { return impl_->last_index(); }
