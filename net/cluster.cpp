@@ -489,7 +489,6 @@ struct ClusterNode::Impl {
     void lead_loop() {
         auto next_check = Clock::now();
         auto next_view = Clock::now();
-        std::map<std::string, Clock::time_point> caught_up_since;
         while (!stopping && !stepped_down) {
             std::this_thread::sleep_for(kTick);
             if (stopping || stepped_down) return;

@@ -18,7 +18,7 @@
 //
 // Threads: the coordinator runs on its own thread (etcd calls block there,
 // never on the broker's event loop). run_follower() blocks the caller until
-// this node is elected; leading() callbacks run on the coordinator thread.
+// this node is elected; lead()'s `lost` callback runs on a coordinator thread.
 #pragma once
 
 #include <chrono>

@@ -291,7 +291,6 @@ json::object node_json(State& s);
 // one named sluice@<node id>, with its role, ISR membership and lag.
 std::vector<json::object> cluster_nodes_json(State& s) {
     std::vector<json::object> out;
-    const std::string self = s.node;
     for (const auto& n : s.cluster()) {
         json::object o;
         if (n.role == "leader") {
@@ -317,7 +316,6 @@ std::vector<json::object> cluster_nodes_json(State& s) {
         out.push_back(std::move(o));
     }
     if (out.empty()) out.push_back(node_json(s));
-    (void)self;
     return out;
 }
 

@@ -69,7 +69,6 @@ public:
     // The replicas confirms wait for. A member not connected holds them
     // until it is removed (the coordinator removes it in etcd first).
     void set_in_sync(const std::set<std::string>& nodes);
-    std::set<std::string> in_sync() const;
     std::vector<ReplicaState> replicas() const;
     uint64_t last_index() const;
 

@@ -708,19 +708,12 @@ std::string Store::lead(uint64_t epoch) {
     return impl_->write(std::move(b), true);
 }
 
-bool Store::leading() const { return impl_->leading; }
-
 void Store::set_log_listener(LogListener listener) {
     std::lock_guard lk(impl_->mu);
     impl_->log_listener = std::move(listener);
 }
 
 void Store::release_through(uint64_t index) { impl_->release(index); }
-
-uint64_t Store::released_through() const {
-    std::lock_guard lk(impl_->gate_mu);
-    return impl_->released;
-}
 
 void Store::fail_held(const std::string& error) {
     std::lock_guard order(impl_->release_mu);

@@ -191,7 +191,6 @@ public:
     // first commit of the epoch, on the owner's thread with the commit
     // thread idle.
     std::string lead(uint64_t epoch);
-    bool leading() const;
     // The log listener: every batch written while leading, with its
     // position and bytes, on the writing thread, before its callback is
     // held (commit_now's batches too).
@@ -200,7 +199,6 @@ public:
     // Runs (on the calling thread, in commit order) the held callbacks of
     // batches up to `index`. Any thread.
     void release_through(uint64_t index);
-    uint64_t released_through() const;
     // Stops holding: callbacks still held get `error` (their fate is
     // unknown: a new leader decides), later commits fail with it. For a
     // leader that lost its lease.
