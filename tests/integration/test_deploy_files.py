@@ -229,9 +229,22 @@ def test_dashboard_and_alert_queries_evaluate_in_prometheus(broker):
             with urllib.request.urlopen(url, timeout=5) as r:
                 return json.load(r)
         except urllib.error.HTTPError as e:
-            return json.load(e)
+            body = e.read()
+            try:
+                return json.loads(body)
+            except ValueError:      # not an API answer: e.g. 503 "Service Unavailable" while it starts
+                return {"status": "http %d" % e.code, "error": body.decode(errors="replace")}
+
+    def ready():
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/-/ready" % port, timeout=5) as r:
+                return r.status == 200
+        except OSError:             # refused, or 503 until its storage is open
+            return False
 
     try:
+        wait_for(ready, timeout=60, interval=0.2, what="Prometheus to be ready")
+
         def has_rate():
             try:
                 r = query("rate(sluice_messages_published_total[5s])")

@@ -198,6 +198,22 @@ def shovel_status(api, name):
     return None
 
 
+def wait_terminated(api, name, timeout, what):
+    """The shovel's status once it is terminated. A terminated shovel tries
+    again after its reconnect-delay ("starting", with no reason), so the
+    reason is read from the very status that showed it terminated."""
+    seen = {}
+
+    def terminated():
+        s = shovel_status(api, name) or {}
+        if s.get("state") == "terminated":
+            seen.update(s)
+            return True
+        return False
+    wait_for(terminated, timeout, what=what)
+    return seen
+
+
 def sluice_length(api, queue):
     r = api.get("/api/queues/%2F/" + q(queue))
     return r.json["messages"] if r.status == 200 else -1
@@ -304,9 +320,7 @@ def test_rabbitmq_restart_mid_transfer(rabbit, fresh_broker, how):
     rabbit.kill9() if how == "kill9" else rabbit.stop()
     left = sluice_length(api, src)
     assert left > 0, "stopped mid-transfer"
-    wait_for(lambda: (shovel_status(api, "rr") or {}).get("state") == "terminated", 20,
-             what="the shovel to notice RabbitMQ is gone")
-    reason = shovel_status(api, "rr")["reason"]
+    reason = wait_terminated(api, "rr", 20, "the shovel to notice RabbitMQ is gone")["reason"]
     assert reason.startswith("destination: "), reason
     rabbit.start()
     rc = rabbit.pika()
@@ -394,8 +408,7 @@ def test_api_validation_status_and_restart(broker):
     port = free_port()
     put_shovel(api, "dead", {"src-uri": "amqp://127.0.0.1:%d" % port, "src-queue": "q", "dest-uri": "amqp://",
                              "dest-queue": dest, "reconnect-delay": 30})
-    wait_for(lambda: (shovel_status(api, "dead") or {}).get("state") == "terminated", 15, what="dead terminated")
-    assert "refused" in shovel_status(api, "dead")["reason"].lower()
+    assert "refused" in wait_terminated(api, "dead", 15, "dead terminated")["reason"].lower()
     assert api.delete("/api/parameters/shovel/%2F/dead").status == 204
     assert api.delete("/api/parameters/shovel/%2F/s1").status == 204
     assert api.delete("/api/parameters/shovel/%2F/s1").status == 404
@@ -430,15 +443,14 @@ def test_exchange_source_and_destination(broker):
     missing = unique("missing")
     put_shovel(api, "pre", {"src-uri": "amqp://", "src-queue": missing, "src-predeclared": True,
                             "dest-uri": "amqp://", "dest-queue": dq, "reconnect-delay": 0})
-    wait_for(lambda: (shovel_status(api, "pre") or {}).get("state") == "terminated", 10, what="pre terminated")
-    assert "404" in shovel_status(api, "pre")["reason"] and missing in shovel_status(api, "pre")["reason"]
+    reason = wait_terminated(api, "pre", 10, "pre terminated")["reason"]
+    assert "404" in reason and missing in reason
     assert api.get("/api/queues/%2F/" + q(missing)).status == 404
     assert api.delete("/api/parameters/shovel/%2F/pre").status == 204
     # A destination exchange that does not exist: terminated, saying so.
     put_shovel(api, "nox", {"src-uri": "amqp://", "src-queue": unique("nox"), "dest-uri": "amqp://",
                             "dest-exchange": "no-such-exchange", "reconnect-delay": 0})
-    wait_for(lambda: (shovel_status(api, "nox") or {}).get("state") == "terminated", 10, what="nox terminated")
-    assert "no-such-exchange" in shovel_status(api, "nox")["reason"]
+    assert "no-such-exchange" in wait_terminated(api, "nox", 10, "nox terminated")["reason"]
     for name in ("xx", "nox"):
         assert api.delete("/api/parameters/shovel/%2F/" + name).status == 204
     conn.close()
