@@ -42,12 +42,36 @@ def perf_binary():
     return os.environ.get("SLUICE_PERF") or os.path.join(REPO, "build", "release", "cli", "sluice-perf")
 
 
-def perf(port, seconds, producers):
+def cpu_seconds(pid):
+    """User + system CPU of a process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy():
+    """(busy, total) jiffies of every core so far."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def perf(port, seconds, producers, pids=()):
+    """The confirm rate, and each of `pids`' CPU (cores) over the run plus
+    the whole machine's ('machine', in cores of the os.cpu_count())."""
+    before = {name: cpu_seconds(pid) for name, pid in pids}
+    busy0, total0 = machine_busy()
+    t0 = time.monotonic()
     out = subprocess.run([perf_binary(), "--port", str(port), "-x", str(producers), "-y", "1", "-s", "512",
                           "--persistent", "-c", "1000", "-z", str(seconds)],
                          capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - t0
+    busy1, total1 = machine_busy()
+    cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids}
+    cpu["machine"] = (busy1 - busy0) / max(1, total1 - total0) * os.cpu_count()
     m = re.search(r"confirm rate ([\d,]+) msg/s", out)
-    return int(m.group(1).replace(",", "")) if m else 0
+    return (int(m.group(1).replace(",", "")) if m else 0), cpu
 
 
 def cluster_of(size, lease_ttl):
@@ -66,21 +90,27 @@ def replication_cost(seconds, producers):
                     exe=os.environ["SLUICED"], workdir=tmp)
     single.start()
     try:
-        rates["single node"] = perf(single.port, seconds, producers)
+        rates["single node"] = perf(single.port, seconds, producers, [("node", single.proc.pid)])
     finally:
         single.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     for size, name in ((2, "leader + 1 follower"), (3, "leader + 2 followers")):
         c, tmp = cluster_of(size, 5)
         try:
-            rates[name] = perf(c.leader().port, seconds, producers)
+            leader = c.leader()
+            followers = [n for n in c.nodes if n is not leader]
+            pids = ([("leader", leader.proc.pid)] + [("follower%d" % (i + 1), n.proc.pid) for i, n in enumerate(followers)]
+                    + [("etcd", c.etcd.proc.pid)])
+            rates[name] = perf(leader.port, seconds, producers, pids)
         finally:
             c.stop()
             shutil.rmtree(tmp, ignore_errors=True)
-    base = rates["single node"] or 1
-    print("persistent 512 B, confirms (1000 outstanding), %d producer(s), 1 consumer, %d s each:" % (producers, seconds))
-    for name, rate in rates.items():
-        print("  %-22s %9d msg/s  %.2fx" % (name, rate, rate / base))
+    base = rates["single node"][0] or 1
+    print("persistent 512 B, confirms (1000 outstanding), %d producer(s), 1 consumer, %d s each"
+          " (CPU in cores; the machine has %d):" % (producers, seconds, os.cpu_count()))
+    for name, (rate, cpu) in rates.items():
+        print("  %-22s %9d msg/s  %.2fx   CPU %s" % (name, rate, rate / base,
+                                                  ", ".join("%s %.2f" % kv for kv in cpu.items())))
 
 
 def failover(count, lease_ttl):
