@@ -114,8 +114,9 @@ struct ReplicationFollower::Impl {
         if (snapshot) return receive_snapshot(sock);
         uint64_t next = at.index + 1;
         uint64_t synced = at.index;  // acks name only what is synced
+        std::string data;  // a batch's bytes, apart from its 16-byte position
         for (;;) {
-            if (!sock.recv_frame(type, payload)) return "the leader went silent";
+            if (!sock.recv_frame(type, payload, data, 16)) return "the leader went silent";
             if (type == kHeartbeat) {
                 Reader r{payload};
                 uint64_t l = r.u64();
@@ -140,7 +141,8 @@ struct ReplicationFollower::Impl {
                 // Several batches that arrive together are applied together
                 // and synced once, by the last of them.
                 const bool more = sock.pending() > 0;
-                std::string err = store->apply(r.in, !more);
+                std::string err = store->apply(std::move(data), !more);
+                data.clear();
                 if (!err.empty()) return "applying " + std::to_string(index) + ": " + err;
                 next = index + 1;
                 if (!more) synced = index;

@@ -35,7 +35,7 @@ struct ReplicationLeader::Impl {
 
     struct Entry {
         uint64_t index;
-        std::string data;
+        std::shared_ptr<const std::string> data;  // shared with the senders: copied once, here
         Clock::time_point appended;
     };
     struct Replica {
@@ -80,12 +80,12 @@ struct ReplicationLeader::Impl {
                 ring.clear();  // cannot happen (one writer, in order): start afresh rather than ship a gap
                 ring_bytes = 0;
             }
-            ring.push_back({pos.index, std::string(data), Clock::now()});
+            ring.push_back({pos.index, std::make_shared<const std::string>(data), Clock::now()});
             ring_bytes += data.size();
             last = pos.index;
             const bool pinned = pin && Clock::now() < pin_until;
             while (ring.size() > 1 && ring_bytes > options.ring_bytes && !(pinned && ring.front().index > pin)) {
-                ring_bytes -= ring.front().data.size();
+                ring_bytes -= ring.front().data->size();
                 ring.pop_front();
             }
         }
@@ -202,7 +202,7 @@ struct ReplicationLeader::Impl {
     std::string stream(Socket& sock, uint64_t from, std::atomic<bool>& done) {
         auto next_heartbeat = Clock::now() + kHeartbeatEvery;
         for (;;) {
-            std::vector<std::pair<uint64_t, std::string>> out;  // copies: sent without the lock
+            std::vector<std::pair<uint64_t, std::shared_ptr<const std::string>>> out;  // sent without the lock
             uint64_t leader_last;
             {
                 std::unique_lock lk(mu);
@@ -215,16 +215,21 @@ struct ReplicationLeader::Impl {
                     size_t bytes = 0;
                     for (size_t i = from - ring.front().index; i < ring.size() && bytes < (4u << 20); ++i) {
                         out.emplace_back(ring[i].index, ring[i].data);
-                        bytes += ring[i].data.size();
+                        bytes += ring[i].data->size();
                     }
                 }
             }
-            for (auto& [index, data] : out) {
-                std::string head;
-                put_u64(head, options.epoch);
-                put_u64(head, index);
-                if (!sock.send_frame(kBatch, head, data)) return "send failed";
-                from = index + 1;
+            if (!out.empty()) {  // every batch ready, in one sendmsg
+                std::vector<std::string> heads(out.size());
+                std::vector<Socket::Frame> frames;
+                frames.reserve(out.size());
+                for (size_t i = 0; i < out.size(); ++i) {
+                    put_u64(heads[i], options.epoch);
+                    put_u64(heads[i], out[i].first);
+                    frames.push_back({kBatch, heads[i], *out[i].second});
+                }
+                if (!sock.send_frames(frames)) return "send failed";
+                from = out.back().first + 1;
             }
             if (out.empty() || Clock::now() >= next_heartbeat) {
                 std::string hb;
@@ -433,7 +438,7 @@ std::vector<ReplicaState> ReplicationLeader::replicas() const {
             for (const auto& e : d.ring) {
                 if (e.index <= s.acked) continue;
                 if (!s.lag_bytes) s.lag_time = std::chrono::duration_cast<std::chrono::milliseconds>(now - e.appended);
-                s.lag_bytes += e.data.size();
+                s.lag_bytes += e.data->size();
             }
             // Older than the ring: as old as the ring's oldest, at least.
             if (!d.ring.empty() && d.ring.front().index > s.acked + 1)

@@ -11,14 +11,18 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "storage/store.hpp"
 
@@ -79,12 +83,18 @@ public:
     Socket() = default;
     explicit Socket(int fd) : fd_(fd) { configure(); }
     ~Socket() { close(); }
-    Socket(Socket&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+    Socket(Socket&& o) noexcept : fd_(o.fd_), rbuf_(std::move(o.rbuf_)), rpos_(o.rpos_) {
+        o.fd_ = -1;
+        o.rpos_ = 0;
+    }
     Socket& operator=(Socket&& o) noexcept {
         if (this != &o) {
             close();
             fd_ = o.fd_;
             o.fd_ = -1;
+            rbuf_ = std::move(o.rbuf_);
+            rpos_ = o.rpos_;
+            o.rpos_ = 0;
         }
         return *this;
     }
@@ -145,11 +155,41 @@ public:
         return s;
     }
 
+    // One frame in one sendmsg (the socket has TCP_NODELAY: separate sends
+    // of its head and parts would be separate segments, each waking the
+    // reader).
     bool send_frame(uint8_t type, std::string_view a, std::string_view b = {}) {
         std::string head;
         storage::append_u32_be(head, static_cast<uint32_t>(1 + a.size() + b.size()));
         head.push_back(static_cast<char>(type));
-        return send_all(head) && send_all(a) && send_all(b);
+        iovec parts[3] = {{head.data(), head.size()},
+                          {const_cast<char*>(a.data()), a.size()},
+                          {const_cast<char*>(b.data()), b.size()}};
+        return send_parts(parts, 3);
+    }
+
+    // Several frames in one sendmsg per IOV_MAX parts.
+    struct Frame {
+        uint8_t type;
+        std::string_view a, b;
+    };
+    bool send_frames(const std::vector<Frame>& frames) {
+        std::vector<std::array<char, 5>> heads(frames.size());
+        std::vector<iovec> parts;
+        parts.reserve(frames.size() * 3);
+        for (size_t i = 0; i < frames.size(); ++i) {
+            const Frame& f = frames[i];
+            const uint32_t n = static_cast<uint32_t>(1 + f.a.size() + f.b.size());
+            for (int k = 0; k < 4; ++k) heads[i][k] = static_cast<char>(n >> (24 - 8 * k));
+            heads[i][4] = static_cast<char>(f.type);
+            parts.push_back({heads[i].data(), 5});
+            parts.push_back({const_cast<char*>(f.a.data()), f.a.size()});
+            parts.push_back({const_cast<char*>(f.b.data()), f.b.size()});
+        }
+        constexpr size_t kMaxParts = 1023 / 3 * 3;  // IOV_MAX is 1024 on Linux
+        for (size_t at = 0; at < parts.size(); at += kMaxParts)
+            if (!send_parts(parts.data() + at, std::min(kMaxParts, parts.size() - at))) return false;
+        return true;
     }
 
     // Reads one frame. False on EOF, error or timeout.
@@ -163,10 +203,26 @@ public:
         return recv_all(payload.data(), n - 1);
     }
 
-    // Bytes already received and not yet read.
+    // The same, its first `split` bytes (or fewer) into head and the rest
+    // into rest: a batch's position apart from its data, which can then be
+    // handed on without a copy.
+    bool recv_frame(uint8_t& type, std::string& head, std::string& rest, size_t split) {
+        char h[5];
+        if (!recv_all(h, 5)) return false;
+        uint32_t n = storage::read_u32_be(std::string_view(h, 4), 0);
+        if (n == 0 || n > kMaxFrame) return false;
+        type = static_cast<uint8_t>(h[4]);
+        const size_t first = std::min<size_t>(split, n - 1);
+        head.resize(first);
+        rest.resize(n - 1 - first);
+        return recv_all(head.data(), first) && recv_all(rest.data(), rest.size());
+    }
+
+    // Bytes received and not yet read (buffered here or in the socket).
     size_t pending() const {
         int n = 0;
-        return ::ioctl(fd_, FIONREAD, &n) == 0 && n > 0 ? static_cast<size_t>(n) : 0;
+        const size_t buffered = rbuf_.size() - rpos_;
+        return buffered + (::ioctl(fd_, FIONREAD, &n) == 0 && n > 0 ? static_cast<size_t>(n) : 0);
     }
 
 private:
@@ -178,16 +234,72 @@ private:
         ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     }
-    bool send_all(std::string_view data) {
-        while (!data.empty()) {
-            ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+    bool send_parts(iovec* parts, size_t count) {
+        size_t left = 0;
+        for (size_t i = 0; i < count; ++i) left += parts[i].iov_len;
+        while (left > 0) {
+            while (count > 0 && parts->iov_len == 0) {
+                ++parts;
+                --count;
+            }
+            msghdr m{};
+            m.msg_iov = parts;
+            m.msg_iovlen = count;
+            ssize_t n = ::sendmsg(fd_, &m, MSG_NOSIGNAL);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) return false;
-            data.remove_prefix(static_cast<size_t>(n));
+            left -= static_cast<size_t>(n);
+            for (size_t done = static_cast<size_t>(n); done > 0;) {  // a partial send: skip what went
+                const size_t k = std::min(done, parts->iov_len);
+                parts->iov_base = static_cast<char*>(parts->iov_base) + k;
+                parts->iov_len -= k;
+                done -= k;
+                if (parts->iov_len == 0 && count > 1) {
+                    ++parts;
+                    --count;
+                }
+            }
         }
         return true;
     }
+    // Small reads (frame heads, acks, heartbeats) come from a buffer filled
+    // a socket read at a time; a large payload is read straight into place.
     bool recv_all(char* p, size_t n) {
+        const size_t buffered = std::min(n, rbuf_.size() - rpos_);
+        std::memcpy(p, rbuf_.data() + rpos_, buffered);
+        rpos_ += buffered;
+        p += buffered;
+        n -= buffered;
+        if (rpos_ == rbuf_.size()) {
+            rbuf_.clear();
+            rpos_ = 0;
+        }
+        if (n >= kReadBuffer) return recv_direct(p, n);
+        while (n > 0) {
+            rbuf_.resize(kReadBuffer);
+            ssize_t r = ::recv(fd_, rbuf_.data(), kReadBuffer, 0);
+            if (r < 0 && errno == EINTR) {
+                rbuf_.clear();
+                continue;
+            }
+            if (r <= 0) {
+                rbuf_.clear();
+                return false;
+            }
+            rbuf_.resize(static_cast<size_t>(r));
+            const size_t k = std::min(n, rbuf_.size());
+            std::memcpy(p, rbuf_.data(), k);
+            p += k;
+            n -= k;
+            rpos_ = k;
+            if (rpos_ == rbuf_.size()) {
+                rbuf_.clear();
+                rpos_ = 0;
+            }
+        }
+        return true;
+    }
+    bool recv_direct(char* p, size_t n) {
         while (n > 0) {
             ssize_t r = ::recv(fd_, p, n, 0);
             if (r < 0 && errno == EINTR) continue;
@@ -197,7 +309,10 @@ private:
         }
         return true;
     }
+    static constexpr size_t kReadBuffer = 16 * 1024;
     int fd_ = -1;
+    std::string rbuf_;  // received, not yet read from rpos_ on
+    size_t rpos_ = 0;
 };
 
 inline void sync_directory(const fs::path& dir) {

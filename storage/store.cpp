@@ -648,9 +648,11 @@ void Store::set_batch_listener(BatchListener listener) {
     impl_->listener = std::move(listener);
 }
 
-std::string Store::apply(std::string_view data, bool sync) {
+std::string Store::apply(std::string_view data, bool sync) { return apply(std::string(data), sync); }
+
+std::string Store::apply(std::string&& data, bool sync) {
     if (!impl_->db) return "the store is closed";
-    rocksdb::WriteBatch wb{std::string(data)};
+    rocksdb::WriteBatch wb{std::move(data)};
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     rocksdb::Status s = impl_->db->Write(wo, &wb);

@@ -162,6 +162,8 @@ public:
     // when `sync` (several applied unsynced and the last synced are all
     // durable together). Returns "" or an error.
     std::string apply(std::string_view data, bool sync = true);
+    // The same, taking the bytes over (no copy).
+    std::string apply(std::string&& data, bool sync = true);
     // Syncs what apply() wrote unsynced. Returns "" or an error.
     std::string sync();
     // The sequence of the last write (0 for an empty store).
