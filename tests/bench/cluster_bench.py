@@ -10,7 +10,7 @@
    sluice-perf against a single node, a leader with 1 follower and a leader
    with 2, in one run; prints each rate and its ratio to the single node.
 
-    /usr/bin/python3 tests/bench/cluster_bench.py [--seconds 15] [--failovers 5]
+    /usr/bin/python3 tests/bench/cluster_bench.py [--seconds 15] [--rounds 3] [--failovers 5]
 
 Needs etcd (Debian's etcd-server), build/release/cli/sluiced and sluice-perf
 (or SLUICED / SLUICE_PERF). Every node, etcd and the load tool share this
@@ -57,6 +57,9 @@ def machine_busy():
     return sum(v) - idle, sum(v)
 
 
+CONFIRM_WINDOW = 1000
+
+
 def perf(port, seconds, producers, pids=()):
     """The confirm rate, and each of `pids`' CPU (cores) over the run plus
     the whole machine's ('machine', in cores of the os.cpu_count())."""
@@ -64,7 +67,7 @@ def perf(port, seconds, producers, pids=()):
     busy0, total0 = machine_busy()
     t0 = time.monotonic()
     out = subprocess.run([perf_binary(), "--port", str(port), "-x", str(producers), "-y", "1", "-s", "512",
-                          "--persistent", "-c", "1000", "-z", str(seconds)],
+                          "--persistent", "-c", str(CONFIRM_WINDOW), "-z", str(seconds)],
                          capture_output=True, text=True, check=True).stdout
     wall = time.monotonic() - t0
     busy1, total1 = machine_busy()
@@ -83,7 +86,9 @@ def cluster_of(size, lease_ttl):
     return c, tmp
 
 
-def replication_cost(seconds, producers):
+def one_round(seconds, producers):
+    """{config: (msg/s, cpu)} for a single node, then a leader with 1 and
+    with 2 followers."""
     rates = {}
     tmp = tempfile.mkdtemp(prefix="sluice-single-bench-")
     single = Broker("127.0.0.1", free_port(), http_port=free_port(), data_dir=os.path.join(tmp, "data"),
@@ -105,12 +110,29 @@ def replication_cost(seconds, producers):
         finally:
             c.stop()
             shutil.rmtree(tmp, ignore_errors=True)
-    base = rates["single node"][0] or 1
-    print("persistent 512 B, confirms (1000 outstanding), %d producer(s), 1 consumer, %d s each"
-          " (CPU in cores; the machine has %d):" % (producers, seconds, os.cpu_count()))
-    for name, (rate, cpu) in rates.items():
-        print("  %-22s %9d msg/s  %.2fx   CPU %s" % (name, rate, rate / base,
-                                                  ", ".join("%s %.2f" % kv for kv in cpu.items())))
+    return rates
+
+
+def replication_cost(seconds, producers, rounds):
+    """Each round runs the three configurations back to back; a ratio is
+    taken within its round (the machine's speed drifts between rounds), and
+    the median ratio over the rounds is the figure."""
+    print("persistent 512 B, confirms (%d outstanding per producer), %d producer(s), 1 consumer, %d s each"
+          " (CPU in cores; the machine has %d):" % (CONFIRM_WINDOW, producers, seconds, os.cpu_count()))
+    ratios = {}
+    for r in range(rounds):
+        rates = one_round(seconds, producers)
+        base = rates["single node"][0] or 1
+        print(" round %d" % (r + 1))
+        for name, (rate, cpu) in rates.items():
+            ratios.setdefault(name, []).append(rate / base)
+            print("  %-22s %9d msg/s  %.2fx   CPU %s" % (name, rate, rate / base,
+                                                      ", ".join("%s %.2f" % kv for kv in cpu.items())))
+    if rounds > 1:
+        for name, rs in ratios.items():
+            if name != "single node":
+                print("%-22s median %.2fx of the single node over %d rounds (%s)"
+                      % (name, statistics.median(rs), rounds, ", ".join("%.2f" % x for x in rs)))
 
 
 def failover(count, lease_ttl):
@@ -136,16 +158,21 @@ def failover(count, lease_ttl):
 
 
 def main():
+    global CONFIRM_WINDOW
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--producers", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--confirm-window", type=int, default=CONFIRM_WINDOW,
+                    help="unconfirmed messages each producer may have outstanding")
     ap.add_argument("--failovers", type=int, default=5)
     ap.add_argument("--lease-ttl", type=int, default=5)
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--skip-failover", action="store_true")
     a = ap.parse_args()
+    CONFIRM_WINDOW = a.confirm_window
     if not a.skip_cost:
-        replication_cost(a.seconds, a.producers)
+        replication_cost(a.seconds, a.producers, a.rounds)
     if not a.skip_failover:
         failover(a.failovers, a.lease_ttl)
 
