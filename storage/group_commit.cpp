@@ -83,16 +83,18 @@ void GroupCommit::start_commit() {
             if (!alive.expired()) on_committed(error);
         });
     });
-    if (store_->down() && on_store_lost_) {
-        // The database could not be reopened after a failed write: nothing
-        // can be stored or read back. Stop before anything answers from it.
-        on_store_lost_("the store could not be reopened after a failed write");
-    }
 }
 
 void GroupCommit::on_committed(const std::string& error) {
     commit_in_flight_ = false;
     write_failed_ = !error.empty();
+    if (write_failed_ && store_ && !store_lost_ && store_->down() && on_store_lost_) {
+        store_lost_ = true;
+        // The database could not be reopened after a failed write: nothing
+        // can be stored or read back. Stop before anything answers from it
+        // (the waiters below hear that their commit failed).
+        on_store_lost_("the store could not be reopened after a failed write");
+    }
     hooks_.committed(!write_failed_);
     std::vector<std::function<void(bool)>> done;
     done.swap(in_flight_waiters_);

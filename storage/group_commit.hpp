@@ -12,8 +12,9 @@
 // A failed commit: its waiters hear `false`; the store writes that batch
 // again ahead of the next one (Store::commit), and until a commit succeeds
 // after_sync() waits for one (nothing is acknowledged before memory and
-// disk agree again). If the store cannot reopen its database, on_store_lost
-// runs at once: the owner must stop serving.
+// disk agree again). If the store cannot reopen its database (it tries on its
+// commit thread, before the next commit), on_store_lost runs once, as that
+// commit's failure comes back: the owner must stop serving.
 //
 // Writes kept outside the batch until the commit (queue logs: see
 // storage/queue_log.hpp) join through the hooks.
@@ -94,6 +95,7 @@ private:
     bool commit_in_flight_ = false;
     bool commit_scheduled_ = false;
     bool write_failed_ = false;  // the last commit failed; the next writes it again
+    bool store_lost_ = false;    // on_store_lost_ has run
     uint64_t gathering_generation_ = 1;
     uint64_t in_flight_generation_ = 0;
     size_t backlog_limit_ = SIZE_MAX;

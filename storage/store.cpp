@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <deque>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 #include <vector>
 
@@ -184,6 +185,12 @@ struct Store::Impl {
     // commit_now's caller, with the commit thread idle).
     std::vector<Batch> redo;
     rocksdb::DBOptions db_options;                          // kept for reopen()
+    // `db` and `columns` change only in reopen(), on the commit thread (or
+    // on the owner's with the commit thread idle), which holds this
+    // exclusively; readers on other threads hold it shared. (Shared locks
+    // nest — a scan's callback may get() — as glibc's reader-preferring
+    // rwlock allows.)
+    mutable std::shared_mutex db_mu;
     std::vector<rocksdb::ColumnFamilyDescriptor> cf_descriptors;
 
     // The replicated log (Store::lead). `leading`, `epoch` and `last_index`
@@ -239,9 +246,12 @@ struct Store::Impl {
     // After a failed write (a full disk) RocksDB's Resume() keeps the failed
     // WAL writer, and the next append aborts in Debian's assert-enabled
     // build. Closing and reopening the database starts a new WAL; recovery
-    // replays the old one up to its last complete record. Called on the
-    // owner thread while the commit thread is idle, so nothing else touches
-    // the handles meanwhile (batches record column ids, not handles).
+    // replays the old one up to its last complete record. Runs on the commit
+    // thread before the next batch is written (so the owner's event loop
+    // never waits for it), or on the owner's thread with the commit thread
+    // idle (commit_now); the reclaim and read threads are let finish and
+    // held off, readers elsewhere wait on db_mu (batches record column ids,
+    // not handles).
     std::string reopen() {
         {
             std::unique_lock lk(mu);
@@ -262,6 +272,7 @@ struct Store::Impl {
                 impl.read_cv.notify_all();
             }
         } resume{*this};
+        std::unique_lock handles_lk(db_mu);
         if (db) {
             for (auto* h : columns) db->DestroyColumnFamilyHandle(h);
             columns.clear();
@@ -324,7 +335,7 @@ struct Store::Impl {
             job();
             lk.lock();
             reading = false;
-            if (reads.empty()) idle_cv.notify_all();
+            idle_cv.notify_all();  // wait_idle(), and a reopen waiting for this read
         }
     }
 
@@ -483,7 +494,9 @@ struct Store::Impl {
             busy = true;
             writing = true;
             write_started = std::chrono::steady_clock::now();
+            const bool resume = needs_resume;
             lk.unlock();
+            if (resume) reopen();  // a failed reopen leaves no database: write() says so
             std::string err = write(std::move(job.batch), sync);
             auto waited = std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now() - job.queued);
@@ -568,7 +581,6 @@ void Store::reopen_after_failure() {
 }
 
 void Store::commit(Batch batch, std::function<void(std::string)> done) {
-    reopen_after_failure();
     {
         std::lock_guard lk(impl_->mu);
         impl_->jobs.push_back({std::move(batch), std::move(done), std::chrono::steady_clock::now()});
@@ -604,6 +616,7 @@ Batch Store::new_batch() const {
 
 void Store::scan(Column c, std::string_view lower, std::string_view upper,
                  const std::function<bool(std::string_view, std::string_view)>& f) const {
+    std::shared_lock handles(impl_->db_mu);
     if (!impl_->db) return;  // down after a failed reopen
     rocksdb::ReadOptions ro;
     rocksdb::Slice lo(lower.data(), lower.size()), hi(upper.data(), upper.size());
@@ -619,6 +632,7 @@ void Store::scan(Column c, std::string_view lower, std::string_view upper,
 }
 
 bool Store::get(Column c, std::string_view key, std::string& value, bool fill_cache) const {
+    std::shared_lock handles(impl_->db_mu);
     if (!impl_->db) return false;
     rocksdb::ReadOptions ro;
     ro.fill_cache = fill_cache;
@@ -628,6 +642,7 @@ bool Store::get(Column c, std::string_view key, std::string& value, bool fill_ca
 }
 
 bool Store::floor(Column c, std::string_view lower, std::string_view at, std::string& key, std::string& value) const {
+    std::shared_lock handles(impl_->db_mu);
     if (!impl_->db) return false;
     rocksdb::ReadOptions ro;
     rocksdb::Slice lo(lower.data(), lower.size());
@@ -651,6 +666,7 @@ void Store::set_batch_listener(BatchListener listener) {
 std::string Store::apply(std::string_view data, bool sync) { return apply(std::string(data), sync); }
 
 std::string Store::apply(std::string&& data, bool sync) {
+    std::shared_lock handles(impl_->db_mu);
     if (!impl_->db) return "the store is closed";
     rocksdb::WriteBatch wb{std::move(data)};
     rocksdb::WriteOptions wo;
@@ -660,12 +676,14 @@ std::string Store::apply(std::string&& data, bool sync) {
 }
 
 std::string Store::sync() {
+    std::shared_lock handles(impl_->db_mu);
     if (!impl_->db) return "the store is closed";
     rocksdb::Status s = impl_->db->SyncWAL();
     return s.ok() ? "" : s.ToString();
 }
 
 Store::LogPosition Store::log_position() const {
+    std::shared_lock handles(impl_->db_mu);
     LogPosition p;
     if (impl_->leading) return {impl_->epoch, impl_->last_index};
     std::string v;
@@ -677,6 +695,7 @@ Store::LogPosition Store::log_position() const {
 }
 
 std::map<uint64_t, uint64_t> Store::epoch_history() const {
+    std::shared_lock handles(impl_->db_mu);
     std::map<uint64_t, uint64_t> out;
     if (!impl_->db) return out;
     std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->log_column()));
@@ -736,6 +755,7 @@ std::chrono::milliseconds Store::write_stalled_for() const {
 }
 
 std::string Store::checkpoint(const std::string& dir) {
+    std::shared_lock handles(impl_->db_mu);
     if (!impl_->db) return "the store is closed";
     rocksdb::Checkpoint* raw = nullptr;
     rocksdb::Status s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw);
@@ -750,7 +770,10 @@ bool Store::down() const {
     return impl_->down;
 }
 
-uint64_t Store::last_sequence() const { return impl_->db ? impl_->db->GetLatestSequenceNumber() : 0; }
+uint64_t Store::last_sequence() const {
+    std::shared_lock handles(impl_->db_mu);
+    return impl_->db ? impl_->db->GetLatestSequenceNumber() : 0;
+}
 
 void Store::reclaim(std::string_view begin, std::string_view end) {
     {
@@ -772,6 +795,7 @@ StoreStats Store::stats() const {
 }
 
 uint64_t Store::disk_bytes() const {
+    std::shared_lock handles(impl_->db_mu);
     uint64_t total = 0;
     if (!impl_->db) return 0;
     for (auto* cf : impl_->columns) {

@@ -128,7 +128,8 @@ public:
     // A failed write or sync: done() gets the error, and the batch's fate on
     // disk is unknown (a failed fsync may have reached the disk or not). The
     // store closes the database and reopens it before the next commit (on
-    // the caller's thread), and writes the failed batches again, in order,
+    // the commit thread: the caller never waits for it), and writes the
+    // failed batches again, in order,
     // ahead of that commit's batch; its success means every one of them is
     // synced. An empty batch then still writes them. If the reopen fails the
     // store is down(): reads find nothing, and the owner must stop serving.

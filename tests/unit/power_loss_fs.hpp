@@ -58,6 +58,7 @@ struct PowerState {
     std::map<std::string, File> files;                  // files written through us
     std::map<std::string, std::vector<DirOp>> pending;  // dir -> ops not yet made durable
     uint64_t file_syncs = 0, dir_syncs = 0;
+    std::vector<std::thread::id> opened_on;  // LockFile's callers
     uint64_t dropped_bytes = 0, dropped_files = 0, reverted_renames = 0;
 
     bool on() {
@@ -270,6 +271,20 @@ public:
     uint64_t dropped_bytes() {
         std::lock_guard lk(st_->mu);
         return st_->dropped_bytes;
+    }
+    // The threads that opened a database here (RocksDB locks its LOCK file
+    // at every open), oldest first.
+    std::vector<std::thread::id> opened_on() {
+        std::lock_guard lk(st_->mu);
+        return st_->opened_on;
+    }
+
+    IOStatus LockFile(const std::string& f, const IOOptions& o, rocksdb::FileLock** l, IODebugContext* d) override {
+        {
+            std::lock_guard lk(st_->mu);
+            st_->opened_on.push_back(std::this_thread::get_id());
+        }
+        return target()->LockFile(f, o, l, d);
     }
 
     IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& opts,

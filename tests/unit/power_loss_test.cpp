@@ -542,6 +542,32 @@ TEST_F(StoreFaultDeathTest, CommitsWorkAgainAfterADiskFullWrite) {
     }
 }
 
+// The reopen after a failed write runs on the commit thread, before the next
+// batch: the thread that commits (the broker's event loop) never waits for
+// RocksDB to close and open again. Exit 0 = the next commit worked and the
+// database was opened again, never on the committing thread; 3 = the commit
+// failed; 4 = no reopen; 5 = a reopen on the committing thread.
+TEST_F(StoreFaultDeathTest, TheReopenAfterAFailedWriteIsOffTheCommittingThread) {
+    EXPECT_EXIT(
+        {
+            auto s = open(options(Durability::sync));
+            if (!s) std::_Exit(10);
+            const size_t opens = fs_->opened_on().size();
+            fs_->disk_full(true);
+            if (commit_and_wait(*s, "full").empty()) std::_Exit(11);
+            fs_->disk_full(false);
+            if (!commit_and_wait(*s, "later").empty()) std::_Exit(3);
+            auto threads = fs_->opened_on();
+            if (threads.size() <= opens) std::_Exit(4);
+            for (size_t i = opens; i < threads.size(); ++i)
+                if (threads[i] == std::this_thread::get_id()) std::_Exit(5);
+            std::string v;
+            if (!s->get(Column::msgs, "full", v) || !s->get(Column::msgs, "later", v)) std::_Exit(6);
+            std::_Exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
 // A failed fsync is not a full disk: the page cache may have dropped the
 // data already (PostgreSQL's "fsyncgate"), or may still write it. The store
 // reopens and writes the failed batch again ahead of the next one, so the
