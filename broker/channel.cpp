@@ -9,6 +9,7 @@
 #include "broker/channel_send.hpp"
 #include "broker/session.hpp"
 #include "broker/vhost.hpp"
+#include "net/amqp/delivery.hpp"
 #include "net/amqp/frame.hpp"
 #include "net/amqp/methods.hpp"
 #include "net/amqp/properties.hpp"
@@ -297,8 +298,8 @@ uint64_t Channel::write_delivery(std::string_view consumer_tag, bool redelivered
     d.redelivered = redelivered;
     d.exchange = msg.exchange();
     d.routing_key = msg.routing_key();
-    amqp::write_method(session_.output(), id_, d);
-    write_content(m::BasicDeliver::class_id, msg);
+    amqp::write_deliver(session_.output(), id_, d, msg.properties(), msg.body_size(), msg.body(),
+                        session_.frame_max() - amqp::kFrameOverhead);
     auto& stats = session_.broker().stats();
     ++stats.messages_delivered;
     if (redelivered) ++stats.messages_redelivered;

@@ -3,7 +3,10 @@
 
 #include <string>
 
+#include "net/amqp/delivery.hpp"
 #include "net/amqp/frame.hpp"
+#include "net/amqp/methods.hpp"
+#include "net/amqp/properties.hpp"
 #include "net/amqp/wire.hpp"
 
 namespace sluice::amqp {
@@ -182,6 +185,53 @@ TEST(Frame, ArbitraryBytesNeverCrash) {
             EXPECT_LE(p.consumed, b.size());
             EXPECT_EQ(p.consumed, p.frame.payload.size() + kFrameOverhead);
         }
+    }
+}
+
+// write_deliver() is the hot path's one-pass writer: its bytes must be those
+// of the generic writers, for every shape of delivery.
+TEST(Frame, WriteDeliverMatchesTheGenericWriters) {
+    const std::string long_name(300, 'n');  // cut at 255, as the generated encoder does
+    const std::string props = [] {
+        std::string p;
+        put_u16(p, 0x9000);  // content-type and delivery-mode
+        put_shortstr(p, "text/plain");
+        put_u8(p, 2);
+        return p;
+    }();
+    struct Case {
+        std::string tag, exchange, key, properties, body;
+        uint64_t delivery_tag;
+        bool redelivered;
+        size_t chunk;
+    };
+    const std::vector<Case> cases = {
+        {"ctag", "", "q", "", "", 1, false, 131064},
+        {"ctag", "amq.direct", "rk", props, "hello", 0xFFFFFFFFFFFFull, true, 131064},
+        {"", "x", "", props, std::string(100, 'b'), 7, false, 100},
+        {"t", "x", "k", props, std::string(101, 'b'), 8, false, 100},
+        {long_name, long_name, long_name, props, std::string(350, 'z'), 9, true, 100},
+        {"t", "x", "k", "", std::string(5, 'q'), 10, false, 1},
+    };
+    for (const auto& c : cases) {
+        method::BasicDeliver d;
+        d.consumer_tag = c.tag;
+        d.delivery_tag = c.delivery_tag;
+        d.redelivered = c.redelivered;
+        d.exchange = c.exchange;
+        d.routing_key = c.key;
+        std::string expected = "prefix", got = "prefix";
+        write_method(expected, 3, d);
+        const size_t h = begin_frame(expected, kFrameHeader, 3);
+        encode_content_header(expected, method::BasicDeliver::class_id, c.body.size(), c.properties);
+        end_frame(expected, h);
+        for (std::string_view body = c.body; !body.empty();) {
+            const size_t n = std::min(body.size(), c.chunk);
+            write_frame(expected, kFrameBody, 3, body.substr(0, n));
+            body.remove_prefix(n);
+        }
+        write_deliver(got, 3, d, c.properties, c.body.size(), c.body, c.chunk);
+        EXPECT_EQ(got, expected) << "body " << c.body.size() << ", chunk " << c.chunk;
     }
 }
 
