@@ -291,10 +291,19 @@ int main(int argc, char** argv) {
     so.durability = durability == "sync" ? sluice::storage::Durability::sync : sluice::storage::Durability::async;
     so.sync_interval = std::chrono::milliseconds(sync_interval_ms);
     std::string err;
-    auto store = sluice::storage::Store::open(so, err);
+    bool io_error = false;
+    auto store = sluice::storage::Store::open(so, err, &io_error);
     if (!store) {
-        std::cerr << "sluiced: " << err << "\n";
-        return 1;
+        // A full or failing disk (often a leader that stepped down after a
+        // failed write and restarted as a follower): EX_TEMPFAIL, as for a
+        // store lost while serving, so that a supervisor tries again.
+        if (!io_error) {
+            std::cerr << "sluiced: " << err << "\n";
+            return 1;
+        }
+        std::cerr << "sluiced: fatal: " << err << "; exiting (restart once the disk has space or is repaired)"
+                  << std::endl;
+        return 75;
     }
     // Cluster mode: follow the leader until this node is elected (then it
     // recovers from its replica and serves, as a single node would).

@@ -518,7 +518,8 @@ struct Store::Impl {
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
 
-std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& error) {
+std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& error, bool* io_error) {
+    if (io_error) *io_error = false;
     auto impl = std::make_unique<Impl>();
     impl->options = options;
 
@@ -558,6 +559,7 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
     rocksdb::Status s = rocksdb::DB::Open(db_opts, options.path, cfs, &handles, &db);
     if (!s.ok()) {
         error = "opening RocksDB at " + options.path + ": " + s.ToString();
+        if (io_error) *io_error = s.IsIOError() || s.IsNoSpace();
         return nullptr;
     }
     impl->db.reset(db);

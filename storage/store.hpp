@@ -116,7 +116,10 @@ struct StoreStats {
 class Store {
 public:
     // Opens (creating if needed). On failure returns null and sets `error`.
-    static std::unique_ptr<Store> open(const StoreOptions& options, std::string& error);
+    // On failure, `io_error` (if given) tells an I/O error (a full disk, EIO:
+    // a later start may succeed) from the rest (a bad path, a damaged
+    // database, options).
+    static std::unique_ptr<Store> open(const StoreOptions& options, std::string& error, bool* io_error = nullptr);
     ~Store();
 
     // An empty batch bound to this store (the fast kind).
