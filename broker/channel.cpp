@@ -63,6 +63,27 @@ Channel::~Channel() {
 
 Status Channel::on_method(std::string_view payload) {
     if (payload.size() < 4) return amqp_error(reply::frame_error, "method frame shorter than its class and method ids");
+    // The most frequent methods, straight to their handlers: no variant of
+    // every method to build and tear down. A malformed one takes the
+    // general path below, which reports it.
+    if (!publish_.active) {
+        const uint32_t key = amqp::peek_method_key(payload);
+        const std::string_view args = payload.substr(4);
+        bool decoded = false;
+        Status st;
+        if (key == m::BasicAck::key) {
+            m::BasicAck a;
+            if ((decoded = amqp::decode_arguments(args, a) == amqp::DecodeError::none))
+                st = basic_ack(a.delivery_tag, a.multiple);
+        } else if (key == m::BasicPublish::key) {
+            m::BasicPublish p;
+            if ((decoded = amqp::decode_arguments(args, p) == amqp::DecodeError::none)) st = basic_publish(p);
+        }
+        if (decoded) {
+            if (st && st->method == 0) st->method = key;
+            return st;
+        }
+    }
     amqp::Method method;
     auto err = amqp::decode_method(payload, method);
     uint32_t key = amqp::peek_method_key(payload);
