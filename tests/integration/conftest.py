@@ -11,6 +11,7 @@ Every test runs under a wall-clock deadline (default 30 s, override with
 fail with a traceback instead of hanging the run.
 """
 
+import collections
 import contextlib
 import os
 import re
@@ -70,20 +71,29 @@ def temp_queue(ch, prefix="tmp"):
 # --------------------------------------------------------------------------
 # ports
 
+# Ports this process handed out lately: the kernel may give the same free
+# port to two bind(0) calls in a row, and a broker given one port twice (say
+# HTTP and Prometheus) fails to start with "Address already in use".
+_handed_out = collections.deque(maxlen=4096)
+
+
 def free_port():
-    """A TCP port free on both 127.0.0.1 and :: right now."""
-    for _ in range(50):
+    """A TCP port free on both 127.0.0.1 and :: right now, and not handed
+    out by an earlier call of this process."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s4:
             s4.bind(("127.0.0.1", 0))
             port = s4.getsockname()[1]
+            if port in _handed_out:
+                continue
             try:
                 with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
                     s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                     s6.bind(("::", port))
             except OSError as e:
-                if e.errno in (97, 99):      # no IPv6 on this machine
-                    return port
-                continue
+                if e.errno not in (97, 99):  # 97/99: no IPv6 on this machine, so it is free
+                    continue
+            _handed_out.append(port)
             return port
     raise RuntimeError("no free port found")
 
