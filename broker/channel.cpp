@@ -273,17 +273,8 @@ bool Channel::can_deliver(const Consumer& c) const {
 }
 
 void Channel::write_content(uint16_t class_id, const Message& msg) {
-    std::string& out = session_.output();
-    size_t header = amqp::begin_frame(out, amqp::kFrameHeader, id_);
-    amqp::encode_content_header(out, class_id, msg.body_size(), msg.properties());
-    amqp::end_frame(out, header);
-    std::string_view body = msg.body();
-    const size_t max_chunk = session_.frame_max() - amqp::kFrameOverhead;
-    while (!body.empty()) {
-        size_t n = std::min(body.size(), max_chunk);
-        amqp::write_frame(out, amqp::kFrameBody, id_, body.substr(0, n));
-        body.remove_prefix(n);
-    }
+    amqp::write_content(session_.output(), id_, class_id, msg.properties(), msg.body_size(), msg.body(),
+                        session_.frame_max() - amqp::kFrameOverhead);
 }
 
 void Channel::deliver(const ConsumerPtr& consumer_ptr, QueuedMessage qm) {

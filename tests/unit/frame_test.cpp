@@ -188,9 +188,10 @@ TEST(Frame, ArbitraryBytesNeverCrash) {
     }
 }
 
-// write_deliver() is the hot path's one-pass writer: its bytes must be those
-// of the generic writers, for every shape of delivery.
-TEST(Frame, WriteDeliverMatchesTheGenericWriters) {
+// write_deliver() and write_content() are the hot path's one-pass writers:
+// their bytes must be those of the generic writers, for every shape of
+// delivery.
+TEST(Frame, WriteDeliverAndWriteContentMatchTheGenericWriters) {
     const std::string long_name(300, 'n');  // cut at 255, as the generated encoder does
     const std::string props = [] {
         std::string p;
@@ -232,6 +233,12 @@ TEST(Frame, WriteDeliverMatchesTheGenericWriters) {
         }
         write_deliver(got, 3, d, c.properties, c.body.size(), c.body, c.chunk);
         EXPECT_EQ(got, expected) << "body " << c.body.size() << ", chunk " << c.chunk;
+        // The content alone (basic.get-ok's and basic.return's): the same
+        // bytes after the method frame.
+        std::string method = "prefix", content = "prefix";
+        write_method(method, 3, d);
+        write_content(content, 3, method::BasicDeliver::class_id, c.properties, c.body.size(), c.body, c.chunk);
+        EXPECT_EQ(content.substr(6), expected.substr(method.size())) << "content, body " << c.body.size();
     }
 }
 
