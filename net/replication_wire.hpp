@@ -18,6 +18,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -155,20 +156,9 @@ public:
         return s;
     }
 
-    // One frame in one sendmsg (the socket has TCP_NODELAY: separate sends
-    // of its head and parts would be separate segments, each waking the
-    // reader).
-    bool send_frame(uint8_t type, std::string_view a, std::string_view b = {}) {
-        std::string head;
-        storage::append_u32_be(head, static_cast<uint32_t>(1 + a.size() + b.size()));
-        head.push_back(static_cast<char>(type));
-        iovec parts[3] = {{head.data(), head.size()},
-                          {const_cast<char*>(a.data()), a.size()},
-                          {const_cast<char*>(b.data()), b.size()}};
-        return send_parts(parts, 3);
-    }
-
-    // Several frames in one sendmsg per IOV_MAX parts.
+    // Frames, each `type` then the bytes of `a` and `b`, in one sendmsg per
+    // IOV_MAX parts (the socket has TCP_NODELAY: separate sends of a head and
+    // its parts would be separate segments, each waking the reader).
     struct Frame {
         uint8_t type;
         std::string_view a, b;
@@ -179,10 +169,8 @@ public:
         parts.reserve(frames.size() * 3);
         for (size_t i = 0; i < frames.size(); ++i) {
             const Frame& f = frames[i];
-            const uint32_t n = static_cast<uint32_t>(1 + f.a.size() + f.b.size());
-            for (int k = 0; k < 4; ++k) heads[i][k] = static_cast<char>(n >> (24 - 8 * k));
-            heads[i][4] = static_cast<char>(f.type);
-            parts.push_back({heads[i].data(), 5});
+            put_head(heads[i], f.type, f.a.size() + f.b.size());
+            parts.push_back({heads[i].data(), heads[i].size()});
             parts.push_back({const_cast<char*>(f.a.data()), f.a.size()});
             parts.push_back({const_cast<char*>(f.b.data()), f.b.size()});
         }
@@ -191,21 +179,18 @@ public:
             if (!send_parts(parts.data() + at, std::min(kMaxParts, parts.size() - at))) return false;
         return true;
     }
-
-    // Reads one frame. False on EOF, error or timeout.
-    bool recv_frame(uint8_t& type, std::string& payload) {
-        char head[5];
-        if (!recv_all(head, 5)) return false;
-        uint32_t n = storage::read_u32_be(std::string_view(head, 4), 0);
-        if (n == 0 || n > kMaxFrame) return false;
-        type = static_cast<uint8_t>(head[4]);
-        payload.resize(n - 1);
-        return recv_all(payload.data(), n - 1);
+    bool send_frame(uint8_t type, std::string_view a, std::string_view b = {}) {
+        std::array<char, 5> head;
+        put_head(head, type, a.size() + b.size());
+        iovec parts[3] = {{head.data(), head.size()},
+                          {const_cast<char*>(a.data()), a.size()},
+                          {const_cast<char*>(b.data()), b.size()}};
+        return send_parts(parts, 3);
     }
 
-    // The same, its first `split` bytes (or fewer) into head and the rest
-    // into rest: a batch's position apart from its data, which can then be
-    // handed on without a copy.
+    // Reads one frame, its first `split` bytes (or fewer) into `head` and
+    // the rest into `rest` (a batch's position apart from its data, which can
+    // then be handed on without a copy). False on EOF, error or timeout.
     bool recv_frame(uint8_t& type, std::string& head, std::string& rest, size_t split) {
         char h[5];
         if (!recv_all(h, 5)) return false;
@@ -216,6 +201,11 @@ public:
         head.resize(first);
         rest.resize(n - 1 - first);
         return recv_all(head.data(), first) && recv_all(rest.data(), rest.size());
+    }
+    // The whole payload in one string.
+    bool recv_frame(uint8_t& type, std::string& payload) {
+        std::string none;
+        return recv_frame(type, payload, none, SIZE_MAX);
     }
 
     // Bytes received and not yet read (buffered here or in the socket).
@@ -262,40 +252,35 @@ private:
         }
         return true;
     }
+    // u32 length (type and payload), then the type.
+    static void put_head(std::array<char, 5>& h, uint8_t type, size_t payload) {
+        const uint32_t n = static_cast<uint32_t>(1 + payload);
+        for (int k = 0; k < 4; ++k) h[k] = static_cast<char>(n >> (24 - 8 * k));
+        h[4] = static_cast<char>(type);
+    }
     // Small reads (frame heads, acks, heartbeats) come from a buffer filled
     // a socket read at a time; a large payload is read straight into place.
     bool recv_all(char* p, size_t n) {
-        const size_t buffered = std::min(n, rbuf_.size() - rpos_);
-        std::memcpy(p, rbuf_.data() + rpos_, buffered);
-        rpos_ += buffered;
-        p += buffered;
-        n -= buffered;
-        if (rpos_ == rbuf_.size()) {
-            rbuf_.clear();
-            rpos_ = 0;
-        }
-        if (n >= kReadBuffer) return recv_direct(p, n);
         while (n > 0) {
-            rbuf_.resize(kReadBuffer);
-            ssize_t r = ::recv(fd_, rbuf_.data(), kReadBuffer, 0);
-            if (r < 0 && errno == EINTR) {
-                rbuf_.clear();
+            if (rpos_ < rbuf_.size()) {
+                const size_t k = std::min(n, rbuf_.size() - rpos_);
+                std::memcpy(p, rbuf_.data() + rpos_, k);
+                rpos_ += k;
+                p += k;
+                n -= k;
                 continue;
             }
-            if (r <= 0) {
+            rbuf_.clear();
+            rpos_ = 0;
+            if (n >= kReadBuffer) return recv_direct(p, n);
+            rbuf_.resize(kReadBuffer);
+            ssize_t r = ::recv(fd_, rbuf_.data(), kReadBuffer, 0);
+            if (r < 0 && errno == EINTR) r = 0;
+            else if (r <= 0) {
                 rbuf_.clear();
                 return false;
             }
             rbuf_.resize(static_cast<size_t>(r));
-            const size_t k = std::min(n, rbuf_.size());
-            std::memcpy(p, rbuf_.data(), k);
-            p += k;
-            n -= k;
-            rpos_ = k;
-            if (rpos_ == rbuf_.size()) {
-                rbuf_.clear();
-                rpos_ = 0;
-            }
         }
         return true;
     }
