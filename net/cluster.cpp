@@ -289,12 +289,18 @@ struct ClusterNode::Impl {
     bool read_isr(Isr& out) {
         std::vector<EtcdKV> kv;
         if (!etcd.range(key("isr"), "", kv)) return false;
-        out = Isr{};
+        out = isr_of(kv);
+        return true;
+    }
+
+    // The ISR in a range's answer for its key (none: empty, revision 0).
+    static Isr isr_of(const std::vector<EtcdKV>& kv) {
+        Isr out;
         if (!kv.empty()) {
             out.members = parse_isr(kv[0].value);
             out.revision = kv[0].mod_revision;
         }
-        return true;
+        return out;
     }
 
     static std::string isr_json(const std::set<std::string>& members) {
@@ -377,13 +383,7 @@ struct ClusterNode::Impl {
             ambiguous.push_back({isr.revision, std::move(proposed)});  // it may yet apply
             return false;
         }
-        const std::vector<EtcdKV>* now = got.empty() ? nullptr : &got.back();
-        Isr seen;
-        if (now && !now->empty()) {
-            seen.members = parse_isr((*now)[0].value);
-            seen.revision = (*now)[0].mod_revision;
-        }
-        saw_isr(seen);
+        saw_isr(got.empty() ? Isr{} : isr_of(got.back()));
         return ok;
     }
 
@@ -731,7 +731,9 @@ std::string ClusterNode::lead(Store& store, uint64_t epoch, std::function<void(c
     d.replication = std::make_unique<ReplicationLeader>(store, ro);
     if (!d.read_isr(d.isr)) return "reading the ISR: " + d.etcd.error();
     d.ambiguous.clear();
-    d.replication->set_in_sync(d.waiting_set());  // not itself: its own writes are synced before they are shipped
+    // Not itself: its own commit callbacks are held for the replicas only
+    // after its own sync.
+    d.replication->set_in_sync(d.waiting_set());
     std::string err = d.replication->start();
     if (!err.empty()) return err;
     d.etcd.put(d.key("nodes/" + d.me.node), address_json(d.me, "leader"), d.lease);
