@@ -117,11 +117,9 @@ void Session::on_alarm(bool active, const std::string& reason) {
 }
 
 void Session::note_publish() {
-    if (!published_ && blocked_ && !blocked_sent_) {
-        published_ = true;
-        on_alarm(true, broker_.alarm_reason());  // its first publish, during an alarm
-    }
+    const bool first = !published_;
     published_ = true;
+    if (first && blocked_ && !blocked_sent_) on_alarm(true, broker_.alarm_reason());  // its first publish, during an alarm
     if (!store_paused_ && broker_.durability().backlogged()) {
         store_paused_ = true;
         broker_.pause_for_store(this);
