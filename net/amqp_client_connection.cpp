@@ -11,6 +11,7 @@
 #include <cstring>
 #include <utility>
 
+#include "net/amqp/delivery.hpp"
 #include "net/amqp/properties.hpp"
 #include "net/amqp/wire.hpp"
 
@@ -335,12 +336,8 @@ void AmqpClientConnection::publish(std::string_view exchange, std::string_view r
     p.exchange = exchange;
     p.routing_key = routing_key;
     amqp::write_method(s.out, 1, p);
-    const size_t start = amqp::begin_frame(s.out, amqp::kFrameHeader, 1);
-    amqp::encode_content_header(s.out, 60, body.size(), properties);
-    amqp::end_frame(s.out, start);
-    const size_t chunk = s.frame_max - amqp::kFrameOverhead;
-    for (size_t off = 0; off < body.size(); off += chunk)
-        amqp::write_frame(s.out, amqp::kFrameBody, 1, body.substr(off, chunk));
+    amqp::write_content(s.out, 1, m::BasicPublish::class_id, properties, body.size(), body,
+                        s.frame_max - amqp::kFrameOverhead);
     schedule_flush();
 }
 
