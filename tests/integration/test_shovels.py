@@ -325,8 +325,15 @@ def test_rabbitmq_restart_mid_transfer(rabbit, fresh_broker, how):
     rabbit.start()
     rc = rabbit.pika()
     wait_for(lambda: (shovel_status(api, "rr") or {}).get("state") == "running", 30, what="the shovel to reconnect")
-    wait_for(lambda: sluice_length(api, src) == 0 and queue_length(rc, dest) >= N, 180, interval=0.2,
-             what="the rest to move after RabbitMQ's restart")
+    try:
+        wait_for(lambda: sluice_length(api, src) == 0 and queue_length(rc, dest) >= N, 180, interval=0.2,
+                 what="the rest to move after RabbitMQ's restart")
+    except AssertionError as e:  # what each side holds, for the diagnosis (seen twice under ASan in CI)
+        source = api.ok("GET", "/api/queues/%2F/" + q(src))
+        raise AssertionError("%s: Sluice's source holds %s ready, %s unacked, %s consumers; RabbitMQ's destination "
+                             "%d; the shovel: %r" % (e, source.get("messages_ready"), source.get("messages_unacknowledged"),
+                                                     source.get("consumers"), queue_length(rc, dest),
+                                                     shovel_status(api, "rr"))) from e
     assert api.delete("/api/parameters/shovel/%2F/rr").status == 204
     got = drain(rc, dest)
     print("RabbitMQ %s with %d messages still in Sluice; the shovel was terminated with %r, then reconnected"
