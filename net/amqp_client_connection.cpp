@@ -189,7 +189,17 @@ void connection_method(const Conn& self, AmqpClientConnection::Impl& s, std::str
         return fail(s, "closed");
     case m::ConnectionSecure::key:
         return fail(s, "the broker asked for connection.secure (only PLAIN is supported)");
-    default:  // blocked / unblocked: publishing waits on the socket anyway
+    case m::ConnectionBlocked::key: {
+        // Publishing waits on the socket anyway; the observer says so.
+        m::ConnectionBlocked b;
+        amqp::decode_arguments(args, b);
+        if (s.observer) s.observer->blocked(true, b.reason);
+        break;
+    }
+    case m::ConnectionUnblocked::key:
+        if (s.observer) s.observer->blocked(false, {});
+        break;
+    default:
         break;
     }
 }

@@ -57,6 +57,9 @@ public:
         virtual void channel_method(uint32_t key, std::string_view args) = 0;
         virtual void delivery(ClientDelivery&& d) = 0;
         virtual void closed(const std::string& reason) = 0;
+        // connection.blocked (a resource alarm at the broker: it stops
+        // reading from publishers) and connection.unblocked.
+        virtual void blocked(bool /*on*/, std::string_view /*reason*/) {}
     };
 
     static std::shared_ptr<AmqpClientConnection> create(boost::asio::io_context& io, ClientEndpoint endpoint,

@@ -76,7 +76,7 @@ json::object shovel_status_json(State& s, const ShovelStatus& st) {
     }
     if (st.state != "running" || !st.definition) return o;
     const ShovelDefinition& d = *st.definition;
-    o["blocked_status"] = "running";
+    o["blocked_status"] = st.blocked_status;
     o["src_uri"] = utf8(st.src_uri);
     o["src_protocol"] = "amqp091";
     o["dest_protocol"] = "amqp091";

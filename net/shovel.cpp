@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <algorithm>
 #include <ctime>
+#include <iostream>
 #include <tuple>
 
 #include "net/amqp/properties.hpp"
@@ -213,6 +214,10 @@ struct Shovel::Link final : AmqpClientConnection::Observer {
         if (source && step == Step::running) shovel.forward(std::move(d));
     }
 
+    void blocked(bool on, std::string_view reason) override {
+        if (!source) shovel.link_blocked(on, reason);
+    }
+
     void closed(const std::string& reason) override {
         conn.reset();
         shovel.link_failed(std::string(source ? "source: " : "destination: ") + reason);
@@ -232,6 +237,10 @@ Shovel::Shovel(asio::io_context& io, const LocalBroker& local, std::string vhost
 Shovel::~Shovel() { stop(); }
 
 void Shovel::set_state(std::string state, std::string reason) {
+    if (state != "starting" && (state != status_.state || reason != status_.reason))
+        std::cerr << "sluiced: shovel '" << status_.name << "' in vhost '" << status_.vhost << "': " << state
+                  << (reason.empty() ? "" : ": ") << reason << std::endl;
+    status_.blocked_status = "running";
     status_.state = std::move(state);
     status_.reason = std::move(reason);
     status_.timestamp = local_time_now();
@@ -315,6 +324,15 @@ void Shovel::link_failed(const std::string& reason) {
     retry_->t.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
         if (!ec && !self->stopped_) self->connect();
     });
+}
+
+void Shovel::link_blocked(bool on, std::string_view reason) {
+    const char* now = on ? "blocked" : "running";
+    if (status_.blocked_status == now) return;
+    status_.blocked_status = now;
+    std::cerr << "sluiced: shovel '" << status_.name << "' in vhost '" << status_.vhost << "': the destination "
+              << (on ? "blocks publishing (" + std::string(reason) + ")" : std::string("unblocked publishing"))
+              << std::endl;
 }
 
 std::string Shovel::publish_properties(const std::string& raw) const {

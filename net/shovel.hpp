@@ -18,7 +18,10 @@
 //     shovel completes and its parameter is cleared, as RabbitMQ's does;
 //   - a failure of either link ends both (the source requeues what was in
 //     flight); the shovel is "terminated" with the reason and starts again
-//     after reconnect-delay seconds (never, if 0).
+//     after reconnect-delay seconds (never, if 0);
+//   - a destination that blocks publishers (connection.blocked: a resource
+//     alarm there) shows as blocked_status "blocked" until it unblocks.
+// Each change of state, and of blocked_status, is a line on stderr.
 //
 // Lifetime: shared_ptr (timers hold it); stop() before letting it go.
 // Thread-safety: the io_context's thread (the broker thread).
@@ -42,6 +45,7 @@ struct ShovelStatus {
     std::string state = "starting";  // starting, running, terminated
     std::string reason;              // terminated: why
     std::string timestamp;           // of the last change of state, "YYYY-MM-DD HH:MM:SS" (local time)
+    std::string blocked_status = "running";  // running; blocked: the destination sent connection.blocked
     std::string src_uri, dest_uri;   // the URIs in use (without passwords)
     const ShovelDefinition* definition = nullptr;  // null: the value did not parse
     uint64_t forwarded = 0;          // messages published to the destination since the shovel started
@@ -77,6 +81,7 @@ private:
     void connect();
     void link_ready();
     void link_failed(const std::string& reason);
+    void link_blocked(bool on, std::string_view reason);
     void forward(ClientDelivery&& d);
     void settle(uint64_t seq, bool multiple, bool nack);
     void ack_source(std::vector<uint64_t>& tags);

@@ -87,9 +87,27 @@ class RabbitMQ:
             self.proc.wait()
         wait_for(lambda: not amqp_answers("127.0.0.1", self.port), 30, interval=0.1, what=what)
 
-    def log_tail(self):
+    def ctl(self, *args):
+        """rabbitmqctl against this node; its stdout (stderr too if it failed)."""
+        r = subprocess.run(["rabbitmqctl", "-n", self.node, "-q"] + list(args), env=self.env(), capture_output=True,
+                           text=True, timeout=60)
+        return r.stdout if r.returncode == 0 else "%s(rabbitmqctl %s: exit %d: %s)" % (
+            r.stdout, " ".join(args), r.returncode, r.stderr.strip())
+
+    def state(self):
+        """What RabbitMQ says of its connections, channels and queues, and
+        its alarms: for a failure message."""
+        return "\n".join([
+            "connections:\n" + self.ctl("list_connections", "name", "state", "send_pend", "recv_cnt", "send_cnt"),
+            "channels:\n" + self.ctl("list_channels", "name", "confirm", "messages_unconfirmed",
+                                      "messages_unacknowledged"),
+            "queues:\n" + self.ctl("list_queues", "name", "state", "messages_ready", "messages_unacknowledged"),
+            "alarms:\n" + self.ctl("eval", "rabbit_alarm:get_alarms()."),
+            "log tail:\n" + self.log_tail(os.path.join("log", self.node + ".log"))[-2500:]])
+
+    def log_tail(self, name="out.log"):
         try:
-            with open(os.path.join(self.dir, "out.log"), "rb") as f:
+            with open(os.path.join(self.dir, name), "rb") as f:
                 return f.read()[-4000:].decode("utf-8", "replace")
         except OSError:
             return "(no log)"
@@ -331,15 +349,57 @@ def test_rabbitmq_restart_mid_transfer(rabbit, fresh_broker, how):
     except AssertionError as e:  # what each side holds, for the diagnosis (seen twice under ASan in CI)
         source = api.ok("GET", "/api/queues/%2F/" + q(src))
         raise AssertionError("%s: Sluice's source holds %s ready, %s unacked, %s consumers; RabbitMQ's destination "
-                             "%d; the shovel: %r" % (e, source.get("messages_ready"), source.get("messages_unacknowledged"),
-                                                     source.get("consumers"), queue_length(rc, dest),
-                                                     shovel_status(api, "rr"))) from e
+                             "%d; the shovel: %r; RabbitMQ:\n%s"
+                             % (e, source.get("messages_ready"), source.get("messages_unacknowledged"),
+                                source.get("consumers"), queue_length(rc, dest), shovel_status(api, "rr"),
+                                rabbit.state())) from e
     assert api.delete("/api/parameters/shovel/%2F/rr").status == 204
     got = drain(rc, dest)
     print("RabbitMQ %s with %d messages still in Sluice; the shovel was terminated with %r, then reconnected"
           % (how, left, reason))
     check_all_arrived(got, N, what="Sluice -> RabbitMQ across a RabbitMQ %s and restart" % how)
     rc.close()
+
+
+@pytest.mark.deadline(240)
+def test_a_destination_that_blocks_publishers(rabbit, fresh_broker):
+    """RabbitMQ raises a disk alarm and blocks publishers: the shovel shows
+    blocked_status "blocked" (and logs it) while nothing moves, and carries
+    on once the alarm clears, losing nothing."""
+    api = api_for(fresh_broker)
+    src, dest = unique("bl-src"), unique("bl-dest")
+    put_shovel(api, "bl", {"src-uri": "amqp://", "src-queue": src, "dest-uri": rabbit.uri(), "dest-queue": dest,
+                           "src-prefetch-count": 50})
+    wait_for(lambda: (shovel_status(api, "bl") or {}).get("state") == "running", 30, what="the shovel to run")
+    sc = fresh_broker.pika()
+    publish(sc, src, 100)
+    rc = rabbit.pika()
+    wait_for(lambda: queue_length(rc, dest) == 100, 30, interval=0.05, what="the first 100 to move")
+    rc.close()
+    assert shovel_status(api, "bl")["blocked_status"] == "running"
+    out = rabbit.ctl("set_disk_free_limit", "100000GB")
+    assert "exit" not in out, out
+    try:
+        publish(sc, src, 1000, start=100)
+        st = wait_for(lambda: (lambda s: s if s.get("blocked_status") == "blocked" else None)(
+            shovel_status(api, "bl") or {}), 30, what="the shovel to report the destination blocked")
+        assert st["state"] == "running"
+        # Blocked: what was delivered stays unacked at the source, the rest ready.
+        wait_for(lambda: api.ok("GET", "/api/queues/%2F/" + q(src))["messages_unacknowledged"] > 0, 10,
+                 what="deliveries waiting on the blocked destination")
+        assert sluice_length(api, src) > 0
+        wait_for(lambda: "the destination blocks publishing" in fresh_broker.log_tail(), 10,
+                 what="the log line")
+    finally:
+        rabbit.ctl("set_disk_free_limit", "50MB")
+    wait_for(lambda: sluice_length(api, src) == 0, 60, interval=0.1, what="the rest to move after the alarm")
+    assert shovel_status(api, "bl")["blocked_status"] == "running"
+    assert api.delete("/api/parameters/shovel/%2F/bl").status == 204
+    rc = rabbit.pika()
+    got = drain(rc, dest)
+    rc.close()
+    sc.close()
+    check_all_arrived(got, 1100, what="Sluice -> RabbitMQ across a disk alarm at RabbitMQ")
 
 
 # --------------------------------------------------------------------------
