@@ -156,9 +156,9 @@ size_t Queue::seal_runs(storage::SpillFile& spill, bool all) {
             open_left = true;
             continue;
         }
-        it->extent = spill.append({it->pending});
-        it->written = true;
         sealed += it->pending.size();
+        it->extent = spill.append(std::move(it->pending));  // the file writes these very bytes
+        it->written = true;
         std::string().swap(it->pending);
     }
     spill_registered_ = open_left;

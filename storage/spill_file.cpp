@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,16 +18,32 @@ namespace {
 // buffer stays small however much one turn spills.
 constexpr size_t kFlushAt = 1u << 20;
 
-bool write_all(int fd, const char* data, size_t n, uint64_t offset) {
-    while (n > 0) {
-        ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(offset));
+// Writes the strings one after another from `offset` on: pwritev, at most
+// IOV_MAX of them per call, resumed after a short write.
+bool write_all(int fd, const std::vector<std::string>& parts, uint64_t offset) {
+    size_t i = 0, skip = 0;  // the next part, and how much of it is written
+    while (i < parts.size()) {
+        iovec iov[64];
+        int n = 0;
+        for (size_t j = i; j < parts.size() && n < 64; ++j) {
+            const size_t from = j == i ? skip : 0;
+            iov[n].iov_base = const_cast<char*>(parts[j].data() + from);
+            iov[n].iov_len = parts[j].size() - from;
+            ++n;
+        }
+        ssize_t w = ::pwritev(fd, iov, n, static_cast<off_t>(offset));
         if (w < 0) {
             if (errno == EINTR) continue;
             return false;
         }
-        data += w;
-        n -= static_cast<size_t>(w);
         offset += static_cast<uint64_t>(w);
+        size_t left = static_cast<size_t>(w);
+        while (i < parts.size() && left >= parts[i].size() - skip) {
+            left -= parts[i].size() - skip;
+            skip = 0;
+            ++i;
+        }
+        skip += left;
     }
     return true;
 }
@@ -82,8 +99,16 @@ void SpillFile::retire(uint32_t id, Segment& s) {
 }
 
 SpillExtent SpillFile::append(std::initializer_list<std::string_view> parts) {
-    uint64_t n = 0;
+    std::string bytes;
+    size_t n = 0;
     for (auto p : parts) n += p.size();
+    bytes.reserve(n);
+    for (auto p : parts) bytes.append(p);
+    return append(std::move(bytes));
+}
+
+SpillExtent SpillFile::append(std::string&& bytes) {
+    const uint64_t n = bytes.size();
     Segment* cur = have_current_ ? &segments_[current_] : nullptr;
     if (cur && cur->size > 0 && cur->size + n > segment_bytes_) {
         // The current segment is full: write it out and start the next one.
@@ -105,26 +130,29 @@ SpillExtent SpillFile::append(std::initializer_list<std::string_view> parts) {
     }
     if (buffer_.empty()) buffer_offset_ = cur->size;
     SpillExtent e{current_, static_cast<uint32_t>(n), cur->size};
-    for (auto p : parts) buffer_.append(p);
+    if (n > 0) {
+        buffer_.push_back(std::move(bytes));
+        buffered_ += n;
+    }
     cur->size += n;
     cur->live += n;
     stats_.bytes_appended += n;
     stats_.live_bytes += n;
-    if (buffer_.size() >= kFlushAt) flush();
+    if (buffered_ >= kFlushAt) flush();
     return e;
 }
 
 bool SpillFile::flush() {
     if (buffer_.empty() || !have_current_) return true;
     Segment& cur = segments_[current_];
-    if (cur.fd < 0 || !write_all(cur.fd, buffer_.data(), buffer_.size(), buffer_offset_)) {
+    if (cur.fd < 0 || !write_all(cur.fd, buffer_, buffer_offset_)) {
         ++stats_.errors;
         return false;  // the bytes stay readable from the buffer
     }
     ++stats_.writes;
-    cur.flushed = buffer_offset_ + buffer_.size();
+    cur.flushed = buffer_offset_ + buffered_;
     buffer_.clear();
-    if (buffer_.capacity() > 4 * kFlushAt) std::string().swap(buffer_);
+    buffered_ = 0;
     return true;
 }
 
@@ -139,9 +167,18 @@ bool SpillFile::read(const SpillExtent& e, std::string& out) {
 bool SpillFile::locate(const SpillExtent& e, std::string& out, int& fd) const {
     out.clear();
     fd = -1;
+    if (e.length == 0) return true;
     if (e.segment == current_ && have_current_ && !buffer_.empty() && e.offset >= buffer_offset_) {
-        out.assign(buffer_, static_cast<size_t>(e.offset - buffer_offset_), e.length);
-        return true;
+        // In memory: an extent is one append, so one string holds it whole.
+        uint64_t at = buffer_offset_;
+        for (const std::string& b : buffer_) {
+            if (e.offset < at + b.size()) {
+                out.assign(b, static_cast<size_t>(e.offset - at), e.length);
+                return true;
+            }
+            at += b.size();
+        }
+        return false;
     }
     auto it = segments_.find(e.segment);
     if (it != segments_.end()) fd = it->second.fd;
@@ -197,6 +234,7 @@ void SpillFile::release(const SpillExtent& e) {
     // Everything in the current segment is consumed: start it over, and
     // give its pages back (a truncated page is never written back).
     buffer_.clear();
+    buffered_ = 0;
     buffer_offset_ = 0;
     if (s.flushed > 0 && s.fd >= 0 && ::ftruncate(s.fd, 0) != 0) ++stats_.errors;
     s.size = s.flushed = 0;

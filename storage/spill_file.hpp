@@ -28,6 +28,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sluice::storage {
 
@@ -56,8 +57,11 @@ public:
     ~SpillFile();
 
     // Appends the concatenation of `parts`; the bytes are readable at once
-    // (from the buffer until flush()).
+    // (from memory until flush()).
     SpillExtent append(std::initializer_list<std::string_view> parts);
+    // Appends `bytes`, keeping the string itself until flush() writes it (no
+    // copy: a queue's sealed run goes to the file from its own buffer).
+    SpillExtent append(std::string&& bytes);
     // Writes the buffered bytes to their segments (one write per segment).
     // False on an I/O error (the bytes stay readable from memory).
     bool flush();
@@ -77,7 +81,7 @@ public:
     // The extent's bytes are no longer needed.
     void release(const SpillExtent& extent);
 
-    size_t buffered_bytes() const { return buffer_.size(); }
+    size_t buffered_bytes() const { return buffered_; }
     SpillStats stats() const;
 
 private:
@@ -98,9 +102,11 @@ private:
     uint32_t current_ = 0;
     bool have_current_ = false;
     // Bytes appended to the current segment from offset buffer_offset_ on,
-    // not yet written.
-    std::string buffer_;
+    // not yet written: the appended strings, in order (flush() writes them
+    // with one pwritev).
+    std::vector<std::string> buffer_;
     uint64_t buffer_offset_ = 0;
+    size_t buffered_ = 0;  // their total size
     SpillStats stats_;
 };
 

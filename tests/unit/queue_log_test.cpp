@@ -147,5 +147,41 @@ TEST(SpillFileTest, ExtentsReadBackFromBufferAndFileAndSegmentsGoWhenDrained) {
     fs::remove_all(dir);
 }
 
+TEST(SpillFileTest, MovedInStringsAreWrittenInOrderAndReadBackWhole) {
+    std::string tmpl = (fs::temp_directory_path() / "sluice-spill-XXXXXX").string();
+    std::string dir = mkdtemp(tmpl.data());
+    {
+        std::string error;
+        auto spill = storage::SpillFile::open(dir, error);
+        ASSERT_TRUE(spill) << error;
+        // 200 strings of different sizes stay buffered (under the 1 MiB that
+        // forces a write): one flush writes them with several pwritev calls
+        // of at most 64 parts each.
+        std::vector<storage::SpillExtent> extents;
+        std::vector<std::string> want;
+        for (int i = 0; i < 200; ++i) {
+            std::string bytes(100 + 37 * i, static_cast<char>('A' + i % 26));
+            bytes += std::to_string(i);
+            want.push_back(bytes);
+            extents.push_back(spill->append(std::move(bytes)));
+        }
+        EXPECT_EQ(extents[1].offset, extents[0].offset + extents[0].length);
+        std::string out;
+        for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_TRUE(spill->read(extents[i], out));  // from memory
+            ASSERT_EQ(out, want[i]) << i;
+        }
+        ASSERT_TRUE(spill->flush());
+        EXPECT_EQ(spill->buffered_bytes(), 0u);
+        EXPECT_EQ(spill->stats().writes, 1u);
+        for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_TRUE(spill->read(extents[i], out));  // from the file
+            ASSERT_EQ(out, want[i]) << i;
+        }
+        EXPECT_EQ(spill->stats().disk_bytes, extents.back().offset + extents.back().length);
+    }
+    fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace sluice::test
