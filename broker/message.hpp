@@ -58,6 +58,12 @@ public:
     // Durable bookkeeping (broker thread only): the id of its shared stored
     // body (0 = each stored entry holds the message inline).
     mutable uint64_t body_id = 0;
+    // Paging (broker thread only): routed to more than one queue, a message
+    // goes to the spill file once, the first time a queue pages it out;
+    // other queues that page it out refer to those bytes (Queue::page_out).
+    mutable bool spill_shared = false;
+    mutable uint32_t spill_segment = 0, spill_length = 0;  // length 0: not spilled
+    mutable uint64_t spill_offset = 0;
 
 private:
     size_t body_offset() const { return size_t{exchange_len_} + routing_key_len_ + properties_len_; }

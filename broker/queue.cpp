@@ -109,6 +109,14 @@ void Queue::append_stored_run(uint64_t seq) {
     ++paged_count_;
 }
 
+namespace {
+// A run gathers page-outs across turns until it holds this much: it is read
+// back whole (so this bounds what one read brings into memory), and a
+// private run's bytes wait in memory until it is sealed. Runs of a few
+// messages each would cost more memory than they save.
+constexpr size_t kRunBytes = 128u << 10;
+}  // namespace
+
 void Queue::page_out(QueuedMessage qm) {
     Durability& durability = vhost_.broker().durability();
     if (qm.stored) {
@@ -117,12 +125,10 @@ void Queue::page_out(QueuedMessage qm) {
         append_stored_run(qm.seq);
         return;
     }
+    if (qm.message->spill_shared && page_out_shared(qm)) return;
     ++paged_count_;
-    // A run gathers page-outs across turns until it holds this much (it is
-    // read back whole, and its bytes wait in memory until it is sealed):
-    // runs of a few messages each would cost more memory than they save.
-    constexpr size_t kRunBytes = 128u << 10;
-    if (runs_.empty() || !runs_.back().spilled || runs_.back().written || runs_.back().pending.size() >= kRunBytes) {
+    if (runs_.empty() || !runs_.back().spilled || runs_.back().shared || runs_.back().written ||
+        runs_.back().pending.size() >= kRunBytes) {
         runs_.emplace_back();
         runs_.back().spilled = true;
         runs_.back().next_seq = qm.seq;
@@ -143,6 +149,41 @@ void Queue::page_out(QueuedMessage qm) {
     }
 }
 
+bool Queue::page_out_shared(const QueuedMessage& qm) {
+    storage::SpillFile* spill = vhost_.broker().durability().spill();
+    if (!spill || qm.expires_ms != 0) return false;
+    const Message& m = *qm.message;
+    storage::SpillExtent e{m.spill_segment, m.spill_length, m.spill_offset};
+    if (e.length == 0 || !spill->retain(e)) {
+        // The first queue to page it out (or every earlier copy is gone):
+        // its record goes to the file, for the queues after this one too.
+        size_t start = 0;
+        std::string& buffer = spill->begin_append(start);
+        Durability::encode_spill_record(buffer, QueuedMessage{qm.message, 0});  // seq and expiry: the run's
+        e = spill->end_append(buffer, start);
+        m.spill_segment = e.segment;
+        m.spill_length = e.length;
+        m.spill_offset = e.offset;
+    }
+    ++paged_count_;
+    if (!runs_.empty()) {
+        PagedRun& back = runs_.back();
+        if (back.shared && !back.written && back.last_seq + 1 == qm.seq && back.extent.segment == e.segment &&
+            back.extent.offset + back.extent.length == e.offset && back.extent.length < kRunBytes) {
+            back.extent.length += e.length;
+            back.last_seq = qm.seq;
+            ++back.count;
+            return true;
+        }
+    }
+    PagedRun& run = runs_.emplace_back();
+    run.spilled = run.shared = true;
+    run.next_seq = run.last_seq = qm.seq;
+    run.count = 1;
+    run.extent = e;
+    return true;
+}
+
 size_t Queue::seal_runs(storage::SpillFile& spill, bool all) {
     // Every run not yet written sits behind the last written one (stored
     // runs may be between them). The one at the back may still grow: it
@@ -150,7 +191,7 @@ size_t Queue::seal_runs(storage::SpillFile& spill, bool all) {
     size_t sealed = 0;
     bool open_left = false;
     for (auto it = runs_.rbegin(); it != runs_.rend(); ++it) {
-        if (!it->spilled) continue;
+        if (!it->spilled || it->shared) continue;
         if (it->written) break;
         if (!all && it == runs_.rbegin()) {
             open_left = true;
@@ -168,7 +209,7 @@ size_t Queue::seal_runs(storage::SpillFile& spill, bool all) {
 bool Queue::start_read(size_t max_count) {
     Durability& durability = vhost_.broker().durability();
     PagedRun& run = runs_.front();
-    if (run.spilled && !run.written) {
+    if (run.spilled && !run.shared && !run.written) {
         // Not sealed yet: the run's bytes are here, no disk to wait for.
         const uint32_t now_s = vhost_.broker().now_s();
         Durability::decode_spill_run(run.pending, [&](uint64_t seq, MessagePtr m, uint64_t expires_ms) {
@@ -192,6 +233,7 @@ bool Queue::start_read(size_t max_count) {
         };
     };
     if (run.spilled) {
+        run.written = true;  // a shared run takes no more messages once its read starts
         const storage::SpillExtent extent = run.extent;
         read_ = durability.read_spill_off_thread(extent, done([extent, &durability] {
             if (durability.spill()) durability.spill()->release(extent);  // the read no longer uses its file
@@ -227,7 +269,13 @@ void Queue::finish_read(PagedRead& r) {
                     name_.c_str(), run.count);
             r.entries.clear();
         }
+        if (run.shared && r.entries.size() != run.count && r.ok) {
+            fprintf(stderr, "sluiced: spill: queue '%s': %zu shared paged messages read back, %zu expected\n",
+                    name_.c_str(), r.entries.size(), run.count);
+        }
+        uint64_t seq = run.next_seq;
         for (auto& e : r.entries) {
+            if (run.shared) e.seq = seq++;  // the records are the messages; their places are the run's
             add_memory(e.message->body_size());
             insert_ready(QueuedMessage{std::move(e.message), e.seq, false, false, now_s, 0, e.expires_ms});
         }
@@ -269,7 +317,7 @@ void Queue::drop_runs() {
         // A run being read keeps its extent until the read is back (its
         // segment's file is in use): the read's callback releases it.
         if (read_ && &run == &runs_.front()) continue;
-        if (run.written && durability.spill()) durability.spill()->release(run.extent);
+        if ((run.written || run.shared) && durability.spill()) durability.spill()->release(run.extent);
         else durability.sub_spill_pending(run.pending.size());
     }
     read_.reset();

@@ -232,15 +232,27 @@ private:
     // log (storage/queue_log.hpp: readable at once, from memory until their
     // batch is synced); spilled runs are one extent of the spill file, or —
     // until the run is sealed (Queue::seal_runs) — the bytes in `pending`.
+    //
+    // A shared run (spilled and shared) refers to messages that several
+    // queues paged out: one copy of each in the spill file, written by the
+    // first queue that paged it out. Its messages are consecutive both in
+    // this queue (seqs next_seq…last_seq, no expiry) and in the spill file
+    // (`extent` covers their records back to back), so it costs no memory
+    // per message and is read back in one read; `written` closes it (no
+    // more messages join it once its read starts).
     struct PagedRun {
         uint64_t next_seq = 0;    // stored: the first seq not read back yet
         uint64_t last_seq = 0;
         size_t count = 0;         // messages not read back yet
         bool spilled = false;
+        bool shared = false;
         bool written = false;     // spilled: `extent` holds the bytes
         storage::SpillExtent extent;
         std::string pending;
     };
+    // Pages out a message that other queues hold too (PagedRun::shared);
+    // false if it cannot be (it has an expiry).
+    bool page_out_shared(const QueuedMessage& qm);
     // Whether this message can leave memory: a stored one always can (it
     // is in the queue's log), a transient one needs the spill file.
     bool can_page_out(const QueuedMessage& qm) const;

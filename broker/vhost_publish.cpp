@@ -119,6 +119,7 @@ PublishResult VHost::publish_routed(const Exchange& exchange, const MessagePtr& 
                 publish_entries_.push_back(e);
             }
         }
+        msg->spill_shared = publish_targets_.size() > 1;
         durability.store_message(msg, publish_entries_);
         result.stored = result.stored || !publish_entries_.empty();
         durable_copy = !publish_entries_.empty() || stream_copies > 0;

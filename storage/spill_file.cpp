@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 
 namespace sluice::storage {
@@ -98,17 +99,7 @@ void SpillFile::retire(uint32_t id, Segment& s) {
     segments_.erase(id);
 }
 
-SpillExtent SpillFile::append(std::initializer_list<std::string_view> parts) {
-    std::string bytes;
-    size_t n = 0;
-    for (auto p : parts) n += p.size();
-    bytes.reserve(n);
-    for (auto p : parts) bytes.append(p);
-    return append(std::move(bytes));
-}
-
-SpillExtent SpillFile::append(std::string&& bytes) {
-    const uint64_t n = bytes.size();
+SpillFile::Segment& SpillFile::current_for(uint64_t n) {
     Segment* cur = have_current_ ? &segments_[current_] : nullptr;
     if (cur && cur->size > 0 && cur->size + n > segment_bytes_) {
         // The current segment is full: write it out and start the next one.
@@ -129,17 +120,67 @@ SpillExtent SpillFile::append(std::string&& bytes) {
         have_current_ = true;
     }
     if (buffer_.empty()) buffer_offset_ = cur->size;
-    SpillExtent e{current_, static_cast<uint32_t>(n), cur->size};
-    if (n > 0) {
-        buffer_.push_back(std::move(bytes));
-        buffered_ += n;
+    return *cur;
+}
+
+std::string& SpillFile::open_chunk(size_t n) {
+    // In-place appends share chunks of this size (one allocation each, not
+    // one per message).
+    constexpr size_t kChunk = 256u << 10;
+    if (!last_open_ || buffer_.empty() || (!buffer_.back().empty() && buffer_.back().size() + n > kChunk)) {
+        buffer_.emplace_back().reserve(std::max(kChunk, n));
+        last_open_ = true;
     }
-    cur->size += n;
-    cur->live += n;
+    return buffer_.back();
+}
+
+SpillExtent SpillFile::account(Segment& cur, uint64_t n) {
+    SpillExtent e{current_, static_cast<uint32_t>(n), cur.size};
+    cur.size += n;
+    cur.live += n;
+    buffered_ += n;
     stats_.bytes_appended += n;
     stats_.live_bytes += n;
     if (buffered_ >= kFlushAt) flush();
     return e;
+}
+
+SpillExtent SpillFile::append(std::initializer_list<std::string_view> parts) {
+    size_t n = 0;
+    for (auto p : parts) n += p.size();
+    Segment& cur = current_for(n);
+    std::string& chunk = open_chunk(n);
+    for (auto p : parts) chunk.append(p);
+    return account(cur, n);
+}
+
+SpillExtent SpillFile::append(std::string&& bytes) {
+    const uint64_t n = bytes.size();
+    Segment& cur = current_for(n);
+    if (n > 0) {
+        buffer_.push_back(std::move(bytes));
+        last_open_ = false;
+    }
+    return account(cur, n);
+}
+
+std::string& SpillFile::begin_append(size_t& start) {
+    current_for(1);  // a full segment moves on first (the record may pass the limit a little)
+    std::string& chunk = open_chunk(1);
+    start = chunk.size();
+    return chunk;
+}
+
+SpillExtent SpillFile::end_append(std::string& buffer, size_t start) {
+    return account(segments_[current_], buffer.size() - start);
+}
+
+bool SpillFile::retain(const SpillExtent& e) {
+    auto it = segments_.find(e.segment);
+    if (it == segments_.end() || e.offset + e.length > it->second.size) return false;
+    it->second.live += e.length;
+    stats_.live_bytes += e.length;
+    return true;
 }
 
 bool SpillFile::flush() {
@@ -153,6 +194,7 @@ bool SpillFile::flush() {
     cur.flushed = buffer_offset_ + buffered_;
     buffer_.clear();
     buffered_ = 0;
+    last_open_ = false;
     return true;
 }
 
@@ -169,15 +211,18 @@ bool SpillFile::locate(const SpillExtent& e, std::string& out, int& fd) const {
     fd = -1;
     if (e.length == 0) return true;
     if (e.segment == current_ && have_current_ && !buffer_.empty() && e.offset >= buffer_offset_) {
-        // In memory: an extent is one append, so one string holds it whole.
+        // In memory (in one buffered string, or across several).
         uint64_t at = buffer_offset_;
         for (const std::string& b : buffer_) {
-            if (e.offset < at + b.size()) {
-                out.assign(b, static_cast<size_t>(e.offset - at), e.length);
-                return true;
+            const uint64_t want = e.offset + out.size();
+            if (want < at + b.size()) {
+                const size_t from = static_cast<size_t>(want - at);
+                out.append(b, from, std::min<size_t>(b.size() - from, e.length - out.size()));
+                if (out.size() == e.length) return true;
             }
             at += b.size();
         }
+        out.clear();
         return false;
     }
     auto it = segments_.find(e.segment);
@@ -214,6 +259,11 @@ std::unique_ptr<char[]> SpillFile::pread_extent(int fd, const SpillExtent& e) {
     return out;
 }
 
+void SpillFile::prepare_read(const SpillExtent& e) {
+    if (e.segment != current_ || !have_current_ || buffer_.empty()) return;
+    if (e.offset < buffer_offset_ && e.offset + e.length > buffer_offset_) flush();
+}
+
 void SpillFile::note_read(const SpillExtent& e, bool ok) {
     if (ok) stats_.bytes_read += e.length;
     else ++stats_.errors;
@@ -227,17 +277,17 @@ void SpillFile::release(const SpillExtent& e) {
     s.live -= n;
     stats_.live_bytes -= std::min(stats_.live_bytes, n);
     if (s.live > 0) return;
-    if (e.segment != current_ || !have_current_) {
-        retire(e.segment, s);
-        return;
+    if (e.segment == current_ && have_current_) {
+        // Everything in the current segment is consumed: what is buffered
+        // is not needed either, and the next append starts a new segment
+        // (an id is never reused, so an old extent never names new bytes).
+        buffer_.clear();
+        buffered_ = 0;
+        last_open_ = false;
+        have_current_ = false;
+        ++current_;
     }
-    // Everything in the current segment is consumed: start it over, and
-    // give its pages back (a truncated page is never written back).
-    buffer_.clear();
-    buffered_ = 0;
-    buffer_offset_ = 0;
-    if (s.flushed > 0 && s.fd >= 0 && ::ftruncate(s.fd, 0) != 0) ++stats_.errors;
-    s.size = s.flushed = 0;
+    retire(e.segment, s);  // unlinked: its pages are dropped, never written back
 }
 
 SpillStats SpillFile::stats() const {

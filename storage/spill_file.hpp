@@ -14,10 +14,14 @@
 // until flush(), then in the page cache; nothing is synced. open() empties
 // the directory: what a previous process spilled is gone with it.
 //
-// Layout: DIR/NNNNNNNN.spill, each up to segment_bytes. An extent (segment,
-// offset, length) names appended bytes. A segment's live bytes count the
-// extents not yet released; a full segment whose live bytes reach 0 is
-// unlinked, the current one is truncated and reused from offset 0.
+// Layout: DIR/NNNNNNNN.spill, each up to segment_bytes (an in-place append
+// may pass it by one record). An extent (segment, offset, length) names
+// appended bytes; they never change while their segment exists, and a
+// segment id is never used twice. A segment's live bytes count the
+// references to its extents not yet released (an append is one reference;
+// retain() adds one, so several queues can share one copy of a message); a
+// segment whose live bytes reach 0 is unlinked (its pages are dropped, never
+// written back) and appends go on in a new one.
 //
 // Threads: one owner thread (the broker thread) calls everything except
 // pread_extent() (see locate()).
@@ -62,6 +66,14 @@ public:
     // Appends `bytes`, keeping the string itself until flush() writes it (no
     // copy: a queue's sealed run goes to the file from its own buffer).
     SpillExtent append(std::string&& bytes);
+    // Appending in place: begin_append() returns the buffer to append to
+    // and where its new bytes start; end_append(buffer, start) makes what
+    // was appended since one extent. Nothing else in between.
+    std::string& begin_append(size_t& start);
+    SpillExtent end_append(std::string& buffer, size_t start);
+    // One more reference to an extent appended earlier. False if its
+    // segment is gone (every reference was released): append it again.
+    bool retain(const SpillExtent& extent);
     // Writes the buffered bytes to their segments (one write per segment).
     // False on an I/O error (the bytes stay readable from memory).
     bool flush();
@@ -74,6 +86,9 @@ public:
     // release it only after the read. note_read() counts the read (owner).
     bool locate(const SpillExtent& extent, std::string& out, int& fd) const;
     static bool pread_extent(int fd, const SpillExtent& extent, std::string& out);
+    // Before locate() of an extent made of several appends: writes the
+    // buffer if the extent is partly in the file and partly in memory.
+    void prepare_read(const SpillExtent& extent);
     // The same into a buffer of extent.length bytes that is not zero-filled
     // first (a run is 128 KiB): null on an I/O error.
     static std::unique_ptr<char[]> pread_extent(int fd, const SpillExtent& extent);
@@ -95,6 +110,12 @@ private:
     std::string path_of(uint32_t id) const;
     Segment* open_segment(uint32_t id);
     void retire(uint32_t id, Segment& s);
+    // The current segment, after moving to a new one if this one cannot
+    // take `n` more bytes; the buffer's offset set if it is empty.
+    Segment& current_for(uint64_t n);
+    // The buffered string that in-place appends of about `n` bytes go to.
+    std::string& open_chunk(size_t n);
+    SpillExtent account(Segment& cur, uint64_t n);
 
     std::string dir_;
     uint64_t segment_bytes_;
@@ -106,7 +127,8 @@ private:
     // with one pwritev).
     std::vector<std::string> buffer_;
     uint64_t buffer_offset_ = 0;
-    size_t buffered_ = 0;  // their total size
+    size_t buffered_ = 0;     // their total size
+    bool last_open_ = false;  // buffer_.back() takes in-place appends (it is not a moved-in string)
     SpillStats stats_;
 };
 
