@@ -259,8 +259,7 @@ void Durability::put_queue(const VHost& v, const Queue& q) {
 
 void Durability::remove_queue(const VHost& v, const Queue& q) {
     if (!store_) return;
-    drop_refs_from(q.id(), 0);
-    shared_refs_.erase(q.id());
+    for (uint64_t body : shared_bodies_.drop_from(q.id(), 0)) remove_body(body);
     bool had_log = false;
     if (auto it = streams_.find(q.id()); it != streams_.end()) {
         had_log = true;
@@ -323,9 +322,10 @@ void Durability::store_message(const MessagePtr& message, const std::vector<Stor
         return;
     }
     // One body, several entries that point at it; the body goes when the
-    // last entry does (body_refs_ counts them, shared_refs_ knows them).
-    message->body_id = next_body_id_++;
-    body_refs_[message->body_id] = static_cast<uint32_t>(entries.size());
+    // last entry does (shared_bodies_ counts them).
+    shared_entries_.clear();
+    for (const StoredEntry& e : entries) shared_entries_.push_back({e.queue->id(), e.seq});
+    message->body_id = shared_bodies_.add(shared_entries_);
     header.clear();
     storage::records::append_message(header, parts_of(*message));
     const std::string key = storage::records::body_key(message->body_id);
@@ -334,7 +334,6 @@ void Durability::store_message(const MessagePtr& message, const std::vector<Stor
         change_log(e.queue->id(), [&](storage::QueueLog& log) {
             log.append(e.seq, kEntryBodyRef, e.expires_ms, {key});
         }, true);
-        shared_refs_[e.queue->id()][e.seq] = message->body_id;
     }
     schedule_commit();
 }
@@ -342,38 +341,11 @@ void Durability::store_message(const MessagePtr& message, const std::vector<Stor
 void Durability::remove_entry(const Queue& queue, uint64_t seq) {
     if (!store_) return;
     change_log(queue.id(), [&](storage::QueueLog& log) { log.remove(seq); }, false);
-    drop_ref(queue.id(), seq);
+    if (uint64_t body = shared_bodies_.drop(queue.id(), seq)) remove_body(body);
     schedule_commit();
 }
 
-void Durability::drop_ref(uint64_t queue_id, uint64_t seq) {
-    if (shared_refs_.empty()) return;
-    auto q = shared_refs_.find(queue_id);
-    if (q == shared_refs_.end()) return;
-    auto it = q->second.find(seq);
-    if (it == q->second.end()) return;  // not shared, or dropped already
-    uint64_t body_id = it->second;
-    q->second.erase(it);
-    if (q->second.empty()) shared_refs_.erase(q);
-    unref_body(body_id);
-}
-
-void Durability::drop_refs_from(uint64_t queue_id, uint64_t seq) {
-    auto q = shared_refs_.find(queue_id);
-    if (q == shared_refs_.end()) return;
-    auto& refs = q->second;
-    for (auto it = refs.lower_bound(seq); it != refs.end();) {
-        unref_body(it->second);
-        it = refs.erase(it);
-    }
-    if (refs.empty()) shared_refs_.erase(q);
-}
-
-void Durability::unref_body(uint64_t body_id) {
-    auto it = body_refs_.find(body_id);
-    if (it == body_refs_.end()) return;
-    if (--it->second > 0) return;
-    body_refs_.erase(it);
+void Durability::remove_body(uint64_t body_id) {
     batch().remove(Column::bodies, storage::records::body_key(body_id));
     schedule_commit();
 }
@@ -459,14 +431,15 @@ void Durability::remove_entries(const Queue& queue, const std::vector<uint64_t>&
     change_log(queue.id(), [&](storage::QueueLog& log) {
         for (uint64_t seq : seqs) log.remove(seq);
     }, false);
-    for (uint64_t seq : seqs) drop_ref(queue.id(), seq);
+    for (uint64_t seq : seqs)
+        if (uint64_t body = shared_bodies_.drop(queue.id(), seq)) remove_body(body);
     schedule_commit();
 }
 
 void Durability::remove_entries_from(const Queue& queue, uint64_t seq) {
     if (!store_) return;
     change_log(queue.id(), [&](storage::QueueLog& log) { log.remove_from(seq); }, false);
-    drop_refs_from(queue.id(), seq);
+    for (uint64_t body : shared_bodies_.drop_from(queue.id(), seq)) remove_body(body);
     schedule_commit();
 }
 

@@ -15,8 +15,8 @@
 // inline in each queue's record, as RabbitMQ embeds small messages in its
 // queue index).
 //
-// Shared bodies are counted per entry, not per call: `shared_refs_` knows,
-// for every queue, which of its live entries (seq) point at which body. An
+// Shared bodies are counted per entry, not per call (storage/shared_bodies.hpp
+// knows, for every queue, which of its live entries point at which body). An
 // entry's reference is dropped in the same batch that removes the entry, and
 // only once (a second removal of the same entry — an ack still gathering and
 // the queue's delete behind it — finds nothing to drop). The body goes in the
@@ -41,6 +41,7 @@
 #include "broker/message.hpp"
 #include "storage/group_commit.hpp"
 #include "storage/queue_log.hpp"
+#include "storage/shared_bodies.hpp"
 #include "storage/spill_file.hpp"
 #include "storage/stream_log.hpp"
 #include "storage/store.hpp"
@@ -239,7 +240,7 @@ public:
     // Every entry of a queue from `seq` on is gone (purge of a paged tail).
     void remove_entries_from(const Queue& queue, uint64_t seq);
     // Shared bodies alive, and references to them (for tests and metrics).
-    size_t shared_bodies() const { return body_refs_.size(); }
+    size_t shared_bodies() const { return shared_bodies_.bodies(); }
 
     // The store could not be reopened after a failed write (Store::down()):
     // called once, at the commit that found it. The owner stops serving
@@ -304,12 +305,8 @@ private:
     // Reads the deduplication windows' entries back (durability_dedup.cpp);
     // deletes those of objects that are gone.
     void recover_dedup(Broker& broker);
-    // Drops the shared-body reference of one entry, if it holds one.
-    void drop_ref(uint64_t queue_id, uint64_t seq);
-    // Drops the references of a queue's entries from `seq` on.
-    void drop_refs_from(uint64_t queue_id, uint64_t seq);
-    // One reference less to a body; the last one removes it.
-    void unref_body(uint64_t body_id);
+    // Removes a body (in the gathering batch) that its last entry released.
+    void remove_body(uint64_t body_id);
 
     storage::Store* store_ = nullptr;
     std::unique_ptr<storage::GroupCommit> commit_;
@@ -318,10 +315,10 @@ private:
     size_t spill_pending_ = 0;
     Executor* executor_ = nullptr;
     std::string scratch_;  // encoding buffer, reused
+    std::vector<storage::SharedBodies::Entry> shared_entries_;  // store_message's, reused
     bool recovering_ = false;  // recovery re-creates entities without writing them again
-    uint64_t next_body_id_ = 1;
     // Stored entries that point at each shared body; the body goes with the last.
-    std::unordered_map<uint64_t, uint32_t> body_refs_;
+    storage::SharedBodies shared_bodies_;
     // Per durable queue id: its stored messages (storage/queue_log.hpp).
     std::unordered_map<uint64_t, std::unique_ptr<storage::QueueLog>> logs_;
     std::vector<uint64_t> dirty_logs_;     // queue ids whose log has changes for the next batch
@@ -330,8 +327,6 @@ private:
     // Queue key ranges whose data the gathering (in-flight) batch deletes:
     // once it is written, the store compacts them (Store::reclaim).
     std::vector<uint64_t> reclaims_, in_flight_reclaims_;
-    // Per queue id: its live entries that refer to a shared body (seq → body id).
-    std::unordered_map<uint64_t, std::map<uint64_t, uint64_t>> shared_refs_;
     struct StreamState {
         std::unique_ptr<storage::StreamLog> log;
         StreamRetention retention;

@@ -94,7 +94,7 @@ RecoveryStats Durability::recover(Broker& broker) {
     // not is a lost message, and says so).
     rec::Bodies stored = rec::bodies(*store_);
     const auto& stored_bodies = stored.ids;
-    next_body_id_ = std::max(next_body_id_, stored.next_id);
+    shared_bodies_.next_id_at_least(stored.next_id);
 
     // Messages: each durable queue's log in order. The head goes to memory
     // (within the queue's and the broker's memory limits), the rest stays
@@ -134,8 +134,7 @@ RecoveryStats Durability::recover(Broker& broker) {
                     raw->remove(seq);
                     return;
                 }
-                ++body_refs_[body_id];
-                shared_refs_[q->id()][seq] = body_id;
+                shared_bodies_.recovered(q->id(), seq, body_id);
             }
             ++st.messages;
             if (!q->has_memory_room()) {
@@ -164,7 +163,7 @@ RecoveryStats Durability::recover(Broker& broker) {
     // Shared bodies no entry refers to any more (left by a crash between an
     // entry's removal and its body's, or by a path that missed a release).
     for (uint64_t id : stored_bodies)
-        if (!body_refs_.count(id)) batch().remove(Column::bodies, storage::records::body_key(id));
+        if (!shared_bodies_.referenced(id)) batch().remove(Column::bodies, storage::records::body_key(id));
     // Ranges of queues that are not durable (they paged before the restart).
     std::sort(queue_ids.begin(), queue_ids.end());
     rec::remove_other_queues(*store_, batch(), queue_ids);
