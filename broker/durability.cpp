@@ -392,7 +392,6 @@ PagedReadPtr Durability::read_spill_off_thread(const storage::SpillExtent& exten
     auto read = std::make_shared<PagedRead>();
     int fd = -1;
     std::string bytes;
-    spill_->prepare_read(extent);  // a shared run may be partly written, partly buffered
     if (spill_->locate(extent, bytes, fd)) {  // still in memory: no disk to wait for
         decode_spilled(bytes, *read);
         finish_read(executor_, alive_, read, std::move(done));

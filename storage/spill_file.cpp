@@ -20,7 +20,7 @@ namespace {
 constexpr size_t kFlushAt = 1u << 20;
 
 // Writes the strings one after another from `offset` on: pwritev, at most
-// IOV_MAX of them per call, resumed after a short write.
+// 64 of them per call, resumed after a short write.
 bool write_all(int fd, const std::vector<std::string>& parts, uint64_t offset) {
     size_t i = 0, skip = 0;  // the next part, and how much of it is written
     while (i < parts.size()) {
@@ -206,10 +206,13 @@ bool SpillFile::read(const SpillExtent& e, std::string& out) {
     return ok;
 }
 
-bool SpillFile::locate(const SpillExtent& e, std::string& out, int& fd) const {
+bool SpillFile::locate(const SpillExtent& e, std::string& out, int& fd) {
     out.clear();
     fd = -1;
     if (e.length == 0) return true;
+    if (e.segment == current_ && have_current_ && !buffer_.empty() && e.offset < buffer_offset_ &&
+        e.offset + e.length > buffer_offset_)
+        flush();  // partly written, partly buffered: all to the file
     if (e.segment == current_ && have_current_ && !buffer_.empty() && e.offset >= buffer_offset_) {
         // In memory (in one buffered string, or across several).
         uint64_t at = buffer_offset_;
@@ -257,11 +260,6 @@ std::unique_ptr<char[]> SpillFile::pread_extent(int fd, const SpillExtent& e) {
     std::unique_ptr<char[]> out(new char[e.length]);  // not zero-filled: the read overwrites every byte
     if (!pread_all(fd, out.get(), e)) return nullptr;
     return out;
-}
-
-void SpillFile::prepare_read(const SpillExtent& e) {
-    if (e.segment != current_ || !have_current_ || buffer_.empty()) return;
-    if (e.offset < buffer_offset_ && e.offset + e.length > buffer_offset_) flush();
 }
 
 void SpillFile::note_read(const SpillExtent& e, bool ok) {

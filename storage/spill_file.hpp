@@ -84,11 +84,10 @@ public:
     // memory; else `fd` is where pread_extent() reads them, on any thread
     // (-1: unreadable). The fd stays open until the extent is released, so
     // release it only after the read. note_read() counts the read (owner).
-    bool locate(const SpillExtent& extent, std::string& out, int& fd) const;
+    // An extent made of several appends may be partly written and partly
+    // buffered: locate() writes the buffer first, and it is all in the file.
+    bool locate(const SpillExtent& extent, std::string& out, int& fd);
     static bool pread_extent(int fd, const SpillExtent& extent, std::string& out);
-    // Before locate() of an extent made of several appends: writes the
-    // buffer if the extent is partly in the file and partly in memory.
-    void prepare_read(const SpillExtent& extent);
     // The same into a buffer of extent.length bytes that is not zero-filled
     // first (a run is 128 KiB): null on an I/O error.
     static std::unique_ptr<char[]> pread_extent(int fd, const SpillExtent& extent);

@@ -183,5 +183,27 @@ TEST(SpillFileTest, MovedInStringsAreWrittenInOrderAndReadBackWhole) {
     fs::remove_all(dir);
 }
 
+// A range made of several appends (a shared run), half written and half
+// still buffered, reads back whole.
+TEST(SpillFileTest, ARangeOfSeveralAppendsReadsBackWholeAcrossTheFileAndTheBuffer) {
+    std::string tmpl = (fs::temp_directory_path() / "sluice-spill-XXXXXX").string();
+    std::string dir = mkdtemp(tmpl.data());
+    {
+        std::string error;
+        auto spill = storage::SpillFile::open(dir, error);
+        ASSERT_TRUE(spill) << error;
+        const storage::SpillExtent a = spill->append({std::string(500, 'a')});
+        ASSERT_TRUE(spill->flush());
+        const storage::SpillExtent b = spill->append({std::string(300, 'b')});
+        ASSERT_EQ(b.offset, a.offset + a.length);
+        storage::SpillExtent range{a.segment, a.length + b.length, a.offset};
+        ASSERT_TRUE(spill->retain(range));
+        std::string out;
+        ASSERT_TRUE(spill->read(range, out));
+        EXPECT_EQ(out, std::string(500, 'a') + std::string(300, 'b'));
+    }
+    fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace sluice::test
