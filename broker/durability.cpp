@@ -176,8 +176,8 @@ void Durability::seal_spill_runs() {
     spill_->flush();
 }
 
-void Durability::encode_spill_record(std::string& out, const QueuedMessage& qm) {
-    storage::records::append_spill_record(out, qm.seq, qm.expires_ms, parts_of(*qm.message));
+void Durability::encode_spill_record(std::string& out, uint64_t seq, uint64_t expires_ms, const Message& message) {
+    storage::records::append_spill_record(out, seq, expires_ms, parts_of(message));
 }
 
 bool Durability::decode_spill_run(std::string_view run,

@@ -210,8 +210,8 @@ public:
     }
     void sub_spill_pending(size_t n) { spill_pending_ -= std::min(spill_pending_, n); }
     static constexpr size_t kSpillPendingBudget = 4u << 20;
-    // Appends one message's spill record to a run's buffer.
-    static void encode_spill_record(std::string& out, const QueuedMessage& qm);
+    // Appends one message's spill record (its place, expiry and bytes).
+    static void encode_spill_record(std::string& out, uint64_t seq, uint64_t expires_ms, const Message& message);
     // Decodes a run's records, in order. False if the bytes are damaged.
     static bool decode_spill_run(std::string_view run,
                                  const std::function<void(uint64_t seq, MessagePtr message, uint64_t expires_ms)>& f);

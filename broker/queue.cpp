@@ -141,7 +141,7 @@ void Queue::page_out(QueuedMessage qm) {
     run.last_seq = qm.seq;
     ++run.count;
     const size_t before = run.pending.size();
-    Durability::encode_spill_record(run.pending, qm);
+    Durability::encode_spill_record(run.pending, qm.seq, qm.expires_ms, *qm.message);
     durability.add_spill_pending(run.pending.size() - before);
     if (!spill_registered_) {
         spill_registered_ = true;
@@ -159,7 +159,7 @@ bool Queue::page_out_shared(const QueuedMessage& qm) {
         // its record goes to the file, for the queues after this one too.
         size_t start = 0;
         std::string& buffer = spill->begin_append(start);
-        Durability::encode_spill_record(buffer, QueuedMessage{qm.message, 0});  // seq and expiry: the run's
+        Durability::encode_spill_record(buffer, 0, 0, m);  // seq and expiry: the run's
         e = spill->end_append(buffer, start);
         m.spill_segment = e.segment;
         m.spill_length = e.length;

@@ -236,10 +236,13 @@ Shovel::Shovel(asio::io_context& io, const LocalBroker& local, std::string vhost
 
 Shovel::~Shovel() { stop(); }
 
+void Shovel::log(std::string_view what) const {
+    std::cerr << "sluiced: shovel '" << status_.name << "' in vhost '" << status_.vhost << "': " << what << std::endl;
+}
+
 void Shovel::set_state(std::string state, std::string reason) {
     if (state != "starting" && (state != status_.state || reason != status_.reason))
-        std::cerr << "sluiced: shovel '" << status_.name << "' in vhost '" << status_.vhost << "': " << state
-                  << (reason.empty() ? "" : ": ") << reason << std::endl;
+        log(reason.empty() ? state : state + ": " + reason);
     status_.blocked_status = "running";
     status_.state = std::move(state);
     status_.reason = std::move(reason);
@@ -330,9 +333,7 @@ void Shovel::link_blocked(bool on, std::string_view reason) {
     const char* now = on ? "blocked" : "running";
     if (status_.blocked_status == now) return;
     status_.blocked_status = now;
-    std::cerr << "sluiced: shovel '" << status_.name << "' in vhost '" << status_.vhost << "': the destination "
-              << (on ? "blocks publishing (" + std::string(reason) + ")" : std::string("unblocked publishing"))
-              << std::endl;
+    log(on ? "the destination blocks publishing (" + std::string(reason) + ")" : "the destination unblocked publishing");
 }
 
 std::string Shovel::publish_properties(const std::string& raw) const {

@@ -78,6 +78,7 @@ public:
 
 private:
     void set_state(std::string state, std::string reason = {});
+    void log(std::string_view what) const;  // a line on stderr, naming the shovel
     void connect();
     void link_ready();
     void link_failed(const std::string& reason);
