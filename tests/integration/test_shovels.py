@@ -329,6 +329,18 @@ def test_rabbitmq_restart_mid_transfer(rabbit, fresh_broker, how):
     sc = fresh_broker.pika()
     publish(sc, src, N)
     sc.close()
+    # The destination queue exists on RabbitMQ's disk before the crash.
+    # RabbitMQ 3.10 logs a queue's declaration to Mnesia asynchronously: a
+    # kill -9 soon after can lose the queue, and with it the messages it
+    # had confirmed into it (seen here: the shovel, finding no queue after
+    # the restart, declared it again, empty). That is RabbitMQ's loss, not
+    # the shovel's, so the test declares the queue itself and has Mnesia
+    # write its log out first.
+    rc = rabbit.pika()
+    rc.channel().queue_declare(queue=dest, durable=True)
+    rc.close()
+    out = rabbit.ctl("eval", "mnesia:dump_log().")
+    assert "exit" not in out, out
     prefetch, moved_first = (200, N // 4) if how == "kill9" else (5, N // 50)
     put_shovel(api, "rr", {"src-uri": "amqp://", "src-queue": src, "dest-uri": rabbit.uri(), "dest-queue": dest,
                            "reconnect-delay": 1, "src-prefetch-count": prefetch})
