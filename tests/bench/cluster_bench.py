@@ -7,8 +7,9 @@
    included. Repeated --failovers times; prints each and the median.
 
 2. the cost of replication: persistent messages with confirms through
-   sluice-perf against a single node, a leader with 1 follower and a leader
-   with 2, in one run; prints each rate and its ratio to the single node.
+   sluice-perf against a single node, a leader alone (a 1-node cluster: what
+   cluster mode costs without any replica), a leader with 1 follower and a
+   leader with 2, in one run; prints each rate and its ratio to the single node.
 
     /usr/bin/python3 tests/bench/cluster_bench.py [--seconds 15] [--rounds 3] [--failovers 5]
 
@@ -87,8 +88,8 @@ def cluster_of(size, lease_ttl):
 
 
 def one_round(seconds, producers):
-    """{config: (msg/s, cpu)} for a single node, then a leader with 1 and
-    with 2 followers."""
+    """{config: (msg/s, cpu)} for a single node, then a leader alone, with 1
+    and with 2 followers."""
     rates = {}
     tmp = tempfile.mkdtemp(prefix="sluice-single-bench-")
     single = Broker("127.0.0.1", free_port(), http_port=free_port(), data_dir=os.path.join(tmp, "data"),
@@ -99,7 +100,7 @@ def one_round(seconds, producers):
     finally:
         single.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    for size, name in ((2, "leader + 1 follower"), (3, "leader + 2 followers")):
+    for size, name in ((1, "leader alone"), (2, "leader + 1 follower"), (3, "leader + 2 followers")):
         c, tmp = cluster_of(size, 5)
         try:
             leader = c.leader()
