@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cstdlib>
 
-#include <openssl/rand.h>
 #include <sys/random.h>
 
 #include "broker/session.hpp"
@@ -257,11 +256,10 @@ std::string Broker::unique_name(std::string_view prefix) {
     // server-named queues and consumer tags must not be guessable either.
     // 22 characters of 6 bits: 132 bits.
     static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // The kernel's generator: libcrypto's would load OpenSSL 3's default
+    // provider, +2 MiB resident (broker/password_hash.cpp).
     unsigned char bytes[22];
-    if (RAND_bytes(bytes, sizeof bytes) != 1) {
-        // OpenSSL's generator failed (not seeded): the kernel's, or nothing.
-        if (getrandom(bytes, sizeof bytes, 0) != ssize_t(sizeof bytes)) std::abort();
-    }
+    if (getrandom(bytes, sizeof bytes, 0) != ssize_t(sizeof bytes)) std::abort();
     std::string s(prefix);
     for (unsigned char b : bytes) s.push_back(kAlphabet[b & 63]);  // 256 = 4 × 64: uniform
     return s;

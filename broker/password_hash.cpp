@@ -2,7 +2,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
+#include <openssl/md5.h>
+#include <openssl/sha.h>
+#include <sys/random.h>
 
 #include <random>
 
@@ -12,25 +14,45 @@ namespace {
 
 constexpr size_t kSaltBytes = 4;
 
-const EVP_MD* digest_of(HashAlgorithm a) {
+size_t digest_size(HashAlgorithm a) {
     switch (a) {
-        case HashAlgorithm::sha512: return EVP_sha512();
-        case HashAlgorithm::md5: return EVP_md5();
+        case HashAlgorithm::sha512: return SHA512_DIGEST_LENGTH;
+        case HashAlgorithm::md5: return MD5_DIGEST_LENGTH;
         case HashAlgorithm::sha256: break;
     }
-    return EVP_sha256();
+    return SHA256_DIGEST_LENGTH;
+}
+
+// OpenSSL 3's EVP interface fetches each algorithm from a provider, and its
+// first use loads the default provider and its tables: +2 MiB resident in a
+// broker that idles at 17 MiB (issue 12 counts every page), paid at the first
+// login. The low-level functions are the same implementations without that
+// step. OpenSSL 3.0 deprecates them; should a later one remove them, these
+// three digests are small enough to carry here.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+template <class Ctx, class Init, class Update, class Final>
+std::string digest_with(Init init, Update update, Final final, size_t size, std::string_view salt,
+                        std::string_view password) {
+    Ctx ctx;
+    unsigned char out[SHA512_DIGEST_LENGTH];
+    bool ok = init(&ctx) == 1 && update(&ctx, salt.data(), salt.size()) == 1 &&
+              update(&ctx, password.data(), password.size()) == 1 && final(out, &ctx) == 1;
+    OPENSSL_cleanse(&ctx, sizeof ctx);
+    return ok ? std::string(reinterpret_cast<const char*>(out), size) : std::string();
 }
 
 std::string digest(HashAlgorithm a, std::string_view salt, std::string_view password) {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    bool ok = ctx && EVP_DigestInit_ex(ctx, digest_of(a), nullptr) == 1 &&
-              EVP_DigestUpdate(ctx, salt.data(), salt.size()) == 1 &&
-              EVP_DigestUpdate(ctx, password.data(), password.size()) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1;
-    EVP_MD_CTX_free(ctx);
-    return ok ? std::string(reinterpret_cast<const char*>(out), n) : std::string();
+    switch (a) {
+        case HashAlgorithm::sha512:
+            return digest_with<SHA512_CTX>(SHA512_Init, SHA512_Update, SHA512_Final, SHA512_DIGEST_LENGTH, salt, password);
+        case HashAlgorithm::md5:
+            return digest_with<MD5_CTX>(MD5_Init, MD5_Update, MD5_Final, MD5_DIGEST_LENGTH, salt, password);
+        case HashAlgorithm::sha256: break;
+    }
+    return digest_with<SHA256_CTX>(SHA256_Init, SHA256_Update, SHA256_Final, SHA256_DIGEST_LENGTH, salt, password);
 }
+#pragma GCC diagnostic pop
 
 std::string base64(std::string_view in) {
     std::string out(4 * ((in.size() + 2) / 3), '\0');
@@ -78,8 +100,8 @@ std::string hash_password(std::string_view password, std::string_view salt, Hash
 
 std::string hash_password(std::string_view password, HashAlgorithm algorithm) {
     unsigned char salt[kSaltBytes];
-    if (RAND_bytes(salt, sizeof salt) != 1) {
-        // libcrypto's generator failed (no entropy source): the OS's.
+    // The kernel's generator (libcrypto's would load its provider: see digest()).
+    if (getrandom(salt, sizeof salt, 0) != ssize_t(sizeof salt)) {
         std::random_device rd;
         for (unsigned char& c : salt) c = static_cast<unsigned char>(rd());
     }
@@ -88,12 +110,12 @@ std::string hash_password(std::string_view password, HashAlgorithm algorithm) {
 
 bool valid_password_hash(std::string_view stored, HashAlgorithm algorithm) {
     std::string raw;
-    return unbase64(stored, raw) && raw.size() == kSaltBytes + size_t(EVP_MD_size(digest_of(algorithm)));
+    return unbase64(stored, raw) && raw.size() == kSaltBytes + digest_size(algorithm);
 }
 
 bool verify_password(std::string_view password, std::string_view stored, HashAlgorithm algorithm) {
     std::string raw;
-    if (!unbase64(stored, raw) || raw.size() != kSaltBytes + size_t(EVP_MD_size(digest_of(algorithm)))) return false;
+    if (!unbase64(stored, raw) || raw.size() != kSaltBytes + digest_size(algorithm)) return false;
     std::string_view salt(raw.data(), kSaltBytes);
     std::string expected = digest(algorithm, salt, password);
     return expected.size() == raw.size() - kSaltBytes &&
