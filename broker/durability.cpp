@@ -85,8 +85,8 @@ void Durability::attach(storage::Store* store, Executor* executor) {
     commit_.reset();
     if (!store_) return;
     storage::GroupCommit::Hooks hooks;
-    hooks.has_open_writes = [this] { return !dirty_logs_.empty() || !dirty_streams_.empty(); };
-    hooks.open_bytes = [this] { return open_bytes_; };
+    hooks.has_open_writes = [this] { return queue_logs_.has_open_writes() || !dirty_streams_.empty(); };
+    hooks.open_bytes = [this] { return queue_logs_.open_bytes() + stream_open_bytes_; };
     hooks.end_of_turn = [this] { seal_spill_runs(); };
     hooks.flush = [this](storage::Batch& batch) { flush_logs(batch); };
     hooks.committed = [this](bool ok) { on_committed(ok); };
@@ -114,21 +114,6 @@ void Durability::after_sync(std::function<void(bool)> fn) {
     commit_->after_sync(std::move(fn));
 }
 
-template <typename Op>
-void Durability::change_log(uint64_t queue_id, Op op, bool create) {
-    auto it = logs_.find(queue_id);
-    if (it == logs_.end()) {
-        if (!create) return;
-        it = logs_.emplace(queue_id, std::make_unique<storage::QueueLog>(queue_id)).first;
-    }
-    storage::QueueLog& log = *it->second;
-    const bool was_dirty = log.needs_flush();
-    const size_t open_before = log.open_bytes();
-    op(log);
-    open_bytes_ += log.open_bytes() - std::min(open_before, log.open_bytes());
-    if (!was_dirty && log.needs_flush()) dirty_logs_.push_back(queue_id);
-}
-
 // A queue whose log freed this much (deleted, or drained to empty) has its
 // key range compacted, so the space comes back by itself.
 constexpr uint64_t kReclaimBytes = 4u << 20;
@@ -136,18 +121,8 @@ constexpr uint64_t kReclaimBytes = 4u << 20;
 void Durability::flush_logs(storage::Batch& batch) {
     flush_streams(batch);
     flush_delay_logs(batch);
-    for (uint64_t id : dirty_logs_) {
-        auto it = logs_.find(id);
-        if (it == logs_.end()) continue;
-        storage::QueueLog& log = *it->second;
-        if (log.flush(batch)) in_flight_logs_.push_back(id);
-        if (log.live() == 0 && log.freed_bytes() >= kReclaimBytes) {
-            log.take_freed_bytes();
-            reclaims_.push_back(id);
-        }
-    }
-    dirty_logs_.clear();
-    open_bytes_ = 0;
+    queue_logs_.flush(batch, kReclaimBytes, reclaims_);
+    stream_open_bytes_ = 0;
     // The ranges this batch deletes are compacted once it is written.
     in_flight_reclaims_.insert(in_flight_reclaims_.end(), reclaims_.begin(), reclaims_.end());
     reclaims_.clear();
@@ -195,6 +170,7 @@ void Durability::on_committed(bool ok) {
     // queued; their publishers were nacked) and its reclaims wait. What the
     // broker holds in memory is the truth the store converges to; nothing
     // is acknowledged before it has (GroupCommit::after_sync waits for that).
+    queue_logs_.committed(ok);
     if (!ok) {
         reclaims_.insert(reclaims_.end(), in_flight_reclaims_.begin(), in_flight_reclaims_.end());
         stream_reclaims_.insert(stream_reclaims_.end(), in_flight_stream_reclaims_.begin(),
@@ -203,9 +179,6 @@ void Durability::on_committed(bool ok) {
         // The streams' chunks stay unreadable until a later commit succeeds
         // (it writes this batch again first): they stay on the list.
     } else {
-        for (uint64_t id : in_flight_logs_)
-            if (auto* log = log_of(id)) log->release_pending();
-        in_flight_logs_.clear();
         std::vector<uint64_t> streams;
         streams.swap(in_flight_streams_);
         for (uint64_t id : streams)
@@ -266,10 +239,9 @@ void Durability::remove_queue(const VHost& v, const Queue& q) {
         if (it->second.log->bytes() >= kReclaimBytes) reclaims_.push_back(q.id());
         streams_.erase(it);
     }
-    if (auto it = logs_.find(q.id()); it != logs_.end()) {
+    if (auto bytes = queue_logs_.erase(q.id())) {
         had_log = true;
-        if (it->second->stored_bytes() + it->second->freed_bytes() >= kReclaimBytes) reclaims_.push_back(q.id());
-        logs_.erase(it);
+        if (*bytes >= kReclaimBytes) reclaims_.push_back(q.id());
     }
     if (q.durable() && !q.exclusive()) batch().remove(Column::meta, storage::records::queue_key(v.name(), q.name()));
     else if (!had_log) return;
@@ -315,7 +287,7 @@ void Durability::store_message(const MessagePtr& message, const std::vector<Stor
         storage::records::append_message_header(header, message->exchange(), message->routing_key(),
                                                 message->properties().size());
         for (const StoredEntry& e : entries)
-            change_log(e.queue->id(), [&](storage::QueueLog& log) {
+            queue_logs_.change(e.queue->id(), [&](storage::QueueLog& log) {
                 log.append(e.seq, kEntryInline, e.expires_ms, {header, message->properties(), message->body()});
             }, true);
         schedule_commit();
@@ -331,7 +303,7 @@ void Durability::store_message(const MessagePtr& message, const std::vector<Stor
     const std::string key = storage::records::body_key(message->body_id);
     batch().put(Column::bodies, key, header);
     for (const StoredEntry& e : entries) {
-        change_log(e.queue->id(), [&](storage::QueueLog& log) {
+        queue_logs_.change(e.queue->id(), [&](storage::QueueLog& log) {
             log.append(e.seq, kEntryBodyRef, e.expires_ms, {key});
         }, true);
     }
@@ -340,7 +312,7 @@ void Durability::store_message(const MessagePtr& message, const std::vector<Stor
 
 void Durability::remove_entry(const Queue& queue, uint64_t seq) {
     if (!store_) return;
-    change_log(queue.id(), [&](storage::QueueLog& log) { log.remove(seq); }, false);
+    queue_logs_.change(queue.id(), [&](storage::QueueLog& log) { log.remove(seq); }, false);
     if (uint64_t body = shared_bodies_.drop(queue.id(), seq)) remove_body(body);
     schedule_commit();
 }
@@ -371,7 +343,7 @@ void decode_spilled(std::string_view bytes, PagedRead& read) {
 
 PagedReadPtr Durability::read_entries_off_thread(const Queue& queue, uint64_t from, uint64_t to, size_t max_count,
                                                  std::function<void(PagedRead&)> done) {
-    const storage::QueueLog* log = store_ ? log_of(queue.id()) : nullptr;
+    const storage::QueueLog* log = store_ ? queue_logs_.find(queue.id()) : nullptr;
     if (!log || max_count == 0 || to < from) return nullptr;
     auto read = std::make_shared<PagedRead>();
     auto plan = log->plan_read(from, to, max_count, true);
@@ -410,7 +382,7 @@ PagedReadPtr Durability::read_spill_off_thread(const storage::SpillExtent& exten
 }
 
 bool Durability::entry_live(const Queue& queue, uint64_t seq) const {
-    const storage::QueueLog* log = log_of(queue.id());
+    const storage::QueueLog* log = queue_logs_.find(queue.id());
     return log && log->is_live(seq);
 }
 
@@ -427,7 +399,7 @@ MessagePtr Durability::decode_record(const storage::Store& store, const storage:
 
 void Durability::remove_entries(const Queue& queue, const std::vector<uint64_t>& seqs) {
     if (!store_ || seqs.empty()) return;
-    change_log(queue.id(), [&](storage::QueueLog& log) {
+    queue_logs_.change(queue.id(), [&](storage::QueueLog& log) {
         for (uint64_t seq : seqs) log.remove(seq);
     }, false);
     for (uint64_t seq : seqs)
@@ -437,7 +409,7 @@ void Durability::remove_entries(const Queue& queue, const std::vector<uint64_t>&
 
 void Durability::remove_entries_from(const Queue& queue, uint64_t seq) {
     if (!store_) return;
-    change_log(queue.id(), [&](storage::QueueLog& log) { log.remove_from(seq); }, false);
+    queue_logs_.change(queue.id(), [&](storage::QueueLog& log) { log.remove_from(seq); }, false);
     for (uint64_t body : shared_bodies_.drop_from(queue.id(), seq)) remove_body(body);
     schedule_commit();
 }

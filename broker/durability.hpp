@@ -287,13 +287,6 @@ public:
 
 private:
     storage::Batch& batch() { return commit_->batch(); }
-    storage::QueueLog* log_of(uint64_t queue_id) const {
-        auto it = logs_.find(queue_id);
-        return it == logs_.end() ? nullptr : it->second.get();
-    }
-    // Runs `op` on a queue's log (creating it), noting that it needs a flush.
-    template <typename Op>
-    void change_log(uint64_t queue_id, Op op, bool create);
     // A stored record's message (a shared body is read from the store).
     static MessagePtr decode_record(const storage::Store& store, const storage::LogRecord& r);
     // GroupCommit's hooks: queue logs' changes into the batch; open spill
@@ -319,11 +312,10 @@ private:
     bool recovering_ = false;  // recovery re-creates entities without writing them again
     // Stored entries that point at each shared body; the body goes with the last.
     storage::SharedBodies shared_bodies_;
-    // Per durable queue id: its stored messages (storage/queue_log.hpp).
-    std::unordered_map<uint64_t, std::unique_ptr<storage::QueueLog>> logs_;
-    std::vector<uint64_t> dirty_logs_;     // queue ids whose log has changes for the next batch
-    std::vector<uint64_t> in_flight_logs_; // queue ids whose chunks are in the batch being synced
-    size_t open_bytes_ = 0;                // chunk bytes not yet in a batch (back-pressure)
+    // Per durable queue id: its stored messages, and which logs the
+    // gathering and the in-flight batch hold (storage/queue_log.hpp).
+    storage::QueueLogs queue_logs_;
+    size_t stream_open_bytes_ = 0;  // streams' bytes not yet in a batch (back-pressure, with the queue logs')
     // Queue key ranges whose data the gathering (in-flight) batch deletes:
     // once it is written, the store compacts them (Store::reclaim).
     std::vector<uint64_t> reclaims_, in_flight_reclaims_;

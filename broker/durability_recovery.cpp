@@ -112,9 +112,7 @@ RecoveryStats Durability::recover(Broker& broker) {
             st.messages += it->second.log->end() - it->second.log->first();
             continue;
         }
-        auto& log = logs_[q->id()];
-        log = std::make_unique<storage::QueueLog>(q->id());
-        storage::QueueLog* raw = log.get();
+        storage::QueueLog* raw = &queue_logs_.fresh(q->id());
         raw->recover(*store_, batch(), [&](const storage::LogRecord& r) {
             const uint64_t seq = r.seq;
             if (r.kind == kEntryPage || (r.kind != kEntryInline && r.kind != kEntryBodyRef)) {
@@ -153,10 +151,10 @@ RecoveryStats Durability::recover(Broker& broker) {
             }
             if (m) q->restore_message(std::move(m), seq, r.expires_ms);
         });
-        if (raw->needs_flush()) dirty_logs_.push_back(q->id());
+        queue_logs_.note(q->id());
     }
     flush_logs(batch());
-    in_flight_logs_.clear();  // recovered chunks hold no pending bytes
+    queue_logs_.forget_in_flight();  // recovered chunks hold no pending bytes
     bodies.clear();
     for (const auto& q : queues) q->start();  // TTL and x-expires timers
 

@@ -33,7 +33,7 @@ uint64_t Durability::stream_append(const Queue& queue, const Message& m, uint64_
     storage::records::append_message_header(header, m.exchange(), m.routing_key(), m.properties().size());
     const size_t before = log.open_bytes();
     const uint64_t offset = log.append(now_ms, {header, m.properties(), m.body()});
-    open_bytes_ += log.open_bytes() - std::min(before, log.open_bytes());
+    stream_open_bytes_ += log.open_bytes() - std::min(before, log.open_bytes());
     schedule_commit();
     return offset;
 }

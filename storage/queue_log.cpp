@@ -330,4 +330,45 @@ size_t QueueLog::recover(Store& store, Batch& cleanup, const std::function<void(
     return visited;
 }
 
+QueueLog& QueueLogs::fresh(uint64_t queue_id) {
+    auto& log = logs_[queue_id];
+    log = std::make_unique<QueueLog>(queue_id);
+    return *log;
+}
+
+void QueueLogs::note(uint64_t queue_id) {
+    QueueLog* log = find(queue_id);
+    if (log && log->needs_flush() && std::find(dirty_.begin(), dirty_.end(), queue_id) == dirty_.end())
+        dirty_.push_back(queue_id);
+}
+
+void QueueLogs::flush(Batch& batch, uint64_t reclaim_bytes, std::vector<uint64_t>& reclaim) {
+    for (uint64_t id : dirty_) {
+        QueueLog* log = find(id);
+        if (!log) continue;  // deleted since it changed
+        if (log->flush(batch)) in_flight_.push_back(id);
+        if (log->live() == 0 && log->freed_bytes() >= reclaim_bytes) {
+            log->take_freed_bytes();
+            reclaim.push_back(id);
+        }
+    }
+    dirty_.clear();
+    open_bytes_ = 0;
+}
+
+void QueueLogs::committed(bool ok) {
+    if (!ok) return;
+    for (uint64_t id : in_flight_)
+        if (QueueLog* log = find(id)) log->release_pending();
+    in_flight_.clear();
+}
+
+std::optional<uint64_t> QueueLogs::erase(uint64_t queue_id) {
+    auto it = logs_.find(queue_id);
+    if (it == logs_.end()) return std::nullopt;
+    const uint64_t bytes = it->second->stored_bytes() + it->second->freed_bytes();
+    logs_.erase(it);
+    return bytes;
+}
+
 }  // namespace sluice::storage

@@ -28,8 +28,11 @@
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -137,6 +140,64 @@ private:
     size_t open_bytes_ = 0;
     uint64_t freed_bytes_ = 0;
     uint64_t stored_bytes_ = 0;
+};
+
+// Every durable queue's log, and group commit's bookkeeping for them: which
+// logs have changes for the gathering batch, which have chunks in the batch
+// being synced (their bytes stay readable here until it is), and how many
+// chunk bytes wait outside any batch (back-pressure). The owner says which
+// queue changed how; GroupCommit's hooks call flush() and committed().
+//
+// Threads: the owner thread only.
+class QueueLogs {
+public:
+    QueueLog* find(uint64_t queue_id) const {
+        auto it = logs_.find(queue_id);
+        return it == logs_.end() ? nullptr : it->second.get();
+    }
+    // A fresh log for the queue (recovery: it replaces any earlier one).
+    QueueLog& fresh(uint64_t queue_id);
+    // Runs op(log) on the queue's log (created if `create`, else a queue
+    // without one is left alone) and notes what it left to flush.
+    template <typename Op>
+    void change(uint64_t queue_id, Op op, bool create) {
+        QueueLog* log = find(queue_id);
+        if (!log) {
+            if (!create) return;
+            log = &fresh(queue_id);
+        }
+        const bool was_dirty = log->needs_flush();
+        const size_t open_before = log->open_bytes();
+        op(*log);
+        open_bytes_ += log->open_bytes() - std::min(open_before, log->open_bytes());
+        if (!was_dirty && log->needs_flush()) dirty_.push_back(queue_id);
+    }
+    // A log changed outside change() (recovery) that may need a flush.
+    void note(uint64_t queue_id);
+
+    bool has_open_writes() const { return !dirty_.empty(); }
+    size_t open_bytes() const { return open_bytes_; }
+
+    // Moves every changed log's writes into `batch` (the one about to be
+    // committed). A log that is empty and has freed at least `reclaim_bytes`
+    // since it was last reported goes into `reclaim`: the batch deletes its
+    // data, and its key range can be compacted once the batch is written.
+    void flush(Batch& batch, uint64_t reclaim_bytes, std::vector<uint64_t>& reclaim);
+    // The batch flush() filled is synced (ok) or failed. After a failure the
+    // chunks stay held here: the store writes that batch again ahead of the
+    // next one, and the next success releases both.
+    void committed(bool ok);
+    // Recovery's chunks were read from the store: none is waiting for a sync.
+    void forget_in_flight() { in_flight_.clear(); }
+    // Drops a queue's log (its queue is gone). Returns the bytes its data
+    // held in the store (stored and freed), or nothing if it had no log.
+    std::optional<uint64_t> erase(uint64_t queue_id);
+
+private:
+    std::unordered_map<uint64_t, std::unique_ptr<QueueLog>> logs_;
+    std::vector<uint64_t> dirty_;      // queue ids whose log has changes for the next batch
+    std::vector<uint64_t> in_flight_;  // queue ids whose chunks are in the batch being synced
+    size_t open_bytes_ = 0;            // chunk bytes not yet in a batch
 };
 
 // The key of a queue's chunk, and of its ack record.

@@ -111,6 +111,63 @@ TEST_F(QueueLogTest, RecoveryAppliesAckRecordsAndReadsTheOldOneEntryFormat) {
 
 // --- storage::SpillFile alone ------------------------------------------------------
 
+// storage::QueueLogs: group commit's bookkeeping over every queue's log.
+TEST_F(QueueLogTest, QueueLogsHoldAFailedBatchsChunksUntilACommitSucceeds) {
+    storage::QueueLogs logs;
+    logs.change(8, [](storage::QueueLog& l) { l.remove(1); }, false);
+    EXPECT_EQ(logs.find(8), nullptr) << "a change that may not create a log created one";
+    EXPECT_FALSE(logs.has_open_writes());
+    logs.change(7, [](storage::QueueLog& l) { for (uint64_t s = 1; s <= 10; ++s) l.append(s, 1, 0, {"payload"}); }, true);
+    ASSERT_NE(logs.find(7), nullptr);
+    EXPECT_TRUE(logs.has_open_writes());
+    EXPECT_GT(logs.open_bytes(), 0u);
+
+    storage::Batch b = store_->new_batch();
+    std::vector<uint64_t> reclaim;
+    logs.flush(b, 1, reclaim);
+    EXPECT_FALSE(b.empty());
+    EXPECT_FALSE(logs.has_open_writes());
+    EXPECT_EQ(logs.open_bytes(), 0u);
+    EXPECT_TRUE(reclaim.empty());
+    // The batch failed (it is never written here): its chunk is still
+    // readable from memory, the only copy.
+    logs.committed(false);
+    EXPECT_EQ(live(*logs.find(7)).size(), 10u);
+    // The rewrite succeeded: now the store has it.
+    ASSERT_EQ(store_->commit_now(std::move(b)), "");
+    logs.committed(true);
+    EXPECT_EQ(live(*logs.find(7)).size(), 10u);
+    EXPECT_EQ(keys(), 1u);
+
+    // Drained to empty: its range is reported for compaction once written.
+    logs.change(7, [](storage::QueueLog& l) { l.remove_from(1); }, false);
+    storage::Batch c = store_->new_batch();
+    logs.flush(c, 1, reclaim);
+    EXPECT_EQ(reclaim, std::vector<uint64_t>{7});
+    ASSERT_EQ(store_->commit_now(std::move(c)), "");
+    logs.committed(true);
+    EXPECT_EQ(keys(), 0u);
+
+    // A queue deleted after a change but before the flush: nothing of it is written.
+    logs.change(9, [](storage::QueueLog& l) { l.append(1, 1, 0, {"x"}); }, true);
+    EXPECT_TRUE(logs.erase(9).has_value());
+    EXPECT_FALSE(logs.erase(9).has_value());
+    storage::Batch d = store_->new_batch();
+    logs.flush(d, 1, reclaim);
+    EXPECT_TRUE(d.empty());
+}
+
+TEST_F(QueueLogTest, AChunkReleasedAfterASuccessIsReadFromTheStoreNotMemory) {
+    storage::QueueLogs logs;
+    logs.change(3, [](storage::QueueLog& l) { l.append(1, 1, 0, {"kept"}); }, true);
+    storage::Batch b = store_->new_batch();
+    std::vector<uint64_t> reclaim;
+    logs.flush(b, 1, reclaim);
+    EXPECT_EQ(live(*logs.find(3)).size(), 1u);  // held while in flight
+    logs.committed(true);  // (this batch was never written: memory let go, the store has nothing)
+    EXPECT_EQ(live(*logs.find(3)).size(), 0u);
+}
+
 TEST(SpillFileTest, ExtentsReadBackFromBufferAndFileAndSegmentsGoWhenDrained) {
     std::string tmpl = (fs::temp_directory_path() / "sluice-spill-XXXXXX").string();
     std::string dir = mkdtemp(tmpl.data());
