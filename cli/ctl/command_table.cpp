@@ -148,7 +148,8 @@ FoundCommand find_command(const Arguments& args) {
         throw UsageError("unknown command '" + words[0] + "' ('sluicectl --help' lists them)");
     }
     const Command& c = *found;
-    for (const auto& [name, value] : args.options) {
+    for (const auto& option : args.options) {
+        const auto& name = option.first;  // a lambda may not capture a structured binding before C++20 in clang 14
         bool known = name == "help" ||
                      std::any_of(std::begin(kSettingsOptions), std::end(kSettingsOptions),
                                  [&](const Option& o) { return o.name == name; }) ||
