@@ -41,6 +41,10 @@ const bool kHardware = (__builtin_cpu_init(), __builtin_cpu_supports("sse4.2"));
 
 }  // namespace
 
+uint32_t crc32c_portable(const void* data, size_t n, uint32_t crc) {
+    return ~portable(static_cast<const unsigned char*>(data), n, ~crc);
+}
+
 uint32_t crc32c(const void* data, size_t n, uint32_t crc) {
     const auto* p = static_cast<const unsigned char*>(data);
     uint32_t c = ~crc;

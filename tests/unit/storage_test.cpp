@@ -697,15 +697,19 @@ TEST(Crc32c, MatchesTheStandardCheckValuesInPiecesToo) {
 // by sluiced would not open anywhere else (nor a store written elsewhere here).
 TEST(Crc32c, TheWrappedRocksDbChecksumIsRocksDbsOwnOnEveryShape) {
     EXPECT_EQ(rocksdb::crc32c::Extend(0, "123456789", 9), 0xE3069283u);
+    EXPECT_EQ(sluice::storage::crc32c_portable("123456789", 9), 0xE3069283u);
     std::mt19937 rng(12);
     std::string buf(70000, '\0');
     for (auto& c : buf) c = static_cast<char>(rng());
     for (int i = 0; i < 2000; ++i) {
         const size_t at = rng() % 64, n = i < 100 ? static_cast<size_t>(i) : rng() % (buf.size() - at);
         const uint32_t init = i % 3 == 0 ? 0 : static_cast<uint32_t>(rng());
-        ASSERT_EQ(rocksdb::crc32c::Extend(init, buf.data() + at, n),
-                  __real__ZN7rocksdb6crc32c6ExtendEjPKcm(init, buf.data() + at, n))
+        const uint32_t theirs = __real__ZN7rocksdb6crc32c6ExtendEjPKcm(init, buf.data() + at, n);
+        ASSERT_EQ(rocksdb::crc32c::Extend(init, buf.data() + at, n), theirs)
             << "offset " << at << ", length " << n << ", initial " << init;
+        // and the path a CPU without SSE 4.2 takes
+        ASSERT_EQ(sluice::storage::crc32c_portable(buf.data() + at, n, init), theirs)
+            << "portable: offset " << at << ", length " << n << ", initial " << init;
     }
 }
 
