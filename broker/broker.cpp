@@ -4,9 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 
-#include <cerrno>
-#include <sys/random.h>
-
+#include "broker/random_bytes.hpp"
 #include "broker/session.hpp"
 #include "net/amqp/wire.hpp"
 #include "storage/store.hpp"
@@ -257,17 +255,8 @@ std::string Broker::unique_name(std::string_view prefix) {
     // server-named queues and consumer tags must not be guessable either.
     // 22 characters of 6 bits: 132 bits.
     static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    // The kernel's generator: libcrypto's would load OpenSSL 3's default
-    // provider, +2 MiB resident (broker/password_hash.cpp).
-    // (A request this small is never cut short once the kernel's pool is
-    // ready; a signal may interrupt the wait before that: try again.)
     unsigned char bytes[22];
-    size_t got = 0;
-    while (got < sizeof bytes) {
-        ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
-        if (n > 0) got += size_t(n);
-        else if (n < 0 && errno != EINTR) std::abort();  // no generator at all: never hand out guessable names
-    }
+    if (!random_bytes(bytes, sizeof bytes)) std::abort();  // no generator at all: never hand out guessable names
     std::string s(prefix);
     for (unsigned char b : bytes) s.push_back(kAlphabet[b & 63]);  // 256 = 4 × 64: uniform
     return s;

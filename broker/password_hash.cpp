@@ -4,9 +4,10 @@
 #include <openssl/evp.h>
 #include <openssl/md5.h>
 #include <openssl/sha.h>
-#include <sys/random.h>
 
 #include <random>
+
+#include "broker/random_bytes.hpp"
 
 namespace sluice::broker {
 
@@ -100,8 +101,7 @@ std::string hash_password(std::string_view password, std::string_view salt, Hash
 
 std::string hash_password(std::string_view password, HashAlgorithm algorithm) {
     unsigned char salt[kSaltBytes];
-    // The kernel's generator (libcrypto's would load its provider: see digest()).
-    if (getrandom(salt, sizeof salt, 0) != ssize_t(sizeof salt)) {
+    if (!random_bytes(salt, sizeof salt)) {
         std::random_device rd;
         for (unsigned char& c : salt) c = static_cast<unsigned char>(rd());
     }
