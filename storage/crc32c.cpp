@@ -36,6 +36,8 @@ __attribute__((target("sse4.2"))) uint32_t hardware(const unsigned char* p, size
     for (; n > 0; --n) c = __builtin_ia32_crc32qi(c, *p++);
     return c;
 }
+// Set at static initialisation; a call before that (from another object's
+// static initialiser) sees false and takes the table: the same CRC.
 const bool kHardware = (__builtin_cpu_init(), __builtin_cpu_supports("sse4.2"));
 #endif
 

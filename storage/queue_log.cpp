@@ -337,9 +337,11 @@ QueueLog& QueueLogs::fresh(uint64_t queue_id) {
 }
 
 void QueueLogs::note(uint64_t queue_id) {
+    // No search for a duplicate (it would make recovery quadratic in the
+    // number of queues): a log listed twice is flushed once, the second
+    // flush finding nothing left to write.
     QueueLog* log = find(queue_id);
-    if (log && log->needs_flush() && std::find(dirty_.begin(), dirty_.end(), queue_id) == dirty_.end())
-        dirty_.push_back(queue_id);
+    if (log && log->needs_flush()) dirty_.push_back(queue_id);
 }
 
 void QueueLogs::flush(Batch& batch, uint64_t reclaim_bytes, std::vector<uint64_t>& reclaim) {
