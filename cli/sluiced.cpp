@@ -134,6 +134,7 @@ int main(int argc, char** argv) {
     sluice::net::ServerConfig sc;
     std::string data_dir, config_file, durability = "sync", definitions_file, prometheus_names = "sluice";
     unsigned sync_interval_ms = 200;
+    sluice::storage::StoreOptions so;
     sluice::net::ClusterConfig cc;
     std::string cluster_etcd;
     po::options_description opts("sluiced options");
@@ -201,6 +202,11 @@ int main(int argc, char** argv) {
          "that comes within it is read without a wake-up: lower request/reply latency for some CPU; "
          "0 = sleep at once)")
         ("sync-interval-ms", po::value(&sync_interval_ms)->default_value(200), "WAL sync period in async mode")
+        ("store-write-buffer-bytes", po::value(&so.write_buffer_bytes)->default_value(so.write_buffer_bytes),
+         "bytes of writes the store gathers in memory (a RocksDB memtable) before writing a table file; "
+         "at most twice this is in memory: less memory, more table files to merge")
+        ("store-block-cache-bytes", po::value(&so.block_cache_bytes)->default_value(so.block_cache_bytes),
+         "the store's cache of table blocks (indexes and metadata; paged message bodies bypass it)")
         ("heartbeat", po::value(&bc.heartbeat)->default_value(bc.heartbeat), "heartbeat interval offered, seconds (0 = off)")
         ("frame-max", po::value(&bc.frame_max)->default_value(bc.frame_max), "largest frame offered, bytes")
         ("channel-max", po::value(&bc.channel_max)->default_value(bc.channel_max), "most channels per connection")
@@ -286,7 +292,6 @@ int main(int argc, char** argv) {
     }
     rlim_t fds = raise_fd_limit();
 
-    sluice::storage::StoreOptions so;
     so.path = (std::filesystem::path(data_dir) / "rocksdb").string();
     so.durability = durability == "sync" ? sluice::storage::Durability::sync : sluice::storage::Durability::async;
     so.sync_interval = std::chrono::milliseconds(sync_interval_ms);
