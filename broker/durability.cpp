@@ -16,6 +16,7 @@
 #include "net/amqp/properties.hpp"
 #include "storage/records.hpp"
 #include "storage/recovery.hpp"
+#include "storage/segment_files.hpp"
 
 namespace sluice::broker {
 
@@ -81,6 +82,7 @@ Durability::~Durability() { *alive_ = false; }
 void Durability::attach(storage::Store* store, Executor* executor) {
     store_ = store;
     executor_ = executor;
+    queue_logs_.set_store(store);
     spill_.reset();
     commit_.reset();
     if (!store_) return;
@@ -171,6 +173,7 @@ void Durability::on_committed(bool ok) {
     // broker holds in memory is the truth the store converges to; nothing
     // is acknowledged before it has (GroupCommit::after_sync waits for that).
     queue_logs_.committed(ok);
+    if (ok) compact_segments();
     if (!ok) {
         reclaims_.insert(reclaims_.end(), in_flight_reclaims_.begin(), in_flight_reclaims_.end());
         stream_reclaims_.insert(stream_reclaims_.end(), in_flight_stream_reclaims_.begin(),
@@ -198,6 +201,43 @@ void Durability::on_committed(bool ok) {
                 store_->reclaim(storage::message_key_of(id, 0), storage::message_key_of(queue_upper(id), 0));
     }
     in_flight_reclaims_.clear();
+}
+
+void Durability::compact_segments() {
+    storage::SegmentFiles* segments = store_ ? store_->segments() : nullptr;
+    if (!segments) return;
+    for (uint32_t file : segments->sparse(compaction_quiet_)) {
+        auto chunks = queue_logs_.chunks_in(file);
+        if (chunks.empty()) {
+            segments->compacted(file);
+            continue;
+        }
+        struct Moved {
+            storage::QueueLogs::ChunkRef chunk;
+            std::string bytes;
+        };
+        auto moved = std::make_shared<std::vector<Moved>>();
+        storage::Store* store = store_;
+        store_->read_off_thread([store, file, chunks = std::move(chunks), moved, executor = executor_,
+                                 alive = std::weak_ptr<bool>(alive_), this] {
+            for (const auto& c : chunks) {
+                std::string v, error;
+                if (store->get(Column::msgs, storage::chunk_key(c.queue_id, c.first), v, false) &&
+                    store->resolve_chunk(v, error))
+                    moved->push_back({c, std::move(v)});
+            }
+            executor->post([alive, moved, file, store, this] {
+                if (alive.expired()) return;
+                size_t n = 0;
+                for (auto& m : *moved) n += queue_logs_.rewrite(m.chunk, file, std::move(m.bytes)) ? 1 : 0;
+                if (store->segments()) store->segments()->compacted(file);
+                if (n > 0) {
+                    ++segments_compacted_;
+                    schedule_commit();
+                }
+            });
+        });
+    }
 }
 
 void Durability::put_exchange(const VHost& v, const Exchange& e) {

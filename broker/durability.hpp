@@ -28,6 +28,7 @@
 // the Executor).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -61,8 +62,9 @@ struct RecoveryStats {
     size_t queues = 0;
     size_t bindings = 0;
     size_t messages = 0;
-    // Entries whose shared body was not in the store: each is logged and
-    // removed (the message is lost; this is never silent).
+    // Entries whose shared body was not in the store, and chunks whose
+    // bytes in a segment file were missing or damaged: each is logged and
+    // removed (the messages are lost; this is never silent).
     size_t missing_bodies = 0;
     double seconds = 0;
 };
@@ -285,6 +287,12 @@ public:
     // Loads durable topology and messages into the broker (at start).
     RecoveryStats recover(Broker& broker);
 
+    // A segment file whose stored chunks are under a quarter of it and has
+    // not emptied further for this long is compacted (its chunks put again
+    // elsewhere, then it goes). Tests shorten it.
+    void set_segment_compaction_quiet(std::chrono::steady_clock::duration d) { compaction_quiet_ = d; }
+    uint64_t segment_files_compacted() const { return segments_compacted_; }
+
 private:
     storage::Batch& batch() { return commit_->batch(); }
     // A stored record's message (a shared body is read from the store).
@@ -294,6 +302,9 @@ private:
     void flush_logs(storage::Batch& batch);
     void seal_spill_runs();
     void on_committed(bool ok);
+    // Starts moving the chunks of sparse segment files (read off the broker
+    // thread, put again by the next flush).
+    void compact_segments();
     void schedule_commit();
     // Reads the deduplication windows' entries back (durability_dedup.cpp);
     // deletes those of objects that are gone.
@@ -344,6 +355,8 @@ private:
     std::function<void()> on_caught_up_;
     std::function<void(const std::string&)> on_store_lost_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+    std::chrono::steady_clock::duration compaction_quiet_ = std::chrono::seconds(30);
+    uint64_t segments_compacted_ = 0;  // files whose chunks were all moved
 };
 
 }  // namespace sluice::broker

@@ -151,6 +151,7 @@ RecoveryStats Durability::recover(Broker& broker) {
             }
             if (m) q->restore_message(std::move(m), seq, r.expires_ms);
         });
+        st.missing_bodies += raw->damaged_chunks();  // chunks whose segment bytes were lost (each logged)
         queue_logs_.note(q->id());
     }
     flush_logs(batch());
@@ -168,8 +169,12 @@ RecoveryStats Durability::recover(Broker& broker) {
     if (!batch().empty()) {
         storage::Batch cleanup = std::move(batch());
         batch() = store_->new_batch();
-        store_->commit_now(std::move(cleanup));
+        const bool ok = store_->commit_now(std::move(cleanup)).empty();
+        queue_logs_.committed(ok);  // chunks it deleted drop their segment files' references
     }
+    // Segment files no stored chunk points at (left by a crash between a
+    // chunk's write and its batch's, or emptied by the cleanup) go.
+    store_->collect_segments();
     recovering_ = false;
     // Durable delayed exchanges: their windows are read back (now that the
     // cleanup is written) and what is due is routed; one without a log

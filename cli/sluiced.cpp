@@ -295,6 +295,9 @@ int main(int argc, char** argv) {
     so.path = (std::filesystem::path(data_dir) / "rocksdb").string();
     so.durability = durability == "sync" ? sluice::storage::Durability::sync : sluice::storage::Durability::async;
     so.sync_interval = std::chrono::milliseconds(sync_interval_ms);
+    // Replicas apply the leader's batches: in cluster mode the batches carry
+    // chunks' bytes themselves, not pointers into this node's segment files.
+    so.segments = cluster_etcd.empty();
     std::string err;
     bool io_error = false;
     auto store = sluice::storage::Store::open(so, err, &io_error);
@@ -333,6 +336,19 @@ int main(int argc, char** argv) {
         if (!err.empty()) {
             std::cerr << "sluiced: cluster: " << err << std::endl;
             return 1;
+        }
+        {
+            std::error_code ec;
+            for (const auto& e : std::filesystem::directory_iterator(sluice::storage::segments_dir(so.path), ec))
+                if (e.path().extension() == ".seg") {
+                    std::cerr << "sluiced: cluster mode: " << e.path().parent_path().string()
+                              << " holds messages a single node stored in segment files, which replicas would not get; "
+                                 "start this node without --cluster-etcd and drain its queues (or start the cluster "
+                                 "with an empty data dir and move the messages with a shovel), then join "
+                                 "(docs/cluster.md)\n";
+                    cluster->stop();
+                    return 1;
+                }
         }
         epoch = cluster->run_follower(store, so);
         std::signal(SIGTERM, SIG_DFL);

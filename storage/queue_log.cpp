@@ -1,5 +1,9 @@
 #include "storage/queue_log.hpp"
 
+#include <cstdio>
+
+#include "storage/segment_files.hpp"
+
 #include <algorithm>
 
 namespace sluice::storage {
@@ -146,13 +150,30 @@ bool QueueLog::flush(Batch& batch) {
         if (it == chunks_.end()) continue;
         Chunk& c = it->second;
         c.dirty = false;
+        if (c.rewrite) {
+            c.rewrite = false;
+            if (c.written && c.live > 0) {
+                // Compaction: the same bytes at a new place; the old one is
+                // let go once this batch is synced.
+                unrefs_.emplace_back(c.file, c.size);
+                c.file = batch.put_chunk(Column::msgs, chunk_key(queue_id_, first), c.pending);
+                in_flight_.push_back(first);
+                put = true;
+                if (c.live != c.records) {
+                    batch.put(Column::msgs, ack_key(queue_id_, first), encode_bits(c.bits));
+                    c.ack_record = true;
+                }
+                continue;
+            }
+            std::string().swap(c.pending);
+        }
         if (!c.written) {
             open_bytes_ -= std::min(open_bytes_, c.pending.size());
             if (c.live == 0) {  // consumed before it was ever written: nothing to write
                 chunks_.erase(it);
                 continue;
             }
-            batch.put(Column::msgs, chunk_key(queue_id_, first), c.pending);
+            c.file = batch.put_chunk(Column::msgs, chunk_key(queue_id_, first), c.pending);
             c.written = true;
             c.size = static_cast<uint32_t>(c.pending.size());
             stored_bytes_ += c.size;
@@ -166,6 +187,7 @@ bool QueueLog::flush(Batch& batch) {
         }
         if (c.live == 0) {
             batch.remove(Column::msgs, chunk_key(queue_id_, first));
+            if (c.file != 0) unrefs_.emplace_back(c.file, c.size);
             if (c.ack_record) batch.remove(Column::msgs, ack_key(queue_id_, first));
             stored_bytes_ -= std::min<uint64_t>(stored_bytes_, c.size);
             freed_bytes_ += c.size;
@@ -254,6 +276,11 @@ uint64_t QueueLog::read_planned(const Store& store, const std::vector<ChunkRead>
         std::string_view v = !c.pending.empty() ? c.pending : std::string_view(c.held);
         if (v.empty()) {
             if (!store.get(Column::msgs, c.key, value, false)) continue;
+            std::string error;
+            if (!store.resolve_chunk(value, error)) {
+                std::fprintf(stderr, "sluiced: queue log: reading a chunk: %s\n", error.c_str());
+                continue;
+            }
             v = value;
         }
         for_each_record(v, c.first, [&](const LogRecord& r) {
@@ -288,8 +315,28 @@ size_t QueueLog::recover(Store& store, Batch& cleanup, const std::function<void(
     auto finish = [&] {
         if (!have) return;
         have = false;
+        uint32_t file = 0;
+        if (is_segment_pointer(value)) {
+            SegmentPointer p;
+            if (decode_segment_pointer(value, p)) file = p.file;
+            std::string error;
+            if (!store.resolve_chunk(value, error)) {
+                // A pointer is made durable only after its bytes are: this is
+                // damage (or a lost file), not a crash's torn tail. Said
+                // loudly and counted; the chunk's key goes (nothing to read).
+                std::fprintf(stderr, "sluiced: queue log %llu: the chunk at seq %llu is lost: %s\n",
+                             static_cast<unsigned long long>(queue_id_), static_cast<unsigned long long>(first),
+                             error.c_str());
+                ++damaged_;
+                cleanup.remove(Column::msgs, chunk_key(queue_id_, first));
+                if (have_ack) cleanup.remove(Column::msgs, ack_key(queue_id_, first));
+                return;
+            }
+            if (file != 0 && store.segments()) store.segments()->ref(file, value.size());
+        }
         Chunk& c = chunks_[first];
         c.written = true;
+        c.file = file;
         c.size = static_cast<uint32_t>(value.size());
         stored_bytes_ += c.size;
         c.ack_record = have_ack;
@@ -330,6 +377,45 @@ size_t QueueLog::recover(Store& store, Batch& cleanup, const std::function<void(
     return visited;
 }
 
+void QueueLog::stored_files(std::vector<Unref>& out) const {
+    for (const auto& [first, c] : chunks_)
+        if (c.written && c.file != 0) out.emplace_back(c.file, c.size);
+    out.insert(out.end(), unrefs_.begin(), unrefs_.end());  // deleted by a flush whose batch is not yet taken
+}
+
+void QueueLog::chunks_in(uint32_t file, std::vector<uint64_t>& firsts) const {
+    for (const auto& [first, c] : chunks_)
+        if (c.written && c.file == file && c.live > 0 && !c.rewrite) firsts.push_back(first);
+}
+
+bool QueueLog::rewrite(uint64_t first, uint32_t file, std::string bytes) {
+    auto it = chunks_.find(first);
+    if (it == chunks_.end()) return false;
+    Chunk& c = it->second;
+    if (!c.written || c.file != file || c.live == 0 || c.rewrite || bytes.size() != c.size) return false;
+    c.pending = std::move(bytes);
+    c.rewrite = true;
+    mark_dirty(first, c);
+    return true;
+}
+
+std::vector<QueueLogs::ChunkRef> QueueLogs::chunks_in(uint32_t file) const {
+    std::vector<ChunkRef> out;
+    std::vector<uint64_t> firsts;
+    for (const auto& [id, log] : logs_) {
+        firsts.clear();
+        log->chunks_in(file, firsts);
+        for (uint64_t f : firsts) out.push_back({id, f});
+    }
+    return out;
+}
+
+bool QueueLogs::rewrite(const ChunkRef& c, uint32_t file, std::string bytes) {
+    bool done = false;
+    change(c.queue_id, [&](QueueLog& log) { done = log.rewrite(c.first, file, std::move(bytes)); }, false);
+    return done;
+}
+
 QueueLog& QueueLogs::fresh(uint64_t queue_id) {
     auto& log = logs_[queue_id];
     log = std::make_unique<QueueLog>(queue_id);
@@ -349,6 +435,7 @@ void QueueLogs::flush(Batch& batch, uint64_t reclaim_bytes, std::vector<uint64_t
         QueueLog* log = find(id);
         if (!log) continue;  // deleted since it changed
         if (log->flush(batch)) in_flight_.push_back(id);
+        log->take_unrefs(unrefs_);
         if (log->live() == 0 && log->freed_bytes() >= reclaim_bytes) {
             log->take_freed_bytes();
             reclaim.push_back(id);
@@ -356,10 +443,19 @@ void QueueLogs::flush(Batch& batch, uint64_t reclaim_bytes, std::vector<uint64_t
     }
     dirty_.clear();
     open_bytes_ = 0;
+    // This batch deletes their chunks (a failed batch's stay until a later
+    // one succeeds: it is written again first).
+    in_flight_unrefs_.insert(in_flight_unrefs_.end(), unrefs_.begin(), unrefs_.end());
+    unrefs_.clear();
 }
 
 void QueueLogs::committed(bool ok) {
     if (!ok) return;
+    if (!in_flight_unrefs_.empty() && store_ && store_->segments()) {
+        for (const auto& [f, bytes] : in_flight_unrefs_) store_->segments()->unref(f, bytes);
+        store_->collect_segments();
+    }
+    in_flight_unrefs_.clear();
     for (uint64_t id : in_flight_)
         if (QueueLog* log = find(id)) log->release_pending();
     in_flight_.clear();
@@ -369,6 +465,8 @@ std::optional<uint64_t> QueueLogs::erase(uint64_t queue_id) {
     auto it = logs_.find(queue_id);
     if (it == logs_.end()) return std::nullopt;
     const uint64_t bytes = it->second->stored_bytes() + it->second->freed_bytes();
+    // Its range delete joins the gathering batch: the files go once it is synced.
+    it->second->stored_files(unrefs_);
     logs_.erase(it);
     return bytes;
 }

@@ -80,6 +80,14 @@ public:
     // kept for reads go. (Not called after a failed write: the bytes stay,
     // the only sure copy, until the store has written that batch again.)
     void release_pending();
+    // Segment files (and bytes) whose chunks this log's flushes deleted or
+    // moved (each once per chunk), for SegmentFiles::unref once the batch is
+    // synced.
+    using Unref = std::pair<uint32_t, uint64_t>;
+    void take_unrefs(std::vector<Unref>& out) {
+        out.insert(out.end(), unrefs_.begin(), unrefs_.end());
+        unrefs_.clear();
+    }
 
     // Visits live records with seq in [from, to], in order, until `max`
     // were visited. Returns the last seq visited (0 if none). Reads chunks
@@ -110,6 +118,17 @@ public:
     // chunk is gone) go into `cleanup`; chunks with no live record are
     // deleted by the next flush. Returns the records visited.
     size_t recover(Store& store, Batch& cleanup, const std::function<void(const LogRecord&)>& f);
+    // Segment files of the chunks still stored (a deleted queue's: unref
+    // once its range delete is synced).
+    void stored_files(std::vector<Unref>& out) const;
+    // Compaction of a sparse segment file: the chunks still stored in
+    // `file`, and a chunk's bytes (read back off the owner's thread) for the
+    // next flush to put again (a new place; the old one is unref'd once that
+    // batch is synced). False if the chunk is gone or moved meanwhile.
+    void chunks_in(uint32_t file, std::vector<uint64_t>& firsts) const;
+    bool rewrite(uint64_t first, uint32_t file, std::string bytes);
+    // Chunks recovery found whose bytes are missing or damaged.
+    uint64_t damaged_chunks() const { return damaged_; }
 
 private:
     struct Chunk {
@@ -122,6 +141,8 @@ private:
         bool written = false;        // put into a batch
         bool ack_record = false;     // an ack record was put
         bool dirty = false;          // on dirty_
+        uint32_t file = 0;           // the segment file holding its bytes (0: in the database)
+        bool rewrite = false;        // pending holds its bytes, to be put again (compaction)
     };
     using Chunks = std::map<uint64_t, Chunk>;
 
@@ -136,10 +157,12 @@ private:
     uint64_t open_first_ = 0;  // first seq of the open chunk (0 = none)
     std::vector<uint64_t> dirty_;
     std::vector<uint64_t> in_flight_;  // chunks put by the last flush (bytes kept until it syncs)
+    std::vector<Unref> unrefs_;        // segment files of chunks deleted or moved by flushes not yet taken
     uint64_t live_ = 0;
     size_t open_bytes_ = 0;
     uint64_t freed_bytes_ = 0;
     uint64_t stored_bytes_ = 0;
+    uint64_t damaged_ = 0;
 };
 
 // Every durable queue's log, and group commit's bookkeeping for them: which
@@ -187,6 +210,16 @@ public:
     // chunks stay held here: the store writes that batch again ahead of the
     // next one, and the next success releases both.
     void committed(bool ok);
+    // The store whose segment files chunks go to (their references are
+    // dropped here once the batches deleting them are synced).
+    void set_store(Store* store) { store_ = store; }
+    // Compaction (QueueLog::chunks_in, rewrite) over every log.
+    struct ChunkRef {
+        uint64_t queue_id;
+        uint64_t first;
+    };
+    std::vector<ChunkRef> chunks_in(uint32_t file) const;
+    bool rewrite(const ChunkRef& c, uint32_t file, std::string bytes);
     // Recovery's chunks were read from the store: none is waiting for a sync.
     void forget_in_flight() { in_flight_.clear(); }
     // Drops a queue's log (its queue is gone). Returns the bytes its data
@@ -198,6 +231,10 @@ private:
     std::vector<uint64_t> dirty_;      // queue ids whose log has changes for the next batch
     std::vector<uint64_t> in_flight_;  // queue ids whose chunks are in the batch being synced
     size_t open_bytes_ = 0;            // chunk bytes not yet in a batch
+    Store* store_ = nullptr;
+    // Segment files whose chunks the gathering batch deletes, and those the
+    // batch being synced deletes (unref'd when it is).
+    std::vector<QueueLog::Unref> unrefs_, in_flight_unrefs_;
 };
 
 // The key of a queue's chunk, and of its ack record.

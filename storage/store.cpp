@@ -1,7 +1,10 @@
 #include "storage/store.hpp"
 
+#include "storage/segment_files.hpp"
+
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/transaction_log.h>
 #include <rocksdb/perf_level.h>
 #include <rocksdb/table.h>
@@ -9,6 +12,7 @@
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
@@ -83,6 +87,14 @@ struct Batch::Impl {
     size_t bytes = 0;
     size_t count = 0;
     uint64_t log_index = 0;  // its place in the replicated log, once given one
+    // Chunks whose bytes go to segment files (Batch::put_chunk): written and
+    // synced before the batch (again, if the batch is written again).
+    SegmentFiles* segments = nullptr;
+    struct ChunkWrite {
+        SegmentPointer place;
+        std::string bytes;
+    };
+    std::vector<ChunkWrite> chunk_writes;
 
     rocksdb::ColumnFamilyHandle* cf(Column c) const { return (*columns)[static_cast<size_t>(c)]; }
     // Bound to a store whose database is open (not between a failed write
@@ -133,6 +145,20 @@ void Batch::remove_range(Column c, std::string_view begin, std::string_view end)
     if (impl_->live()) impl_->wb.DeleteRange(impl_->cf(c), slice(begin), slice(end));
     else impl_->ops.push_back({Impl::Op::range, c, std::string(begin), std::string(end)});
 }
+uint32_t Batch::put_chunk(Column c, std::string_view key, std::string_view bytes) {
+    if (!impl_->segments || !impl_->live()) {
+        put(c, key, bytes);
+        return 0;
+    }
+    SegmentPointer p = impl_->segments->reserve(bytes);
+    const std::string pointer = encode_segment_pointer(p);
+    impl_->bytes += key.size() + bytes.size();
+    ++impl_->count;
+    impl_->wb.Put(impl_->cf(c), slice(key), slice(pointer));
+    impl_->chunk_writes.push_back({p, std::string(bytes)});
+    return p.file;
+}
+
 bool Batch::empty() const { return impl_->count == 0; }
 size_t Batch::bytes() const { return impl_->bytes; }
 size_t Batch::count() const { return impl_->count; }
@@ -143,6 +169,10 @@ struct Store::Impl {
     StoreOptions options;
     std::unique_ptr<rocksdb::DB> db;
     std::vector<rocksdb::ColumnFamilyHandle*> columns;  // indexed by Column
+    std::unique_ptr<SegmentFiles> segments;  // null: chunks stay in the database
+    // Batches get segment pointers only while nothing replicates them (no
+    // batch or log listener, not leading): set on the owner's thread.
+    std::atomic<bool> segments_in_use{false};
 
     std::mutex mu;
     std::condition_variable cv;
@@ -163,6 +193,7 @@ struct Store::Impl {
     std::thread reclaim_thread;
     uint64_t reclaimed = 0;  // ranges compacted; guarded by mu
     bool reclaiming = false;  // the reclaim thread is using the database; guarded by mu
+    bool collect_pending = false;  // collect_segments() asked; guarded by mu
     // Reads off the owner's thread (Store::read_off_thread): one thread, jobs
     // in order. Guarded by mu; idle_cv tells when it runs out of work.
     std::deque<std::function<void()>> reads;
@@ -298,8 +329,17 @@ struct Store::Impl {
     void run_reclaims() {
         std::unique_lock lk(mu);
         for (;;) {
-            reclaim_cv.wait(lk, [&] { return stopping || (!reclaims.empty() && !reclaiming); });
+            reclaim_cv.wait(lk, [&] { return stopping || collect_pending || (!reclaims.empty() && !reclaiming); });
             if (stopping) return;
+            if (collect_pending) {
+                collect_pending = false;
+                if (segments) {
+                    lk.unlock();
+                    segments->collect();
+                    lk.lock();
+                }
+                if (reclaims.empty() || reclaiming) continue;
+            }
             auto [begin, end] = std::move(reclaims.front());
             reclaims.pop_front();
             if (!db || needs_resume) continue;  // after a write error the store reopens; skip
@@ -353,6 +393,7 @@ struct Store::Impl {
         if (db) db->DisableManualCompaction();
         if (reclaim_thread.joinable()) reclaim_thread.join();
         if (thread.joinable()) thread.join();
+        if (segments) segments->collect();  // files emptied by the last batches (a collect may not have run)
         if (db) {
             // In sync mode every write is synced already. In async mode sync
             // the tail — unless a write failed: RocksDB (built with asserts
@@ -377,6 +418,17 @@ struct Store::Impl {
         b.impl_->ops.clear();
     }
 
+    std::string write_chunks(bool sync) {
+        bool any = false;
+        for (Batch& r : redo)
+            for (const auto& c : r.impl_->chunk_writes) {
+                if (std::string err = segments->write(c.place, c.bytes); !err.empty()) return err;
+                any = true;
+            }
+        if (any && sync) return segments->sync();
+        return "";
+    }
+
     // Writes the batches that failed before (redo), then `b`, the last one
     // synced in sync mode. On failure `b` joins redo: the caller hears the
     // error, and the writes are made again with the next commit.
@@ -399,6 +451,14 @@ struct Store::Impl {
             ship_early = sync && leading && log_listener;
         }
         auto start = std::chrono::steady_clock::now();
+        // Chunks' bytes first: a pointer that is durable points at durable
+        // bytes. (A batch written again writes them again, in place.)
+        if (std::string err = write_chunks(sync); !err.empty()) {
+            std::lock_guard lk(mu);
+            ++stats.write_errors;
+            needs_resume = true;
+            return err;
+        }
         for (size_t i = 0; i < redo.size() && s.ok(); ++i) {
             Batch& r = redo[i];
             bind(r);
@@ -477,6 +537,7 @@ struct Store::Impl {
                     unsynced = false;
                     lk.unlock();
                     auto start = std::chrono::steady_clock::now();
+                    if (segments) segments->sync();  // before the pointers to them
                     db->SyncWAL();
                     auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
                         std::chrono::steady_clock::now() - start);
@@ -562,6 +623,17 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
         if (io_error) *io_error = s.IsIOError() || s.IsNoSpace();
         return nullptr;
     }
+    if (options.segments) {
+        rocksdb::FileSystem* fs = options.env ? options.env->GetFileSystem().get() : rocksdb::FileSystem::Default().get();
+        impl->segments = SegmentFiles::open(fs, segments_dir(options.path), options.segment_file_bytes, error);
+        if (!impl->segments) {
+            for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+            delete db;
+            if (io_error) *io_error = true;
+            return nullptr;
+        }
+        impl->segments_in_use = true;
+    }
     impl->db.reset(db);
     impl->columns = handles;  // meta, msgs, bodies, default
     Impl* raw = impl.get();
@@ -610,9 +682,12 @@ void Store::read_off_thread(std::function<void()> job) {
     impl_->read_cv.notify_one();
 }
 
+std::string segments_dir(const std::string& store_path) { return store_path + "/segments"; }
+
 Batch Store::new_batch() const {
     Batch b;
     b.impl_->columns = &impl_->columns;
+    if (impl_->segments_in_use.load(std::memory_order_relaxed)) b.impl_->segments = impl_->segments.get();
     return b;
 }
 
@@ -661,6 +736,7 @@ bool Store::floor(Column c, std::string_view lower, std::string_view at, std::st
 const std::string& Store::path() const { return impl_->options.path; }
 
 void Store::set_batch_listener(BatchListener listener) {
+    impl_->segments_in_use = false;  // replicas get the bytes in the batches
     std::lock_guard lk(impl_->mu);
     impl_->listener = std::move(listener);
 }
@@ -722,6 +798,7 @@ std::string Store::lead(uint64_t epoch) {
     impl_->epoch = epoch;
     impl_->last_index = at.index;
     impl_->leading = true;
+    impl_->segments_in_use = false;
     Batch b = new_batch();
     std::string key(1, kEpochPrefix), first;
     append_u64_key(key, epoch);
@@ -732,6 +809,7 @@ std::string Store::lead(uint64_t epoch) {
 }
 
 void Store::set_log_listener(LogListener listener) {
+    impl_->segments_in_use = false;  // replicas get the bytes in the batches
     std::lock_guard lk(impl_->mu);
     impl_->log_listener = std::move(listener);
 }
@@ -786,6 +864,34 @@ void Store::reclaim(std::string_view begin, std::string_view end) {
     impl_->reclaim_cv.notify_one();
 }
 
+bool Store::resolve_chunk(std::string& value, std::string& error) const {
+    if (!is_segment_pointer(value)) return true;
+    SegmentPointer p;
+    if (!decode_segment_pointer(value, p)) {
+        error = "a damaged segment pointer";
+        return false;
+    }
+    if (!impl_->segments) {
+        error = "a chunk in segment file " + std::to_string(p.file) + ", and this store has no segment files";
+        return false;
+    }
+    std::string bytes;
+    if (!impl_->segments->read(p, bytes, error)) return false;
+    value.swap(bytes);
+    return true;
+}
+
+SegmentFiles* Store::segments() const { return impl_->segments.get(); }
+
+void Store::collect_segments() {
+    if (!impl_->segments) return;
+    {
+        std::lock_guard lk(impl_->mu);
+        impl_->collect_pending = true;
+    }
+    impl_->reclaim_cv.notify_one();
+}
+
 uint64_t Store::reclaimed() const {
     std::lock_guard lk(impl_->mu);
     return impl_->reclaimed;
@@ -808,6 +914,7 @@ uint64_t Store::disk_bytes() const {
     rocksdb::VectorLogPtr wal;
     if (impl_->db->GetSortedWalFiles(wal).ok())
         for (const auto& f : wal) total += f->SizeFileBytes();
+    if (impl_->segments) total += impl_->segments->bytes_on_disk();
     return total;
 }
 

@@ -47,6 +47,12 @@ struct StoreOptions {
     std::chrono::milliseconds sync_interval{200};  // async mode
     size_t write_buffer_bytes = 8u << 20;           // per memtable; all memtables together: twice this
     size_t block_cache_bytes = 16u << 20;
+    // Queue logs' chunks keep their bytes in segment files beside the
+    // database (storage/segment_files.hpp) rather than in it. Off in
+    // cluster mode: replicas apply the leader's batches, which must then
+    // carry the bytes themselves.
+    bool segments = true;
+    uint64_t segment_file_bytes = 16u << 20;
     // Tests only: the rocksdb::Env to open the database with (e.g. one over a
     // FileSystem that simulates power loss); null = the default. Not owned.
     rocksdb::Env* env = nullptr;
@@ -55,6 +61,8 @@ struct StoreOptions {
 // A set of writes applied atomically. A batch from Store::new_batch() encodes
 // each write straight into RocksDB's batch format (one copy); a default-
 // constructed one records the writes and converts them at commit.
+class SegmentFiles;
+
 class Batch {
 public:
     Batch();
@@ -68,6 +76,11 @@ public:
     void remove(Column c, std::string_view key);
     // Removes every key in [begin, end).
     void remove_range(Column c, std::string_view begin, std::string_view end);
+    // A queue log's chunk: with the store's segment files, `bytes` go to a
+    // segment file (written and synced before the batch) and `key` gets a
+    // pointer to them; returns the file (for SegmentFiles::unref once the
+    // pointer is deleted). Otherwise a plain put, returning 0.
+    uint32_t put_chunk(Column c, std::string_view key, std::string_view bytes);
     bool empty() const;
     size_t bytes() const;
     size_t count() const;
@@ -224,6 +237,16 @@ public:
     // `fill_cache` false: a value read once (a message going back to
     // memory) does not push what is read often out of the block cache.
     bool get(Column c, std::string_view key, std::string& value, bool fill_cache = true) const;
+    // A chunk value read from `msgs`: a segment pointer is replaced by the
+    // bytes it names (checked). False, with `error`, if they are missing or
+    // damaged; true (unchanged) for a value that is not a pointer.
+    bool resolve_chunk(std::string& value, std::string& error) const;
+    // The segment files (null when the store has none: cluster mode, or
+    // StoreOptions::segments off).
+    SegmentFiles* segments() const;
+    // Unlinks segment files nothing points at any more, on the store's
+    // background thread. Returns at once.
+    void collect_segments();
     // The last key in [lower, at] and its value (one seek backwards): the
     // record holding a position when keys name where records start.
     bool floor(Column c, std::string_view lower, std::string_view at, std::string& key, std::string& value) const;
@@ -239,7 +262,7 @@ public:
     const std::string& path() const;
 
     StoreStats stats() const;
-    // Bytes RocksDB holds on disk (SST + WAL), for metrics.
+    // Bytes RocksDB holds on disk (SST + WAL) and the segment files, for metrics.
     uint64_t disk_bytes() const;
 
 private:
@@ -250,6 +273,9 @@ private:
     void reopen_after_failure();
     std::unique_ptr<Impl> impl_;
 };
+
+// Where a store at `store_path` keeps its segment files.
+std::string segments_dir(const std::string& store_path);
 
 // Big-endian integers: u64 keys sort numerically, and every record's
 // fixed-width fields use the same order. One append (or load) each, not a

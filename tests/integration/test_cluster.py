@@ -479,3 +479,38 @@ def test_etcd_down_at_start_is_retried_with_one_line_per_attempt(tmp_path):
     finally:
         node._hard_stop()
         etcd.stop()
+
+
+@pytest.mark.deadline(90)
+def test_a_single_nodes_segment_files_cannot_seed_a_cluster(tmp_path):
+    """A single node keeps persistent messages' bytes in segment files that
+    replicas never get: its data dir may not become a new cluster's seed
+    (where data of no cluster is otherwise adopted) until it is drained."""
+    etcd = Etcd(str(tmp_path))
+    etcd.start()
+    node = Node(str(tmp_path / "n1"), "n1", etcd.endpoint)
+    single = None
+    try:
+        single = Broker("127.0.0.1", free_port(), http_port=free_port(), data_dir=node.data_dir,
+                        exe=_sluiced_path(), workdir=node.workdir)
+        single.start()
+        publish_confirmed(single, "keep-me", [b"precious"])
+        single.stop()
+        segments = os.path.join(node.data_dir, "rocksdb", "segments")
+        assert any(f.endswith(".seg") for f in os.listdir(segments)), os.listdir(segments)
+        code = node.run_to_exit(30)
+        assert code == 1 and "segment files" in node.log(), node.log()
+        # Nothing was lost: the single node still has its message.
+        single.start()
+        assert drain(single, "keep-me") == [b"precious"]
+        single.stop()
+        assert not any(f.endswith(".seg") for f in os.listdir(segments)), "a drained node keeps segment files"
+        # Drained, it seeds the cluster.
+        node.start()
+        wait_for(lambda: "n1 is the leader" in node.log(), 20, interval=0.05, what="the drained node to lead")
+        publish_confirmed(node, "q", [b"x"])
+    finally:
+        if single:
+            single._hard_stop()
+        node._hard_stop()
+        etcd.stop()

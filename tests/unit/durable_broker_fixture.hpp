@@ -90,6 +90,7 @@ protected:
         fs::create_directories(o.path);  // else RocksDB logs a NotFound on the first open
         o.env = env_.get();
         o.write_buffer_bytes = 256 << 10;
+        o.segment_file_bytes = segment_file_bytes;
         std::string error;
         store_ = storage::Store::open(o, error);
         ASSERT_TRUE(store_) << error;
@@ -196,6 +197,7 @@ protected:
     }
 
     broker::BrokerConfig config;
+    uint64_t segment_file_bytes = 16u << 20;
     std::string dir_;
     std::shared_ptr<power::PowerLossFileSystem> fs_;
     std::unique_ptr<rocksdb::Env> env_;

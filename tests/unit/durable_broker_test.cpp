@@ -8,6 +8,9 @@
 // The broker thread's executor is run by hand: settle() runs it until the
 // store is idle and nothing is left to run, so every "end of turn" and every
 // commit callback happens at a point the test chooses.
+#include <unistd.h>
+
+#include <chrono>
 #include <optional>
 
 #include "broker/operations.hpp"
@@ -72,6 +75,51 @@ TEST_P(SharedBodyTest, SurvivesAnAckAndTheDeleteOfTheOtherQueueInOneBatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(DeleteOrPurge, SharedBodyTest, ::testing::Values("delete", "purge"));
+
+// Persistent messages' bytes are in segment files: a file that a few
+// long-lived messages still point at, after everything else in it was
+// consumed, is compacted (their chunks written again elsewhere) and goes,
+// and those messages survive a power loss after it.
+TEST_F(DurableBrokerTest, ASegmentFilePinnedByLongLivedMessagesIsCompactedAndGoes) {
+    segment_file_bytes = 8 << 10;
+    start();
+    broker_->durability().set_segment_compaction_quiet(std::chrono::seconds(0));
+    const std::string segments = storage::segments_dir(dir_ + "/db");
+    auto seg_files = [&] {
+        size_t n = 0;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(segments, ec)) n += e.path().extension() == ".seg";
+        return n;
+    };
+    TestClient& c = connect();
+    declare_durable_queue(c, "keep");
+    declare_durable_queue(c, "busy");
+    for (int round = 0; round < 20; ++round) {
+        c.batch([&] {
+            c.publish(1, "", "keep", "k" + std::to_string(round), persistent());
+            for (int i = 0; i < 20; ++i) c.publish(1, "", "busy", std::string(200, 'b'), persistent());
+        });
+        settle();
+    }
+    const size_t before = seg_files();
+    EXPECT_GE(before, 8u) << "each 8 KiB file holds two rounds";
+    EXPECT_EQ(drain(c, "busy").size(), 400u);
+    settle();
+    for (int i = 0; i < 2000 && seg_files() > 2; ++i) {
+        settle();
+        usleep(1000);
+    }
+    EXPECT_LE(seg_files(), 2u) << "from " << before << " files, after all but 20 small messages were consumed";
+    EXPECT_GT(broker_->durability().segment_files_compacted(), 0u);
+
+    lose_power();
+    start();
+    EXPECT_EQ(broker_->recovery_stats().missing_bodies, 0u);
+    TestClient& c2 = connect();
+    auto got = drain(c2, "keep");
+    ASSERT_EQ(got.size(), 20u);
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(got[i].body, "k" + std::to_string(i));
+}
 
 // Issue 12, item 2: after a crash every message that may have been
 // delivered comes back redelivered — those recovered into memory and those
