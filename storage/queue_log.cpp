@@ -143,6 +143,15 @@ size_t QueueLog::remove_from(uint64_t seq) {
     return n;
 }
 
+void QueueLog::put_chunk(Batch& batch, uint64_t first, Chunk& c) {
+    c.file = batch.put_chunk(Column::msgs, chunk_key(queue_id_, first), c.pending);
+    in_flight_.push_back(first);  // its bytes stay readable here until the batch is synced
+    if (c.live != c.records) {    // some of it is gone already: its live bits too
+        batch.put(Column::msgs, ack_key(queue_id_, first), encode_bits(c.bits));
+        c.ack_record = true;
+    }
+}
+
 bool QueueLog::flush(Batch& batch) {
     bool put = false;
     for (uint64_t first : dirty_) {
@@ -156,13 +165,8 @@ bool QueueLog::flush(Batch& batch) {
                 // Compaction: the same bytes at a new place; the old one is
                 // let go once this batch is synced.
                 unrefs_.emplace_back(c.file, c.size);
-                c.file = batch.put_chunk(Column::msgs, chunk_key(queue_id_, first), c.pending);
-                in_flight_.push_back(first);
+                put_chunk(batch, first, c);
                 put = true;
-                if (c.live != c.records) {
-                    batch.put(Column::msgs, ack_key(queue_id_, first), encode_bits(c.bits));
-                    c.ack_record = true;
-                }
                 continue;
             }
             std::string().swap(c.pending);
@@ -173,16 +177,11 @@ bool QueueLog::flush(Batch& batch) {
                 chunks_.erase(it);
                 continue;
             }
-            c.file = batch.put_chunk(Column::msgs, chunk_key(queue_id_, first), c.pending);
             c.written = true;
             c.size = static_cast<uint32_t>(c.pending.size());
             stored_bytes_ += c.size;
-            in_flight_.push_back(first);
+            put_chunk(batch, first, c);
             put = true;
-            if (c.live != c.records) {
-                batch.put(Column::msgs, ack_key(queue_id_, first), encode_bits(c.bits));
-                c.ack_record = true;
-            }
             continue;
         }
         if (c.live == 0) {

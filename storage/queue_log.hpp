@@ -147,6 +147,8 @@ private:
     using Chunks = std::map<uint64_t, Chunk>;
 
     void mark_dirty(uint64_t first, Chunk& c);
+    // The chunk's bytes (pending) into `batch`, with its live bits if some are clear.
+    void put_chunk(Batch& batch, uint64_t first, Chunk& c);
     void clear_bit(uint64_t first, Chunk& c, uint64_t seq);
     // `key_seq`: the seq in the value's key (a previous-format entry's seq).
     static void for_each_record(std::string_view value, uint64_t key_seq,

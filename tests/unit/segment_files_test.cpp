@@ -183,13 +183,17 @@ protected:
         EXPECT_EQ(seg_files(segments()), n);
     }
     static std::string payload(uint64_t s) { return std::string(512, static_cast<char>('a' + s % 26)); }
+    // Records 1..n of queue `q` into `logs` (over this store), not yet committed.
+    void append(storage::QueueLogs& logs, uint64_t q, uint64_t n) {
+        logs.set_store(store_.get());
+        logs.change(q, [n](storage::QueueLog& l) { for (uint64_t s = 1; s <= n; ++s) l.append(s, 1, 0, {payload(s)}); },
+                    true);
+    }
 };
 
 TEST_F(SegmentQueueLogTest, TheDatabaseHoldsAPointerAndTheBytesComeBackAcrossARestart) {
     storage::QueueLogs logs;
-    logs.set_store(store_.get());
-    logs.change(5, [](storage::QueueLog& l) { for (uint64_t s = 1; s <= 100; ++s) l.append(s, 1, 0, {payload(s)}); },
-                true);
+    append(logs, 5, 100);
     commit(logs);
     size_t values = 0;
     store_->scan(storage::Column::msgs, "", "", [&](std::string_view, std::string_view v) {
@@ -223,9 +227,7 @@ TEST_F(SegmentQueueLogTest, TheDatabaseHoldsAPointerAndTheBytesComeBackAcrossARe
 
 TEST_F(SegmentQueueLogTest, ALostSegmentFileIsCountedAndItsChunkRemovedNotReadAsGarbage) {
     storage::QueueLogs logs;
-    logs.set_store(store_.get());
-    logs.change(5, [](storage::QueueLog& l) { for (uint64_t s = 1; s <= 10; ++s) l.append(s, 1, 0, {payload(s)}); },
-                true);
+    append(logs, 5, 10);
     commit(logs);
     store_.reset();
     for (const auto& e : fs::directory_iterator(segments())) fs::remove(e.path());
@@ -241,12 +243,9 @@ TEST_F(SegmentQueueLogTest, ALostSegmentFileIsCountedAndItsChunkRemovedNotReadAs
 
 TEST_F(SegmentQueueLogTest, FilesGoOnceTheirChunksAreAckedOrTheirQueueDeletedAndThatBatchIsSynced) {
     storage::QueueLogs logs;
-    logs.set_store(store_.get());
     // Two queues, chunks in one file; the first is consumed.
-    logs.change(5, [](storage::QueueLog& l) { for (uint64_t s = 1; s <= 10; ++s) l.append(s, 1, 0, {payload(s)}); },
-                true);
-    logs.change(6, [](storage::QueueLog& l) { for (uint64_t s = 1; s <= 10; ++s) l.append(s, 1, 0, {payload(s)}); },
-                true);
+    append(logs, 5, 10);
+    append(logs, 6, 10);
     commit(logs);
     ASSERT_EQ(seg_files(segments()), 1u);
     logs.change(5, [](storage::QueueLog& l) { l.remove_from(1); }, false);
@@ -279,9 +278,7 @@ TEST_F(SegmentQueueLogTest, ALeadingStoreKeepsChunkBytesInItsBatchesForTheReplic
     store_->set_log_listener([&](storage::Store::LogPosition, std::string_view data) { shipped.emplace_back(data); });
     ASSERT_EQ(store_->lead(1), "");
     storage::QueueLogs logs;
-    logs.set_store(store_.get());
-    logs.change(5, [](storage::QueueLog& l) { for (uint64_t s = 1; s <= 10; ++s) l.append(s, 1, 0, {payload(s)}); },
-                true);
+    append(logs, 5, 10);
     commit(logs);
     EXPECT_EQ(seg_files(segments()), 0u);
     store_->scan(storage::Column::msgs, "", "", [&](std::string_view, std::string_view v) {
