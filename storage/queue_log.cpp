@@ -189,7 +189,9 @@ bool QueueLog::flush(Batch& batch) {
             if (c.file != 0) unrefs_.emplace_back(c.file, c.size);
             if (c.ack_record) batch.remove(Column::msgs, ack_key(queue_id_, first));
             stored_bytes_ -= std::min<uint64_t>(stored_bytes_, c.size);
-            freed_bytes_ += c.size;
+            // What the database frees: the bytes, or only a pointer to them
+            // (the segment file's space comes back when the file goes).
+            freed_bytes_ += c.file != 0 ? kSegmentPointerSize : c.size;
             chunks_.erase(it);
             continue;
         }

@@ -57,7 +57,8 @@ public:
     // Bytes of chunks not yet handed to a batch.
     size_t open_bytes() const { return open_bytes_; }
     // Bytes of chunks deleted since take_freed_bytes() (space compaction
-    // can give back), and bytes of chunks written and still there.
+    // of the database can give back: a pointer's for a chunk in a segment
+    // file), and bytes of chunks written and still there.
     uint64_t freed_bytes() const { return freed_bytes_; }
     uint64_t take_freed_bytes() { return std::exchange(freed_bytes_, 0); }
     uint64_t stored_bytes() const { return stored_bytes_; }
