@@ -398,7 +398,10 @@ struct Store::Impl {
             // In sync mode every write is synced already. In async mode sync
             // the tail — unless a write failed: RocksDB (built with asserts
             // in Debian) aborts on SyncWAL after an I/O error.
-            if (options.durability == Durability::async && !needs_resume) db->SyncWAL();
+            if (options.durability == Durability::async && !needs_resume) {
+                if (segments) segments->sync();  // the bytes before the pointers to them
+                db->SyncWAL();
+            }
             for (auto* h : columns) db->DestroyColumnFamilyHandle(h);
             db->Close();
         }

@@ -12,6 +12,7 @@
 #include <rocksdb/env.h>
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -91,6 +92,8 @@ protected:
         o.env = env_.get();
         o.write_buffer_bytes = 256 << 10;
         o.segment_file_bytes = segment_file_bytes;
+        o.durability = durability;
+        o.sync_interval = std::chrono::hours(1);  // async mode: only a clean stop syncs
         std::string error;
         store_ = storage::Store::open(o, error);
         ASSERT_TRUE(store_) << error;
@@ -198,6 +201,7 @@ protected:
 
     broker::BrokerConfig config;
     uint64_t segment_file_bytes = 16u << 20;
+    storage::Durability durability = storage::Durability::sync;
     std::string dir_;
     std::shared_ptr<power::PowerLossFileSystem> fs_;
     std::unique_ptr<rocksdb::Env> env_;
