@@ -103,7 +103,11 @@ void Durability::attach(storage::Store* store, Executor* executor) {
 }
 
 void Durability::shutdown() {
-    if (commit_) commit_->shutdown();  // writes what gathered (and a failed batch), in order
+    // Writes what gathered (and a failed batch), in order. Then every batch
+    // is synced: the chunks they deleted let their segment files go (the
+    // in-flight batch's callback would have said so, but the loop is
+    // stopping).
+    if (commit_ && commit_->shutdown()) queue_logs_.committed(true);
     store_ = nullptr;
     executor_ = nullptr;
 }

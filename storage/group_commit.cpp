@@ -103,22 +103,25 @@ void GroupCommit::on_committed(const std::string& error) {
     if (on_caught_up_ && !backlogged()) on_caught_up_();
 }
 
-void GroupCommit::shutdown() {
+bool GroupCommit::shutdown() {
+    bool ok = false;
     if (store_) {
         // Let the commit in flight finish (its callback posts to the owner,
         // which is still there), then write the gathering batch after it:
-        // one ordered stream of batches to the end.
+        // one ordered stream of batches to the end. The write happens even
+        // when nothing gathered: the store writes a failed batch again with
+        // it (the in-flight one's failure may not have reached us yet), and
+        // its success means every batch is synced.
         store_->wait_idle();
         hooks_.flush(batch_);
-        if (!batch_.empty() || write_failed_) {  // a failed batch is written again with it
-            Batch batch = std::move(batch_);
-            batch_ = store_->new_batch();
-            store_->commit_now(std::move(batch));
-        }
+        Batch batch = std::move(batch_);
+        batch_ = store_->new_batch();
+        ok = store_->commit_now(std::move(batch)).empty();
     }
     store_ = nullptr;
     waiters_.clear();
     in_flight_waiters_.clear();
+    return ok;
 }
 
 }  // namespace sluice::storage

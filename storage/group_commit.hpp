@@ -76,8 +76,10 @@ public:
 
     // Graceful stop: waits for the commit in flight, writes (and syncs) what
     // gathered and any failed batch on this thread, then detaches: later
-    // calls write nothing and after_sync() runs at once.
-    void shutdown();
+    // calls write nothing and after_sync() runs at once. True if every batch
+    // is written (the in-flight one's callback may not have run: the owner's
+    // loop is stopping, so the caller settles what a success would).
+    bool shutdown();
     bool attached() const { return store_ != nullptr; }
 
 private:

@@ -134,6 +134,14 @@ protected:
         settle();
         return c;
     }
+    // Segment files in the store's directory (persistent messages' bytes).
+    size_t segment_files() const {
+        size_t n = 0;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(storage::segments_dir(dir_ + "/db"), ec))
+            n += e.path().extension() == ".seg";
+        return n;
+    }
     broker::QueuePtr queue(std::string_view name) { return broker_->find_vhost("/")->find_queue(name); }
     // Declares, and waits for the -ok (sent once the declare is synced).
     void declare_durable_queue(TestClient& c, std::string_view name) {
