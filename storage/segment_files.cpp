@@ -14,6 +14,7 @@ namespace sluice::storage {
 namespace {
 
 constexpr const char* kSuffix = ".seg";
+constexpr size_t kMaxReaders = 64;  // files kept open for reading
 
 // "000042.seg" → 42; 0 for anything else.
 uint32_t number_of(const std::string& name) {
@@ -226,7 +227,15 @@ std::shared_ptr<rocksdb::FSRandomAccessFile> SegmentFiles::reader(uint32_t file)
     if (!it->second.reader) {
         std::unique_ptr<rocksdb::FSRandomAccessFile> r;
         if (!fs_->NewRandomAccessFile(name(file), rocksdb::FileOptions(), &r, nullptr).ok()) return nullptr;
+        // Open readers are bounded (recovery reads every file; a large
+        // backlog has thousands): past the bound the others are let go
+        // (a read in progress keeps its own reference).
+        if (readers_ >= kMaxReaders) {
+            for (auto& [n, f] : files_) f.reader.reset();
+            readers_ = 0;
+        }
         it->second.reader = std::move(r);
+        ++readers_;
     }
     return it->second.reader;
 }
@@ -267,6 +276,7 @@ size_t SegmentFiles::collect() {
             // Nothing refers to it and nothing is waiting to be written or
             // synced in it: no thread touches it again.
             if (f.writer) f.writer->Close(rocksdb::IOOptions(), nullptr);
+            if (f.reader) --readers_;
             if (it->first == current_) current_ = 0;
             doomed.push_back(it->first);
             it = files_.erase(it);

@@ -127,6 +127,7 @@ private:
     uint32_t next_ = 1;            // the number of the next file (numbers are not reused in a run)
     bool dir_unsynced_ = false;     // a file was created since the directory's last sync
     uint64_t deleted_ = 0;
+    mutable size_t readers_ = 0;  // files with an open reader
 };
 
 }  // namespace sluice::storage

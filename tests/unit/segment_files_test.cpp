@@ -161,6 +161,26 @@ TEST_F(SegmentFilesTest, SparseFilesAreThoseMostlyUnreferencedAndQuietNotTheOneB
     EXPECT_EQ(sf->sparse(std::chrono::seconds(0)).size(), 0u) << "file 2 is being filled; file 1 is already out";
 }
 
+TEST_F(SegmentFilesTest, ReadingThousandsOfFilesKeepsABoundedNumberOpen) {
+    auto sf = open(10);  // a file per chunk
+    std::vector<storage::SegmentPointer> ps;
+    for (int i = 0; i < 300; ++i) ps.push_back(put(*sf, "chunk" + std::to_string(1000 + i)));
+    ASSERT_EQ(sf->sync(), "");
+    ASSERT_EQ(sf->files(), 300u);
+    std::string out, error;
+    for (int i = 0; i < 300; ++i) {
+        ASSERT_TRUE(sf->read(ps[i], out, error)) << error;
+        EXPECT_EQ(out, "chunk" + std::to_string(1000 + i));
+    }
+    size_t open_here = 0;
+    for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+        std::error_code ec;
+        const auto target = fs::read_symlink(e.path(), ec);
+        if (!ec && target.string().rfind(dir_, 0) == 0) ++open_here;
+    }
+    EXPECT_LE(open_here, 70u) << "every file read stays open";
+}
+
 class SegmentQueueLogTest : public TempStoreTest {
 protected:
     std::string segments() const { return storage::segments_dir(dir_); }
