@@ -116,6 +116,7 @@ SegmentPointer SegmentFiles::reserve(std::string_view bytes) {
     p.offset = cur->second.size;
     cur->second.size += bytes.size();
     ++cur->second.refs;
+    ++cur->second.pending;
     cur->second.live_bytes += bytes.size();
     return p;
 }
@@ -162,25 +163,27 @@ void SegmentFiles::compacted(uint32_t file) {
 std::string SegmentFiles::write(const SegmentPointer& p, std::string_view bytes) {
     const rocksdb::IOOptions io;
     rocksdb::FSWritableFile* w = nullptr;
-    bool created = false;
     {
         std::lock_guard lk(mu_);
         auto it = files_.find(p.file);
         if (it == files_.end()) return "segment file " + std::to_string(p.file) + " is gone";
         w = it->second.writer.get();
-        if (!w) {
-            // First write into a file reserve() started: create it. (A
-            // file from before a restart is never written again.)
-            rocksdb::FileOptions fo;
-            std::unique_ptr<rocksdb::FSWritableFile> nw;
-            rocksdb::IOStatus s = fs_->NewWritableFile(name(p.file), fo, &nw, nullptr);
-            if (!s.ok()) return "creating " + name(p.file) + ": " + s.ToString();
-            w = nw.get();
-            it->second.writer = std::move(nw);
-            created = true;
-        }
-        it->second.unsynced = true;
-        if (created) dir_unsynced_ = true;
+        if (w) it->second.unsynced = true;
+    }
+    if (!w) {
+        // First write into a file reserve() started: create it, outside the
+        // lock the owner's reserve() takes (only this thread creates
+        // writers). A file from before a restart is never written again.
+        std::unique_ptr<rocksdb::FSWritableFile> nw;
+        rocksdb::IOStatus s = fs_->NewWritableFile(name(p.file), rocksdb::FileOptions(), &nw, nullptr);
+        if (!s.ok()) return "creating " + name(p.file) + ": " + s.ToString();
+        w = nw.get();
+        std::lock_guard lk(mu_);
+        File& f = files_[p.file];  // referenced (p's chunk): not collected meanwhile
+        f.writer = std::move(nw);
+        writing_.insert(p.file);
+        f.unsynced = true;
+        dir_unsynced_ = true;
     }
     rocksdb::IOStatus s = w->PositionedAppend(rocksdb::Slice(bytes.data(), bytes.size()), p.offset, io, nullptr);
     if (!s.ok()) return "writing " + name(p.file) + ": " + s.ToString();
@@ -193,8 +196,8 @@ std::string SegmentFiles::sync() {
     bool dir = false;
     {
         std::lock_guard lk(mu_);
-        for (auto& [n, f] : files_)
-            if (f.unsynced && f.writer) todo.emplace_back(n, f.writer.get());
+        for (uint32_t n : writing_)
+            if (File& f = files_[n]; f.unsynced) todo.emplace_back(n, f.writer.get());
         dir = dir_unsynced_;
     }
     for (auto& [n, w] : todo) {
@@ -205,39 +208,69 @@ std::string SegmentFiles::sync() {
         rocksdb::IOStatus s = dir_handle_->FsyncWithDirOptions(io, nullptr, rocksdb::DirFsyncOptions());
         if (!s.ok()) return "syncing " + dir_ + ": " + s.ToString();
     }
-    std::lock_guard lk(mu_);
-    if (dir) dir_unsynced_ = false;
-    for (auto& [n, w] : todo) {
-        auto it = files_.find(n);
-        if (it == files_.end()) continue;
-        it->second.unsynced = false;
-        // A full file is written for good: its writer goes.
-        if (n != current_) {
-            it->second.writer->Close(io, nullptr);
-            it->second.writer.reset();
-        }
+    std::vector<std::unique_ptr<rocksdb::FSWritableFile>> done;
+    {
+        std::lock_guard lk(mu_);
+        if (dir) dir_unsynced_ = false;
+        for (auto& [n, w] : todo)
+            if (auto it = files_.find(n); it != files_.end()) it->second.unsynced = false;
+        take_finished_writers(done);
     }
+    for (auto& w : done) w->Close(io, nullptr);  // outside the lock
     return "";
 }
 
+void SegmentFiles::take_finished_writers(std::vector<std::unique_ptr<rocksdb::FSWritableFile>>& out) {
+    // A full file that is synced and none of whose chunks may be written
+    // again is written for good: its writer goes (closed by the caller,
+    // outside the lock).
+    for (auto it = writing_.begin(); it != writing_.end();) {
+        File& f = files_[*it];
+        if (*it != current_ && f.pending == 0 && !f.unsynced) {
+            out.push_back(std::move(f.writer));
+            it = writing_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+void SegmentFiles::written(const std::vector<uint32_t>& files) {
+    std::vector<std::unique_ptr<rocksdb::FSWritableFile>> done;
+    {
+        std::lock_guard lk(mu_);
+        for (uint32_t n : files)
+            if (auto it = files_.find(n); it != files_.end() && it->second.pending > 0) --it->second.pending;
+        take_finished_writers(done);
+    }
+    for (auto& w : done) w->Close(rocksdb::IOOptions(), nullptr);  // outside the lock
+}
+
 std::shared_ptr<rocksdb::FSRandomAccessFile> SegmentFiles::reader(uint32_t file) const {
+    {
+        std::lock_guard lk(mu_);
+        auto it = files_.find(file);
+        if (it == files_.end()) return nullptr;
+        if (it->second.reader) return it->second.reader;
+    }
+    // Opened outside the lock the owner's reserve() takes.
+    std::unique_ptr<rocksdb::FSRandomAccessFile> opened;
+    if (!fs_->NewRandomAccessFile(name(file), rocksdb::FileOptions(), &opened, nullptr).ok()) return nullptr;
+    std::shared_ptr<rocksdb::FSRandomAccessFile> r(std::move(opened));
     std::lock_guard lk(mu_);
     auto it = files_.find(file);
-    if (it == files_.end()) return nullptr;
-    if (!it->second.reader) {
-        std::unique_ptr<rocksdb::FSRandomAccessFile> r;
-        if (!fs_->NewRandomAccessFile(name(file), rocksdb::FileOptions(), &r, nullptr).ok()) return nullptr;
-        // Open readers are bounded (recovery reads every file; a large
-        // backlog has thousands): past the bound the others are let go
-        // (a read in progress keeps its own reference).
-        if (readers_ >= kMaxReaders) {
-            for (auto& [n, f] : files_) f.reader.reset();
-            readers_ = 0;
-        }
-        it->second.reader = std::move(r);
-        ++readers_;
+    if (it == files_.end()) return r;  // collected meanwhile: this read still has it
+    if (it->second.reader) return it->second.reader;  // another thread opened it too
+    // Open readers are bounded (recovery reads every file; a large backlog
+    // has thousands): past the bound the others are let go (a read in
+    // progress keeps its own reference).
+    if (readers_ >= kMaxReaders) {
+        for (auto& [n, f] : files_) f.reader.reset();
+        readers_ = 0;
     }
-    return it->second.reader;
+    it->second.reader = r;
+    ++readers_;
+    return r;
 }
 
 bool SegmentFiles::read(const SegmentPointer& p, std::string& out, std::string& error) const {
@@ -264,18 +297,21 @@ bool SegmentFiles::read(const SegmentPointer& p, std::string& out, std::string& 
 
 size_t SegmentFiles::collect() {
     std::vector<uint32_t> doomed;
+    std::vector<std::unique_ptr<rocksdb::FSWritableFile>> writers;
     {
         std::lock_guard lk(mu_);
         for (auto it = files_.begin(); it != files_.end();) {
             File& f = it->second;
-            const bool idle = f.refs == 0 && !f.unsynced;
-            if (!idle) {
+            if (f.refs != 0 || f.pending != 0 || f.unsynced) {
                 ++it;
                 continue;
             }
             // Nothing refers to it and nothing is waiting to be written or
             // synced in it: no thread touches it again.
-            if (f.writer) f.writer->Close(rocksdb::IOOptions(), nullptr);
+            if (f.writer) {
+                writers.push_back(std::move(f.writer));
+                writing_.erase(it->first);
+            }
             if (f.reader) --readers_;
             if (it->first == current_) current_ = 0;
             doomed.push_back(it->first);
@@ -283,6 +319,7 @@ size_t SegmentFiles::collect() {
         }
         deleted_ += doomed.size();
     }
+    for (auto& w : writers) w->Close(rocksdb::IOOptions(), nullptr);  // the I/O outside the lock
     for (uint32_t n : doomed) fs_->DeleteFile(name(n), rocksdb::IOOptions(), nullptr);
     return doomed.size();
 }

@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +88,12 @@ public:
     // Commit thread: every file written since the last sync is synced (and
     // the directory, once a file was created). Empty on success.
     std::string sync();
+    // Commit thread: a batch holding chunks in `files` (one entry per
+    // chunk) is written and synced for good (no failed write will write
+    // them again). A full file with no chunk left to write has its writer
+    // closed: until then it stays open, because a file is never created
+    // twice (creating truncates).
+    void written(const std::vector<uint32_t>& files);
 
     // Any thread: the bytes a pointer names, checked against its CRC. False
     // with `error` set if the file or the bytes are missing or damaged.
@@ -105,6 +112,7 @@ private:
     struct File {
         uint64_t refs = 0;
         uint64_t live_bytes = 0;  // bytes of the referenced chunks
+        uint64_t pending = 0;     // reserved chunks whose batch is not yet written for good
         std::chrono::steady_clock::time_point last_unref{};
         bool compacting = false;
         uint64_t size = 0;  // bytes reserved (the file's length once written)
@@ -115,6 +123,8 @@ private:
     SegmentFiles(rocksdb::FileSystem* fs, std::string dir, uint64_t file_bytes);
     std::string name(uint32_t file) const;
     std::shared_ptr<rocksdb::FSRandomAccessFile> reader(uint32_t file) const;
+    // Under mu_: moves the writers of files written for good to `out`.
+    void take_finished_writers(std::vector<std::unique_ptr<rocksdb::FSWritableFile>>& out);
 
     rocksdb::FileSystem* fs_;
     const std::string dir_;
@@ -124,6 +134,7 @@ private:
     mutable std::mutex mu_;
     mutable std::map<uint32_t, File> files_;
     uint32_t current_ = 0;         // the file reserve() fills (0: none yet)
+    std::set<uint32_t> writing_;   // files with an open writer (the few being written)
     uint32_t next_ = 1;            // the number of the next file (numbers are not reused in a run)
     bool dir_unsynced_ = false;     // a file was created since the directory's last sync
     uint64_t deleted_ = 0;

@@ -493,6 +493,12 @@ struct Store::Impl {
         }
         auto micros = static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
+        if (s.ok() && segments) {  // no failed write will write these chunks again
+            std::vector<uint32_t> files;
+            for (const Batch& r : redo)
+                for (const auto& c : r.impl_->chunk_writes) files.push_back(c.place.file);
+            if (!files.empty()) segments->written(files);
+        }
         std::lock_guard lk(mu);
         ++stats.batches;
         stats.bytes_written += bytes;

@@ -52,9 +52,12 @@ protected:
         EXPECT_TRUE(sf) << error;
         return sf;
     }
+    // A chunk whose batch is written for good: reserved, written, synced.
     storage::SegmentPointer put(storage::SegmentFiles& sf, const std::string& bytes) {
         storage::SegmentPointer p = sf.reserve(bytes);
         EXPECT_EQ(sf.write(p, bytes), "");
+        EXPECT_EQ(sf.sync(), "");
+        sf.written({p.file});
         return p;
     }
     std::string dir_;
@@ -126,6 +129,7 @@ TEST_F(SegmentFilesTest, AFileGoesOnlyWhenNothingPointsAtItAndNumbersAreNotReuse
     EXPECT_EQ(sf->collect(), 0u) << "file 3 still has the reserved place";
     ASSERT_EQ(sf->write(p4, "w"), "");
     ASSERT_EQ(sf->sync(), "");
+    sf->written({p4.file});
     std::string out, error;
     ASSERT_TRUE(sf->read(p4, out, error)) << error;
     EXPECT_EQ(out, "w");
@@ -140,6 +144,29 @@ TEST_F(SegmentFilesTest, AFileGoesOnlyWhenNothingPointsAtItAndNumbersAreNotReuse
     ASSERT_EQ(sf->sync(), "");
     EXPECT_EQ(sf->collect(), 1u) << "file 3 is an orphan once nothing refs it at recovery";
     EXPECT_TRUE(fs::exists(dir_ + "/000004.seg"));
+}
+
+// The store writes a failed batch again, chunks included: a chunk's file is
+// then written again in place, never created anew (which would truncate the
+// chunks of earlier batches in it), even once it is full and synced.
+TEST_F(SegmentFilesTest, AChunkWrittenAgainAfterAFailureLeavesTheRestOfItsFileAlone) {
+    auto sf = open(1000);
+    const std::string x(300, 'x'), a(300, 'a'), b(600, 'b');
+    auto px = put(*sf, x);  // an earlier batch's, written for good
+    auto pa = sf->reserve(a), pb = sf->reserve(b);
+    ASSERT_EQ(pa.file, 1u);
+    ASSERT_EQ(pb.file, 2u) << "the batch fills file 1 and starts file 2";
+    for (int attempt = 0; attempt < 2; ++attempt) {  // its database write failed: written again
+        ASSERT_EQ(sf->write(pa, a), "");
+        ASSERT_EQ(sf->write(pb, b), "");
+        ASSERT_EQ(sf->sync(), "");
+    }
+    sf->written({pa.file, pb.file});
+    std::string out, error;
+    ASSERT_TRUE(sf->read(px, out, error)) << error;
+    EXPECT_EQ(out, x);
+    ASSERT_TRUE(sf->read(pa, out, error)) << error;
+    EXPECT_EQ(out, a);
 }
 
 TEST_F(SegmentFilesTest, SparseFilesAreThoseMostlyUnreferencedAndQuietNotTheOneBeingFilled) {
