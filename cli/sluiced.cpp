@@ -337,18 +337,14 @@ int main(int argc, char** argv) {
             std::cerr << "sluiced: cluster: " << err << std::endl;
             return 1;
         }
-        {
-            std::error_code ec;
-            for (const auto& e : std::filesystem::directory_iterator(sluice::storage::segments_dir(so.path), ec))
-                if (e.path().extension() == ".seg") {
-                    std::cerr << "sluiced: cluster mode: " << e.path().parent_path().string()
-                              << " holds messages a single node stored in segment files, which replicas would not get; "
-                                 "start this node without --cluster-etcd and drain its queues (or start the cluster "
-                                 "with an empty data dir and move the messages with a shovel), then join "
-                                 "(docs/cluster.md)\n";
-                    cluster->stop();
-                    return 1;
-                }
+        if (sluice::storage::has_segment_files(so.path)) {
+            std::cerr << "sluiced: cluster mode: " << sluice::storage::segments_dir(so.path)
+                      << " holds messages a single node stored in segment files, which replicas would not get; "
+                         "start this node without --cluster-etcd and drain its queues (or start the cluster "
+                         "with an empty data dir and move the messages with a shovel), then join "
+                         "(docs/cluster.md)\n";
+            cluster->stop();
+            return 1;
         }
         epoch = cluster->run_follower(store, so);
         std::signal(SIGTERM, SIG_DFL);

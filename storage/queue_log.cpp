@@ -317,24 +317,20 @@ size_t QueueLog::recover(Store& store, Batch& cleanup, const std::function<void(
         if (!have) return;
         have = false;
         uint32_t file = 0;
-        if (is_segment_pointer(value)) {
-            SegmentPointer p;
-            if (decode_segment_pointer(value, p)) file = p.file;
-            std::string error;
-            if (!store.resolve_chunk(value, error)) {
-                // A pointer is made durable only after its bytes are: this is
-                // damage (or a lost file), not a crash's torn tail. Said
-                // loudly and counted; the chunk's key goes (nothing to read).
-                std::fprintf(stderr, "sluiced: queue log %llu: the chunk at seq %llu is lost: %s\n",
-                             static_cast<unsigned long long>(queue_id_), static_cast<unsigned long long>(first),
-                             error.c_str());
-                ++damaged_;
-                cleanup.remove(Column::msgs, chunk_key(queue_id_, first));
-                if (have_ack) cleanup.remove(Column::msgs, ack_key(queue_id_, first));
-                return;
-            }
-            if (file != 0 && store.segments()) store.segments()->ref(file, value.size());
+        std::string error;
+        if (!store.resolve_chunk(value, error, &file)) {
+            // A pointer is made durable only after its bytes are: this is
+            // damage (or a lost file), not a crash's torn tail. Said loudly
+            // and counted; the chunk's key goes (nothing to read).
+            std::fprintf(stderr, "sluiced: queue log %llu: the chunk at seq %llu is lost: %s\n",
+                         static_cast<unsigned long long>(queue_id_), static_cast<unsigned long long>(first),
+                         error.c_str());
+            ++damaged_;
+            cleanup.remove(Column::msgs, chunk_key(queue_id_, first));
+            if (have_ack) cleanup.remove(Column::msgs, ack_key(queue_id_, first));
+            return;
         }
+        if (file != 0) store.segments()->ref(file, value.size());  // resolved: the store has segment files
         Chunk& c = chunks_[first];
         c.written = true;
         c.file = file;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 #include "storage/crc32c.hpp"
 #include "storage/store.hpp"
@@ -29,6 +30,13 @@ uint32_t number_of(const std::string& name) {
 }
 
 }  // namespace
+
+bool has_segment_files(const std::string& store_path) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(segments_dir(store_path), ec))
+        if (number_of(e.path().filename().string()) != 0) return true;
+    return false;
+}
 
 std::string encode_segment_pointer(const SegmentPointer& p) {
     std::string v;

@@ -873,13 +873,15 @@ void Store::reclaim(std::string_view begin, std::string_view end) {
     impl_->reclaim_cv.notify_one();
 }
 
-bool Store::resolve_chunk(std::string& value, std::string& error) const {
+bool Store::resolve_chunk(std::string& value, std::string& error, uint32_t* file) const {
+    if (file) *file = 0;
     if (!is_segment_pointer(value)) return true;
     SegmentPointer p;
     if (!decode_segment_pointer(value, p)) {
         error = "a damaged segment pointer";
         return false;
     }
+    if (file) *file = p.file;
     if (!impl_->segments) {
         error = "a chunk in segment file " + std::to_string(p.file) + ", and this store has no segment files";
         return false;

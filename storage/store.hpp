@@ -58,11 +58,11 @@ struct StoreOptions {
     rocksdb::Env* env = nullptr;
 };
 
+class SegmentFiles;
+
 // A set of writes applied atomically. A batch from Store::new_batch() encodes
 // each write straight into RocksDB's batch format (one copy); a default-
 // constructed one records the writes and converts them at commit.
-class SegmentFiles;
-
 class Batch {
 public:
     Batch();
@@ -238,9 +238,10 @@ public:
     // memory) does not push what is read often out of the block cache.
     bool get(Column c, std::string_view key, std::string& value, bool fill_cache = true) const;
     // A chunk value read from `msgs`: a segment pointer is replaced by the
-    // bytes it names (checked). False, with `error`, if they are missing or
-    // damaged; true (unchanged) for a value that is not a pointer.
-    bool resolve_chunk(std::string& value, std::string& error) const;
+    // bytes it names (checked), and `file` (if given) names its segment file
+    // (0 for a value that is not a pointer, which stays unchanged). False,
+    // with `error`, if the bytes are missing or damaged.
+    bool resolve_chunk(std::string& value, std::string& error, uint32_t* file = nullptr) const;
     // The segment files (null when the store has none: cluster mode, or
     // StoreOptions::segments off).
     SegmentFiles* segments() const;
@@ -274,8 +275,9 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-// Where a store at `store_path` keeps its segment files.
+// Where a store at `store_path` keeps its segment files, and whether it has any.
 std::string segments_dir(const std::string& store_path);
+bool has_segment_files(const std::string& store_path);
 
 // Big-endian integers: u64 keys sort numerically, and every record's
 // fixed-width fields use the same order. One append (or load) each, not a

@@ -207,6 +207,16 @@ protected:
         }
     }
 
+    // Starts again after a stop: recovery lost nothing, and `name` holds
+    // exactly `prefix`0 … `prefix`(n-1), in order.
+    void restart_and_expect(std::string_view name, const std::string& prefix, int n) {
+        start();
+        EXPECT_EQ(broker_->recovery_stats().missing_bodies, 0u);
+        TestClient& c = connect();
+        auto got = drain(c, name);
+        ASSERT_EQ(got.size(), static_cast<size_t>(n));
+        for (int i = 0; i < n; ++i) EXPECT_EQ(got[i].body, prefix + std::to_string(i));
+    }
     broker::BrokerConfig config;
     uint64_t segment_file_bytes = 16u << 20;
     storage::Durability durability = storage::Durability::sync;
