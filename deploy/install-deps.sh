@@ -28,6 +28,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 build_packages=(
   build-essential cmake ninja-build ccache pkg-config
+  lld   # the linker (CMakeLists.txt: fast links, cli/sluiced.order)
   libboost1.81-dev libboost-program-options1.81-dev libboost-json1.81-dev
   libboost-url1.81-dev
   librocksdb-dev prometheus-cpp-dev libssl-dev
