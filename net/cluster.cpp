@@ -1,5 +1,6 @@
 #include "net/cluster.hpp"
 
+#include <pthread.h>
 #include <boost/json.hpp>
 #include <atomic>
 #include <condition_variable>
@@ -754,8 +755,14 @@ std::string ClusterNode::lead(Store& store, uint64_t epoch, std::function<void(c
         d.view = {self};
     }
     d.publish_safe_until();
-    d.thread = std::thread([&d] { d.lead_loop(); });
-    d.watchdog = std::thread([&d] { d.watch(); });
+    d.thread = std::thread([&d] {
+        pthread_setname_np(pthread_self(), "cluster-lead");
+        d.lead_loop();
+    });
+    d.watchdog = std::thread([&d] {
+        pthread_setname_np(pthread_self(), "cluster-watch");
+        d.watch();
+    });
     return "";
 }
 

@@ -1,5 +1,6 @@
 #include "net/http_server.hpp"
 
+#include <pthread.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -47,7 +48,10 @@ class HttpConnection;
 // 19,359 → 303 while scraping every second). Jobs only read their snapshot.
 class RenderThread {
 public:
-    RenderThread() : thread_([this] { run(); }) {}
+    RenderThread() : thread_([this] {
+        pthread_setname_np(pthread_self(), "http-render");
+        run();
+    }) {}
     ~RenderThread() {
         {
             std::lock_guard lock(mutex_);

@@ -2,6 +2,7 @@
 // acknowledge; install a snapshot.
 #include "net/replication.hpp"
 
+#include <pthread.h>
 #include <condition_variable>
 #include <cstdio>
 #include <iostream>
@@ -224,7 +225,10 @@ struct ReplicationFollower::Impl {
 ReplicationFollower::ReplicationFollower(std::unique_ptr<Store>& store, Options options)
     : impl_(std::make_unique<Impl>(store, std::move(options))) {
     impl_->status.position = store->log_position();
-    impl_->thread = std::thread([d = impl_.get()] { d->run(); });
+    impl_->thread = std::thread([d = impl_.get()] {
+        pthread_setname_np(pthread_self(), "repl-follow");
+        d->run();
+    });
 }
 
 ReplicationFollower::~ReplicationFollower() { stop(); }

@@ -2,6 +2,7 @@
 // batches, a thread per follower, acks, releases, snapshots.
 #include "net/replication.hpp"
 
+#include <pthread.h>
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -175,6 +176,7 @@ struct ReplicationLeader::Impl {
         // Acks come in on their own thread; this one sends.
         std::atomic<bool> done{false};
         std::thread acks([&] {
+            pthread_setname_np(pthread_self(), "repl-acks");
             uint8_t t;
             std::string p;
             while (sock->recv_frame(t, p)) {
@@ -316,6 +318,7 @@ struct ReplicationLeader::Impl {
             s.socket = std::make_unique<Socket>(fd);
             const uint64_t gen = ++generations;
             s.thread = std::thread([this, &s, gen] {
+                pthread_setname_np(pthread_self(), "repl-send");
                 session(s.socket.get(), gen);
                 s.done = true;
             });
@@ -381,7 +384,10 @@ std::string ReplicationLeader::start() {
     d.port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                                : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
     d.listen_fd = fd;
-    d.accept_thread = std::thread([&d] { d.accept_loop(); });
+    d.accept_thread = std::thread([&d] {
+        pthread_setname_np(pthread_self(), "repl-accept");
+        d.accept_loop();
+    });
     return "";
 }
 

@@ -1,5 +1,6 @@
 #include "net/tcp_proxy.hpp"
 
+#include <pthread.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -126,6 +127,7 @@ void TcpProxy::start() {
     if (impl_->started) return;
     impl_->started = true;
     impl_->thread = std::thread([d = impl_.get()] {
+        pthread_setname_np(pthread_self(), "tcp-proxy");
         auto guard = asio::make_work_guard(d->io);
         d->io.run();
     });

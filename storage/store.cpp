@@ -2,6 +2,7 @@
 
 #include "storage/segment_files.hpp"
 
+#include <pthread.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/file_system.h>
@@ -646,9 +647,18 @@ std::unique_ptr<Store> Store::open(const StoreOptions& options, std::string& err
     impl->db.reset(db);
     impl->columns = handles;  // meta, msgs, bodies, default
     Impl* raw = impl.get();
-    impl->thread = std::thread([raw] { raw->run(); });
-    impl->reclaim_thread = std::thread([raw] { raw->run_reclaims(); });
-    impl->read_thread = std::thread([raw] { raw->run_reads(); });
+    impl->thread = std::thread([raw] {
+        pthread_setname_np(pthread_self(), "store-commit");  // names for top -H, perf
+        raw->run();
+    });
+    impl->reclaim_thread = std::thread([raw] {
+        pthread_setname_np(pthread_self(), "store-reclaim");
+        raw->run_reclaims();
+    });
+    impl->read_thread = std::thread([raw] {
+        pthread_setname_np(pthread_self(), "store-read");
+        raw->run_reads();
+    });
     return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 
