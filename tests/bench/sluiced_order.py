@@ -7,7 +7,7 @@ place together (lld's --symbol-ordering-file; cli/CMakeLists.txt).
 Why: the kernel maps a program's code 64 KiB around each page it touches
 (fault-around), so an idle broker whose start-up code is spread over the
 whole binary keeps most of its 10 MiB of code resident though it ran 2 MiB
-of it (issue 12: idle RSS 15.3 → 11.4 MiB with this order and the static
+of it (issue 12: idle RSS 15.1 → 11.2 MiB with this order and the static
 libraries). The order changes no behaviour: a function missing from it is
 placed after the listed ones, a listed name that no longer exists is
 ignored. Regenerate it when start-up changes much (tests/bench/idle_rss.py
@@ -22,6 +22,7 @@ scrape). The file lists phase 1's functions, then phase 2's others, each
 group in the binary's current address order (which keeps a source file's
 functions together).
 """
+import base64
 import glob
 import os
 import re
@@ -32,11 +33,10 @@ import tempfile
 import time
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from conftest import amqp_answers, free_port, wait_for  # noqa: E402
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+from conftest import amqp_answers, free_port, wait_for  # noqa: E402
 
 
 def functions_in(dump):
@@ -75,7 +75,7 @@ def busy(port, http_port):
     ch.cancel()
     ch.queue_delete("order-profile")
     conn.close()
-    auth = "Basic " + __import__("base64").b64encode(b"guest:guest").decode()
+    auth = "Basic " + base64.b64encode(b"guest:guest").decode()
     for path in ("/api/overview", "/api/queues", "/api/connections", "/metrics", "/"):
         req = urllib.request.Request("http://127.0.0.1:%d%s" % (http_port, path), headers={"Authorization": auth})
         urllib.request.urlopen(req, timeout=30).read()
