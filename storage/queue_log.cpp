@@ -143,6 +143,25 @@ size_t QueueLog::remove_from(uint64_t seq) {
     return n;
 }
 
+void QueueLog::keep_live_records(uint64_t first, Chunk& c) {
+    // Records are found by their seq, never by their place in the value:
+    // the live bits stay as they are, and recovery sees every record it
+    // finds as live (no ack record needed).
+    std::string kept;
+    kept.reserve(c.pending.size());
+    kept.push_back(kChunkMagic);
+    const std::string_view all = c.pending;
+    size_t at = 1;
+    while (at + kRecordHeader <= all.size()) {
+        const uint64_t seq = read_u64_key(all, at);
+        const size_t end = at + kRecordHeader + get_u32(all, at + 17);
+        if (bit(c.bits, seq - first)) kept.append(all.substr(at, end - at));
+        at = end;
+    }
+    c.pending.swap(kept);
+    c.records = c.live;
+}
+
 void QueueLog::put_chunk(Batch& batch, uint64_t first, Chunk& c) {
     c.file = batch.put_chunk(Column::msgs, chunk_key(queue_id_, first), c.pending);
     in_flight_.push_back(first);  // its bytes stay readable here until the batch is synced
@@ -177,6 +196,7 @@ bool QueueLog::flush(Batch& batch) {
                 chunks_.erase(it);
                 continue;
             }
+            if (c.live < c.records) keep_live_records(first, c);
             c.written = true;
             c.size = static_cast<uint32_t>(c.pending.size());
             stored_bytes_ += c.size;

@@ -9,7 +9,9 @@
 // Keys in `msgs`:
 //   queue id (u64 BE) | first seq (u64 BE)         → chunk
 //   queue id (u64 BE) | first seq (u64 BE) | 'a'   → ack record: live bits
-// A chunk: 0x04, then records [seq u64][kind u8][expires u64][len u32][payload].
+// A chunk: 0x04, then records [seq u64][kind u8][expires u64][len u32][payload],
+// seqs rising, with gaps where records were removed before the chunk was
+// first written. Live bit i is seq first + i.
 // A value whose first octet is not 0x04 is a single-record entry of the
 // previous format (kind, optional expiry, payload), read as a chunk of one.
 // Kinds and payloads belong to the caller (broker/durability.cpp).
@@ -73,7 +75,9 @@ public:
     size_t remove_from(uint64_t seq);
 
     // Writes what changed into `batch`: open chunks that still hold live
-    // records (one put each; fully removed ones are never written), ack
+    // records (one put each, of the records still live: those removed
+    // before their chunk's first write are never written, nor are fully
+    // removed chunks), ack
     // records of partly removed chunks, deletes of emptied ones. Returns
     // true if it put chunks (their bytes are kept until release_pending()).
     bool flush(Batch& batch);
@@ -148,6 +152,9 @@ private:
     using Chunks = std::map<uint64_t, Chunk>;
 
     void mark_dirty(uint64_t first, Chunk& c);
+    // Before a chunk's first write: its value keeps only the live records
+    // (those consumed meanwhile are never written).
+    void keep_live_records(uint64_t first, Chunk& c);
     // The chunk's bytes (pending) into `batch`, with its live bits if some are clear.
     void put_chunk(Batch& batch, uint64_t first, Chunk& c);
     void clear_bit(uint64_t first, Chunk& c, uint64_t seq);

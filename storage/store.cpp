@@ -193,6 +193,7 @@ struct Store::Impl {
     std::condition_variable reclaim_cv;
     std::thread reclaim_thread;
     uint64_t reclaimed = 0;  // ranges compacted; guarded by mu
+    uint64_t reclaims_skipped = 0;  // ranges with too little in table files to compact; guarded by mu
     bool reclaiming = false;  // the reclaim thread is using the database; guarded by mu
     bool collect_pending = false;  // collect_segments() asked; guarded by mu
     // Reads off the owner's thread (Store::read_off_thread): one thread, jobs
@@ -346,16 +347,37 @@ struct Store::Impl {
             if (!db || needs_resume) continue;  // after a write error the store reopens; skip
             reclaiming = true;
             lk.unlock();
+            auto* cf = columns[static_cast<size_t>(Column::msgs)];
+            rocksdb::Slice b(begin), e(end);
+            // Worth it only when table files hold the range's data. What was
+            // deleted while still in a memtable (the chunks of a queue whose
+            // consumer keeps up live and die there) goes with that
+            // memtable's own flush; forcing one for it costs a table file, a
+            // new WAL and their syncs every few MiB of traffic — in cluster
+            // mode, where chunks keep their bytes in the database, a stream
+            // of extra disk flushes beside the log's. Less than a memtable's
+            // worth in table files is left to RocksDB's own compactions.
+            rocksdb::SizeApproximationOptions sizing;
+            sizing.include_memtables = false;
+            sizing.include_files = true;
+            rocksdb::Range range(b, e);
+            uint64_t in_files = 0;
+            if (!db->GetApproximateSizes(sizing, cf, &range, 1, &in_files).ok()) in_files = UINT64_MAX;
+            if (in_files < options.write_buffer_bytes) {
+                lk.lock();
+                reclaiming = false;
+                ++reclaims_skipped;
+                reclaim_cv.notify_all();
+                continue;
+            }
             // The deletes may still be in the memtable, where a compaction of
             // table files cannot see them: flush it, then compact the range
             // (whose data is all deleted: the output is empty).
-            auto* cf = columns[static_cast<size_t>(Column::msgs)];
             rocksdb::FlushOptions fo;
             fo.allow_write_stall = true;
             db->Flush(fo, cf);
             rocksdb::CompactRangeOptions co;
             co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
-            rocksdb::Slice b(begin), e(end);
             db->CompactRange(co, cf, &b, &e);
             lk.lock();
             reclaiming = false;
@@ -916,6 +938,11 @@ void Store::collect_segments() {
 uint64_t Store::reclaimed() const {
     std::lock_guard lk(impl_->mu);
     return impl_->reclaimed;
+}
+
+uint64_t Store::reclaims_skipped() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->reclaims_skipped;
 }
 
 StoreStats Store::stats() const {

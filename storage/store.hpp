@@ -254,10 +254,14 @@ public:
 
     // The data in [begin, end) of `msgs` is deleted (a queue deleted or
     // drained): a background thread flushes the memtable and compacts that
-    // range, so the disk space comes back without a restart. Returns at once.
+    // range, so the disk space comes back without a restart — if table
+    // files hold at least a memtable's worth of the range (what was deleted
+    // in the memtable goes with its flush). Returns at once.
     void reclaim(std::string_view begin, std::string_view end);
-    // Ranges reclaim() has compacted (tests, metrics).
+    // Ranges reclaim() has compacted, and those it found too small in
+    // table files to compact (tests, metrics).
     uint64_t reclaimed() const;
+    uint64_t reclaims_skipped() const;
 
     // The directory the store was opened in.
     const std::string& path() const;

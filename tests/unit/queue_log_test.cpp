@@ -109,6 +109,39 @@ TEST_F(QueueLogTest, RecoveryAppliesAckRecordsAndReadsTheOldOneEntryFormat) {
     EXPECT_EQ(live(log).size(), 8u);
 }
 
+// A consumer that keeps up acks most of a chunk before its batch closes:
+// those records are never written (in cluster mode, never replicated), and
+// what is written needs no ack record.
+TEST_F(QueueLogTest, RecordsConsumedBeforeTheirChunkIsWrittenAreNeverWritten) {
+    storage::QueueLog log(7);
+    for (uint64_t s = 1; s <= 10; ++s) log.append(s, 1, 0, {"payload-", std::to_string(s)});
+    for (uint64_t s : {1, 2, 3, 5, 8, 9, 10}) ASSERT_TRUE(log.remove(s));
+    commit(log);
+    EXPECT_EQ(keys(), 1u) << "no ack record: every record written is live";
+    std::string value, error;
+    ASSERT_TRUE(store_->get(storage::Column::msgs, storage::message_key(7, 1), value));
+    ASSERT_TRUE(store_->resolve_chunk(value, error)) << error;
+    EXPECT_EQ(value.size(), 1 + 3 * (8 + 1 + 8 + 4 + std::string("payload-4").size()));
+
+    auto recovered = [&] {
+        storage::QueueLog again(7);
+        storage::Batch cleanup = store_->new_batch();
+        std::vector<std::string> out;
+        again.recover(*store_, cleanup, [&](const storage::LogRecord& r) {
+            out.push_back(std::to_string(r.seq) + "=" + std::string(r.payload));
+        });
+        return out;
+    };
+    EXPECT_EQ(live(log), (std::vector<uint64_t>{4, 6, 7}));  // from the store now
+    EXPECT_EQ(recovered(), (std::vector<std::string>{"4=payload-4", "6=payload-6", "7=payload-7"}));
+    // A later ack of a kept record: the ack record names it by its seq.
+    EXPECT_TRUE(log.remove(6));
+    EXPECT_FALSE(log.remove(5));
+    commit(log);
+    EXPECT_EQ(keys(), 2u);
+    EXPECT_EQ(recovered(), (std::vector<std::string>{"4=payload-4", "7=payload-7"}));
+}
+
 // --- storage::SpillFile alone ------------------------------------------------------
 
 // storage::QueueLogs: group commit's bookkeeping over every queue's log.
