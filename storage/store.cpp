@@ -466,13 +466,11 @@ struct Store::Impl {
         firsts.reserve(redo.size());
         rocksdb::Status s;
         size_t bytes = 0, count = 0;
-        // A leader ships its batches before its own write and sync, so that
-        // the replicas' writes and syncs run beside them instead of after: a
-        // confirm still waits for both (the callback is held until the
-        // replicas' acks, and runs only after this sync). A replica may then
-        // hold a batch this node lost in a crash, or failed to write (it is
-        // written again, same place in the log); the log's history check
-        // sends a replica that diverged a snapshot.
+        // A leader ships its batches before its own sync, so that the
+        // replicas' syncs run beside it instead of after it: a confirm still
+        // waits for both (the callback is held until the replicas' acks, and
+        // runs only after this sync). A replica may then hold a batch this
+        // node lost in a crash; the log's history check sends it a snapshot.
         bool ship_early;
         {
             std::lock_guard lk(mu);
@@ -487,7 +485,8 @@ struct Store::Impl {
             needs_resume = true;
             return err;
         }
-        for (Batch& r : redo) {
+        for (size_t i = 0; i < redo.size() && s.ok(); ++i) {
+            Batch& r = redo[i];
             bind(r);
             if (leading && r.impl_->log_index == 0) {
                 // Its place in the log, in the same atomic write (a batch
@@ -498,18 +497,6 @@ struct Store::Impl {
                 append_u64_key(pos, last_index);
                 r.impl_->wb.Put(log_column(), kLogPositionKey, pos);
             }
-        }
-        if (ship_early && !redo.empty()) {
-            // (A batch written again after a failure is not shipped twice:
-            // the ring knows its index.)
-            std::lock_guard lk(mu);
-            for (auto& r : redo) {
-                const auto& rep = r.impl_->wb.Data();
-                log_listener({epoch, r.impl_->log_index}, std::string_view(rep.data(), rep.size()));
-            }
-        }
-        for (size_t i = 0; i < redo.size() && s.ok(); ++i) {
-            Batch& r = redo[i];
             rocksdb::WriteOptions wo;
             wo.sync = sync && !ship_early && i + 1 == redo.size();
             s = db->Write(wo, &r.impl_->wb);
@@ -517,7 +504,16 @@ struct Store::Impl {
             bytes += r.bytes();
             count += r.count();
         }
-        if (ship_early && s.ok() && !redo.empty()) s = db->SyncWAL();
+        if (ship_early && s.ok() && !redo.empty()) {
+            {
+                std::lock_guard lk(mu);
+                for (auto& r : redo) {
+                    const auto& rep = r.impl_->wb.Data();
+                    log_listener({epoch, r.impl_->log_index}, std::string_view(rep.data(), rep.size()));
+                }
+            }
+            s = db->SyncWAL();
+        }
         auto micros = static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
         if (s.ok() && segments) {  // no failed write will write these chunks again
