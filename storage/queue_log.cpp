@@ -150,14 +150,10 @@ void QueueLog::keep_live_records(uint64_t first, Chunk& c) {
     std::string kept;
     kept.reserve(c.pending.size());
     kept.push_back(kChunkMagic);
-    const std::string_view all = c.pending;
-    size_t at = 1;
-    while (at + kRecordHeader <= all.size()) {
-        const uint64_t seq = read_u64_key(all, at);
-        const size_t end = at + kRecordHeader + get_u32(all, at + 17);
-        if (bit(c.bits, seq - first)) kept.append(all.substr(at, end - at));
-        at = end;
-    }
+    for_each_record(c.pending, first, [&](const LogRecord& r) {
+        if (bit(c.bits, r.seq - first))  // the whole record: its header precedes its payload
+            kept.append(r.payload.data() - kRecordHeader, kRecordHeader + r.payload.size());
+    });
     c.pending.swap(kept);
     c.records = c.live;
 }

@@ -77,9 +77,9 @@ public:
     // Writes what changed into `batch`: open chunks that still hold live
     // records (one put each, of the records still live: those removed
     // before their chunk's first write are never written, nor are fully
-    // removed chunks), ack
-    // records of partly removed chunks, deletes of emptied ones. Returns
-    // true if it put chunks (their bytes are kept until release_pending()).
+    // removed chunks), ack records of partly removed chunks, deletes of
+    // emptied ones. Returns true if it put chunks (their bytes are kept
+    // until release_pending()).
     bool flush(Batch& batch);
     // The batches of the flushes since the last call are synced: chunk bytes
     // kept for reads go. (Not called after a failed write: the bytes stay,
