@@ -363,25 +363,21 @@ struct Store::Impl {
             rocksdb::Range range(b, e);
             uint64_t in_files = 0;
             if (!db->GetApproximateSizes(sizing, cf, &range, 1, &in_files).ok()) in_files = UINT64_MAX;
-            if (in_files < options.write_buffer_bytes) {
-                lk.lock();
-                reclaiming = false;
-                ++reclaims_skipped;
-                reclaim_cv.notify_all();
-                continue;
+            const bool worth_it = in_files >= options.write_buffer_bytes;
+            if (worth_it) {
+                // The deletes may still be in the memtable, where a compaction
+                // of table files cannot see them: flush it, then compact the
+                // range (whose data is all deleted: the output is empty).
+                rocksdb::FlushOptions fo;
+                fo.allow_write_stall = true;
+                db->Flush(fo, cf);
+                rocksdb::CompactRangeOptions co;
+                co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+                db->CompactRange(co, cf, &b, &e);
             }
-            // The deletes may still be in the memtable, where a compaction of
-            // table files cannot see them: flush it, then compact the range
-            // (whose data is all deleted: the output is empty).
-            rocksdb::FlushOptions fo;
-            fo.allow_write_stall = true;
-            db->Flush(fo, cf);
-            rocksdb::CompactRangeOptions co;
-            co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
-            db->CompactRange(co, cf, &b, &e);
             lk.lock();
             reclaiming = false;
-            ++reclaimed;
+            ++(worth_it ? reclaimed : reclaims_skipped);
             reclaim_cv.notify_all();
         }
     }
