@@ -49,8 +49,24 @@ struct ReplicationLeader::Impl {
         uint64_t generation = 0;   // which connection owns it
     };
 
+    // A follower's outgoing stream. Its session thread sends catch-up,
+    // heartbeats and whatever append() could not; append() sends a new
+    // batch itself, on the commit thread, when the stream is caught up and
+    // the socket takes it without blocking: the batch leaves without waking
+    // the session thread, so the replicas' syncs start sooner (the confirm
+    // waits for them). One sender at a time holds send_mu.
+    struct Stream {
+        std::mutex send_mu;
+        Socket* socket = nullptr;       // guarded by send_mu; null once its session ends
+        uint64_t next = 0;              // guarded by send_mu: the next index to send
+        std::string tail;               // guarded by send_mu: the unsent rest of a frame append() began
+        std::atomic<uint64_t> next_hint{0};  // `next`, for the session thread's wait
+        std::atomic<bool> has_tail{false};
+    };
+
     mutable std::mutex mu;
-    std::condition_variable cv;  // new entries, stop
+    std::condition_variable cv;  // new entries the session threads must send, stop
+    std::vector<std::shared_ptr<Stream>> streams;  // the sessions streaming now
     std::deque<Entry> ring;      // contiguous indexes
     size_t ring_bytes = 0;
     uint64_t last = 0;           // the last index written
@@ -74,6 +90,7 @@ struct ReplicationLeader::Impl {
     Impl(Store& s, Options o) : store(s), options(std::move(o)) {}
 
     void append(Store::LogPosition pos, std::string_view data) {
+        std::vector<std::shared_ptr<Stream>> direct;
         {
             std::lock_guard lk(mu);
             if (pos.index <= last && !ring.empty()) return;  // shipped already (a failed sync's batch written again)
@@ -89,8 +106,39 @@ struct ReplicationLeader::Impl {
                 ring_bytes -= ring.front().data->size();
                 ring.pop_front();
             }
+            direct = streams;
         }
-        cv.notify_all();
+        bool wake = false;  // a session thread has something to send
+        std::string head;
+        put_u64(head, options.epoch);
+        put_u64(head, pos.index);
+        for (auto& st : direct) {
+            std::unique_lock sl(st->send_mu, std::try_to_lock);
+            if (!sl.owns_lock() || !st->socket || st->next != pos.index || !st->tail.empty()) {
+                wake = true;  // its thread is sending, or behind: it sends this one too
+                continue;
+            }
+            if (!st->socket->try_send_frame(kBatch, head, data, st->tail)) {
+                wake = true;  // its thread's next send fails and ends the session
+                continue;
+            }
+            const size_t total = 5 + head.size() + data.size();
+            if (st->tail.size() == total) {  // the socket's buffer is full
+                st->tail.clear();
+                wake = true;
+                continue;
+            }
+            st->next = pos.index + 1;
+            st->next_hint = st->next;
+            if (!st->tail.empty()) {  // its thread sends the rest
+                st->has_tail = true;
+                wake = true;
+            }
+        }
+        if (wake) {
+            std::lock_guard lk(mu);  // a session thread checks its wait's condition under mu
+            cv.notify_all();
+        }
         release();
     }
 
@@ -202,20 +250,52 @@ struct ReplicationLeader::Impl {
     }
 
     std::string stream(Socket& sock, uint64_t from, std::atomic<bool>& done) {
+        auto st = std::make_shared<Stream>();
+        st->socket = &sock;
+        st->next = from;
+        st->next_hint = from;
+        {
+            std::lock_guard lk(mu);
+            streams.push_back(st);
+        }
+        struct Leave {  // append() no longer sends on this socket once this returns
+            Impl& d;
+            std::shared_ptr<Stream> st;
+            ~Leave() {
+                {
+                    std::lock_guard lk(d.mu);
+                    d.streams.erase(std::find(d.streams.begin(), d.streams.end(), st));
+                }
+                std::lock_guard sl(st->send_mu);
+                st->socket = nullptr;
+            }
+        } leave{*this, st};
         auto next_heartbeat = Clock::now() + kHeartbeatEvery;
         for (;;) {
-            std::vector<std::pair<uint64_t, std::shared_ptr<const std::string>>> out;  // sent without the lock
             uint64_t leader_last;
             {
                 std::unique_lock lk(mu);
-                cv.wait_until(lk, next_heartbeat, [&] { return stopping || done || last >= from; });
+                cv.wait_until(lk, next_heartbeat,
+                              [&] { return stopping || done || last >= st->next_hint || st->has_tail; });
                 if (stopping) return "";
                 if (done) return "the follower went away";
                 leader_last = last;
-                if (last >= from) {
-                    if (ring.empty() || ring.front().index > from) return "fell behind the ring; it reconnects for a snapshot";
+            }
+            std::lock_guard sl(st->send_mu);
+            if (!st->tail.empty()) {
+                if (!sock.send_raw(st->tail)) return "send failed";
+                st->tail.clear();
+                st->has_tail = false;
+            }
+            std::vector<std::pair<uint64_t, std::shared_ptr<const std::string>>> out;  // sent without mu
+            {
+                std::lock_guard lk(mu);
+                leader_last = last;
+                if (last >= st->next) {
+                    if (ring.empty() || ring.front().index > st->next)
+                        return "fell behind the ring; it reconnects for a snapshot";
                     size_t bytes = 0;
-                    for (size_t i = from - ring.front().index; i < ring.size() && bytes < (4u << 20); ++i) {
+                    for (size_t i = st->next - ring.front().index; i < ring.size() && bytes < (4u << 20); ++i) {
                         out.emplace_back(ring[i].index, ring[i].data);
                         bytes += ring[i].data->size();
                     }
@@ -231,9 +311,10 @@ struct ReplicationLeader::Impl {
                     frames.push_back({kBatch, heads[i], *out[i].second});
                 }
                 if (!sock.send_frames(frames)) return "send failed";
-                from = out.back().first + 1;
+                st->next = out.back().first + 1;
+                st->next_hint = st->next;
             }
-            if (out.empty() || Clock::now() >= next_heartbeat) {
+            if (Clock::now() >= next_heartbeat) {  // (the wait ended early only for batches to send)
                 std::string hb;
                 put_u64(hb, leader_last);
                 if (!sock.send_frame(kHeartbeat, hb)) return "send failed";

@@ -188,6 +188,40 @@ public:
         return send_parts(parts, 3);
     }
 
+    // Sends what it can of one frame without blocking: all of it (true, and
+    // `rest` is empty), part (true, and `rest` holds the bytes still to go,
+    // which must follow before any other frame), or nothing because the
+    // socket's buffer is full (true, `rest` holds the whole frame). False on
+    // an error.
+    bool try_send_frame(uint8_t type, std::string_view a, std::string_view b, std::string& rest) {
+        std::array<char, 5> head;
+        put_head(head, type, a.size() + b.size());
+        iovec parts[3] = {{head.data(), head.size()},
+                          {const_cast<char*>(a.data()), a.size()},
+                          {const_cast<char*>(b.data()), b.size()}};
+        msghdr m{};
+        m.msg_iov = parts;
+        m.msg_iovlen = 3;
+        ssize_t n;
+        do {
+            n = ::sendmsg(fd_, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
+        size_t skip = n < 0 ? 0 : static_cast<size_t>(n);
+        rest.clear();
+        for (const iovec& p : parts) {
+            const size_t k = std::min(skip, p.iov_len);
+            rest.append(static_cast<const char*>(p.iov_base) + k, p.iov_len - k);
+            skip -= k;
+        }
+        return true;
+    }
+    // Bytes as they are (the rest of a frame that try_send_frame began).
+    bool send_raw(std::string_view bytes) {
+        iovec part{const_cast<char*>(bytes.data()), bytes.size()};
+        return send_parts(&part, 1);
+    }
+
     // Reads one frame, its first `split` bytes (or fewer) into `head` and
     // the rest into `rest` (a batch's position apart from its data, which can
     // then be handed on without a copy). False on EOF, error or timeout.

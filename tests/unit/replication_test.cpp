@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "net/replication.hpp"
+#include "net/replication_wire.hpp"
 #include "storage/store.hpp"
 
 namespace sluice {
@@ -203,6 +204,65 @@ TEST(Replication, AConfirmWaitsForTheInSyncFollowerAndItsStoreEqualsTheLeaders) 
     EXPECT_FALSE(held.wait(300ms));
     shipping.set_in_sync({});
     EXPECT_TRUE(held.wait(2s));
+}
+
+// The commit thread hands a new batch to a caught-up follower's socket
+// itself, without blocking: a follower that stops reading fills the socket,
+// and the leader's commits go on (its session thread sends the rest, a
+// frame begun by the commit thread first). What the follower then reads is
+// every batch, whole, in order.
+TEST(Replication, AFollowerThatStopsReadingHoldsUpNoCommitAndGetsEveryBatchWholeInOrder) {
+    namespace wire = net::replication_wire;
+    Node leader;
+    auto shipping = lead(leader, 2, {});  // confirms wait for no replica
+    std::string error;
+    wire::Socket follower = wire::Socket::connect("127.0.0.1", shipping->port(), error);
+    ASSERT_TRUE(follower.valid()) << error;
+    std::string hello;
+    wire::put_str(hello, "test-cluster");
+    wire::put_str(hello, "slow");
+    wire::put_u64(hello, 0);
+    wire::put_u64(hello, 0);
+    ASSERT_TRUE(follower.send_frame(wire::kHello, hello));
+    uint8_t type = 0;
+    std::string payload;
+    ASSERT_TRUE(follower.recv_frame(type, payload));
+    ASSERT_EQ(type, wire::kWelcome);
+    ASSERT_TRUE(eventually([&] {
+        auto reps = shipping->replicas();
+        return reps.size() == 1 && reps[0].state == "streaming";
+    }));
+
+    // 16 MiB while the follower reads nothing: more than loopback's socket
+    // buffers hold. (Within the 3 s a silent peer is given.)
+    const std::string value(1u << 20, 'v');
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 16; ++i) {
+        Pending p;
+        p.commit(*leader.store, "big" + std::to_string(i), value);
+        ASSERT_TRUE(p.wait(2s)) << "commit " << i << " waited for the follower's socket";
+        ASSERT_EQ(p.error, "");
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+    const uint64_t last = shipping->last_index();
+
+    uint64_t next = 1;  // the epoch's history entry first
+    size_t big = 0;
+    while (next <= last) {
+        std::string head, data;
+        ASSERT_TRUE(follower.recv_frame(type, head, data, 16)) << "at index " << next;
+        if (type == wire::kHeartbeat) continue;
+        ASSERT_EQ(type, wire::kBatch);
+        wire::Reader r{head};
+        EXPECT_EQ(r.u64(), 2u);
+        ASSERT_EQ(r.u64(), next) << "batches arrive in order, none missing";
+        if (data.size() > value.size()) {
+            EXPECT_NE(data.find(value), std::string::npos) << "batch " << next << " arrived whole";
+            ++big;
+        }
+        ++next;
+    }
+    EXPECT_EQ(big, 16u);
 }
 
 TEST(Replication, AnOldLeadersUnreplicatedBatchesAreReplacedByASnapshot) {
