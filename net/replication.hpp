@@ -18,7 +18,10 @@
 // Wire: frames of u32 length (big-endian) | u8 type | payload, over TCP.
 // Threads: plain blocking sockets; the leader runs an accept thread and a
 // thread per follower (plus one reading its acks), the follower one thread.
-// Nothing here runs on the broker's event loop.
+// A new batch goes out on the store's commit thread, which sends it on each
+// caught-up follower's socket without blocking; the follower's thread sends
+// catch-up, heartbeats and whatever a socket did not take. Nothing here runs
+// on the broker's event loop.
 #pragma once
 
 #include <chrono>
