@@ -58,10 +58,9 @@ struct ReplicationLeader::Impl {
     struct Stream {
         std::mutex send_mu;
         Socket* socket = nullptr;       // guarded by send_mu; null once its session ends
-        uint64_t next = 0;              // guarded by send_mu: the next index to send
+        std::atomic<uint64_t> next{0};  // the next index to send: written under send_mu
         std::string tail;               // guarded by send_mu: the unsent rest of a frame append() began
-        std::atomic<uint64_t> next_hint{0};  // `next`, for the session thread's wait
-        std::atomic<bool> has_tail{false};
+        std::atomic<bool> has_tail{false};  // !tail.empty(), for the session thread's wait
     };
 
     mutable std::mutex mu;
@@ -118,21 +117,17 @@ struct ReplicationLeader::Impl {
                 wake = true;  // its thread is sending, or behind: it sends this one too
                 continue;
             }
-            if (!st->socket->try_send_frame(kBatch, head, data, st->tail)) {
-                wake = true;  // its thread's next send fails and ends the session
-                continue;
-            }
-            const size_t total = 5 + head.size() + data.size();
-            if (st->tail.size() == total) {  // the socket's buffer is full
-                st->tail.clear();
-                wake = true;
-                continue;
-            }
-            st->next = pos.index + 1;
-            st->next_hint = st->next;
-            if (!st->tail.empty()) {  // its thread sends the rest
-                st->has_tail = true;
-                wake = true;
+            switch (st->socket->try_send_frame(kBatch, head, data, st->tail)) {
+                case Socket::Sent::all: st->next = pos.index + 1; break;
+                case Socket::Sent::part:  // its thread sends the rest
+                    st->next = pos.index + 1;
+                    st->has_tail = true;
+                    wake = true;
+                    break;
+                case Socket::Sent::none:   // a full buffer: its thread waits for room
+                case Socket::Sent::error:  // its thread's next send fails and ends the session
+                    wake = true;
+                    break;
             }
         }
         if (wake) {
@@ -253,7 +248,6 @@ struct ReplicationLeader::Impl {
         auto st = std::make_shared<Stream>();
         st->socket = &sock;
         st->next = from;
-        st->next_hint = from;
         {
             std::lock_guard lk(mu);
             streams.push_back(st);
@@ -276,10 +270,9 @@ struct ReplicationLeader::Impl {
             {
                 std::unique_lock lk(mu);
                 cv.wait_until(lk, next_heartbeat,
-                              [&] { return stopping || done || last >= st->next_hint || st->has_tail; });
+                              [&] { return stopping || done || last >= st->next || st->has_tail; });
                 if (stopping) return "";
                 if (done) return "the follower went away";
-                leader_last = last;
             }
             std::lock_guard sl(st->send_mu);
             if (!st->tail.empty()) {
@@ -312,7 +305,6 @@ struct ReplicationLeader::Impl {
                 }
                 if (!sock.send_frames(frames)) return "send failed";
                 st->next = out.back().first + 1;
-                st->next_hint = st->next;
             }
             if (Clock::now() >= next_heartbeat) {  // (the wait ended early only for batches to send)
                 std::string hb;

@@ -188,12 +188,11 @@ public:
         return send_parts(parts, 3);
     }
 
-    // Sends what it can of one frame without blocking: all of it (true, and
-    // `rest` is empty), part (true, and `rest` holds the bytes still to go,
-    // which must follow before any other frame), or nothing because the
-    // socket's buffer is full (true, `rest` holds the whole frame). False on
-    // an error.
-    bool try_send_frame(uint8_t type, std::string_view a, std::string_view b, std::string& rest) {
+    // Sends what it can of one frame without blocking. `part`: `rest` holds
+    // the bytes still to go, which must follow before any other frame.
+    // `none`: the socket's buffer is full.
+    enum class Sent { all, part, none, error };
+    Sent try_send_frame(uint8_t type, std::string_view a, std::string_view b, std::string& rest) {
         std::array<char, 5> head;
         put_head(head, type, a.size() + b.size());
         iovec parts[3] = {{head.data(), head.size()},
@@ -206,15 +205,15 @@ public:
         do {
             n = ::sendmsg(fd_, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
         } while (n < 0 && errno == EINTR);
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
-        size_t skip = n < 0 ? 0 : static_cast<size_t>(n);
+        if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? Sent::none : Sent::error;
         rest.clear();
+        size_t skip = static_cast<size_t>(n);
         for (const iovec& p : parts) {
             const size_t k = std::min(skip, p.iov_len);
             rest.append(static_cast<const char*>(p.iov_base) + k, p.iov_len - k);
             skip -= k;
         }
-        return true;
+        return rest.empty() ? Sent::all : Sent::part;
     }
     // Bytes as they are (the rest of a frame that try_send_frame began).
     bool send_raw(std::string_view bytes) {
